@@ -1,0 +1,270 @@
+//! `metrics.json`: the versioned record of one run, and the input of every plot and page.
+//!
+//! Offsets (`*_s`) are seconds on the scenario clock (t = 0 is the first intended request).
+//! Latencies are milliseconds. Bump [`SCHEMA_VERSION`] on any incompatible change.
+//! Later stack parts (trainer, router, operator) add their figures as [`Chart`]s and
+//! [`Figure`]s, so the renderer needs no change to show them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the `metrics.json` layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    pub schema_version: u32,
+    pub run: RunInfo,
+    /// Warm-up, measured, and search trials, on the scenario clock.
+    pub phases: Vec<Span>,
+    /// Injected faults, as they actually happened.
+    pub faults: Vec<FaultSpan>,
+    /// Per-window load figures (1 s by default), keyed by intended send time.
+    pub windows: Vec<WindowMetrics>,
+    /// One summary per evaluated phase (`warmup`, `measured`, `steady`, `faulted`).
+    pub summaries: Vec<PhaseSummary>,
+    /// Latency percentile distribution of the measured phase (for the distribution plot).
+    pub distribution: Vec<DistributionPoint>,
+    /// Recovery time of each fault (metrics.md "failover time" rule on 100 ms windows).
+    pub recoveries: Vec<Recovery>,
+    /// Whole-run request accounting.
+    pub accounting: Accounting,
+    /// Every process the runner started, and how each one ended.
+    pub processes: Vec<ProcessRecord>,
+    /// Max-throughput search results, one per variant (empty for other modes).
+    pub searches: Vec<SearchResult>,
+    /// Extra named figures (unit in the name), e.g. `scaling_efficiency_n2`.
+    pub figures: Vec<Figure>,
+    /// Extra plots for later components (training curves, ...).
+    pub charts: Vec<Chart>,
+    /// SLO verdicts; the run passes when every one passes.
+    pub slos: Vec<SloVerdict>,
+    /// Problems that made the run itself fail (readiness timeout, unbalanced accounting, ...).
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub scenario: String,
+    pub description: String,
+    pub scenario_file: String,
+    pub run_id: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub wall_s: f64,
+    pub seed: u64,
+    /// `git rev-parse HEAD` of the faultline checkout, or "unknown".
+    pub git_commit: String,
+    pub faultline_version: String,
+    pub host: HostInfo,
+    /// Load mode and offered rate as configured.
+    pub workload: WorkloadInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub os: String,
+    pub arch: String,
+    pub cpus: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadInfo {
+    pub mode: String,
+    pub arrival: String,
+    pub rate_per_s: Option<f64>,
+    pub connections: u32,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub timeout_s: f64,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    pub name: String,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultSpan {
+    pub id: String,
+    pub kind: String,
+    pub target: Option<String>,
+    pub start_s: f64,
+    /// When it was healed (`until`), or recovery end for instant faults; None if never.
+    pub end_s: Option<f64>,
+    /// Free-form parameters (multiplier, pids, ...).
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Accounting {
+    pub sent: u64,
+    pub ok: u64,
+    /// Error count by kind (`connect_refused`, `http_503`, ...).
+    pub errors: BTreeMap<String, u64>,
+    pub timeouts: u64,
+    pub dropped_by_generator: u64,
+    /// `sent == ok + Σ errors + timeouts + dropped_by_generator`.
+    pub balanced: bool,
+}
+
+/// p50, p90, p95, p99, p99.9 and max in milliseconds; None when nothing was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowMetrics {
+    pub start_s: f64,
+    pub width_s: f64,
+    pub counts: Accounting,
+    /// Completions per second by completion time.
+    pub throughput_rps: f64,
+    /// Successful requests per second whose corrected latency met every latency SLO bound.
+    pub goodput_rps: Option<f64>,
+    pub latency: Percentiles,
+    pub service: Percentiles,
+    pub send_lag: Percentiles,
+    pub ttft: Percentiles,
+    pub itl: Percentiles,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    pub phase: String,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub counts: Accounting,
+    pub availability: Option<f64>,
+    pub throughput_rps: f64,
+    pub latency: Percentiles,
+    pub service: Percentiles,
+    pub send_lag: Percentiles,
+    pub ttft: Percentiles,
+    pub itl: Percentiles,
+    pub tpot: Percentiles,
+    pub output_tokens_per_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DistributionPoint {
+    pub percentile: f64,
+    pub latency_ms: f64,
+    pub service_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub fault_id: String,
+    pub kind: String,
+    pub start_s: f64,
+    /// Fault instant → start of the first 100 ms window after which success ≥ 99 % for ≥ 1 s.
+    pub recovery_s: Option<f64>,
+    /// Requests intended between the fault and recovery that did not succeed.
+    pub failed_requests: u64,
+    /// Restarts the runner made of the fault's target during recovery.
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// `component/replica`.
+    pub name: String,
+    pub kind: String,
+    pub address: String,
+    /// One entry per start (restarts included).
+    pub lives: Vec<ProcessLife>,
+    /// Path of its combined stdout/stderr log, relative to the run folder.
+    pub log: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessLife {
+    pub pid: u32,
+    pub started_s: f64,
+    pub ready_s: Option<f64>,
+    pub ended_s: Option<f64>,
+    /// e.g. "exit 0", "signal 9 (SIGKILL)", "stopped by runner".
+    pub how: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub variant: String,
+    pub percentile: f64,
+    pub latency_ms_max: f64,
+    pub error_ratio_max: f64,
+    pub trials: Vec<TrialResult>,
+    pub best_rate_per_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub rate_per_s: f64,
+    pub achieved_rps: f64,
+    pub latency_ms: f64,
+    pub error_ratio: f64,
+    pub passed: bool,
+    pub accounting: Accounting,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    /// Which metrics.md definition it follows.
+    pub definition: String,
+}
+
+/// A generic x/y chart rendered to SVG with the fault intervals shaded when `time_axis`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chart {
+    /// File stem of the SVG.
+    pub id: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// X is scenario time: shade fault intervals and phases.
+    pub time_axis: bool,
+    pub series: Vec<Series>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloVerdict {
+    /// Human description, e.g. "p99 corrected latency (steady) ≤ 250 ms".
+    pub description: String,
+    /// Index in the scenario's `slo` list.
+    pub index: usize,
+    pub phase: Option<String>,
+    /// Bound as text, e.g. "≤ 250 ms".
+    pub expected: String,
+    /// Observed value as text; "n/a" with `pass = false` when it could not be measured.
+    pub observed: String,
+    pub pass: bool,
+}
+
+impl RunMetrics {
+    /// The run passed: no failures and every SLO passed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.slos.iter().all(|s| s.pass)
+    }
+}

@@ -1,0 +1,462 @@
+//! The scenario file format: typed, unknown fields rejected, units in the field names.
+//!
+//! Scenario time `t = 0` is the first intended request of the workload (warm-up begins);
+//! the measured phase is `[warmup, warmup + duration)`. Fault `at`/`until` use the same clock.
+//! Defaults live in the `default_*` functions below and nowhere else.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One scenario file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name used for the report folder; defaults to the file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// One or two sentences shown at the top of the report.
+    #[serde(default)]
+    pub description: String,
+    /// Quick scenarios run as test cases in `cargo test` (keep them under ~30 s).
+    #[serde(default)]
+    pub quick: bool,
+    /// Seed of every random choice in the run (arrivals, request mix, model sampling).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The processes of the stack under test.
+    pub components: Vec<Component>,
+    /// The load driven against one component.
+    pub workload: Workload,
+    /// Faults injected on the scenario clock.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Assertions checked after the run; any failure makes the exit code non-zero.
+    #[serde(default)]
+    pub slo: Vec<Slo>,
+    /// Re-runs of the scenario with changed component arguments (only with
+    /// `workload.mode = "max-throughput"`), compared side by side.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+}
+
+/// A stack component started as real OS processes on loopback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// Unique name, used by `workload.target`, fault `target`s and SLOs.
+    pub name: String,
+    /// Which stack binary to run.
+    pub kind: ComponentKind,
+    /// Number of identical processes (`name/0`, `name/1`, ...), each on its own port.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Extra command-line arguments passed to every replica.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub restart: Restart,
+    #[serde(default)]
+    pub readiness: Readiness,
+}
+
+/// The stack binaries the runner knows how to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentKind {
+    /// `stack/server`: the inference server (`server --listen ADDR ...`).
+    Server,
+}
+
+/// What the runner does when a replica exits on its own or is killed by a fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    #[serde(default = "default_restart_policy")]
+    pub policy: RestartPolicy,
+    /// Restarts allowed per replica over the whole run.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// Wait between an exit and the restart.
+    #[serde(default = "default_restart_backoff", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Never,
+    OnFailure,
+    Always,
+}
+
+/// How the runner decides a replica is ready.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    /// HTTP path polled until it answers 2xx.
+    #[serde(default = "default_readiness_path")]
+    pub path: String,
+    /// Give up (and fail the run) after this long.
+    #[serde(default = "default_readiness_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Component that receives the load (all its replicas, round-robin).
+    pub target: String,
+    #[serde(default = "default_mode")]
+    pub mode: LoadMode,
+    /// Base offered rate (open loop); `load.spike` multiplies it.
+    #[serde(default)]
+    pub rate_per_s: Option<f64>,
+    #[serde(default = "default_arrival")]
+    pub arrival: Arrival,
+    #[serde(default = "default_warmup", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub warmup: Duration,
+    /// Length of the measured phase.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub duration: Duration,
+    /// Per-request timeout; a request past it counts as a timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// HTTP/1.1 connections per target replica.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+    /// Weighted request mix.
+    pub requests: Vec<RequestSpec>,
+    /// Required with `mode = "max-throughput"`.
+    #[serde(default)]
+    pub search: Option<Search>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadMode {
+    /// Requests at their intended times regardless of responses (coordinated-omission corrected).
+    OpenLoop,
+    /// Each connection sends its next request when the previous one finishes.
+    ClosedLoop,
+    /// Bisection over open-loop rates for the highest rate meeting `search`'s bounds.
+    MaxThroughput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrival {
+    Constant,
+    Poisson,
+}
+
+/// One entry of the request mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RequestSpec {
+    /// KServe v2 inference on a classifier; the body is built from the model's metadata.
+    Infer {
+        model: String,
+        #[serde(default = "default_weight")]
+        weight: f64,
+    },
+    /// OpenAI-compatible `/v1/completions`.
+    Completion {
+        model: String,
+        prompt: String,
+        #[serde(default = "default_max_tokens")]
+        max_tokens: u32,
+        #[serde(default)]
+        stream: bool,
+        #[serde(default = "default_weight")]
+        weight: f64,
+    },
+    /// Any HTTP request.
+    Http {
+        #[serde(default = "default_method")]
+        method: String,
+        path: String,
+        #[serde(default)]
+        body: String,
+        #[serde(default = "default_weight")]
+        weight: f64,
+    },
+}
+
+/// Bounds of the max-throughput search (MLPerf LoadGen Server style).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    pub latency_ms_max: f64,
+    #[serde(default = "default_error_ratio_max")]
+    pub error_ratio_max: f64,
+    pub rate_per_s_min: f64,
+    pub rate_per_s_max: f64,
+    /// Bisection steps after the bracket.
+    #[serde(default = "default_search_steps")]
+    pub steps: u32,
+    /// Measured length of one trial (its warm-up is `workload.warmup`).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub trial: Duration,
+}
+
+/// A fault on the scenario clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Name used by `recovery` SLOs and the report; defaults to `<kind>-<index>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Scenario time of injection.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub at: Duration,
+    pub kind: FaultKind,
+    /// `component` (every replica) or `component/replica`; not used by `load.spike`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Scenario time the fault is healed (required for `process.pause` and `load.spike`).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub until: Option<Duration>,
+    /// Rate multiplier of `load.spike`.
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+}
+
+/// Fault kinds, named as in `shared/reference/faults.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FaultKind {
+    /// SIGKILL the target processes; the restart policy decides what happens next.
+    #[serde(rename = "process.kill")]
+    ProcessKill,
+    /// SIGSTOP the target processes at `at`, SIGCONT at `until`.
+    #[serde(rename = "process.pause")]
+    ProcessPause,
+    /// Multiply the offered rate by `multiplier` between `at` and `until`.
+    #[serde(rename = "load.spike")]
+    LoadSpike,
+}
+
+/// Which slice of the run an SLO is evaluated on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Warmup,
+    /// The whole measured phase.
+    Measured,
+    /// Measured windows untouched by any fault or its recovery.
+    Steady,
+    /// Measured windows overlapping a fault (from `at` to `until`, or to recovery).
+    Faulted,
+}
+
+/// Which latency an SLO reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatencyMeasure {
+    /// Intended send → last byte (coordinated-omission corrected).
+    Corrected,
+    /// Actual send → last byte.
+    Service,
+    /// Actual − intended send.
+    SendLag,
+    /// Time to first token (streams).
+    Ttft,
+    /// Inter-token latency (streams).
+    Itl,
+    /// Time per output token (streams).
+    Tpot,
+}
+
+/// An assertion on the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Slo {
+    /// A latency percentile within bounds (`latency_ms_min` proves a stall is visible).
+    Latency {
+        #[serde(default = "default_phase")]
+        phase: Phase,
+        #[serde(default = "default_measure")]
+        measure: LatencyMeasure,
+        percentile: f64,
+        #[serde(default)]
+        latency_ms_max: Option<f64>,
+        #[serde(default)]
+        latency_ms_min: Option<f64>,
+    },
+    /// ok / sent at least this.
+    Availability {
+        #[serde(default = "default_phase")]
+        phase: Phase,
+        ratio_min: f64,
+    },
+    /// (sent − ok) / sent at most this; `error_kind` restricts to one kind (e.g. "http_429").
+    Errors {
+        #[serde(default = "default_phase")]
+        phase: Phase,
+        #[serde(default)]
+        error_kind: Option<String>,
+        #[serde(default)]
+        ratio_max: Option<f64>,
+        #[serde(default)]
+        ratio_min: Option<f64>,
+    },
+    /// Completed requests per second at least this.
+    Throughput {
+        #[serde(default = "default_phase")]
+        phase: Phase,
+        rps_min: f64,
+    },
+    /// Fault instant → recovered (metrics.md "failover time" rule) within this.
+    Recovery { fault: String, recovery_s_max: f64 },
+    /// `sent = ok + errors + timeouts + dropped` in every window and overall.
+    Accounting {},
+    /// max-throughput mode: the best rate of a variant (or of the run) at least this.
+    MaxThroughput {
+        #[serde(default)]
+        variant: Option<String>,
+        rps_min: f64,
+    },
+    /// max-throughput mode: best(numerator) / best(denominator) at least this.
+    ThroughputRatio {
+        numerator: String,
+        denominator: String,
+        ratio_min: f64,
+    },
+}
+
+/// A re-run of the scenario with extra arguments for some components.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    /// Component name → arguments appended to that component's `args`.
+    #[serde(default)]
+    pub args: BTreeMap<String, Vec<String>>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_replicas() -> u32 {
+    1
+}
+fn default_restart_policy() -> RestartPolicy {
+    RestartPolicy::OnFailure
+}
+fn default_max_restarts() -> u32 {
+    3
+}
+fn default_restart_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_readiness_path() -> String {
+    "/readyz".to_owned()
+}
+fn default_readiness_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_mode() -> LoadMode {
+    LoadMode::OpenLoop
+}
+fn default_arrival() -> Arrival {
+    Arrival::Poisson
+}
+fn default_warmup() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_connections() -> u32 {
+    32
+}
+fn default_weight() -> f64 {
+    1.0
+}
+fn default_max_tokens() -> u32 {
+    16
+}
+fn default_method() -> String {
+    "GET".to_owned()
+}
+fn default_percentile() -> f64 {
+    99.0
+}
+fn default_error_ratio_max() -> f64 {
+    0.01
+}
+fn default_search_steps() -> u32 {
+    6
+}
+fn default_phase() -> Phase {
+    Phase::Measured
+}
+fn default_measure() -> LatencyMeasure {
+    LatencyMeasure::Corrected
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: default_restart_policy(),
+            max_restarts: default_max_restarts(),
+            backoff: default_restart_backoff(),
+        }
+    }
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            path: default_readiness_path(),
+            timeout: default_readiness_timeout(),
+        }
+    }
+}
+
+impl Fault {
+    /// The fault's id, defaulted from its kind and position in the file.
+    pub fn id_or_default(&self, index: usize) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{index}", self.kind.name()))
+    }
+}
+
+impl FaultKind {
+    /// The name used in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::ProcessKill => "process.kill",
+            FaultKind::ProcessPause => "process.pause",
+            FaultKind::LoadSpike => "load.spike",
+        }
+    }
+}
+
+impl Scenario {
+    /// The name for reports: `name`, else the given file stem.
+    pub fn display_name(&self, file_stem: &str) -> String {
+        self.name.clone().unwrap_or_else(|| file_stem.to_owned())
+    }
+
+    /// Component by name.
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+}
