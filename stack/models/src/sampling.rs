@@ -10,7 +10,7 @@ use rand::Rng;
 ///
 /// Panics never; an empty `logits` gives 0.
 pub fn sample_token<R: Rng + ?Sized>(logits: &[f32], temperature: f32, rng: &mut R) -> u32 {
-    if !(temperature > 0.0) || logits.iter().any(|l| !l.is_finite()) {
+    if temperature.is_nan() || temperature <= 0.0 || logits.iter().any(|l| !l.is_finite()) {
         return argmax(logits);
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -19,7 +19,7 @@ pub fn sample_token<R: Rng + ?Sized>(logits: &[f32], temperature: f32, rng: &mut
         .map(|&l| (((l - max) / temperature) as f64).exp())
         .collect();
     let total: f64 = weights.iter().sum();
-    if !(total > 0.0) || !total.is_finite() {
+    if !total.is_finite() || total <= 0.0 {
         return argmax(logits);
     }
     let mut target = rng.gen::<f64>() * total;
