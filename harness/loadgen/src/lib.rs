@@ -1,1 +1,43 @@
-//! loadgen
+//! `loadgen`: a wrk2-class HTTP load generator, usable as a library (the `faultline`
+//! runner calls [`run_open_loop`], [`run_closed_loop`] and [`search_max_throughput`]) and
+//! as `faultline load URL …` through [`cli`].
+//!
+//! What it measures follows `metrics.md`: latency from the *intended* send time
+//! (coordinated-omission corrected) next to the uncorrected service time and the send
+//! lag, HdrHistograms (µs, 3 significant digits) per window and per phase, and
+//! accounting in which every request ends in exactly one bucket
+//! (`sent = ok + errors + timeouts + dropped_by_generator`).
+//!
+//! Codemap:
+//! - [`schedule`]: pure open-loop schedule (constant / Poisson, rate steps, mix choice).
+//! - [`record`]: pure histogram windowing and merging; [`LoadReport`] and its digest.
+//! - [`sse`]: pure SSE parsing for TTFT / ITL / TPOT.
+//! - [`search`]: pure bisection and trial verdicts; the async search loop.
+//! - `conn`: one hyper HTTP/1.1 keep-alive connection, error classification.
+//! - `run`: the async drivers (scheduler thread, connection workers).
+//! - [`cli`]: `faultline load` arguments and human / JSON output.
+//!
+//! Not here: HTTPS, HTTP/2, pipelining, retries (a failed request is counted, never
+//! retried).
+
+pub mod cli;
+mod conn;
+mod counts;
+pub mod record;
+mod run;
+pub mod schedule;
+pub mod search;
+mod spec;
+pub mod sse;
+
+pub use counts::{Counts, ErrorKind, UnknownErrorKind};
+pub use record::{
+    FineWindow, HistogramSummary, LatencyStats, LoadReport, PhaseStats, PhaseSummary,
+    ReportSummary, WindowStats, WindowSummary,
+};
+pub use run::{run_closed_loop, run_open_loop, Progress};
+pub use search::{search_max_throughput, SearchCriteria, SearchReport, Trial};
+pub use spec::{
+    Arrival, ClosedLoopSpec, LoadError, OpenLoopSpec, RateStep, RequestTemplate, SpecProblem,
+    DEFAULT_FINE_WINDOW, DEFAULT_WINDOW,
+};

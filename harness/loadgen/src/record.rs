@@ -1,0 +1,671 @@
+//! Histogram windowing: request outcomes in, per-window and per-phase statistics out.
+//!
+//! Sans-IO. Every outcome is filed under its *intended* send time (window, fine window and
+//! phase), so a window's `sent` always equals its `ok + errors + timeouts + dropped`.
+//! Only `completed` (throughput) is filed under the completion time. Recorders from
+//! several shards merge exactly (histogram addition), so the hot path never shares one.
+
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::counts::{Completion, Counts};
+
+/// Significant digits of every histogram (metrics.md).
+pub const SIGFIG: u8 = 3;
+
+/// A new empty, auto-resizing microsecond histogram with 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    let mut h =
+        Histogram::new(SIGFIG).expect("3 significant digits is a valid histogram precision");
+    h.auto(true);
+    h
+}
+
+fn as_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Latency distributions of a window or phase; all microseconds, 3 significant digits,
+/// mergeable with [`Histogram::add`].
+#[derive(Debug, Clone)]
+pub struct LatencyStats {
+    /// Coordinated-omission corrected: intended send → last byte, successful requests.
+    pub latency: Histogram<u64>,
+    /// Actual send → last byte, successful requests (uncorrected service time).
+    pub service: Histogram<u64>,
+    /// Actual − intended send, every request that was sent (vLLM's client queue time).
+    pub send_lag: Histogram<u64>,
+    /// Intended send → first content event (streaming, successful requests).
+    pub ttft: Histogram<u64>,
+    /// Gaps between consecutive content events of one response.
+    pub itl: Histogram<u64>,
+    /// `(e2e − TTFT) / (output_tokens − 1)` per response with at least 2 tokens.
+    pub tpot: Histogram<u64>,
+    /// Output tokens of successful streaming responses (usage if reported, else events).
+    pub output_tokens: u64,
+}
+
+impl Default for LatencyStats {
+    fn default() -> Self {
+        LatencyStats {
+            latency: new_histogram(),
+            service: new_histogram(),
+            send_lag: new_histogram(),
+            ttft: new_histogram(),
+            itl: new_histogram(),
+            tpot: new_histogram(),
+            output_tokens: 0,
+        }
+    }
+}
+
+impl LatencyStats {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &LatencyStats) {
+        add(&mut self.latency, &other.latency);
+        add(&mut self.service, &other.service);
+        add(&mut self.send_lag, &other.send_lag);
+        add(&mut self.ttft, &other.ttft);
+        add(&mut self.itl, &other.itl);
+        add(&mut self.tpot, &other.tpot);
+        self.output_tokens += other.output_tokens;
+    }
+}
+
+fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if !from.is_empty() {
+        into.add(from)
+            .expect("auto-resizing histograms of equal precision always add");
+    }
+}
+
+/// Statistics of requests whose intended send time falls in `[start, start + width)`.
+#[derive(Debug, Clone)]
+pub struct WindowStats {
+    /// Offset from [`LoadReport::started_at`].
+    pub start: Duration,
+    pub width: Duration,
+    pub counts: Counts,
+    /// Successful requests whose *completion* time falls in this window (throughput).
+    pub completed: u64,
+    pub stats: LatencyStats,
+}
+
+/// Request counts by intended send time over a narrow window (failover analysis).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FineWindow {
+    pub start: Duration,
+    pub sent: u64,
+    pub ok: u64,
+    /// errors + timeouts + generator drops.
+    pub failed: u64,
+}
+
+/// Statistics of a phase (warm-up or measured), by intended send time.
+#[derive(Debug, Clone)]
+pub struct PhaseStats {
+    pub start: Duration,
+    pub end: Duration,
+    pub counts: Counts,
+    /// Successful requests completed within `[start, end)`.
+    pub completed: u64,
+    pub stats: LatencyStats,
+}
+
+impl PhaseStats {
+    /// Successful completions per second within the phase.
+    pub fn throughput_per_s(&self) -> f64 {
+        let secs = (self.end.saturating_sub(self.start)).as_secs_f64();
+        if secs > 0.0 {
+            self.completed as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Everything a run measured. All offsets are from `started_at` (t = 0, the first
+/// intended send).
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub started_at: SystemTime,
+    /// The seed every random choice came from.
+    pub seed: u64,
+    /// Windows of `spec.window` by intended send time, covering warm-up and measured
+    /// phase (plus trailing windows that only hold completions).
+    pub windows: Vec<WindowStats>,
+    /// Windows of `spec.fine_window` by intended send time.
+    pub fine: Vec<FineWindow>,
+    pub warmup: PhaseStats,
+    pub measured: PhaseStats,
+    /// The whole run.
+    pub accounting: Counts,
+}
+
+impl LoadReport {
+    /// Whether the accounting balances everywhere: overall, per phase, per window and
+    /// per fine window. A run for which this is false is a failed run.
+    pub fn balanced(&self) -> bool {
+        self.accounting.balanced()
+            && self.warmup.counts.balanced()
+            && self.measured.counts.balanced()
+            && self.windows.iter().all(|w| w.counts.balanced())
+            && self.fine.iter().all(|f| f.sent == f.ok + f.failed)
+    }
+}
+
+/// Streaming timings of one response, as offsets on the caller's clock.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamTimes {
+    /// Arrival of the first content event.
+    pub first_token: Option<Duration>,
+    /// Gaps between consecutive content events, microseconds.
+    pub itl_us: Vec<u64>,
+    /// Output tokens: `usage.completion_tokens` if reported, else content events.
+    pub tokens: u64,
+}
+
+/// How one request went (offsets from t0).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outcome {
+    pub intended: Duration,
+    /// When the generator started sending; `None` if it never did (dropped).
+    pub actual: Option<Duration>,
+    /// Last byte, error or timeout.
+    pub done: Duration,
+    pub result: Completion,
+    pub stream: Option<StreamTimes>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Acc {
+    counts: Counts,
+    completed: u64,
+    latency: Option<Histogram<u64>>,
+    service: Option<Histogram<u64>>,
+    send_lag: Option<Histogram<u64>>,
+    ttft: Option<Histogram<u64>>,
+    itl: Option<Histogram<u64>>,
+    tpot: Option<Histogram<u64>>,
+    output_tokens: u64,
+}
+
+fn rec(h: &mut Option<Histogram<u64>>, v: u64) {
+    let h = h.get_or_insert_with(new_histogram);
+    // Auto-resizing: `record` grows the range; it can only fail beyond what any range
+    // holds, where clamping is the best left to do.
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+fn merge_opt(into: &mut Option<Histogram<u64>>, from: Option<Histogram<u64>>) {
+    match (into.as_mut(), from) {
+        (_, None) => {}
+        (None, Some(f)) => *into = Some(f),
+        (Some(i), Some(f)) => add(i, &f),
+    }
+}
+
+impl Acc {
+    fn record(&mut self, o: &Outcome) {
+        self.counts.record(&o.result);
+        if let Some(actual) = o.actual {
+            rec(&mut self.send_lag, as_us(actual.saturating_sub(o.intended)));
+        }
+        if o.result != Completion::Ok {
+            return;
+        }
+        let e2e = o.done.saturating_sub(o.intended);
+        rec(&mut self.latency, as_us(e2e));
+        if let Some(actual) = o.actual {
+            rec(&mut self.service, as_us(o.done.saturating_sub(actual)));
+        }
+        if let Some(s) = &o.stream {
+            self.output_tokens += s.tokens;
+            if let Some(first) = s.first_token {
+                let ttft = first.saturating_sub(o.intended);
+                rec(&mut self.ttft, as_us(ttft));
+                if s.tokens > 1 {
+                    let tpot =
+                        e2e.saturating_sub(ttft) / u32::try_from(s.tokens - 1).unwrap_or(u32::MAX);
+                    rec(&mut self.tpot, as_us(tpot));
+                }
+            }
+            for &gap in &s.itl_us {
+                rec(&mut self.itl, gap);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Acc) {
+        self.counts.merge(&other.counts);
+        self.completed += other.completed;
+        merge_opt(&mut self.latency, other.latency);
+        merge_opt(&mut self.service, other.service);
+        merge_opt(&mut self.send_lag, other.send_lag);
+        merge_opt(&mut self.ttft, other.ttft);
+        merge_opt(&mut self.itl, other.itl);
+        merge_opt(&mut self.tpot, other.tpot);
+        self.output_tokens += other.output_tokens;
+    }
+
+    fn into_parts(self) -> (Counts, u64, LatencyStats) {
+        let h = |o: Option<Histogram<u64>>| o.unwrap_or_else(new_histogram);
+        let stats = LatencyStats {
+            latency: h(self.latency),
+            service: h(self.service),
+            send_lag: h(self.send_lag),
+            ttft: h(self.ttft),
+            itl: h(self.itl),
+            tpot: h(self.tpot),
+            output_tokens: self.output_tokens,
+        };
+        (self.counts, self.completed, stats)
+    }
+}
+
+/// Files outcomes into windows and phases. One per shard; merged at the end.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorder {
+    window: Duration,
+    fine_window: Duration,
+    warmup: Duration,
+    end: Duration,
+    windows: Vec<Acc>,
+    fine: Vec<FineWindow>,
+    phases: [Acc; 2],
+}
+
+fn index(t: Duration, width: Duration) -> usize {
+    usize::try_from(t.as_nanos() / width.as_nanos().max(1)).unwrap_or(usize::MAX)
+}
+
+impl Recorder {
+    /// Warm-up is `[0, warmup)`, the measured phase `[warmup, end)`.
+    pub fn new(window: Duration, fine_window: Duration, warmup: Duration, end: Duration) -> Self {
+        Recorder {
+            window,
+            fine_window,
+            warmup,
+            end,
+            windows: Vec::new(),
+            fine: Vec::new(),
+            phases: Default::default(),
+        }
+    }
+
+    fn window_mut(&mut self, i: usize) -> &mut Acc {
+        if self.windows.len() <= i {
+            self.windows.resize_with(i + 1, Acc::default);
+        }
+        &mut self.windows[i]
+    }
+
+    pub fn record(&mut self, o: &Outcome) {
+        let ok = o.result == Completion::Ok;
+        self.window_mut(index(o.intended, self.window)).record(o);
+        if ok {
+            self.window_mut(index(o.done, self.window)).completed += 1;
+        }
+        let fi = index(o.intended, self.fine_window);
+        if self.fine.len() <= fi {
+            let width = self.fine_window;
+            let len = self.fine.len();
+            self.fine.extend((len..=fi).map(|i| FineWindow {
+                start: width * u32::try_from(i).unwrap_or(u32::MAX),
+                ..FineWindow::default()
+            }));
+        }
+        let f = &mut self.fine[fi];
+        f.sent += 1;
+        if ok {
+            f.ok += 1;
+        } else {
+            f.failed += 1;
+        }
+        let p = usize::from(o.intended >= self.warmup);
+        self.phases[p].record(o);
+        if ok {
+            let (start, end) = self.phase_bounds(p);
+            if (start..end).contains(&o.done) {
+                self.phases[p].completed += 1;
+            }
+        }
+    }
+
+    fn phase_bounds(&self, p: usize) -> (Duration, Duration) {
+        if p == 0 {
+            (Duration::ZERO, self.warmup)
+        } else {
+            (self.warmup, self.end)
+        }
+    }
+
+    pub fn merge(&mut self, other: Recorder) {
+        for (i, w) in other.windows.into_iter().enumerate() {
+            self.window_mut(i).merge(w);
+        }
+        if self.fine.len() < other.fine.len() {
+            let len = self.fine.len();
+            self.fine.extend_from_slice(&other.fine[len..]);
+            for (mine, theirs) in self.fine.iter_mut().zip(&other.fine).take(len) {
+                add_fine(mine, theirs);
+            }
+        } else {
+            for (mine, theirs) in self.fine.iter_mut().zip(&other.fine) {
+                add_fine(mine, theirs);
+            }
+        }
+        let [w, m] = other.phases;
+        self.phases[0].merge(w);
+        self.phases[1].merge(m);
+    }
+
+    /// Builds the report; `measured_end` may be earlier than the nominal end (cancelled).
+    pub fn finish(
+        mut self,
+        started_at: SystemTime,
+        seed: u64,
+        measured_end: Duration,
+    ) -> LoadReport {
+        let total_windows = index(
+            self.end.saturating_sub(Duration::from_nanos(1)),
+            self.window,
+        ) + 1;
+        if self.windows.len() < total_windows {
+            self.windows.resize_with(total_windows, Acc::default);
+        }
+        let width = self.window;
+        let windows = self
+            .windows
+            .into_iter()
+            .enumerate()
+            .map(|(i, acc)| {
+                let (counts, completed, stats) = acc.into_parts();
+                WindowStats {
+                    start: width * u32::try_from(i).unwrap_or(u32::MAX),
+                    width,
+                    counts,
+                    completed,
+                    stats,
+                }
+            })
+            .collect();
+        let [w, m] = self.phases;
+        let mut accounting = w.counts.clone();
+        accounting.merge(&m.counts);
+        let phase = |acc: Acc, start: Duration, end: Duration| {
+            let (counts, completed, stats) = acc.into_parts();
+            PhaseStats {
+                start,
+                end,
+                counts,
+                completed,
+                stats,
+            }
+        };
+        let warmup_end = self.warmup.min(measured_end);
+        LoadReport {
+            started_at,
+            seed,
+            windows,
+            fine: self.fine,
+            warmup: phase(w, Duration::ZERO, warmup_end),
+            measured: phase(m, self.warmup, measured_end.max(self.warmup)),
+            accounting,
+        }
+    }
+}
+
+fn add_fine(into: &mut FineWindow, from: &FineWindow) {
+    into.sent += from.sent;
+    into.ok += from.ok;
+    into.failed += from.failed;
+}
+
+/// Percentiles of one histogram, microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HistogramSummary {
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl HistogramSummary {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        HistogramSummary {
+            count: h.len(),
+            mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+/// Serialisable digest of a phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub counts: Counts,
+    pub completed: u64,
+    pub throughput_per_s: f64,
+    pub latency: HistogramSummary,
+    pub service: HistogramSummary,
+    pub send_lag: HistogramSummary,
+    pub ttft: HistogramSummary,
+    pub itl: HistogramSummary,
+    pub tpot: HistogramSummary,
+    pub output_tokens: u64,
+    pub output_tokens_per_s: f64,
+}
+
+impl PhaseSummary {
+    pub fn of(p: &PhaseStats) -> Self {
+        let secs = p.end.saturating_sub(p.start).as_secs_f64();
+        PhaseSummary {
+            start_s: p.start.as_secs_f64(),
+            end_s: p.end.as_secs_f64(),
+            counts: p.counts.clone(),
+            completed: p.completed,
+            throughput_per_s: p.throughput_per_s(),
+            latency: HistogramSummary::of(&p.stats.latency),
+            service: HistogramSummary::of(&p.stats.service),
+            send_lag: HistogramSummary::of(&p.stats.send_lag),
+            ttft: HistogramSummary::of(&p.stats.ttft),
+            itl: HistogramSummary::of(&p.stats.itl),
+            tpot: HistogramSummary::of(&p.stats.tpot),
+            output_tokens: p.stats.output_tokens,
+            output_tokens_per_s: if secs > 0.0 {
+                p.stats.output_tokens as f64 / secs
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Serialisable digest of one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowSummary {
+    pub start_s: f64,
+    pub counts: Counts,
+    pub completed: u64,
+    pub latency: HistogramSummary,
+    pub service: HistogramSummary,
+    pub send_lag: HistogramSummary,
+}
+
+/// Serialisable digest of a [`LoadReport`] (what `--json` prints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportSummary {
+    /// Seconds since the Unix epoch of t = 0.
+    pub started_at_unix_s: f64,
+    pub seed: u64,
+    pub balanced: bool,
+    pub accounting: Counts,
+    pub warmup: PhaseSummary,
+    pub measured: PhaseSummary,
+    pub windows: Vec<WindowSummary>,
+    pub fine: Vec<FineWindow>,
+}
+
+impl LoadReport {
+    /// Percentile digest, ready for JSON.
+    pub fn summary(&self) -> ReportSummary {
+        ReportSummary {
+            started_at_unix_s: self
+                .started_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            seed: self.seed,
+            balanced: self.balanced(),
+            accounting: self.accounting.clone(),
+            warmup: PhaseSummary::of(&self.warmup),
+            measured: PhaseSummary::of(&self.measured),
+            windows: self
+                .windows
+                .iter()
+                .map(|w| WindowSummary {
+                    start_s: w.start.as_secs_f64(),
+                    counts: w.counts.clone(),
+                    completed: w.completed,
+                    latency: HistogramSummary::of(&w.stats.latency),
+                    service: HistogramSummary::of(&w.stats.service),
+                    send_lag: HistogramSummary::of(&w.stats.send_lag),
+                })
+                .collect(),
+            fine: self.fine.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counts::ErrorKind;
+    use proptest::prelude::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn outcome_strategy(end_ms: u64) -> impl Strategy<Value = Outcome> {
+        (0..end_ms, 0u64..5, 0u64..3_000, 0u8..6, 0u64..5).prop_map(
+            |(intended, lag, service, kind, tokens)| {
+                let intended = ms(intended);
+                let actual = intended + ms(lag);
+                let result = match kind {
+                    0 | 1 => Completion::Ok,
+                    2 => Completion::Error(ErrorKind::HttpStatus(500)),
+                    3 => Completion::Error(ErrorKind::ConnectRefused),
+                    4 => Completion::Timeout,
+                    _ => Completion::Dropped,
+                };
+                let stream = (tokens > 0).then(|| StreamTimes {
+                    first_token: Some(actual + ms(1)),
+                    itl_us: vec![100; tokens as usize - 1],
+                    tokens,
+                });
+                Outcome {
+                    intended,
+                    actual: (result != Completion::Dropped).then_some(actual),
+                    done: actual + ms(service),
+                    result,
+                    stream,
+                }
+            },
+        )
+    }
+
+    fn merged(windows: &[WindowStats], range: std::ops::Range<Duration>) -> (Counts, LatencyStats) {
+        let mut counts = Counts::default();
+        let mut stats = LatencyStats::default();
+        for w in windows.iter().filter(|w| range.contains(&w.start)) {
+            counts.merge(&w.counts);
+            stats.merge(&w.stats);
+        }
+        (counts, stats)
+    }
+
+    proptest! {
+        /// Windows aligned with the phase boundary merge into exactly the phase, across
+        /// any sharding of the outcomes, and every count balances.
+        #[test]
+        fn window_histograms_merge_to_the_phase_and_accounting_balances(
+            outcomes in proptest::collection::vec(outcome_strategy(6_000), 0..300),
+            warmup_windows in 0u32..3,
+            shards in 1usize..4,
+        ) {
+            let window = ms(1_000);
+            let warmup = window * warmup_windows;
+            let end = ms(6_000);
+            let mut recs: Vec<_> = (0..shards).map(|_| Recorder::new(window, ms(100), warmup, end)).collect();
+            for (i, o) in outcomes.iter().enumerate() {
+                recs[i % shards].record(o);
+            }
+            let mut rec = recs.pop().expect("at least one shard");
+            for r in recs { rec.merge(r); }
+            let report = rec.finish(SystemTime::UNIX_EPOCH, 0, end);
+
+            prop_assert!(report.balanced());
+            prop_assert_eq!(report.accounting.sent, outcomes.len() as u64);
+            let (mc, ms_) = merged(&report.windows, warmup..end);
+            prop_assert_eq!(&mc, &report.measured.counts);
+            prop_assert!(ms_.latency == report.measured.stats.latency);
+            prop_assert!(ms_.service == report.measured.stats.service);
+            prop_assert!(ms_.send_lag == report.measured.stats.send_lag);
+            prop_assert!(ms_.ttft == report.measured.stats.ttft);
+            prop_assert!(ms_.itl == report.measured.stats.itl);
+            prop_assert!(ms_.tpot == report.measured.stats.tpot);
+            prop_assert_eq!(ms_.output_tokens, report.measured.stats.output_tokens);
+            let (wc, _) = merged(&report.windows, Duration::ZERO..warmup);
+            prop_assert_eq!(&wc, &report.warmup.counts);
+            let fine_sent: u64 = report.fine.iter().map(|f| f.sent).sum();
+            prop_assert_eq!(fine_sent, outcomes.len() as u64);
+            let ok = outcomes.iter().filter(|o| o.result == Completion::Ok).count() as u64;
+            prop_assert_eq!(report.windows.iter().map(|w| w.completed).sum::<u64>(), ok);
+        }
+    }
+
+    #[test]
+    fn corrected_latency_counts_from_intended_and_service_from_actual() {
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000));
+        r.record(&Outcome {
+            intended: ms(100),
+            actual: Some(ms(400)),
+            done: ms(410),
+            result: Completion::Ok,
+            stream: Some(StreamTimes {
+                first_token: Some(ms(402)),
+                itl_us: vec![4_000, 4_000],
+                tokens: 3,
+            }),
+        });
+        let rep = r.finish(SystemTime::UNIX_EPOCH, 0, ms(1_000));
+        let s = &rep.measured.stats;
+        let near = |h: &Histogram<u64>, us: u64| h.equivalent(h.max(), us);
+        assert!(near(&s.latency, 310_000));
+        assert!(near(&s.service, 10_000));
+        assert!(near(&s.send_lag, 300_000));
+        assert!(near(&s.ttft, 302_000));
+        // (310 ms − 302 ms) / 2
+        assert!(near(&s.tpot, 4_000));
+        assert_eq!(s.itl.len(), 2);
+        assert_eq!(rep.windows.len(), 1);
+        assert_eq!(rep.fine.len(), 2);
+    }
+}

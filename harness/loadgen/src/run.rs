@@ -1,0 +1,365 @@
+//! The async shells: open-loop and closed-loop drivers.
+//!
+//! Open loop: a dedicated scheduler thread walks the [`Schedule`] and releases each
+//! request at its intended instant (OS sleep until ~150 µs before, then a yielding spin,
+//! so the schedule is held tighter than tokio's 1 ms timer). Released requests go to a
+//! per-target FIFO that the target's connection workers pull from when free, so a
+//! request waits for a free connection (send lag grows, honestly) but never for an
+//! earlier response. A request that cannot be sent within the timeout is counted as
+//! `dropped_by_generator`. Workers record outcomes into sharded [`Recorder`]s that are
+//! merged at the end.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::{prepare, resolve, Conn, Prepared};
+use crate::counts::Completion;
+use crate::record::{LoadReport, Outcome, Recorder};
+use crate::schedule::{Mix, RateCurve, Schedule, Scheduled};
+use crate::spec::{ClosedLoopSpec, LoadError, OpenLoopSpec};
+
+/// A live view of a run, published about every 200 ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    /// Since t0.
+    pub elapsed: Duration,
+    /// Requests released by the schedule (open loop) or started (closed loop).
+    pub sent: u64,
+    pub ok: u64,
+    /// errors + timeouts + drops so far.
+    pub failed: u64,
+    /// Released but not yet finished (queued for a connection or on the wire).
+    pub in_flight: u64,
+    /// Requests released per second over the last progress interval.
+    pub rate_per_s: f64,
+}
+
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// Spin (yielding) instead of sleeping when the next send is closer than this.
+const SPIN_THRESHOLD: Duration = Duration::from_micros(150);
+/// Longest OS sleep in the scheduler, so cancellation is noticed promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(5);
+
+struct Shared {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    shards: Vec<Mutex<Recorder>>,
+}
+
+impl Shared {
+    fn new(rec: Recorder) -> Self {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        Shared {
+            sent: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            shards: (0..n).map(|_| Mutex::new(rec.clone())).collect(),
+        }
+    }
+
+    fn record(&self, shard: usize, o: &Outcome) {
+        if o.result == Completion::Ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shards[shard % self.shards.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(o);
+    }
+
+    fn into_recorder(self) -> Recorder {
+        let mut shards = self
+            .shards
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner));
+        let mut rec = shards.next().expect("at least one shard");
+        for r in shards {
+            rec.merge(r);
+        }
+        rec
+    }
+}
+
+/// Publishes [`Progress`] until `done` is cancelled.
+fn spawn_progress(
+    tasks: &mut JoinSet<()>,
+    tx: Option<watch::Sender<Progress>>,
+    shared: Arc<Shared>,
+    t0: Instant,
+    done: CancellationToken,
+) {
+    let Some(tx) = tx else { return };
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        let mut last_sent = 0;
+        let mut last_at = Instant::now();
+        loop {
+            let stop = tokio::select! {
+                _ = tick.tick() => false,
+                _ = done.cancelled() => true,
+            };
+            let now = Instant::now();
+            let sent = shared.sent.load(Ordering::Relaxed);
+            let ok = shared.ok.load(Ordering::Relaxed);
+            let failed = shared.failed.load(Ordering::Relaxed);
+            let secs = now.duration_since(last_at).as_secs_f64();
+            let _ = tx.send(Progress {
+                elapsed: now.saturating_duration_since(t0),
+                sent,
+                ok,
+                failed,
+                in_flight: sent.saturating_sub(ok + failed),
+                rate_per_s: if secs > 0.0 {
+                    (sent - last_sent) as f64 / secs
+                } else {
+                    0.0
+                },
+            });
+            last_sent = sent;
+            last_at = now;
+            if stop {
+                break;
+            }
+        }
+    });
+}
+
+async fn open_connections(
+    targets: &[Arc<crate::conn::Target>],
+    per_target: usize,
+    timeout: Duration,
+) -> Vec<(usize, Conn)> {
+    let mut conns: Vec<(usize, Conn)> = targets
+        .iter()
+        .enumerate()
+        .flat_map(|(ti, t)| (0..per_target).map(move |_| (ti, Conn::new(t.clone()))))
+        .collect();
+    futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(timeout))).await;
+    conns
+}
+
+/// The wall-clock time corresponding to `t0`.
+fn wall_clock_of(t0: Instant) -> SystemTime {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    if t0 >= now {
+        wall + (t0 - now)
+    } else {
+        wall - (now - t0)
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) -> Result<(), LoadError> {
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| LoadError::Internal(format!("worker task: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs an open-loop load: requests are released on a fixed schedule regardless of
+/// responses, and latency is measured from the intended send time.
+///
+/// Returns when the schedule is exhausted (or `cancel` fires) and every released request
+/// has finished (at most `timeout` later). Cancellation stops the schedule; queued
+/// requests are counted as dropped, in-flight ones finish or time out. Fails only before
+/// the load starts (invalid spec, unresolvable target).
+pub async fn run_open_loop(
+    spec: &OpenLoopSpec,
+    cancel: CancellationToken,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<LoadReport, LoadError> {
+    spec.validate()?;
+    let targets = resolve(&spec.targets).await?;
+    let prepared: Arc<Vec<Vec<Prepared>>> = Arc::new(prepare(&spec.targets, &spec.requests)?);
+    let end = spec.warmup + spec.duration;
+    let shared = Arc::new(Shared::new(Recorder::new(
+        spec.window,
+        spec.fine_window,
+        spec.warmup,
+        end,
+    )));
+    let conns = open_connections(&targets, spec.connections, spec.timeout).await;
+
+    let mut txs = Vec::with_capacity(targets.len());
+    let mut rxs = Vec::with_capacity(targets.len());
+    for _ in &targets {
+        let (tx, rx) = mpsc::unbounded_channel::<Scheduled>();
+        txs.push(tx);
+        rxs.push(Arc::new(tokio::sync::Mutex::new(rx)));
+    }
+
+    // A short lead so every worker is parked on its queue before the first send.
+    let t0 = Instant::now() + Duration::from_millis(2);
+    let started_at = wall_clock_of(t0);
+    let mut workers = JoinSet::new();
+    for (i, (ti, mut conn)) in conns.into_iter().enumerate() {
+        let rx = rxs[ti].clone();
+        let prepared = prepared.clone();
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        let timeout = spec.timeout;
+        workers.spawn(async move {
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some(job) = job else { break };
+                let waited = Instant::now().saturating_duration_since(t0 + job.intended);
+                let outcome = if cancel.is_cancelled() || waited > timeout {
+                    Outcome {
+                        intended: job.intended,
+                        actual: None,
+                        done: t0.elapsed(),
+                        result: Completion::Dropped,
+                        stream: None,
+                    }
+                } else {
+                    let req = &prepared[job.target][job.template];
+                    conn.execute(req, t0, job.intended, timeout).await
+                };
+                shared.record(i, &outcome);
+            }
+        });
+    }
+
+    let mut aux = JoinSet::new();
+    let done = CancellationToken::new();
+    spawn_progress(&mut aux, progress, shared.clone(), t0, done.clone());
+
+    let schedule = Schedule::new(
+        RateCurve::new(spec.rate_per_s, &spec.rate_steps),
+        spec.arrival,
+        end,
+        &spec.requests.iter().map(|r| r.weight).collect::<Vec<_>>(),
+        targets.len(),
+        spec.seed,
+    );
+    let sched_shared = shared.clone();
+    let sched_cancel = cancel.clone();
+    let stopped = tokio::task::spawn_blocking(move || {
+        release(schedule, t0, end, &txs, &sched_shared, &sched_cancel)
+    })
+    .await
+    .map_err(|e| LoadError::Internal(format!("scheduler thread: {e}")))?;
+    join_all(&mut workers).await?;
+    done.cancel();
+    join_all(&mut aux).await?;
+
+    let shared = Arc::try_unwrap(shared)
+        .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
+    Ok(shared
+        .into_recorder()
+        .finish(started_at, spec.seed, stopped))
+}
+
+/// Releases scheduled requests at their intended instants; returns the offset at which
+/// it stopped (`end`, or the cancellation time). Blocking: runs on its own thread.
+fn release(
+    schedule: Schedule,
+    t0: Instant,
+    end: Duration,
+    txs: &[mpsc::UnboundedSender<Scheduled>],
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> Duration {
+    for job in schedule {
+        let due = t0 + job.intended;
+        loop {
+            if cancel.is_cancelled() {
+                return t0.elapsed().min(end);
+            }
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            let wait = due - now;
+            if wait > SPIN_THRESHOLD {
+                std::thread::sleep((wait - SPIN_THRESHOLD / 2).min(MAX_SLEEP));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(job)) = txs[job.target].send(job) {
+            // No worker left for this target (cannot happen unless one panicked): the
+            // request is still accounted.
+            shared.record(
+                0,
+                &Outcome {
+                    intended: job.intended,
+                    actual: None,
+                    done: t0.elapsed(),
+                    result: Completion::Dropped,
+                    stream: None,
+                },
+            );
+        }
+    }
+    end
+}
+
+/// Runs a closed-loop load: each connection sends its next request as soon as the
+/// previous one finished, until `warmup + duration` (or `cancel`). In-flight requests
+/// then finish or time out. Latency equals service time; send lag is 0.
+pub async fn run_closed_loop(
+    spec: &ClosedLoopSpec,
+    cancel: CancellationToken,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<LoadReport, LoadError> {
+    spec.validate()?;
+    let targets = resolve(&spec.targets).await?;
+    let prepared: Arc<Vec<Vec<Prepared>>> = Arc::new(prepare(&spec.targets, &spec.requests)?);
+    let end = spec.warmup + spec.duration;
+    let shared = Arc::new(Shared::new(Recorder::new(
+        spec.window,
+        spec.fine_window,
+        spec.warmup,
+        end,
+    )));
+    let conns = open_connections(&targets, spec.connections, spec.timeout).await;
+    let weights: Vec<f64> = spec.requests.iter().map(|r| r.weight).collect();
+
+    let t0 = Instant::now();
+    let started_at = wall_clock_of(t0);
+    let mut workers = JoinSet::new();
+    for (i, (ti, mut conn)) in conns.into_iter().enumerate() {
+        let prepared = prepared.clone();
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        let timeout = spec.timeout;
+        let mut mix = Mix::new(&weights, spec.seed.wrapping_add(i as u64));
+        workers.spawn(async move {
+            loop {
+                let intended = t0.elapsed();
+                if intended >= end || cancel.is_cancelled() {
+                    break intended.min(end);
+                }
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                let req = &prepared[ti][mix.choose()];
+                let outcome = conn.execute(req, t0, intended, timeout).await;
+                shared.record(i, &outcome);
+            }
+        });
+    }
+    let mut aux = JoinSet::new();
+    let done = CancellationToken::new();
+    spawn_progress(&mut aux, progress, shared.clone(), t0, done.clone());
+    let mut stopped = Duration::ZERO;
+    while let Some(r) = workers.join_next().await {
+        let at = r.map_err(|e| LoadError::Internal(format!("worker task: {e}")))?;
+        stopped = stopped.max(at);
+    }
+    done.cancel();
+    join_all(&mut aux).await?;
+    let shared = Arc::try_unwrap(shared)
+        .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
+    Ok(shared
+        .into_recorder()
+        .finish(started_at, spec.seed, stopped))
+}

@@ -1,0 +1,369 @@
+//! What to send, how fast and for how long; validated before any socket opens.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Uri};
+
+/// Default width of [`crate::WindowStats`] windows (metrics.md: 1 s windows).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
+/// Default width of [`crate::FineWindow`]s (failover time is computed on 100 ms windows).
+pub const DEFAULT_FINE_WINDOW: Duration = Duration::from_millis(100);
+
+/// How intended send times are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arrival {
+    /// Evenly spaced: request *i* at `t0 + i/rate` (piecewise across rate steps).
+    #[default]
+    Constant,
+    /// A Poisson process with the (stepped) rate, gaps drawn from the seeded RNG.
+    Poisson,
+}
+
+/// One kind of request in the mix.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    /// Label used in logs.
+    pub name: String,
+    pub method: Method,
+    /// Path and query, appended to the target's base path (e.g. `/v1/completions?x=1`).
+    pub path: String,
+    /// Extra headers; `host` is set from the target.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    /// Parse the body as server-sent events and record TTFT/ITL/TPOT;
+    /// `data: [DONE]` ends the stream.
+    pub streaming: bool,
+    /// Relative weight in the mix (> 0).
+    pub weight: f64,
+}
+
+impl RequestTemplate {
+    /// A `GET path` template with weight 1.
+    pub fn get(path: impl Into<String>) -> Self {
+        RequestTemplate {
+            name: "get".to_owned(),
+            method: Method::GET,
+            path: path.into(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            streaming: false,
+            weight: 1.0,
+        }
+    }
+}
+
+/// From `at` (since load start, warm-up included) until the next step, the offered rate
+/// is `rate_per_s × multiplier`. Before the first step the multiplier is 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateStep {
+    pub at: Duration,
+    pub multiplier: f64,
+}
+
+/// An open-loop (fixed-schedule, coordinated-omission corrected) run.
+#[derive(Debug, Clone)]
+pub struct OpenLoopSpec {
+    /// Base URLs (`http://host:port[/prefix]`), used round-robin.
+    pub targets: Vec<Uri>,
+    /// Weighted request mix; the choice per request comes from the seeded RNG.
+    pub requests: Vec<RequestTemplate>,
+    /// Base offered rate, requests per second across all targets.
+    pub rate_per_s: f64,
+    pub arrival: Arrival,
+    /// Unmeasured phase before `duration`.
+    pub warmup: Duration,
+    /// Measured phase, after warm-up.
+    pub duration: Duration,
+    /// Rate multipliers over time (load spikes); sorted by `at`.
+    pub rate_steps: Vec<RateStep>,
+    /// Keep-alive connections per target (like `wrk -c`).
+    pub connections: usize,
+    /// Per-request limit; also the longest a request may wait for a free connection
+    /// before it is counted as `dropped_by_generator`.
+    pub timeout: Duration,
+    pub seed: u64,
+    /// Width of [`crate::WindowStats`].
+    pub window: Duration,
+    /// Width of [`crate::FineWindow`].
+    pub fine_window: Duration,
+}
+
+impl OpenLoopSpec {
+    /// A spec with the documented defaults: constant arrival, no warm-up, 10 s, 10
+    /// connections, 10 s timeout, seed 0, 1 s and 100 ms windows.
+    pub fn new(targets: Vec<Uri>, requests: Vec<RequestTemplate>, rate_per_s: f64) -> Self {
+        OpenLoopSpec {
+            targets,
+            requests,
+            rate_per_s,
+            arrival: Arrival::Constant,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(10),
+            rate_steps: Vec::new(),
+            connections: 10,
+            timeout: Duration::from_secs(10),
+            seed: 0,
+            window: DEFAULT_WINDOW,
+            fine_window: DEFAULT_FINE_WINDOW,
+        }
+    }
+
+    /// Checks every field and reports every problem at once.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let mut p = Problems::default();
+        check_common(
+            &mut p,
+            &self.targets,
+            &self.requests,
+            self.connections,
+            self.timeout,
+            self.window,
+            self.fine_window,
+            self.warmup + self.duration,
+        );
+        if !(self.rate_per_s.is_finite() && self.rate_per_s > 0.0) {
+            p.push("rate_per_s", self.rate_per_s, "a finite number > 0");
+        }
+        let mut last = Duration::ZERO;
+        for (i, s) in self.rate_steps.iter().enumerate() {
+            if !(s.multiplier.is_finite() && s.multiplier >= 0.0) {
+                p.push(
+                    format!("rate_steps[{i}].multiplier"),
+                    s.multiplier,
+                    "a finite number >= 0",
+                );
+            }
+            if s.at < last {
+                p.push(
+                    format!("rate_steps[{i}].at"),
+                    format!("{:?}", s.at),
+                    "steps sorted by `at`",
+                );
+            }
+            last = s.at;
+        }
+        p.into_result()
+    }
+}
+
+/// A closed-loop run: each connection sends its next request as soon as the previous one
+/// completes (like `wrk`). Latency equals service time; there is no schedule to omit.
+#[derive(Debug, Clone)]
+pub struct ClosedLoopSpec {
+    pub targets: Vec<Uri>,
+    pub requests: Vec<RequestTemplate>,
+    /// Connections per target; each has one request in flight.
+    pub connections: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub timeout: Duration,
+    pub seed: u64,
+    pub window: Duration,
+    pub fine_window: Duration,
+}
+
+impl ClosedLoopSpec {
+    /// A spec with the same defaults as [`OpenLoopSpec::new`].
+    pub fn new(targets: Vec<Uri>, requests: Vec<RequestTemplate>) -> Self {
+        ClosedLoopSpec {
+            targets,
+            requests,
+            connections: 10,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+            seed: 0,
+            window: DEFAULT_WINDOW,
+            fine_window: DEFAULT_FINE_WINDOW,
+        }
+    }
+
+    /// Checks every field and reports every problem at once.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let mut p = Problems::default();
+        check_common(
+            &mut p,
+            &self.targets,
+            &self.requests,
+            self.connections,
+            self.timeout,
+            self.window,
+            self.fine_window,
+            self.warmup + self.duration,
+        );
+        p.into_result()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_common(
+    p: &mut Problems,
+    targets: &[Uri],
+    requests: &[RequestTemplate],
+    connections: usize,
+    timeout: Duration,
+    window: Duration,
+    fine_window: Duration,
+    total: Duration,
+) {
+    if targets.is_empty() {
+        p.push("targets", "[]", "at least one base URL");
+    }
+    for (i, t) in targets.iter().enumerate() {
+        if t.scheme_str() != Some("http") || t.authority().is_none() {
+            p.push(
+                format!("targets[{i}]"),
+                t,
+                "an http:// URL with a host (https is not supported)",
+            );
+        }
+    }
+    if requests.is_empty() {
+        p.push("requests", "[]", "at least one request template");
+    }
+    for (i, r) in requests.iter().enumerate() {
+        if !(r.weight.is_finite() && r.weight > 0.0) {
+            p.push(
+                format!("requests[{i}].weight"),
+                r.weight,
+                "a finite number > 0",
+            );
+        }
+        if !r.path.starts_with('/') {
+            p.push(
+                format!("requests[{i}].path"),
+                &r.path,
+                "a path starting with '/'",
+            );
+        }
+    }
+    if connections == 0 {
+        p.push("connections", 0, "at least 1");
+    }
+    if timeout.is_zero() {
+        p.push("timeout", "0s", "a duration > 0");
+    }
+    if window.is_zero() {
+        p.push("window", "0s", "a duration > 0");
+    }
+    if fine_window.is_zero() {
+        p.push("fine_window", "0s", "a duration > 0");
+    }
+    if total.is_zero() {
+        p.push("duration", "0s", "warmup + duration > 0");
+    }
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// The field path, e.g. `requests[1].weight`.
+    pub field: String,
+    /// The offending value as written.
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} = {}: expected {}",
+            self.field, self.value, self.expected
+        )
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<SpecProblem>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, value: impl fmt::Display, expected: &'static str) {
+        self.0.push(SpecProblem {
+            field: field.into(),
+            value: value.to_string(),
+            expected,
+        });
+    }
+    fn into_result(self) -> Result<(), LoadError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::InvalidSpec(self.0))
+        }
+    }
+}
+
+/// Why a run could not start. Once a run starts, failures are counted, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid load spec: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidSpec(Vec<SpecProblem>),
+    #[error("cannot resolve target {target}: {source}")]
+    Resolve {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "request template {template:?} for target {target} does not form a valid request: {reason}"
+    )]
+    BadRequest {
+        template: String,
+        target: String,
+        reason: String,
+    },
+    #[error("load generator task failed: {0}")]
+    Internal(String),
+}
+
+impl LoadError {
+    /// A bounded label for failure metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            LoadError::InvalidSpec(_) => "invalid_spec",
+            LoadError::Resolve { .. } => "resolve",
+            LoadError::BadRequest { .. } => "bad_request",
+            LoadError::Internal(_) => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_reports_every_problem_with_its_field() {
+        let mut spec = OpenLoopSpec::new(
+            vec![Uri::from_static("https://x:1")],
+            vec![RequestTemplate {
+                weight: 0.0,
+                ..RequestTemplate::get("nope")
+            }],
+            -1.0,
+        );
+        spec.connections = 0;
+        let err = spec.validate().expect_err("invalid");
+        let LoadError::InvalidSpec(problems) = &err else {
+            panic!("unexpected {err}")
+        };
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "targets[0]",
+                "requests[0].weight",
+                "requests[0].path",
+                "connections",
+                "rate_per_s"
+            ]
+        );
+        assert!(err
+            .to_string()
+            .contains("rate_per_s = -1: expected a finite number > 0"));
+    }
+}

@@ -1,0 +1,297 @@
+//! Open-loop behaviour against real loopback servers: accounting under every failure,
+//! coordinated-omission correction, schedules, streaming and cancellation.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{StatusCode, Uri};
+use loadgen::{
+    run_open_loop, Arrival, ErrorKind, LoadReport, OpenLoopSpec, RateStep, RequestTemplate,
+};
+use tokio_util::sync::CancellationToken;
+
+fn spec(target: Uri, rate: f64, duration: Duration) -> OpenLoopSpec {
+    let mut s = OpenLoopSpec::new(vec![target], vec![RequestTemplate::get("/")], rate);
+    s.duration = duration;
+    s.connections = 4;
+    s.timeout = Duration::from_secs(2);
+    s
+}
+
+async fn run(spec: &OpenLoopSpec) -> LoadReport {
+    let report = run_open_loop(spec, CancellationToken::new(), None)
+        .await
+        .expect("run starts");
+    assert!(report.balanced(), "accounting: {:?}", report.accounting);
+    report
+}
+
+fn quantile_ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constant_rate_sends_rate_times_duration_and_all_succeed() {
+    let server = ok_server().await;
+    let mut s = spec(server.uri(), 200.0, ms(2_000));
+    s.warmup = ms(500);
+    let r = run(&s).await;
+    assert_eq!(r.accounting.sent, 500, "i/rate over [0, 2.5 s)");
+    assert_eq!(r.accounting.ok, 500);
+    assert_eq!(r.warmup.counts.sent, 100);
+    assert_eq!(r.measured.counts.sent, 400);
+    assert!(r.windows.len() >= 3);
+    assert_eq!(r.windows[0].counts.sent, 200);
+    assert_eq!(r.fine[0].sent, 20);
+    assert_eq!(r.measured.stats.latency.len(), 400);
+    assert_eq!(r.measured.stats.send_lag.len(), 400);
+    // Behaviour, not timing: a 200/s schedule on loopback is held to well under 50 ms.
+    assert!(quantile_ms(&r.measured.stats.send_lag, 0.5) < 50.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisson_schedule_is_seeded_and_near_the_rate() {
+    let server = ok_server().await;
+    let mut s = spec(server.uri(), 300.0, ms(2_000));
+    s.arrival = Arrival::Poisson;
+    s.seed = 42;
+    let a = run(&s).await;
+    let b = run(&s).await;
+    assert_eq!(
+        a.accounting.sent, b.accounting.sent,
+        "same seed, same schedule"
+    );
+    let fine_a: Vec<u64> = a.fine.iter().map(|f| f.sent).collect();
+    let fine_b: Vec<u64> = b.fine.iter().map(|f| f.sent).collect();
+    assert_eq!(fine_a, fine_b);
+    assert!(
+        (480..=720).contains(&a.accounting.sent),
+        "{}",
+        a.accounting.sent
+    );
+    s.seed = 43;
+    let c = run(&s).await;
+    let fine_c: Vec<u64> = c.fine.iter().map(|f| f.sent).collect();
+    assert_ne!(fine_a, fine_c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_2xx_statuses_are_counted_by_code() {
+    let server = serve(|req| async move {
+        match req.uri().path() {
+            "/500" => full(StatusCode::INTERNAL_SERVER_ERROR, "boom"),
+            "/429" => full(StatusCode::TOO_MANY_REQUESTS, "slow down"),
+            _ => full(StatusCode::OK, "ok"),
+        }
+    })
+    .await;
+    let mut s = spec(server.uri(), 300.0, ms(1_000));
+    s.requests = ["/500", "/429", "/ok"]
+        .into_iter()
+        .map(RequestTemplate::get)
+        .collect();
+    let r = run(&s).await;
+    let e = &r.accounting.errors;
+    assert!(e[&ErrorKind::HttpStatus(500)] > 50, "{e:?}");
+    assert!(e[&ErrorKind::HttpStatus(429)] > 50, "{e:?}");
+    assert!(r.accounting.ok > 50);
+    assert_eq!(r.accounting.sent, 300);
+    // Errors are not latency samples.
+    assert_eq!(r.measured.stats.latency.len(), r.accounting.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_port_counts_connect_refused() {
+    let s = spec(refused_uri().await, 100.0, ms(500));
+    let r = run(&s).await;
+    assert_eq!(r.accounting.sent, 50);
+    assert_eq!(r.accounting.errors[&ErrorKind::ConnectRefused], 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_connections_count_connection_reset() {
+    let server = resetting().await;
+    let s = spec(server.uri(), 100.0, ms(500));
+    let r = run(&s).await;
+    assert_eq!(r.accounting.sent, 50);
+    assert_eq!(r.accounting.ok, 0);
+    assert!(
+        r.accounting
+            .errors
+            .get(&ErrorKind::ConnectionReset)
+            .copied()
+            .unwrap_or(0)
+            >= 40,
+        "{:?}",
+        r.accounting.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_gives_timeouts_and_generator_drops() {
+    let server = silent().await;
+    let mut s = spec(server.uri(), 100.0, ms(1_000));
+    s.connections = 2;
+    s.timeout = ms(300);
+    let r = run(&s).await;
+    assert_eq!(r.accounting.sent, 100);
+    assert_eq!(r.accounting.ok, 0);
+    assert!(r.accounting.timeouts >= 2, "{:?}", r.accounting);
+    assert!(
+        r.accounting.dropped_by_generator >= 50,
+        "{:?}",
+        r.accounting
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_run_is_accounted() {
+    let served = Arc::new(AtomicU64::new(0));
+    let kill = Arc::new(OnceLock::<CancellationToken>::new());
+    let (s2, k2) = (served.clone(), kill.clone());
+    let server = serve(move |_req| {
+        let (served, kill) = (s2.clone(), k2.clone());
+        async move {
+            if served.fetch_add(1, Ordering::SeqCst) + 1 == 100 {
+                if let Some(k) = kill.get() {
+                    k.cancel();
+                }
+            }
+            full(StatusCode::OK, "ok")
+        }
+    })
+    .await;
+    let _ = kill.set(server.kill.clone());
+    let s = spec(server.uri(), 200.0, ms(1_500));
+    let r = run(&s).await;
+    assert_eq!(r.accounting.sent, 300);
+    assert!(
+        r.accounting.ok >= 90 && r.accounting.ok <= 100,
+        "{:?}",
+        r.accounting
+    );
+    assert!(r.accounting.failed() >= 150, "{:?}", r.accounting);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_server_is_charged_in_corrected_latency_not_service_time() {
+    // Every response due between 1.0 s and 2.0 s after the first request waits until
+    // 2.0 s. With 2 connections, the requests scheduled meanwhile queue in the generator.
+    let first = Arc::new(OnceLock::<Instant>::new());
+    let f2 = first.clone();
+    let server = serve(move |_req| {
+        let first = f2.clone();
+        async move {
+            let t0 = *first.get_or_init(Instant::now);
+            let since = t0.elapsed();
+            if since >= ms(1_000) && since < ms(2_000) {
+                tokio::time::sleep_until((t0 + ms(2_000)).into()).await;
+            }
+            full(StatusCode::OK, "ok")
+        }
+    })
+    .await;
+    let mut s = spec(server.uri(), 200.0, ms(3_000));
+    s.connections = 2;
+    s.timeout = ms(5_000);
+    let r = run(&s).await;
+    assert_eq!(r.accounting.ok, 600);
+    let lat = &r.measured.stats.latency;
+    let service = &r.measured.stats.service;
+    assert!(
+        quantile_ms(lat, 0.99) >= 800.0,
+        "p99 {}",
+        quantile_ms(lat, 0.99)
+    );
+    assert!(lat.max() as f64 / 1000.0 >= 900.0, "max {}", lat.max());
+    assert!(
+        quantile_ms(service, 0.5) < 100.0,
+        "service p50 {}",
+        quantile_ms(service, 0.5)
+    );
+    // The stall shows up as send lag in the window it happened in.
+    assert!(quantile_ms(&r.windows[1].stats.send_lag, 0.9) >= 300.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_records_ttft_itl_and_tpot() {
+    let server = serve(|_req| async {
+        let mut r = http::Response::new(sse_body(5, ms(10)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        r
+    })
+    .await;
+    let mut s = spec(server.uri(), 50.0, ms(1_000));
+    s.requests[0].streaming = true;
+    let r = run(&s).await;
+    let ok = r.accounting.ok;
+    assert_eq!(ok, 50);
+    let st = &r.measured.stats;
+    assert_eq!(st.ttft.len(), ok);
+    assert_eq!(st.itl.len(), ok * 4);
+    assert_eq!(st.tpot.len(), ok);
+    assert_eq!(st.output_tokens, ok * 5);
+    assert!(
+        quantile_ms(&st.itl, 0.5) >= 5.0,
+        "itl {}",
+        quantile_ms(&st.itl, 0.5)
+    );
+    assert!(quantile_ms(&st.tpot, 0.5) >= 5.0);
+    // TTFT is before the end of the response.
+    assert!(st.ttft.value_at_quantile(0.5) < st.latency.value_at_quantile(0.5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_steps_raise_the_send_rate_in_the_step_interval() {
+    let server = ok_server().await;
+    let mut s = spec(server.uri(), 100.0, ms(3_000));
+    s.rate_steps = vec![
+        RateStep {
+            at: ms(1_000),
+            multiplier: 4.0,
+        },
+        RateStep {
+            at: ms(2_000),
+            multiplier: 1.0,
+        },
+    ];
+    let r = run(&s).await;
+    let sent: Vec<u64> = r.windows.iter().map(|w| w.counts.sent).collect();
+    assert_eq!(sent[..3], [100, 400, 100]);
+    assert_eq!(r.windows[1].counts.ok, 400);
+    // They really went out in that second: completions follow the schedule.
+    assert!(r.windows[1].completed >= 350, "{}", r.windows[1].completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_stops_the_schedule_and_keeps_accounting() {
+    let server = ok_server().await;
+    let s = spec(server.uri(), 200.0, ms(30_000));
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::watch::channel(loadgen::Progress::default());
+    let c2 = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            if rx.borrow().sent >= 50 {
+                c2.cancel();
+                break;
+            }
+        }
+    });
+    let r = run_open_loop(&s, cancel, Some(tx)).await.expect("runs");
+    watcher.await.expect("watcher");
+    assert!(r.balanced());
+    assert!(
+        r.accounting.sent >= 50 && r.accounting.sent < 2_000,
+        "{:?}",
+        r.accounting
+    );
+    assert!(r.measured.end < ms(30_000));
+}
