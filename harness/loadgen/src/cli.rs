@@ -1,1 +1,543 @@
-//! CLI
+//! `faultline load URL …`: arguments, and a wrk-like human summary or `--json`.
+//!
+//! The faultline binary flattens [`LoadArgs`] into its `load` subcommand and calls
+//! [`run`]; `cargo run -p loadgen --release --example load -- URL …` does the same
+//! without it. Every flag value is checked when parsed, and the error names the flag and
+//! what it expects.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use http::{HeaderName, HeaderValue, Method, Uri};
+use tokio_util::sync::CancellationToken;
+
+use crate::record::{HistogramSummary, LoadReport, ReportSummary};
+use crate::search::{SearchCriteria, SearchReport};
+use crate::{
+    run_closed_loop, run_open_loop, search_max_throughput, Arrival, ClosedLoopSpec, OpenLoopSpec,
+    RequestTemplate,
+};
+
+/// Arrival process flag values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalArg {
+    Constant,
+    Poisson,
+}
+
+/// Arguments of `faultline load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Target URL: http://host:port/path?query. Repeat for several targets (round-robin,
+    /// each with its own path).
+    #[arg(value_name = "URL", required = true, value_parser = parse_url)]
+    pub urls: Vec<Uri>,
+    /// Offered rate, requests per second (open loop; required unless --closed-loop or
+    /// --search).
+    #[arg(long, value_name = "PER_S", value_parser = parse_rate, allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+    /// Arrival process of the open-loop schedule.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub arrival: ArrivalArg,
+    /// Measured phase length, e.g. 30s, 2m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before the measured phase.
+    #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub warmup: Duration,
+    /// Keep-alive connections per target.
+    #[arg(short = 'c', long, default_value = "10", value_parser = parse_connections, allow_negative_numbers = true)]
+    pub connections: usize,
+    /// Per-request timeout (also the longest a request may wait for a connection).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// HTTP method.
+    #[arg(long, default_value = "GET", value_parser = parse_method)]
+    pub method: Method,
+    /// Request body.
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Request body read from a file.
+    #[arg(long, value_name = "PATH")]
+    pub body_file: Option<PathBuf>,
+    /// Extra header, "Name: value"; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Parse responses as server-sent events and report TTFT, ITL and TPOT.
+    #[arg(long)]
+    pub stream: bool,
+    /// Closed loop (like wrk): each connection sends as soon as its previous response ends.
+    #[arg(long, conflicts_with_all = ["rate", "search"])]
+    pub closed_loop: bool,
+    /// Seed of every random choice (Poisson gaps, request mix).
+    #[arg(long, default_value = "0")]
+    pub seed: u64,
+    /// Print the report as JSON instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Search for the highest open-loop rate meeting the SLO (bisection; --warmup and
+    /// --duration are per trial).
+    #[arg(long)]
+    pub search: bool,
+    /// SLO: corrected latency bound at --slo-percentile, milliseconds (required by --search).
+    #[arg(long, value_name = "MS", value_parser = parse_positive, allow_negative_numbers = true)]
+    pub slo_p99_ms: Option<f64>,
+    /// Percentile the latency SLO applies to.
+    #[arg(long, default_value = "99", value_parser = parse_percentile)]
+    pub slo_percentile: f64,
+    /// SLO: largest failed / sent ratio.
+    #[arg(long, default_value = "0.01", value_parser = parse_ratio, allow_negative_numbers = true)]
+    pub slo_error_ratio: f64,
+    /// Lowest rate the search tries, per second.
+    #[arg(long, default_value = "10", value_parser = parse_rate, allow_negative_numbers = true)]
+    pub search_min_rate: f64,
+    /// Highest rate the search tries, per second (required by --search).
+    #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
+    pub search_max_rate: Option<f64>,
+    /// Most trials the search runs.
+    #[arg(long, default_value = "8", value_parser = clap::value_parser!(u32).range(1..))]
+    pub search_steps: u32,
+}
+
+fn parse_url(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| format!("expected an http:// URL such as http://127.0.0.1:8080/path ({e})"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err("expected an http:// URL with a host (https is not supported)".into());
+    }
+    Ok(uri)
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("expected a number > 0".into()),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    parse_positive(s).map_err(|_| "expected requests per second, a number > 0".into())
+}
+
+fn parse_percentile(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
+        _ => Err("expected a percentile in (0, 100], e.g. 99 or 99.9".into()),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("expected a ratio in [0, 1], e.g. 0.01".into()),
+    }
+}
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err("expected a whole number of connections >= 1".into()),
+    }
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration such as 500ms, 10s or 2m ({e})"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration_or_zero(s)? {
+        d if d.is_zero() => Err("expected a duration > 0, such as 500ms, 10s or 2m".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.as_bytes())
+        .map_err(|_| "expected an HTTP method such as GET or POST".into())
+}
+
+fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or("expected \"Name: value\" (a colon between name and value)")?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("expected a valid header name, got {:?}", name.trim()))?;
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| "expected a header value of visible ASCII".to_owned())?;
+    Ok((name, value))
+}
+
+impl LoadArgs {
+    /// Splits each URL into a base (scheme + authority) and one request template.
+    fn targets_and_requests(&self) -> anyhow::Result<(Vec<Uri>, Vec<RequestTemplate>)> {
+        let body = match (&self.body, &self.body_file) {
+            (Some(b), _) => Bytes::from(b.clone()),
+            (None, Some(path)) => Bytes::from(
+                std::fs::read(path)
+                    .with_context(|| format!("--body-file {}: cannot read", path.display()))?,
+            ),
+            (None, None) => Bytes::new(),
+        };
+        let mut targets = Vec::new();
+        let mut paths = Vec::new();
+        for url in &self.urls {
+            let base: Uri = format!(
+                "http://{}",
+                url.authority().map(|a| a.as_str()).unwrap_or_default()
+            )
+            .parse()
+            .with_context(|| format!("URL {url}: bad host"))?;
+            targets.push(base);
+            paths.push(url.path_and_query().map_or("/", |p| p.as_str()).to_owned());
+        }
+        let first = &paths[0];
+        if paths.iter().any(|p| p != first) {
+            bail!("URL: every target must use the same path and query (got {paths:?})");
+        }
+        let request = RequestTemplate {
+            name: "cli".into(),
+            method: self.method.clone(),
+            path: first.clone(),
+            headers: self.headers.clone(),
+            body,
+            streaming: self.stream,
+            weight: 1.0,
+        };
+        Ok((targets, vec![request]))
+    }
+
+    fn open_loop_spec(&self, rate: f64) -> anyhow::Result<OpenLoopSpec> {
+        let (targets, requests) = self.targets_and_requests()?;
+        let mut spec = OpenLoopSpec::new(targets, requests, rate);
+        spec.arrival = match self.arrival {
+            ArrivalArg::Constant => Arrival::Constant,
+            ArrivalArg::Poisson => Arrival::Poisson,
+        };
+        spec.warmup = self.warmup;
+        spec.duration = self.duration;
+        spec.connections = self.connections;
+        spec.timeout = self.timeout;
+        spec.seed = self.seed;
+        Ok(spec)
+    }
+}
+
+/// Runs the load the arguments describe and prints its report to stdout.
+/// Ctrl-C stops the load early and still prints what was measured.
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    let signal = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let out = execute(&args, cancel).await;
+    signal.abort();
+    print!("{}", out?);
+    Ok(())
+}
+
+/// Runs the load and returns the text `run` prints.
+pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Result<String> {
+    if args.search {
+        let Some(latency_ms) = args.slo_p99_ms else {
+            bail!("--search needs --slo-p99-ms <MS>: the latency bound the rate must meet");
+        };
+        let Some(rate_max) = args.search_max_rate else {
+            bail!("--search needs --search-max-rate <PER_S>: the highest rate to try");
+        };
+        if rate_max < args.search_min_rate {
+            bail!(
+                "--search-max-rate {rate_max}: expected at least --search-min-rate ({})",
+                args.search_min_rate
+            );
+        }
+        let base = args.open_loop_spec(rate_max)?;
+        let criteria = SearchCriteria {
+            percentile: args.slo_percentile,
+            latency_max: Duration::from_secs_f64(latency_ms / 1000.0),
+            error_ratio_max: args.slo_error_ratio,
+            rate_min: args.search_min_rate,
+            rate_max,
+            steps: args.search_steps,
+            trial_warmup: args.warmup,
+            trial_duration: args.duration,
+        };
+        let report = search_max_throughput(&base, &criteria, cancel).await?;
+        return Ok(if args.json {
+            serde_json::to_string_pretty(&search_json(&report))? + "\n"
+        } else {
+            render_search(&criteria, &report)
+        });
+    }
+    let (report, header) = if args.closed_loop {
+        let (targets, requests) = args.targets_and_requests()?;
+        let mut spec = ClosedLoopSpec::new(targets, requests);
+        spec.warmup = args.warmup;
+        spec.duration = args.duration;
+        spec.connections = args.connections;
+        spec.timeout = args.timeout;
+        spec.seed = args.seed;
+        let header = format!(
+            "closed loop, {} connection(s) per target, seed {}",
+            args.connections, args.seed
+        );
+        (run_closed_loop(&spec, cancel, None).await?, header)
+    } else {
+        let Some(rate) = args.rate else {
+            bail!("--rate <PER_S> is required for an open-loop run (or pass --closed-loop or --search)");
+        };
+        let spec = args.open_loop_spec(rate)?;
+        let header = format!(
+            "open loop, {rate}/s {:?}, {} connection(s) per target, seed {}",
+            args.arrival, args.connections, args.seed
+        )
+        .to_lowercase();
+        (run_open_loop(&spec, cancel, None).await?, header)
+    };
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&report.summary())? + "\n");
+    }
+    let urls: Vec<String> = args.urls.iter().map(ToString::to_string).collect();
+    Ok(render_report(
+        &urls.join(", "),
+        &header,
+        &report,
+        args.stream,
+    ))
+}
+
+fn fmt_us(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}us"),
+        1_000..=999_999 => format!("{:.2}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+fn hist_row(out: &mut String, name: &str, h: &HistogramSummary) {
+    let _ = writeln!(
+        out,
+        "    {name:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        fmt_us(h.p50_us),
+        fmt_us(h.p90_us),
+        fmt_us(h.p95_us),
+        fmt_us(h.p99_us),
+        fmt_us(h.p999_us),
+        fmt_us(h.max_us),
+        h.count
+    );
+}
+
+/// The wrk-like human summary of one run (measured phase).
+pub fn render_report(urls: &str, header: &str, report: &LoadReport, streaming: bool) -> String {
+    let s: ReportSummary = report.summary();
+    let m = &s.measured;
+    let mut out = String::new();
+    let _ = writeln!(out, "{header} @ {urls}");
+    let _ = writeln!(
+        out,
+        "  warm-up {:.1}s, measured {:.1}s",
+        s.warmup.end_s - s.warmup.start_s,
+        m.end_s - m.start_s
+    );
+    let _ = writeln!(
+        out,
+        "  Latency    {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "p50", "p90", "p95", "p99", "p99.9", "max", "count"
+    );
+    hist_row(&mut out, "corrected", &m.latency);
+    hist_row(&mut out, "service", &m.service);
+    hist_row(&mut out, "send lag", &m.send_lag);
+    if streaming {
+        hist_row(&mut out, "ttft", &m.ttft);
+        hist_row(&mut out, "itl", &m.itl);
+        hist_row(&mut out, "tpot", &m.tpot);
+        let _ = writeln!(
+            out,
+            "  Output tokens: {} ({:.1}/s)",
+            m.output_tokens, m.output_tokens_per_s
+        );
+    }
+    let c = &m.counts;
+    let _ = writeln!(
+        out,
+        "  Requests: sent {}, ok {}, errors {}, timeouts {}, dropped by generator {} ({})",
+        c.sent,
+        c.ok,
+        c.errors.values().sum::<u64>(),
+        c.timeouts,
+        c.dropped_by_generator,
+        if s.balanced {
+            "balanced"
+        } else {
+            "NOT BALANCED"
+        }
+    );
+    if !c.errors.is_empty() {
+        let kinds: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(out, "  Errors: {}", kinds.join(", "));
+    }
+    let _ = writeln!(out, "  Requests/sec: {:.2}", m.throughput_per_s);
+    out
+}
+
+fn render_search(criteria: &SearchCriteria, r: &SearchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "max throughput search: p{} <= {:?}, error ratio <= {}, achieved >= {} x offered",
+        criteria.percentile,
+        criteria.latency_max,
+        criteria.error_ratio_max,
+        crate::search::ACHIEVED_MIN_RATIO
+    );
+    let _ = writeln!(
+        out,
+        "  {:>10} {:>10} {:>10} {:>8}  verdict",
+        "offered/s", "achieved/s", "latency", "errors"
+    );
+    for t in &r.trials {
+        let _ = writeln!(
+            out,
+            "  {:>10.1} {:>10.1} {:>10} {:>7.2}%  {}",
+            t.rate_per_s,
+            t.achieved_rps,
+            fmt_us(u64::try_from(t.latency_at_percentile.as_micros()).unwrap_or(u64::MAX)),
+            t.error_ratio * 100.0,
+            if t.passed { "pass" } else { "fail" }
+        );
+    }
+    match r.best_rate_per_s {
+        Some(b) => {
+            let _ = writeln!(out, "  best rate meeting the SLO: {b:.1}/s");
+        }
+        None => {
+            let _ = writeln!(out, "  no rate met the SLO (not even the minimum)");
+        }
+    }
+    out
+}
+
+fn search_json(r: &SearchReport) -> serde_json::Value {
+    serde_json::json!({
+        "best_rate_per_s": r.best_rate_per_s,
+        "trials": r.trials.iter().map(|t| serde_json::json!({
+            "rate_per_s": t.rate_per_s,
+            "achieved_rps": t.achieved_rps,
+            "latency_at_percentile_us": t.latency_at_percentile.as_micros() as u64,
+            "error_ratio": t.error_ratio,
+            "passed": t.passed,
+            "report": t.report.summary(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<LoadArgs, String> {
+        Cli::try_parse_from(std::iter::once("load").chain(args.iter().copied()))
+            .map(|c| c.load)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_parse_into_a_spec() {
+        let a = parse(&[
+            "http://127.0.0.1:8080/v1/x?y=1",
+            "--rate",
+            "500",
+            "--arrival",
+            "poisson",
+            "--duration",
+            "2s",
+            "-c",
+            "4",
+            "-H",
+            "x-test: 1",
+            "--method",
+            "POST",
+            "--body",
+            "{}",
+        ])
+        .expect("valid");
+        let spec = a.open_loop_spec(500.0).expect("spec");
+        assert_eq!(spec.targets[0], "http://127.0.0.1:8080");
+        assert_eq!(spec.requests[0].path, "/v1/x?y=1");
+        assert_eq!(spec.requests[0].method, Method::POST);
+        assert_eq!(spec.arrival, Arrival::Poisson);
+        assert_eq!(spec.connections, 4);
+        assert_eq!(spec.requests[0].headers[0].0, "x-test");
+    }
+
+    #[test]
+    fn bad_flag_values_name_the_flag_and_the_expectation() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (
+                &["http://h:1", "--rate", "-3"],
+                "--rate",
+                "requests per second",
+            ),
+            (&["http://h:1", "--rate", "x"], "--rate", "a number > 0"),
+            (
+                &["http://h:1", "--duration", "10"],
+                "--duration",
+                "a duration such as",
+            ),
+            (&["http://h:1", "--duration", "0s"], "--duration", "> 0"),
+            (&["http://h:1", "-c", "0"], "--connections", ">= 1"),
+            (&["https://h:1"], "URL", "https is not supported"),
+            (&["http://h:1", "-H", "nocolon"], "--header", "Name: value"),
+            (
+                &["http://h:1", "--arrival", "burst"],
+                "--arrival",
+                "constant",
+            ),
+            (
+                &["http://h:1", "--slo-error-ratio", "2"],
+                "--slo-error-ratio",
+                "[0, 1]",
+            ),
+            (
+                &["http://h:1", "--method", "G T"],
+                "--method",
+                "HTTP method",
+            ),
+        ];
+        for (args, flag, expect) in cases {
+            let err = parse(args).expect_err("invalid");
+            assert!(err.contains(flag), "{args:?}: {err}");
+            assert!(err.contains(expect), "{args:?}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_rate_and_search_bounds_are_explained() {
+        let a = parse(&["http://127.0.0.1:1/"]).expect("parses");
+        let err = execute(&a, CancellationToken::new())
+            .await
+            .expect_err("no rate");
+        assert!(err.to_string().contains("--rate <PER_S> is required"));
+        let a = parse(&["http://127.0.0.1:1/", "--search"]).expect("parses");
+        let err = execute(&a, CancellationToken::new())
+            .await
+            .expect_err("no slo");
+        assert!(err.to_string().contains("--slo-p99-ms"));
+    }
+}
