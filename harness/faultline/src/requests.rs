@@ -1,0 +1,141 @@
+//! Builds the load generator's request templates from the scenario's request mix.
+//! `infer` bodies are shaped from the model's KServe v2 metadata, read from the live server.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+use loadgen::RequestTemplate;
+use rand::{Rng, SeedableRng};
+use scenario::RequestSpec;
+
+/// Why a request template could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("workload.requests[{index}]: cannot read metadata of model {model:?} from {url}: {reason}")]
+    Metadata {
+        index: usize,
+        model: String,
+        url: String,
+        reason: String,
+    },
+    #[error("workload.requests[{index}]: method {method:?} is not an HTTP method")]
+    Method { index: usize, method: String },
+}
+
+fn json_header() -> Vec<(HeaderName, HeaderValue)> {
+    vec![(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )]
+}
+
+/// One template per mix entry, in order. `base` is `http://host:port` of one target replica.
+pub async fn build(
+    specs: &[RequestSpec],
+    base: &str,
+    seed: u64,
+) -> Result<Vec<RequestTemplate>, TemplateError> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
+        out.push(match spec {
+            RequestSpec::Infer { model, weight } => {
+                let url = format!("{base}/v2/models/{model}");
+                let meta_err = |reason: String| TemplateError::Metadata {
+                    index,
+                    model: model.clone(),
+                    url: url.clone(),
+                    reason,
+                };
+                let resp = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| meta_err(e.to_string()))?;
+                if !resp.status().is_success() {
+                    return Err(meta_err(format!("HTTP {}", resp.status())));
+                }
+                let meta: wire::kserve::ModelMetadata =
+                    resp.json().await.map_err(|e| meta_err(e.to_string()))?;
+                let input = meta
+                    .inputs
+                    .first()
+                    .ok_or_else(|| meta_err("the model declares no input".into()))?;
+                let dim = input
+                    .shape
+                    .last()
+                    .copied()
+                    .filter(|&d| d > 0)
+                    .ok_or_else(|| meta_err(format!("input shape {:?} has no fixed last dimension", input.shape)))?;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ index as u64);
+                let data: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let body = wire::kserve::InferRequest {
+                    id: None,
+                    inputs: vec![wire::kserve::InferInputTensor {
+                        name: input.name.clone(),
+                        shape: vec![1, dim],
+                        datatype: input.datatype.clone(),
+                        data,
+                    }],
+                };
+                RequestTemplate {
+                    name: format!("infer {model}"),
+                    method: Method::POST,
+                    path: format!("/v1/models/{model}/infer"),
+                    headers: json_header(),
+                    body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+                    streaming: false,
+                    weight: *weight,
+                }
+            }
+            RequestSpec::Completion {
+                model,
+                prompt,
+                max_tokens,
+                stream,
+                weight,
+            } => {
+                let body = wire::openai::CompletionRequest {
+                    model: model.clone(),
+                    prompt: prompt.clone(),
+                    max_tokens: Some(*max_tokens),
+                    temperature: Some(0.0),
+                    stream: Some(*stream),
+                    seed: Some(seed),
+                };
+                RequestTemplate {
+                    name: format!("completion {model}{}", if *stream { " (stream)" } else { "" }),
+                    method: Method::POST,
+                    path: "/v1/completions".to_owned(),
+                    headers: json_header(),
+                    body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+                    streaming: *stream,
+                    weight: *weight,
+                }
+            }
+            RequestSpec::Http {
+                method,
+                path,
+                body,
+                weight,
+            } => RequestTemplate {
+                name: format!("{method} {path}"),
+                method: Method::from_bytes(method.as_bytes()).map_err(|_| {
+                    TemplateError::Method {
+                        index,
+                        method: method.clone(),
+                    }
+                })?,
+                path: path.clone(),
+                headers: if body.is_empty() { vec![] } else { json_header() },
+                body: Bytes::from(body.clone()),
+                streaming: false,
+                weight: *weight,
+            },
+        });
+    }
+    Ok(out)
+}
