@@ -460,3 +460,79 @@ impl Scenario {
         self.components.iter().find(|c| c.name == name)
     }
 }
+
+impl Scenario {
+    /// End of the scenario clock: `warmup + duration`, or `warmup + search.trial` in
+    /// max-throughput mode, where every trial runs on its own clock. Faults must fall before it.
+    pub fn horizon(&self) -> Duration {
+        let w = &self.workload;
+        match (&w.mode, &w.search) {
+            (LoadMode::MaxThroughput, Some(search)) => w.warmup + search.trial,
+            _ => w.warmup + w.duration,
+        }
+    }
+}
+
+impl LoadMode {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadMode::OpenLoop => "open-loop",
+            LoadMode::ClosedLoop => "closed-loop",
+            LoadMode::MaxThroughput => "max-throughput",
+        }
+    }
+}
+
+impl Phase {
+    /// The name used in scenario files and in `metrics.json` summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Warmup => "warmup",
+            Phase::Measured => "measured",
+            Phase::Steady => "steady",
+            Phase::Faulted => "faulted",
+        }
+    }
+}
+
+impl LatencyMeasure {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            LatencyMeasure::Corrected => "corrected",
+            LatencyMeasure::Service => "service",
+            LatencyMeasure::SendLag => "send-lag",
+            LatencyMeasure::Ttft => "ttft",
+            LatencyMeasure::Itl => "itl",
+            LatencyMeasure::Tpot => "tpot",
+        }
+    }
+}
+
+impl Slo {
+    /// The `kind` used in scenario files.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Slo::Latency { .. } => "latency",
+            Slo::Availability { .. } => "availability",
+            Slo::Errors { .. } => "errors",
+            Slo::Throughput { .. } => "throughput",
+            Slo::Recovery { .. } => "recovery",
+            Slo::Accounting {} => "accounting",
+            Slo::MaxThroughput { .. } => "max-throughput",
+            Slo::ThroughputRatio { .. } => "throughput-ratio",
+        }
+    }
+
+    /// The phase the SLO is evaluated on, for the kinds that have one.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            Slo::Latency { phase, .. }
+            | Slo::Availability { phase, .. }
+            | Slo::Errors { phase, .. }
+            | Slo::Throughput { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,760 @@
+//! The validation pass: every rule a parsed [`Scenario`] must meet, all problems reported at once.
+//!
+//! Pure: takes the typed scenario, returns problems named by [`FieldPath`]. Positions in the
+//! file are added afterwards by [`crate::parse`]. Not here: anything that needs the machine
+//! (ports, binaries); the runner checks those.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::locate::FieldPath;
+use crate::model::*;
+
+/// One broken rule: the field and what is wrong with it (`…; expected …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: FieldPath,
+    pub message: String,
+}
+
+/// HTTP methods accepted by `kind = "http"` requests.
+pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Checks every rule and returns every problem, in the order of the scenario's fields.
+pub fn validate(scenario: &Scenario) -> Vec<Problem> {
+    let mut v = Validator {
+        scenario,
+        problems: Vec::new(),
+    };
+    v.scenario();
+    v.problems
+}
+
+struct Validator<'a> {
+    scenario: &'a Scenario,
+    problems: Vec<Problem>,
+}
+
+fn root() -> FieldPath {
+    FieldPath::root()
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+/// `[a-z0-9-]+`
+fn is_simple_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn quoted_list<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
+    let names: Vec<String> = names.into_iter().map(|n| n.to_owned()).collect();
+    if names.is_empty() {
+        "(none declared)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path,
+            message: message.into(),
+        });
+    }
+
+    /// `value` must be finite and > 0.
+    fn positive(&mut self, path: FieldPath, value: f64, what: &str) {
+        if !(value.is_finite() && value > 0.0) {
+            self.problem(
+                path,
+                format!("{value} is out of range; expected {what} > 0"),
+            );
+        }
+    }
+
+    /// `value` must be finite and in `[lo, hi]` (`lo_open`/`hi_open` exclude the ends).
+    fn in_range(&mut self, path: FieldPath, value: f64, lo: (f64, bool), hi: (f64, bool)) {
+        let above = if lo.1 { value > lo.0 } else { value >= lo.0 };
+        let below = if hi.1 { value < hi.0 } else { value <= hi.0 };
+        if !(value.is_finite() && above && below) {
+            let open = if lo.1 { '(' } else { '[' };
+            let close = if hi.1 { ')' } else { ']' };
+            self.problem(
+                path,
+                format!(
+                    "{value} is out of range; expected a number in {open}{}, {}{close}",
+                    lo.0, hi.0
+                ),
+            );
+        }
+    }
+
+    fn nonzero_duration(&mut self, path: FieldPath, d: Duration) {
+        if d.is_zero() {
+            self.problem(
+                path,
+                "0s is not a usable duration; expected a duration > 0 such as \"10s\" or \"500ms\"",
+            );
+        }
+    }
+
+    fn component_names(&self) -> Vec<&str> {
+        self.scenario
+            .components
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    fn known_component(&mut self, path: FieldPath, name: &str) -> Option<&Component> {
+        let found = self.scenario.component(name);
+        if found.is_none() {
+            let names = quoted_list(self.component_names());
+            self.problem(
+                path,
+                format!("unknown component \"{name}\"; expected one of: {names}"),
+            );
+        }
+        found
+    }
+
+    fn scenario(&mut self) {
+        let s = self.scenario;
+        if let Some(name) = &s.name {
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !name.starts_with('.');
+            if !ok {
+                self.problem(
+                    root().key("name"),
+                    format!("invalid name \"{name}\" (it names the report folder); expected letters, digits, '-', '_' or '.'"),
+                );
+            }
+        }
+        self.components();
+        self.workload();
+        self.faults();
+        self.slos();
+        self.variants();
+    }
+
+    fn components(&mut self) {
+        let s = self.scenario;
+        if s.components.is_empty() {
+            self.problem(
+                root().key("components"),
+                "no components; expected at least one [[components]] table",
+            );
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, c) in s.components.iter().enumerate() {
+            let path = root().key("components").index(i);
+            if !is_simple_name(&c.name) {
+                self.problem(
+                    path.key("name"),
+                    format!(
+                        "invalid name \"{}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)",
+                        c.name
+                    ),
+                );
+            }
+            if let Some(first) = seen.insert(&c.name, i) {
+                self.problem(
+                    path.key("name"),
+                    format!(
+                        "duplicate component name \"{}\" (also components[{first}]); expected unique names",
+                        c.name
+                    ),
+                );
+                seen.insert(&c.name, first);
+            }
+            if c.replicas == 0 {
+                self.problem(path.key("replicas"), "0 replicas; expected at least 1");
+            }
+            if !c.readiness.path.starts_with('/') {
+                self.problem(
+                    path.key("readiness").key("path"),
+                    format!(
+                        "\"{}\" is not an HTTP path; expected a path starting with '/'",
+                        c.readiness.path
+                    ),
+                );
+            }
+            self.nonzero_duration(path.key("readiness").key("timeout"), c.readiness.timeout);
+            for key in c.env.keys() {
+                if key.is_empty() || key.contains('=') || key.contains('\0') {
+                    self.problem(
+                        path.key("env").key(key),
+                        format!("invalid environment variable name \"{key}\"; expected a non-empty name without '='"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn workload(&mut self) {
+        let w = &self.scenario.workload;
+        let path = root().key("workload");
+        self.known_component(path.key("target"), &w.target);
+
+        match (w.mode, w.rate_per_s) {
+            (LoadMode::OpenLoop, None) => self.problem(
+                path.key("rate_per_s"),
+                "missing offered rate; expected rate_per_s > 0 (requests per second) with mode = \"open-loop\"",
+            ),
+            (LoadMode::ClosedLoop, Some(_)) => self.problem(
+                path.key("rate_per_s"),
+                "not used with mode = \"closed-loop\" (each connection sends when its previous request ends); expected no rate_per_s, or mode = \"open-loop\"",
+            ),
+            (_, Some(rate)) => self.positive(path.key("rate_per_s"), rate, "a finite rate (requests per second)"),
+            (_, None) => {}
+        }
+        self.nonzero_duration(path.key("duration"), w.duration);
+        self.nonzero_duration(path.key("timeout"), w.timeout);
+        if w.connections == 0 {
+            self.problem(
+                path.key("connections"),
+                "0 connections; expected at least 1",
+            );
+        }
+
+        if w.requests.is_empty() {
+            self.problem(
+                path.key("requests"),
+                "empty request mix; expected at least one request",
+            );
+        }
+        for (i, r) in w.requests.iter().enumerate() {
+            self.request(path.key("requests").index(i), r);
+        }
+
+        match (&w.search, w.mode) {
+            (None, LoadMode::MaxThroughput) => self.problem(
+                path.key("search"),
+                "missing; expected a [workload.search] table with mode = \"max-throughput\"",
+            ),
+            (Some(_), mode) if mode != LoadMode::MaxThroughput => self.problem(
+                path.key("search"),
+                format!(
+                    "only used with mode = \"max-throughput\" (mode is \"{}\"); expected no [workload.search] table",
+                    mode.name()
+                ),
+            ),
+            (Some(search), _) => self.search(path.key("search"), search),
+            (None, _) => {}
+        }
+    }
+
+    fn request(&mut self, path: FieldPath, r: &RequestSpec) {
+        let weight = match r {
+            RequestSpec::Infer { model, weight } => {
+                if model.is_empty() {
+                    self.problem(
+                        path.key("model"),
+                        "empty model name; expected the name of a model the server loads",
+                    );
+                }
+                *weight
+            }
+            RequestSpec::Completion {
+                model,
+                max_tokens,
+                weight,
+                ..
+            } => {
+                if model.is_empty() {
+                    self.problem(
+                        path.key("model"),
+                        "empty model name; expected the name of a model the server loads",
+                    );
+                }
+                if *max_tokens == 0 {
+                    self.problem(path.key("max_tokens"), "0 tokens; expected max_tokens >= 1");
+                }
+                *weight
+            }
+            RequestSpec::Http {
+                method,
+                path: http_path,
+                weight,
+                ..
+            } => {
+                if !HTTP_METHODS.contains(&method.as_str()) {
+                    self.problem(
+                        path.key("method"),
+                        format!(
+                            "unknown HTTP method \"{method}\"; expected one of: {}",
+                            HTTP_METHODS.join(", ")
+                        ),
+                    );
+                }
+                if !http_path.starts_with('/') {
+                    self.problem(
+                        path.key("path"),
+                        format!("\"{http_path}\" is not an HTTP path; expected a path starting with '/'"),
+                    );
+                }
+                *weight
+            }
+        };
+        self.positive(path.key("weight"), weight, "a finite weight");
+    }
+
+    fn search(&mut self, path: FieldPath, s: &Search) {
+        self.in_range(
+            path.key("percentile"),
+            s.percentile,
+            (0.0, true),
+            (100.0, true),
+        );
+        self.positive(
+            path.key("latency_ms_max"),
+            s.latency_ms_max,
+            "a finite latency bound (milliseconds)",
+        );
+        self.in_range(
+            path.key("error_ratio_max"),
+            s.error_ratio_max,
+            (0.0, false),
+            (1.0, false),
+        );
+        self.positive(
+            path.key("rate_per_s_min"),
+            s.rate_per_s_min,
+            "a finite rate (requests per second)",
+        );
+        self.positive(
+            path.key("rate_per_s_max"),
+            s.rate_per_s_max,
+            "a finite rate (requests per second)",
+        );
+        if s.rate_per_s_min.is_finite()
+            && s.rate_per_s_max.is_finite()
+            && s.rate_per_s_min >= s.rate_per_s_max
+        {
+            self.problem(
+                path.key("rate_per_s_max"),
+                format!(
+                    "{} is not above rate_per_s_min = {}; expected rate_per_s_min < rate_per_s_max",
+                    s.rate_per_s_max, s.rate_per_s_min
+                ),
+            );
+        }
+        self.nonzero_duration(path.key("trial"), s.trial);
+    }
+
+    fn faults(&mut self) {
+        let s = self.scenario;
+        let w = &s.workload;
+        let horizon = s.horizon();
+        let horizon_text = match (w.mode, &w.search) {
+            (LoadMode::MaxThroughput, Some(search)) => format!(
+                "{} (warmup {} + search.trial {})",
+                fmt_duration(horizon),
+                fmt_duration(w.warmup),
+                fmt_duration(search.trial)
+            ),
+            _ => format!(
+                "{} (warmup {} + duration {})",
+                fmt_duration(horizon),
+                fmt_duration(w.warmup),
+                fmt_duration(w.duration)
+            ),
+        };
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, f) in s.faults.iter().enumerate() {
+            let path = root().key("faults").index(i);
+            let id = f.id_or_default(i);
+            if let Some(given) = &f.id {
+                if given.is_empty() || given.chars().any(|c| c.is_whitespace()) {
+                    self.problem(
+                        path.key("id"),
+                        format!("invalid id \"{given}\"; expected a non-empty name without spaces"),
+                    );
+                }
+            }
+            if let Some(first) = seen.get(&id) {
+                let whose = if f.id.is_some() { "" } else { "default " };
+                self.problem(
+                    path.key("id"),
+                    format!("duplicate {whose}fault id \"{id}\" (also faults[{first}]); expected unique ids (set `id`)"),
+                );
+            } else {
+                seen.insert(id, i);
+            }
+
+            match f.kind {
+                FaultKind::ProcessKill | FaultKind::ProcessPause => match &f.target {
+                    None => self.problem(
+                        path.key("target"),
+                        format!(
+                            "missing target; expected \"component\" or \"component/replica\" for {}",
+                            f.kind.name()
+                        ),
+                    ),
+                    Some(target) => self.fault_target(path.key("target"), target),
+                },
+                FaultKind::LoadSpike => {
+                    if f.target.is_some() {
+                        self.problem(
+                            path.key("target"),
+                            "not used by load.spike (it changes the offered rate); expected no target",
+                        );
+                    }
+                    if w.mode == LoadMode::ClosedLoop {
+                        self.problem(
+                            path.key("kind"),
+                            "load.spike multiplies the offered rate, which mode = \"closed-loop\" does not have; expected mode = \"open-loop\" or \"max-throughput\"",
+                        );
+                    }
+                }
+            }
+
+            let needs_until = matches!(f.kind, FaultKind::ProcessPause | FaultKind::LoadSpike);
+            match f.until {
+                None if needs_until => self.problem(
+                    path.key("until"),
+                    format!(
+                        "missing; expected the scenario time at which {} ends (until > at)",
+                        f.kind.name()
+                    ),
+                ),
+                Some(_) if !needs_until => self.problem(
+                    path.key("until"),
+                    format!(
+                        "not used by {} (the restart policy decides when the target comes back); expected no until",
+                        f.kind.name()
+                    ),
+                ),
+                Some(until) if until <= f.at => self.problem(
+                    path.key("until"),
+                    format!(
+                        "{} is not after at = {}; expected until > at",
+                        fmt_duration(until),
+                        fmt_duration(f.at)
+                    ),
+                ),
+                Some(until) if until > horizon => self.problem(
+                    path.key("until"),
+                    format!(
+                        "{} is after the end of the run at {horizon_text}; expected until <= {}",
+                        fmt_duration(until),
+                        fmt_duration(horizon)
+                    ),
+                ),
+                _ => {}
+            }
+            if f.at >= horizon {
+                self.problem(
+                    path.key("at"),
+                    format!(
+                        "{} is not before the end of the run at {horizon_text}; expected at < {}",
+                        fmt_duration(f.at),
+                        fmt_duration(horizon)
+                    ),
+                );
+            }
+
+            match (f.kind, f.multiplier) {
+                (FaultKind::LoadSpike, None) => self.problem(
+                    path.key("multiplier"),
+                    "missing; expected the rate multiplier of load.spike (> 0, e.g. 3.0)",
+                ),
+                (FaultKind::LoadSpike, Some(m)) => {
+                    self.positive(path.key("multiplier"), m, "a finite multiplier")
+                }
+                (kind, Some(_)) => self.problem(
+                    path.key("multiplier"),
+                    format!(
+                        "only used by load.spike (kind is {}); expected no multiplier",
+                        kind.name()
+                    ),
+                ),
+                (_, None) => {}
+            }
+        }
+    }
+
+    fn fault_target(&mut self, path: FieldPath, target: &str) {
+        let (name, replica) = match target.split_once('/') {
+            Some((name, replica)) => (name, Some(replica)),
+            None => (target, None),
+        };
+        let Some(component) = self.known_component(path.clone(), name) else {
+            return;
+        };
+        let replicas = component.replicas;
+        // Zero replicas is reported at the component; no replica index could be right.
+        if let (Some(replica), true) = (replica, replicas > 0) {
+            match replica.parse::<u32>() {
+                Ok(i) if i < replicas => {}
+                Ok(i) => self.problem(
+                    path,
+                    format!(
+                        "replica {i} of \"{name}\" does not exist ({name} has {replicas} replica{}); expected \"{name}\" or \"{name}/0\" to \"{name}/{}\"",
+                        if replicas == 1 { "" } else { "s" },
+                        replicas.saturating_sub(1)
+                    ),
+                ),
+                Err(_) => self.problem(
+                    path,
+                    format!("\"{target}\" has no replica number after '/'; expected \"{name}\" or \"{name}/<replica index>\""),
+                ),
+            }
+        }
+    }
+
+    fn slos(&mut self) {
+        let s = self.scenario;
+        let fault_ids: Vec<String> = s
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.id_or_default(i))
+            .collect();
+        let variant_names: Vec<&str> = s.variants.iter().map(|v| v.name.as_str()).collect();
+        let max_throughput = s.workload.mode == LoadMode::MaxThroughput;
+        let streams = s
+            .workload
+            .requests
+            .iter()
+            .any(|r| matches!(r, RequestSpec::Completion { stream: true, .. }));
+
+        for (i, slo) in s.slo.iter().enumerate() {
+            let path = root().key("slo").index(i);
+            if let Some(phase) = slo.phase() {
+                self.phase(path.key("phase"), phase);
+            }
+            match slo {
+                Slo::Latency {
+                    measure,
+                    percentile,
+                    latency_ms_max,
+                    latency_ms_min,
+                    ..
+                } => {
+                    self.in_range(
+                        path.key("percentile"),
+                        *percentile,
+                        (0.0, true),
+                        (100.0, false),
+                    );
+                    if matches!(
+                        measure,
+                        LatencyMeasure::Ttft | LatencyMeasure::Itl | LatencyMeasure::Tpot
+                    ) && !streams
+                    {
+                        self.problem(
+                            path.key("measure"),
+                            format!(
+                                "\"{}\" is only measured on streamed completions and the request mix has none; expected a request with kind = \"completion\" and stream = true",
+                                measure.name()
+                            ),
+                        );
+                    }
+                    self.bounds(
+                        &path,
+                        ("latency_ms_min", *latency_ms_min),
+                        ("latency_ms_max", *latency_ms_max),
+                        None,
+                    );
+                }
+                Slo::Availability { ratio_min, .. } => {
+                    self.in_range(
+                        path.key("ratio_min"),
+                        *ratio_min,
+                        (0.0, false),
+                        (1.0, false),
+                    );
+                }
+                Slo::Errors {
+                    ratio_max,
+                    ratio_min,
+                    error_kind,
+                    ..
+                } => {
+                    if error_kind.as_deref() == Some("") {
+                        self.problem(path.key("error_kind"), "empty error kind; expected a kind such as \"http_503\" or \"connect_refused\", or no error_kind for all errors");
+                    }
+                    self.bounds(
+                        &path,
+                        ("ratio_min", *ratio_min),
+                        ("ratio_max", *ratio_max),
+                        Some((0.0, 1.0)),
+                    );
+                }
+                Slo::Throughput { rps_min, .. } => {
+                    self.positive(
+                        path.key("rps_min"),
+                        *rps_min,
+                        "a finite rate (requests per second)",
+                    );
+                }
+                Slo::Recovery {
+                    fault,
+                    recovery_s_max,
+                } => {
+                    if !fault_ids.contains(fault) {
+                        self.problem(
+                            path.key("fault"),
+                            format!(
+                                "unknown fault id \"{fault}\"; expected one of: {}",
+                                quoted_list(fault_ids.iter().map(String::as_str))
+                            ),
+                        );
+                    }
+                    self.positive(
+                        path.key("recovery_s_max"),
+                        *recovery_s_max,
+                        "a finite time (seconds)",
+                    );
+                }
+                Slo::Accounting {} => {}
+                Slo::MaxThroughput { variant, rps_min } => {
+                    self.needs_max_throughput(&path, slo, max_throughput);
+                    if let Some(variant) = variant {
+                        self.known_variant(path.key("variant"), variant, &variant_names);
+                    }
+                    self.positive(
+                        path.key("rps_min"),
+                        *rps_min,
+                        "a finite rate (requests per second)",
+                    );
+                }
+                Slo::ThroughputRatio {
+                    numerator,
+                    denominator,
+                    ratio_min,
+                } => {
+                    self.needs_max_throughput(&path, slo, max_throughput);
+                    self.known_variant(path.key("numerator"), numerator, &variant_names);
+                    self.known_variant(path.key("denominator"), denominator, &variant_names);
+                    self.positive(path.key("ratio_min"), *ratio_min, "a finite ratio");
+                }
+            }
+        }
+    }
+
+    fn phase(&mut self, path: FieldPath, phase: Phase) {
+        let s = self.scenario;
+        if phase == Phase::Faulted && s.faults.is_empty() {
+            self.problem(
+                path,
+                "phase \"faulted\" is empty because the scenario has no faults; expected \"measured\" or \"steady\", or add a [[faults]] entry",
+            );
+        } else if phase == Phase::Warmup && s.workload.warmup.is_zero() {
+            self.problem(
+                path,
+                "phase \"warmup\" is empty because workload.warmup = \"0s\"; expected another phase, or a warmup > 0",
+            );
+        }
+    }
+
+    /// At least one of two optional bounds, each in range, `min <= max`.
+    fn bounds(
+        &mut self,
+        path: &FieldPath,
+        (min_key, min): (&str, Option<f64>),
+        (max_key, max): (&str, Option<f64>),
+        ratio: Option<(f64, f64)>,
+    ) {
+        if min.is_none() && max.is_none() {
+            self.problem(
+                path.clone(),
+                format!("no bound; expected {max_key}, {min_key} or both"),
+            );
+        }
+        for (key, value) in [(min_key, min), (max_key, max)] {
+            let Some(value) = value else { continue };
+            match ratio {
+                Some(range) => {
+                    self.in_range(path.key(key), value, (range.0, false), (range.1, false))
+                }
+                None => self.positive(path.key(key), value, "a finite bound (milliseconds)"),
+            }
+        }
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                self.problem(
+                    path.key(min_key),
+                    format!("{lo} is above {max_key} = {hi}; expected {min_key} <= {max_key}"),
+                );
+            }
+        }
+    }
+
+    fn needs_max_throughput(&mut self, path: &FieldPath, slo: &Slo, max_throughput: bool) {
+        if !max_throughput {
+            self.problem(
+                path.key("kind"),
+                format!(
+                    "\"{}\" needs a max-throughput search (mode is \"{}\"); expected workload.mode = \"max-throughput\"",
+                    slo.kind_name(),
+                    self.scenario.workload.mode.name()
+                ),
+            );
+        }
+    }
+
+    fn known_variant(&mut self, path: FieldPath, name: &str, variants: &[&str]) {
+        if !variants.contains(&name) {
+            self.problem(
+                path,
+                format!(
+                    "unknown variant \"{name}\"; expected one of: {}",
+                    quoted_list(variants.iter().copied())
+                ),
+            );
+        }
+    }
+
+    fn variants(&mut self) {
+        let s = self.scenario;
+        if !s.variants.is_empty() && s.workload.mode != LoadMode::MaxThroughput {
+            self.problem(
+                root().key("variants"),
+                format!(
+                    "variants are compared by their max-throughput search (mode is \"{}\"); expected workload.mode = \"max-throughput\" or no [[variants]]",
+                    s.workload.mode.name()
+                ),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, variant) in s.variants.iter().enumerate() {
+            let path = root().key("variants").index(i);
+            if !is_simple_name(&variant.name) {
+                self.problem(
+                    path.key("name"),
+                    format!(
+                        "invalid name \"{}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)",
+                        variant.name
+                    ),
+                );
+            }
+            if !seen.insert(variant.name.as_str()) {
+                self.problem(
+                    path.key("name"),
+                    format!(
+                        "duplicate variant name \"{}\"; expected unique names",
+                        variant.name
+                    ),
+                );
+            }
+            for component in variant.args.keys() {
+                self.known_component(path.key("args").key(component), component);
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Every validation rule on a small bad file: the located error text is snapshotted
+//! (`tests/snapshots/`), so a change in wording or position shows up in review.
+//! Regenerate after an intended change with `INSTA_UPDATE=always cargo test -p scenario`
+//! (or `cargo insta review`).
+
+use std::time::Duration;
+
+use scenario::{parse, FaultKind, LoadMode, RequestSpec, ScenarioError};
+
+/// A valid open-loop scenario; tests edit it with [`edit`].
+const BASE: &str = r#"description = "base scenario for validation tests"
+
+[[components]]
+name = "server"
+kind = "server"
+replicas = 2
+
+[workload]
+target = "server"
+rate_per_s = 100
+warmup = "2s"
+duration = "10s"
+requests = [{ kind = "infer", model = "mlp" }]
+
+[[faults]]
+id = "kill"
+at = "5s"
+kind = "process.kill"
+target = "server/0"
+
+[[slo]]
+kind = "latency"
+phase = "steady"
+percentile = 99
+latency_ms_max = 250
+"#;
+
+/// BASE with each `(from, to)` replaced once (each `from` must occur) and `extra` appended.
+fn edit(replacements: &[(&str, &str)], extra: &str) -> String {
+    let mut src = BASE.to_owned();
+    for (from, to) in replacements {
+        assert!(src.contains(from), "test setup: {from:?} is not in BASE");
+        src = src.replacen(from, to, 1);
+    }
+    src.push_str(extra);
+    src
+}
+
+/// The error text of a source that must not parse.
+fn errors(src: &str) -> String {
+    match parse(src, "bad.toml") {
+        Ok(_) => panic!("expected a validation error for:\n{src}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn base_scenario_is_valid_and_gets_defaults() {
+    let s = parse(BASE, "base.toml").expect("BASE is valid");
+    assert_eq!(s.seed, 1);
+    assert_eq!(s.workload.mode, LoadMode::OpenLoop);
+    assert_eq!(s.workload.connections, 32);
+    assert_eq!(s.workload.timeout, Duration::from_secs(2));
+    assert_eq!(s.components[0].readiness.path, "/readyz");
+    assert_eq!(s.faults[0].kind, FaultKind::ProcessKill);
+    assert!(matches!(s.workload.requests[0], RequestSpec::Infer { weight, .. } if weight == 1.0));
+    assert_eq!(s.horizon(), Duration::from_secs(12));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_in_file_order() {
+    let src = edit(
+        &[
+            ("replicas = 2", "replicas = 0"),
+            ("target = \"server\"\nrate", "target = \"sever\"\nrate"),
+            ("percentile = 99", "percentile = 0"),
+        ],
+        "",
+    );
+    let err = parse(&src, "bad.toml").expect_err("three problems");
+    assert_eq!(err.diagnostics().len(), 3, "{err}");
+    insta::assert_snapshot!(err.to_string());
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let err = scenario::load(std::path::Path::new("no/such/scenario.toml"))
+        .expect_err("file does not exist");
+    assert!(matches!(err, ScenarioError::Io { .. }));
+    assert!(err
+        .to_string()
+        .starts_with("no/such/scenario.toml: cannot read scenario file"));
+}
+
+// --- TOML syntax and serde errors -------------------------------------------------------
+
+#[test]
+fn syntax_error_is_located() {
+    insta::assert_snapshot!(errors(&edit(&[("rate_per_s = 100", "rate_per_s = ")], "")));
+}
+
+#[test]
+fn unknown_field_points_at_the_key() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("model = \"mlp\"", "model = \"mlp\", wieght = 2")],
+        ""
+    )));
+}
+
+#[test]
+fn unknown_top_level_field_is_rejected() {
+    insta::assert_snapshot!(errors(&format!("seeed = 3\n{BASE}")));
+}
+
+#[test]
+fn unknown_enum_value_lists_the_choices() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("kind = \"process.kill\"", "kind = \"process.kil\"")],
+        ""
+    )));
+}
+
+#[test]
+fn missing_required_field_names_it() {
+    insta::assert_snapshot!(errors(&edit(&[("duration = \"10s\"\n", "")], "")));
+}
+
+#[test]
+fn bad_duration_shows_the_format() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("warmup = \"2s\"", "warmup = \"2 secs later\"")],
+        ""
+    )));
+}
+
+#[test]
+fn wrong_type_says_what_was_expected() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("rate_per_s = 100", "rate_per_s = \"fast\"")],
+        ""
+    )));
+}
+
+// --- components ----------------------------------------------------------------------
+
+#[test]
+fn at_least_one_component() {
+    let src = r#"
+components = []
+[workload]
+target = "server"
+rate_per_s = 10
+duration = "1s"
+requests = [{ kind = "infer", model = "mlp" }]
+"#;
+    insta::assert_snapshot!(errors(src));
+}
+
+#[test]
+fn component_names_are_lowercase_and_unique() {
+    let extra = "\n[[components]]\nname = \"server\"\nkind = \"server\"\n\n[[components]]\nname = \"Big_Server\"\nkind = \"server\"\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn replicas_at_least_one() {
+    insta::assert_snapshot!(errors(&edit(&[("replicas = 2", "replicas = 0")], "")));
+}
+
+#[test]
+fn readiness_path_starts_with_slash() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "replicas = 2",
+            "replicas = 2\nreadiness = { path = \"readyz\", timeout = \"0s\" }"
+        )],
+        ""
+    )));
+}
+
+// --- workload ------------------------------------------------------------------------
+
+#[test]
+fn workload_target_names_a_component() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("target = \"server\"\nrate", "target = \"sever\"\nrate")],
+        ""
+    )));
+}
+
+#[test]
+fn open_loop_needs_a_rate() {
+    insta::assert_snapshot!(errors(&edit(&[("rate_per_s = 100\n", "")], "")));
+}
+
+#[test]
+fn rate_must_be_positive_and_finite() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("rate_per_s = 100", "rate_per_s = inf")],
+        ""
+    )));
+    insta::assert_snapshot!(errors(&edit(
+        &[("rate_per_s = 100", "rate_per_s = -5")],
+        ""
+    )));
+}
+
+#[test]
+fn closed_loop_rejects_a_rate() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "rate_per_s = 100",
+            "mode = \"closed-loop\"\nrate_per_s = 100"
+        )],
+        ""
+    )));
+}
+
+#[test]
+fn duration_and_timeout_above_zero() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("duration = \"10s\"", "duration = \"0s\"\ntimeout = \"0s\"")],
+        ""
+    )));
+}
+
+#[test]
+fn connections_at_least_one() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("warmup = \"2s\"", "warmup = \"2s\"\nconnections = 0")],
+        ""
+    )));
+}
+
+#[test]
+fn request_mix_not_empty() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            "requests = []"
+        )],
+        ""
+    )));
+}
+
+#[test]
+fn request_weights_positive_and_finite() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            "requests = [\n  { kind = \"infer\", model = \"mlp\", weight = 0 },\n  { kind = \"infer\", model = \"mlp\", weight = nan },\n]"
+        )],
+        ""
+    )));
+}
+
+#[test]
+fn completion_max_tokens_at_least_one() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            "requests = [{ kind = \"completion\", model = \"gru\", prompt = \"hi\", max_tokens = 0 }]"
+        )],
+        ""
+    )));
+}
+
+#[test]
+fn http_method_and_path_are_checked() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            "requests = [{ kind = \"http\", method = \"FETCH\", path = \"healthz\" }]"
+        )],
+        ""
+    )));
+}
+
+// --- max-throughput search -----------------------------------------------------------
+
+const SEARCH_OK: &str = "\n[workload.search]\nlatency_ms_max = 50\nrate_per_s_min = 10\nrate_per_s_max = 1000\ntrial = \"5s\"\n";
+
+/// BASE switched to max-throughput (no faults, no SLOs) with `search` as the search table.
+fn max_throughput(search: &str, extra: &str) -> String {
+    let base = BASE.split("[[faults]]").next().expect("BASE has faults");
+    let base = base.replace("rate_per_s = 100", "mode = \"max-throughput\"");
+    format!("{base}{search}{extra}")
+}
+
+#[test]
+fn max_throughput_base_is_valid() {
+    let s = parse(&max_throughput(SEARCH_OK, ""), "mt.toml").expect("valid");
+    assert_eq!(s.horizon(), Duration::from_secs(7));
+}
+
+#[test]
+fn max_throughput_needs_search() {
+    insta::assert_snapshot!(errors(&max_throughput("", "")));
+}
+
+#[test]
+fn search_only_with_max_throughput() {
+    insta::assert_snapshot!(errors(&edit(&[("requests = [", "search = { latency_ms_max = 50, rate_per_s_min = 10, rate_per_s_max = 1000, trial = \"5s\" }\nrequests = [")], "")));
+}
+
+#[test]
+fn search_bounds_are_checked() {
+    let search = "\n[workload.search]\npercentile = 100\nlatency_ms_max = 0\nerror_ratio_max = 1.5\nrate_per_s_min = 500\nrate_per_s_max = 100\ntrial = \"0s\"\n";
+    insta::assert_snapshot!(errors(&max_throughput(search, "")));
+}
+
+// --- faults --------------------------------------------------------------------------
+
+#[test]
+fn process_fault_needs_a_target() {
+    insta::assert_snapshot!(errors(&edit(&[("target = \"server/0\"\n", "")], "")));
+}
+
+#[test]
+fn fault_target_names_an_existing_replica() {
+    let extra = "\n[[faults]]\nat = \"6s\"\nkind = \"process.kill\"\ntarget = \"server/2\"\n\n[[faults]]\nat = \"6s\"\nkind = \"process.kill\"\ntarget = \"server/x\"\n\n[[faults]]\nat = \"6s\"\nkind = \"process.kill\"\ntarget = \"sever\"\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn pause_and_spike_need_until_after_at() {
+    let extra = "\n[[faults]]\nat = \"3s\"\nkind = \"process.pause\"\ntarget = \"server\"\n\n[[faults]]\nat = \"3s\"\nuntil = \"3s\"\nkind = \"load.spike\"\nmultiplier = 2.0\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn kill_rejects_until() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("at = \"5s\"", "at = \"5s\"\nuntil = \"6s\"")],
+        ""
+    )));
+}
+
+#[test]
+fn multiplier_only_and_always_on_load_spike() {
+    let extra = "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\n\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = -1.0\ntarget = \"server\"\n";
+    insta::assert_snapshot!(errors(&edit(
+        &[("at = \"5s\"", "at = \"5s\"\nmultiplier = 2.0")],
+        extra
+    )));
+}
+
+#[test]
+fn faults_fall_inside_the_run() {
+    let extra = "\n[[faults]]\nat = \"8s\"\nuntil = \"20s\"\nkind = \"process.pause\"\ntarget = \"server\"\n";
+    insta::assert_snapshot!(errors(&edit(&[("at = \"5s\"", "at = \"12s\"")], extra)));
+}
+
+#[test]
+fn fault_ids_are_unique_including_defaults() {
+    let extra = "\n[[faults]]\nid = \"kill\"\nat = \"6s\"\nkind = \"process.kill\"\ntarget = \"server\"\n\n[[faults]]\nid = \"process.kill-3\"\nat = \"6s\"\nkind = \"process.kill\"\ntarget = \"server\"\n\n[[faults]]\nat = \"7s\"\nkind = \"process.kill\"\ntarget = \"server\"\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn load_spike_needs_an_offered_rate() {
+    let extra =
+        "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 2.0\n";
+    insta::assert_snapshot!(errors(&edit(
+        &[("rate_per_s = 100", "mode = \"closed-loop\"")],
+        extra
+    )));
+}
+
+// --- SLOs ----------------------------------------------------------------------------
+
+#[test]
+fn slo_percentiles_and_ratios_in_range() {
+    let extra = "\n[[slo]]\nkind = \"latency\"\npercentile = 100.5\nlatency_ms_max = 10\n\n[[slo]]\nkind = \"availability\"\nratio_min = 1.01\n\n[[slo]]\nkind = \"errors\"\nratio_max = -0.1\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn latency_and_error_slos_need_a_bound_and_min_below_max() {
+    let extra = "\n[[slo]]\nkind = \"latency\"\npercentile = 50\n\n[[slo]]\nkind = \"errors\"\nerror_kind = \"http_503\"\n\n[[slo]]\nkind = \"latency\"\npercentile = 99\nlatency_ms_min = 300\nlatency_ms_max = 200\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn recovery_names_an_existing_fault() {
+    let extra = "\n[[faults]]\nat = \"6s\"\nkind = \"process.kill\"\ntarget = \"server/1\"\n\n[[slo]]\nkind = \"recovery\"\nfault = \"process.kill-1\"\nrecovery_s_max = 2\n\n[[slo]]\nkind = \"recovery\"\nfault = \"kil\"\nrecovery_s_max = 0\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn throughput_slos_need_max_throughput_mode() {
+    let extra = "\n[[slo]]\nkind = \"max-throughput\"\nrps_min = 100\n\n[[slo]]\nkind = \"throughput-ratio\"\nnumerator = \"batched\"\ndenominator = \"unbatched\"\nratio_min = 2\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn throughput_slos_name_existing_variants() {
+    let extra = "\n[[variants]]\nname = \"batched\"\nargs = { server = [\"--max-batch\", \"32\"] }\n\n[[variants]]\nname = \"unbatched\"\n\n[[slo]]\nkind = \"max-throughput\"\nvariant = \"batchd\"\nrps_min = 100\n\n[[slo]]\nkind = \"throughput-ratio\"\nnumerator = \"batched\"\ndenominator = \"single\"\nratio_min = 2\n";
+    insta::assert_snapshot!(errors(&max_throughput(SEARCH_OK, extra)));
+}
+
+#[test]
+fn streaming_measures_need_streamed_requests() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("percentile = 99", "measure = \"ttft\"\npercentile = 99")],
+        ""
+    )));
+}
+
+#[test]
+fn faulted_phase_needs_faults() {
+    let src = BASE
+        .split("[[faults]]")
+        .next()
+        .expect("BASE has faults")
+        .to_owned()
+        + "[[slo]]\nkind = \"availability\"\nphase = \"faulted\"\nratio_min = 0.9\n";
+    insta::assert_snapshot!(errors(&src));
+}
+
+// --- variants ------------------------------------------------------------------------
+
+#[test]
+fn variants_only_with_max_throughput() {
+    insta::assert_snapshot!(errors(&edit(&[], "\n[[variants]]\nname = \"batched\"\n")));
+}
+
+#[test]
+fn variant_names_unique_and_args_name_components() {
+    let extra = "\n[[variants]]\nname = \"batched\"\nargs = { sever = [\"--max-batch\", \"32\"] }\n\n[[variants]]\nname = \"batched\"\n";
+    insta::assert_snapshot!(errors(&max_throughput(SEARCH_OK, extra)));
+}
