@@ -1,0 +1,171 @@
+//! The `faultline` binary as a user runs it: real processes, real signals.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn faultline() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    cmd.current_dir(common::repo_root());
+    cmd
+}
+
+/// A scenario that runs long, with a SIGSTOP fault early, so a test can interrupt it
+/// while a fault is injected.
+const LONG_PAUSE: &str = r#"
+description = "long run with an early pause, for interruption tests"
+[[components]]
+name = "server"
+kind = "server"
+[workload]
+target = "server"
+rate_per_s = 50
+warmup = "500ms"
+duration = "60s"
+[[workload.requests]]
+kind = "infer"
+model = "mlp"
+[[faults]]
+id = "stall"
+at = "1s"
+until = "50s"
+kind = "process.pause"
+target = "server"
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write scenario");
+    p
+}
+
+fn events(reports: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for scenario in std::fs::read_dir(reports).into_iter().flatten().flatten() {
+        for run in std::fs::read_dir(scenario.path()).into_iter().flatten().flatten() {
+            if let Ok(text) = std::fs::read_to_string(run.path().join("events.jsonl")) {
+                out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+            }
+        }
+    }
+    out
+}
+
+fn has_event(reports: &Path, kind: &str) -> bool {
+    events(reports).iter().any(|e| e["event"] == kind)
+}
+
+fn started_pids(reports: &Path) -> Vec<u32> {
+    events(reports)
+        .iter()
+        .filter(|e| e["event"] == "process.start")
+        .filter_map(|e| e["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect()
+}
+
+fn start_run(scenario: &Path, reports: &Path) -> Child {
+    faultline()
+        .args(["run", "--quiet", "--reports"])
+        .arg(reports)
+        .arg("--bin-dir")
+        .arg(common::bin_dir())
+        .arg(scenario)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start faultline")
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).expect("signal faultline");
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[[components]]\nname = \"server\"\nkind = \"server\"\n\n[workload]\ntarget = \"sever\"\nrate_per_s = 10\nduration = \"5s\"\n[[workload.requests]]\nkind = \"infer\"\nmodel = \"mlp\"\n",
+    );
+    let out: Output = faultline().arg("validate").arg(&bad).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:6:"), "{err}");
+    assert!(err.contains("workload.target"), "{err}");
+    assert!(err.contains("server"), "names the expected component: {err}");
+}
+
+#[test]
+fn run_of_a_missing_scenario_is_a_usage_error() {
+    let out = faultline()
+        .args(["run", "no-such-scenario"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-scenario"));
+}
+
+#[test]
+fn ctrl_c_heals_the_fault_stops_the_stack_and_still_writes_the_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = write(dir.path(), "long-pause.toml", LONG_PAUSE);
+    let reports = dir.path().join("reports");
+    let mut child = start_run(&scenario, &reports);
+    assert!(
+        common::eventually(Duration::from_secs(60), || has_event(&reports, "fault.inject")),
+        "the pause was injected"
+    );
+    signal(&child, Signal::SIGINT);
+    let status = child.wait().expect("wait faultline");
+    assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+    assert!(has_event(&reports, "fault.heal"), "the pause was healed");
+    assert!(has_event(&reports, "process.stop"), "the server was stopped");
+    for pid in started_pids(&reports) {
+        assert!(
+            common::eventually(Duration::from_secs(5), || !common::alive(pid)),
+            "pid {pid} survived Ctrl-C"
+        );
+    }
+    let metrics = std::fs::read_dir(reports.join("long-pause"))
+        .expect("scenario folder")
+        .flatten()
+        .map(|e| e.path().join("metrics.json"))
+        .find(|p| p.is_file())
+        .expect("metrics.json written");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(metrics).expect("read")).expect("json");
+    assert!(
+        m["failures"].to_string().contains("interrupted"),
+        "the report says it was interrupted: {}",
+        m["failures"]
+    );
+}
+
+#[test]
+fn a_killed_runner_leaves_no_orphan_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = write(dir.path(), "long-pause.toml", LONG_PAUSE);
+    let reports = dir.path().join("reports");
+    let mut child = start_run(&scenario, &reports);
+    assert!(
+        common::eventually(Duration::from_secs(60), || has_event(&reports, "process.ready")),
+        "the server came up"
+    );
+    let pids = started_pids(&reports);
+    assert!(!pids.is_empty());
+    signal(&child, Signal::SIGKILL);
+    let _ = child.wait();
+    for pid in pids {
+        assert!(
+            common::eventually(Duration::from_secs(5), || !common::alive(pid)),
+            "pid {pid} outlived its SIGKILLed runner"
+        );
+    }
+}
