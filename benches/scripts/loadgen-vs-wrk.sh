@@ -8,7 +8,7 @@ CONNS="${CONNS:-50}"; DURATION="${DURATION:-10}"; THREADS="${THREADS:-2}"; ROUND
 echo "machine: $(nproc) cores, $(uname -sr); nginx workers ${NGINX_WORKERS}; ${CONNS} connections, ${THREADS} threads, ${DURATION}s, ${ROUNDS} rounds"
 for round in $(seq "$ROUNDS"); do
   wrk_rps=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "$URL" | awk '/Requests\/sec/ {print $2}')
-  ours=$(TOKIO_WORKER_THREADS="$THREADS" "$LOAD" "$URL" --closed-loop -c "$CONNS" --duration "${DURATION}s" --json)
+  ours=$("$LOAD" "$URL" --closed-loop -t "$THREADS" -c "$CONNS" --duration "${DURATION}s" --json)
   ours_rps=$(echo "$ours" | json_field 'd["measured"]["throughput_per_s"]')
   balanced=$(echo "$ours" | json_field 'd["balanced"]')
   p99=$(echo "$ours" | json_field 'd["measured"]["latency"]["p99_us"]')

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::record::{HistogramSummary, LoadReport, ReportSummary};
 use crate::search::{SearchCriteria, SearchReport};
 use crate::{
-    run_closed_loop, run_open_loop, search_max_throughput, Arrival, ClosedLoopSpec, OpenLoopSpec,
-    RequestTemplate,
+    run_closed_loop_on, run_open_loop, search_max_throughput, Arrival, ClosedLoopSpec,
+    OpenLoopSpec, RequestTemplate,
 };
 
 /// Arrival process flag values.
@@ -73,6 +73,9 @@ pub struct LoadArgs {
     /// Closed loop (like wrk): each connection sends as soon as its previous response ends.
     #[arg(long, conflicts_with_all = ["rate", "search"])]
     pub closed_loop: bool,
+    /// Event-loop threads for --closed-loop (default: one per core).
+    #[arg(short = 't', long, value_parser = parse_threads)]
+    pub threads: Option<usize>,
     /// Seed of every random choice (Poisson gaps, request mix).
     #[arg(long, default_value = "0")]
     pub seed: u64,
@@ -142,6 +145,13 @@ fn parse_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if v > 0 => Ok(v),
         _ => Err("expected a whole number of connections >= 1".into()),
+    }
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err("expected a whole number of threads >= 1".into()),
     }
 }
 
@@ -289,7 +299,13 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
             "closed loop, {} connection(s) per target, seed {}",
             args.connections, args.seed
         );
-        (run_closed_loop(&spec, cancel, None).await?, header)
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        (
+            run_closed_loop_on(&spec, threads, cancel, None).await?,
+            header,
+        )
     } else {
         let Some(rate) = args.rate else {
             bail!("--rate <PER_S> is required for an open-loop run (or pass --closed-loop or --search)");

@@ -20,6 +20,9 @@
 //! Not here: HTTPS, HTTP/2, pipelining, retries (a failed request is counted, never
 //! retried).
 
+/// The histogram crate, re-exported so callers merge and query with the same version.
+pub use hdrhistogram;
+
 pub mod cli;
 mod conn;
 mod counts;
@@ -35,7 +38,7 @@ pub use record::{
     FineWindow, HistogramSummary, LatencyStats, LoadReport, PhaseStats, PhaseSummary,
     ReportSummary, WindowStats, WindowSummary,
 };
-pub use run::{run_closed_loop, run_open_loop, Progress};
+pub use run::{run_closed_loop, run_closed_loop_on, run_open_loop, Progress};
 pub use search::{search_max_throughput, SearchCriteria, SearchReport, Trial};
 pub use spec::{
     Arrival, ClosedLoopSpec, LoadError, OpenLoopSpec, RateStep, RequestTemplate, SpecProblem,

@@ -307,8 +307,23 @@ fn release(
 /// Runs a closed-loop load: each connection sends its next request as soon as the
 /// previous one finished, until `warmup + duration` (or `cancel`). In-flight requests
 /// then finish or time out. Latency equals service time; send lag is 0.
+///
+/// Uses one event-loop thread per available core, like wrk's `-t`; see
+/// [`run_closed_loop_on`] to choose.
 pub async fn run_closed_loop(
     spec: &ClosedLoopSpec,
+    cancel: CancellationToken,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<LoadReport, LoadError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    run_closed_loop_on(spec, threads, cancel, progress).await
+}
+
+/// [`run_closed_loop`] on `threads` OS threads, each with its own single-threaded event
+/// loop owning an equal share of the connections (no cross-thread wake-ups per request).
+pub async fn run_closed_loop_on(
+    spec: &ClosedLoopSpec,
+    threads: usize,
     cancel: CancellationToken,
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<LoadReport, LoadError> {
@@ -322,39 +337,61 @@ pub async fn run_closed_loop(
         spec.warmup,
         end,
     )));
-    let conns = open_connections(&targets, spec.connections, spec.timeout).await;
-    let weights: Vec<f64> = spec.requests.iter().map(|r| r.weight).collect();
-
-    let t0 = Instant::now();
-    let started_at = wall_clock_of(t0);
-    let mut workers = JoinSet::new();
-    for (i, (ti, mut conn)) in conns.into_iter().enumerate() {
-        let prepared = prepared.clone();
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        let timeout = spec.timeout;
-        let mut mix = Mix::new(&weights, spec.seed.wrapping_add(i as u64));
-        workers.spawn(async move {
-            loop {
-                let intended = t0.elapsed();
-                if intended >= end || cancel.is_cancelled() {
-                    break intended.min(end);
-                }
-                shared.sent.fetch_add(1, Ordering::Relaxed);
-                let req = &prepared[ti][mix.choose()];
-                let outcome = conn.execute(req, t0, intended, timeout).await;
-                shared.record(i, &outcome);
-            }
-        });
+    let weights: Arc<[f64]> = spec.requests.iter().map(|r| r.weight).collect();
+    let total = targets.len() * spec.connections;
+    let threads = threads.clamp(1, total);
+    // Every thread opens its connections, then all start together at the same t0.
+    let barrier = Arc::new(std::sync::Barrier::new(threads));
+    let t0_cell = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let (t0_tx, t0_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let mut t0_tx = Some(t0_tx);
+    let mut handles = Vec::with_capacity(threads);
+    for th in 0..threads {
+        // Connection i (target i % targets) belongs to thread i % threads.
+        let mine: Vec<(usize, usize)> = (0..total)
+            .filter(|i| i % threads == th)
+            .map(|i| (i, i % targets.len()))
+            .collect();
+        let ctx = ClosedCtx {
+            targets: targets.clone(),
+            prepared: prepared.clone(),
+            shared: shared.clone(),
+            weights: weights.clone(),
+            cancel: cancel.clone(),
+            barrier: barrier.clone(),
+            t0: t0_cell.clone(),
+            t0_tx: t0_tx.take(),
+            shard: th,
+            timeout: spec.timeout,
+            seed: spec.seed,
+            end,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("loadgen-{th}"))
+            .spawn(move || closed_thread(ctx, mine))
+            .map_err(|e| LoadError::Internal(format!("cannot start thread: {e}")))?;
+        handles.push(handle);
     }
+    let t0 = t0_rx
+        .await
+        .map_err(|_| LoadError::Internal("load threads ended before starting".into()))?;
+    let started_at = wall_clock_of(t0);
     let mut aux = JoinSet::new();
     let done = CancellationToken::new();
     spawn_progress(&mut aux, progress, shared.clone(), t0, done.clone());
-    let mut stopped = Duration::ZERO;
-    while let Some(r) = workers.join_next().await {
-        let at = r.map_err(|e| LoadError::Internal(format!("worker task: {e}")))?;
-        stopped = stopped.max(at);
-    }
+    let stopped = tokio::task::spawn_blocking(move || {
+        let mut stopped = Duration::ZERO;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(at)) => stopped = stopped.max(at),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(LoadError::Internal("load thread panicked".into())),
+            }
+        }
+        Ok(stopped)
+    })
+    .await
+    .map_err(|e| LoadError::Internal(format!("joining load threads: {e}")))??;
     done.cancel();
     join_all(&mut aux).await?;
     let shared = Arc::try_unwrap(shared)
@@ -362,4 +399,73 @@ pub async fn run_closed_loop(
     Ok(shared
         .into_recorder()
         .finish(started_at, spec.seed, stopped))
+}
+
+struct ClosedCtx {
+    targets: Vec<Arc<crate::conn::Target>>,
+    prepared: Arc<Vec<Vec<Prepared>>>,
+    shared: Arc<Shared>,
+    weights: Arc<[f64]>,
+    cancel: CancellationToken,
+    barrier: Arc<std::sync::Barrier>,
+    t0: Arc<std::sync::OnceLock<Instant>>,
+    t0_tx: Option<tokio::sync::oneshot::Sender<Instant>>,
+    /// Recorder shard of this thread (uncontended).
+    shard: usize,
+    timeout: Duration,
+    seed: u64,
+    end: Duration,
+}
+
+/// One closed-loop event-loop thread; returns when its workers stopped.
+fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, LoadError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            // Keep the other threads from waiting for this one forever.
+            ctx.barrier.wait();
+            return Err(LoadError::Internal(format!("cannot build runtime: {e}")));
+        }
+    };
+    rt.block_on(async move {
+        let mut conns = Vec::with_capacity(mine.len());
+        for (i, ti) in mine {
+            conns.push((i, ti, Conn::new(ctx.targets[ti].clone())));
+        }
+        futures_util::future::join_all(conns.iter_mut().map(|(_, _, c)| c.warm(ctx.timeout))).await;
+        ctx.barrier.wait();
+        let t0 = *ctx.t0.get_or_init(Instant::now);
+        if let Some(tx) = ctx.t0_tx {
+            let _ = tx.send(t0);
+        }
+        let mut workers = JoinSet::new();
+        for (i, ti, mut conn) in conns {
+            let prepared = ctx.prepared.clone();
+            let shared = ctx.shared.clone();
+            let cancel = ctx.cancel.clone();
+            let (timeout, end, shard) = (ctx.timeout, ctx.end, ctx.shard);
+            let mut mix = Mix::new(&ctx.weights, ctx.seed.wrapping_add(i as u64));
+            workers.spawn(async move {
+                loop {
+                    let intended = t0.elapsed();
+                    if intended >= end || cancel.is_cancelled() {
+                        break intended.min(end);
+                    }
+                    shared.sent.fetch_add(1, Ordering::Relaxed);
+                    let req = &prepared[ti][mix.choose()];
+                    let outcome = conn.execute(req, t0, intended, timeout).await;
+                    shared.record(shard, &outcome);
+                }
+            });
+        }
+        let mut stopped = Duration::ZERO;
+        while let Some(r) = workers.join_next().await {
+            let at = r.map_err(|e| LoadError::Internal(format!("worker task: {e}")))?;
+            stopped = stopped.max(at);
+        }
+        Ok(stopped)
+    })
 }
