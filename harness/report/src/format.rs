@@ -1,0 +1,120 @@
+//! Number formatting shared by the page, the terminal summary and the plots.
+
+use crate::model::Accounting;
+
+/// A number with about three significant digits, no exponent: 0.0123, 1.23, 12.3, 123, 12345.
+pub fn num(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    let magnitude = value.abs();
+    let decimals = if magnitude == 0.0 || magnitude >= 100.0 {
+        0
+    } else if magnitude >= 10.0 {
+        1
+    } else if magnitude >= 1.0 {
+        2
+    } else {
+        // 0.0123 → 4 decimals
+        (2 - magnitude.log10().floor() as i32).clamp(2, 9) as usize
+    };
+    format!("{value:.decimals$}")
+}
+
+/// A latency in milliseconds, or "–" when there is none.
+pub fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_owned(), num)
+}
+
+/// A ratio as a percentage with enough decimals to show nines: 0.99995 → "99.995 %".
+pub fn percent(ratio: Option<f64>) -> String {
+    let Some(ratio) = ratio else {
+        return "–".to_owned();
+    };
+    let p = ratio * 100.0;
+    let s = if (99.0..100.0).contains(&p) {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1}")
+    };
+    format!("{s} %")
+}
+
+/// Σ errors by kind.
+pub fn error_total(counts: &Accounting) -> u64 {
+    counts.errors.values().sum()
+}
+
+/// `ok + Σ errors + timeouts + dropped`: what `sent` must equal.
+pub fn accounted(counts: &Accounting) -> u64 {
+    counts.ok + error_total(counts) + counts.timeouts + counts.dropped_by_generator
+}
+
+/// The accounting line: `sent 1000 = ok 990 + errors 8 + timeouts 2 + dropped 0 (balanced)`.
+pub fn accounting_line(counts: &Accounting) -> String {
+    let errors = error_total(counts);
+    let by_kind = if counts.errors.is_empty() {
+        String::new()
+    } else {
+        let kinds: Vec<String> = counts
+            .errors
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        format!(" [{}]", kinds.join(", "))
+    };
+    let verdict = if counts.balanced && accounted(counts) == counts.sent {
+        "balanced: yes".to_owned()
+    } else {
+        format!(
+            "balanced: NO (ok + errors + timeouts + dropped = {})",
+            accounted(counts)
+        )
+    };
+    format!(
+        "sent {} = ok {} + errors {errors}{by_kind} + timeouts {} + dropped {}; {verdict}",
+        counts.sent, counts.ok, counts.timeouts, counts.dropped_by_generator
+    )
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_three_significant_digits() {
+        assert_eq!(num(0.0), "0");
+        assert_eq!(num(0.01234), "0.0123");
+        assert_eq!(num(0.5), "0.500");
+        assert_eq!(num(1.234), "1.23");
+        assert_eq!(num(12.34), "12.3");
+        assert_eq!(num(1234.5), "1234");
+        assert_eq!(ms(None), "–");
+        assert_eq!(percent(Some(0.99995)), "99.995 %");
+        assert_eq!(percent(Some(1.0)), "100.0 %");
+    }
+
+    #[test]
+    fn html_escapes_markup() {
+        assert_eq!(
+            html(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,447 @@
+//! `index.html`: one self-contained page (inline CSS, inline SVG, no external assets).
+//! Every text from the metrics goes through [`format::html`].
+
+use crate::format::{self, html as esc, ms, num, percent};
+use crate::model::{PhaseSummary, RunMetrics};
+use crate::plots::Plot;
+
+/// A table cell: plain text (escaped here) or trusted markup built in this module.
+enum Cell {
+    Text(String),
+    Html(String),
+}
+
+fn t(text: impl Into<String>) -> Cell {
+    Cell::Text(text.into())
+}
+
+fn verdict(pass: bool) -> Cell {
+    Cell::Html(if pass {
+        "<span class=\"ok\">pass</span>".into()
+    } else {
+        "<span class=\"bad\">FAIL</span>".into()
+    })
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<Cell>>) -> String {
+    let mut out = String::from("<table>\n<thead><tr>");
+    for h in headers {
+        out.push_str(&format!("<th>{}</th>", esc(h)));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            match cell {
+                Cell::Text(s) => out.push_str(&format!("<td>{}</td>", esc(&s))),
+                Cell::Html(s) => out.push_str(&format!("<td>{s}</td>")),
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+    out
+}
+
+fn section(title: &str, body: &str) -> String {
+    format!("<section>\n<h2>{}</h2>\n{body}</section>\n", esc(title))
+}
+
+fn opt_s(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |s| format!("{} s", num(s)))
+}
+
+const CSS: &str = "
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+.banner { font-size: 1.4em; font-weight: bold; padding: 0.5em 0.8em; border-radius: 6px; margin: 1em 0; }
+.banner.pass { background: #e3f4e1; color: #1d6b22; border: 1px solid #9fd49a; }
+.banner.fail { background: #fbe3e1; color: #a12119; border: 1px solid #eda29c; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f5f5f5; } tbody tr:nth-child(even) { background: #fafafa; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.ok { color: #1d6b22; font-weight: bold; } .bad { color: #a12119; font-weight: bold; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1.2em; }
+dl.facts dt { font-weight: bold; } dl.facts dd { margin: 0; }
+code, .mono { font-family: ui-monospace, 'SF Mono', Menlo, monospace; font-size: 0.95em; }
+figure { margin: 1.2em 0; } figure svg { width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+.accounting { font-family: ui-monospace, Menlo, monospace; padding: 0.5em; background: #f7f7f7; }
+";
+
+/// The whole page. `plots` are inlined in order; `links` are files in the run folder.
+pub fn page(metrics: &RunMetrics, plots: &[Plot]) -> String {
+    let run = &metrics.run;
+    let pass = metrics.passed();
+    let mut body = String::new();
+
+    body.push_str(&format!("<h1>{}</h1>\n", esc(&run.scenario)));
+    if !run.description.is_empty() {
+        body.push_str(&format!("<p>{}</p>\n", esc(&run.description)));
+    }
+    let passed = metrics.slos.iter().filter(|s| s.pass).count();
+    body.push_str(&format!(
+        "<div class=\"banner {}\">{} — {passed} of {} SLOs passed, {} run failure{}</div>\n",
+        if pass { "pass" } else { "fail" },
+        if pass { "PASS" } else { "FAIL" },
+        metrics.slos.len(),
+        metrics.failures.len(),
+        if metrics.failures.len() == 1 { "" } else { "s" },
+    ));
+
+    body.push_str(&section("Run", &facts(metrics)));
+    body.push_str(&section("SLOs", &slos(metrics)));
+    if !metrics.failures.is_empty() {
+        let items: String = metrics
+            .failures
+            .iter()
+            .map(|f| format!("<li class=\"bad\">{}</li>\n", esc(f)))
+            .collect();
+        body.push_str(&section("Run failures", &format!("<ul>\n{items}</ul>\n")));
+    }
+    let a = &metrics.accounting;
+    body.push_str(&section(
+        "Accounting",
+        &format!(
+            "<p>Every request the generator scheduled is counted exactly once (metrics.md \"Accounting\").</p>\n<p class=\"accounting {}\">{}</p>\n",
+            if a.balanced { "ok" } else { "bad" },
+            esc(&format::accounting_line(a))
+        ),
+    ));
+    if !metrics.summaries.is_empty() {
+        body.push_str(&section("Summary by phase", &summaries(&metrics.summaries)));
+    }
+    if !metrics.recoveries.is_empty() {
+        body.push_str(&section("Recoveries", &recoveries(metrics)));
+    }
+    if !metrics.faults.is_empty() {
+        body.push_str(&section("Faults", &faults(metrics)));
+    }
+    if !metrics.processes.is_empty() {
+        body.push_str(&section("Processes", &processes(metrics)));
+    }
+    if !metrics.searches.is_empty() {
+        body.push_str(&section("Max-throughput search", &searches(metrics)));
+    }
+    if !metrics.figures.is_empty() {
+        body.push_str(&section("Figures", &figures(metrics)));
+    }
+    if !plots.is_empty() {
+        let figs: String = plots
+            .iter()
+            .map(|p| {
+                format!(
+                    "<figure id=\"{}\">\n{}\n<figcaption>{} (<a href=\"{}\">{}</a>)</figcaption>\n</figure>\n",
+                    esc(&p.file),
+                    inline_svg(&p.svg),
+                    esc(&p.title),
+                    esc(&p.file),
+                    esc(&p.file)
+                )
+            })
+            .collect();
+        body.push_str(&section("Plots", &figs));
+    }
+    body.push_str(&section(
+        "Files",
+        "<ul>\n<li><a href=\"metrics.json\">metrics.json</a>: every figure on this page, machine-readable</li>\n<li><a href=\"events.jsonl\">events.jsonl</a>: the run's event log (faults, process starts and exits, phases)</li>\n<li><a href=\"junit.xml\">junit.xml</a>: SLO verdicts as JUnit test cases</li>\n</ul>\n",
+    ));
+
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{} {} — faultline</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}<footer><p>faultline {} · schema {}</p></footer>\n</body>\n</html>\n",
+        if pass { "PASS" } else { "FAIL" },
+        esc(&run.scenario),
+        esc(&run.faultline_version),
+        metrics.schema_version,
+    )
+}
+
+/// An SVG document as inline markup: no XML declaration, no namespace URL (HTML knows it).
+fn inline_svg(svg: &str) -> String {
+    let svg = match svg.find("<svg") {
+        Some(start) => &svg[start..],
+        None => svg,
+    };
+    svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
+}
+
+fn facts(metrics: &RunMetrics) -> String {
+    let run = &metrics.run;
+    let w = &run.workload;
+    let rate = w
+        .rate_per_s
+        .map_or_else(String::new, |r| format!(", {} requests/s", num(r)));
+    let rows = [
+        ("run id", run.run_id.clone()),
+        ("scenario file", run.scenario_file.clone()),
+        ("seed", run.seed.to_string()),
+        ("git commit", run.git_commit.clone()),
+        ("faultline", run.faultline_version.clone()),
+        ("started", run.started_at.clone()),
+        ("wall time", format!("{} s", num(run.wall_s))),
+        (
+            "host",
+            format!("{} {}, {} CPUs", run.host.os, run.host.arch, run.host.cpus),
+        ),
+        (
+            "workload",
+            format!(
+                "{} ({} arrivals{rate}) → {}, {} connections",
+                w.mode, w.arrival, w.target, w.connections
+            ),
+        ),
+        (
+            "timeline",
+            format!(
+                "warm-up {} s, measured {} s, request timeout {} s",
+                num(w.warmup_s),
+                num(w.duration_s),
+                num(w.timeout_s)
+            ),
+        ),
+    ];
+    let items: String = rows
+        .iter()
+        .map(|(k, v)| format!("<dt>{}</dt><dd>{}</dd>\n", esc(k), esc(v)))
+        .collect();
+    format!("<dl class=\"facts\">\n{items}</dl>\n")
+}
+
+fn slos(metrics: &RunMetrics) -> String {
+    if metrics.slos.is_empty() {
+        return "<p>No SLOs declared; the run passes unless it fails on its own.</p>\n".into();
+    }
+    table(
+        &["#", "SLO", "phase", "expected", "observed", "verdict"],
+        metrics
+            .slos
+            .iter()
+            .map(|s| {
+                vec![
+                    t(s.index.to_string()),
+                    t(s.description.clone()),
+                    t(s.phase.clone().unwrap_or_else(|| "–".into())),
+                    t(s.expected.clone()),
+                    t(s.observed.clone()),
+                    verdict(s.pass),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// Metrics as rows, phases as columns.
+fn summaries(summaries: &[PhaseSummary]) -> String {
+    type Row = (&'static str, fn(&PhaseSummary) -> String);
+    let mut rows: Vec<Row> = vec![
+        ("window (s)", |s| {
+            format!("{} – {}", num(s.start_s), num(s.end_s))
+        }),
+        ("sent", |s| s.counts.sent.to_string()),
+        ("ok", |s| s.counts.ok.to_string()),
+        ("errors + timeouts", |s| {
+            (format::error_total(&s.counts) + s.counts.timeouts).to_string()
+        }),
+        ("availability (ok/sent)", |s| percent(s.availability)),
+        ("throughput (completed/s)", |s| num(s.throughput_rps)),
+        ("corrected p50 (ms)", |s| ms(s.latency.p50_ms)),
+        ("corrected p90 (ms)", |s| ms(s.latency.p90_ms)),
+        ("corrected p99 (ms)", |s| ms(s.latency.p99_ms)),
+        ("corrected p99.9 (ms)", |s| ms(s.latency.p999_ms)),
+        ("corrected max (ms)", |s| ms(s.latency.max_ms)),
+        ("service p50 (ms)", |s| ms(s.service.p50_ms)),
+        ("service p90 (ms)", |s| ms(s.service.p90_ms)),
+        ("service p99 (ms)", |s| ms(s.service.p99_ms)),
+        ("service p99.9 (ms)", |s| ms(s.service.p999_ms)),
+        ("service max (ms)", |s| ms(s.service.max_ms)),
+        ("send lag p99 (ms)", |s| ms(s.send_lag.p99_ms)),
+    ];
+    if summaries.iter().any(|s| s.ttft.count > 0) {
+        rows.extend::<[Row; 7]>([
+            ("TTFT p50 (ms)", |s| ms(s.ttft.p50_ms)),
+            ("TTFT p99 (ms)", |s| ms(s.ttft.p99_ms)),
+            ("ITL p50 (ms)", |s| ms(s.itl.p50_ms)),
+            ("ITL p99 (ms)", |s| ms(s.itl.p99_ms)),
+            ("TPOT p50 (ms)", |s| ms(s.tpot.p50_ms)),
+            ("TPOT p99 (ms)", |s| ms(s.tpot.p99_ms)),
+            ("output tokens/s", |s| num(s.output_tokens_per_s)),
+        ]);
+    }
+    let mut headers = vec!["figure"];
+    headers.extend(summaries.iter().map(|s| s.phase.as_str()));
+    table(
+        &headers,
+        rows.into_iter()
+            .map(|(name, value)| {
+                std::iter::once(t(name))
+                    .chain(summaries.iter().map(|s| t(value(s))))
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+fn recoveries(metrics: &RunMetrics) -> String {
+    let intro = "<p>Recovery time: fault instant → start of the first 100 ms window after which success stays ≥ 99 % for ≥ 1 s (metrics.md \"failover time\").</p>\n";
+    let rows = metrics
+        .recoveries
+        .iter()
+        .map(|r| {
+            vec![
+                t(r.fault_id.clone()),
+                t(r.kind.clone()),
+                t(format!("{} s", num(r.start_s))),
+                match r.recovery_s {
+                    Some(s) => t(format!("{} s", num(s))),
+                    None => Cell::Html("<span class=\"bad\">not recovered</span>".into()),
+                },
+                t(r.failed_requests.to_string()),
+                t(r.restarts.to_string()),
+            ]
+        })
+        .collect();
+    intro.to_owned()
+        + &table(
+            &[
+                "fault",
+                "kind",
+                "at",
+                "recovery",
+                "failed requests",
+                "restarts",
+            ],
+            rows,
+        )
+}
+
+fn faults(metrics: &RunMetrics) -> String {
+    table(
+        &["id", "kind", "target", "start", "end", "detail"],
+        metrics
+            .faults
+            .iter()
+            .map(|f| {
+                vec![
+                    t(f.id.clone()),
+                    t(f.kind.clone()),
+                    t(f.target.clone().unwrap_or_else(|| "–".into())),
+                    t(format!("{} s", num(f.start_s))),
+                    t(f.end_s
+                        .map_or_else(|| "never healed".into(), |e| format!("{} s", num(e)))),
+                    t(f.detail.clone()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn processes(metrics: &RunMetrics) -> String {
+    let mut rows = Vec::new();
+    for p in &metrics.processes {
+        for (i, life) in p.lives.iter().enumerate() {
+            rows.push(vec![
+                t(p.name.clone()),
+                t(p.kind.clone()),
+                t(p.address.clone()),
+                t((i + 1).to_string()),
+                t(life.pid.to_string()),
+                t(format!("{} s", num(life.started_s))),
+                t(opt_s(life.ready_s)),
+                t(opt_s(life.ended_s)),
+                t(life.how.clone().unwrap_or_else(|| "–".into())),
+                Cell::Html(format!("<a href=\"{}\">{}</a>", esc(&p.log), esc(&p.log))),
+            ]);
+        }
+        if p.lives.is_empty() {
+            rows.push(vec![
+                t(p.name.clone()),
+                t(p.kind.clone()),
+                t(p.address.clone()),
+                t("0"),
+                t("–"),
+                t("never started"),
+                t("–"),
+                t("–"),
+                t("–"),
+                Cell::Html(format!("<a href=\"{}\">{}</a>", esc(&p.log), esc(&p.log))),
+            ]);
+        }
+    }
+    table(
+        &[
+            "process", "kind", "address", "life", "pid", "started", "ready", "ended", "how", "log",
+        ],
+        rows,
+    )
+}
+
+fn searches(metrics: &RunMetrics) -> String {
+    let mut out = table(
+        &["variant", "bound", "best rate"],
+        metrics
+            .searches
+            .iter()
+            .map(|s| {
+                vec![
+                    t(s.variant.clone()),
+                    t(format!(
+                        "p{} ≤ {} ms, errors ≤ {}",
+                        num(s.percentile),
+                        num(s.latency_ms_max),
+                        percent(Some(s.error_ratio_max))
+                    )),
+                    match s.best_rate_per_s {
+                        Some(r) => t(format!("{} requests/s", num(r))),
+                        None => Cell::Html("<span class=\"bad\">no rate passed</span>".into()),
+                    },
+                ]
+            })
+            .collect(),
+    );
+    for s in &metrics.searches {
+        out.push_str(&format!("<h3>Trials: {}</h3>\n", esc(&s.variant)));
+        out.push_str(&table(
+            &[
+                "offered (1/s)",
+                "achieved (1/s)",
+                &format!("p{} latency (ms)", num(s.percentile)),
+                "error ratio",
+                "sent",
+                "verdict",
+            ],
+            s.trials
+                .iter()
+                .map(|tr| {
+                    vec![
+                        t(num(tr.rate_per_s)),
+                        t(num(tr.achieved_rps)),
+                        t(num(tr.latency_ms)),
+                        t(percent(Some(tr.error_ratio))),
+                        t(tr.accounting.sent.to_string()),
+                        verdict(tr.passed),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    out
+}
+
+fn figures(metrics: &RunMetrics) -> String {
+    table(
+        &["figure", "value", "unit", "definition"],
+        metrics
+            .figures
+            .iter()
+            .map(|f| {
+                vec![
+                    t(f.name.clone()),
+                    t(num(f.value)),
+                    t(f.unit.clone()),
+                    t(f.definition.clone()),
+                ]
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,199 @@
+//! Summaries for the end of `faultline run`: compact JSON (`--json`) and terminal text.
+
+use serde_json::{json, Value};
+
+use crate::format::{self, ms, num, percent};
+use crate::model::{Percentiles, PhaseSummary, RunMetrics};
+
+/// The phase whose figures headline a run: `measured`, else the first summary.
+pub fn headline_phase(metrics: &RunMetrics) -> Option<&PhaseSummary> {
+    metrics
+        .summaries
+        .iter()
+        .find(|s| s.phase == "measured")
+        .or_else(|| metrics.summaries.first())
+}
+
+fn percentiles_json(p: &Percentiles) -> Value {
+    json!({
+        "count": p.count,
+        "p50": p.p50_ms, "p90": p.p90_ms, "p95": p.p95_ms,
+        "p99": p.p99_ms, "p999": p.p999_ms, "max": p.max_ms,
+    })
+}
+
+/// A compact summary for `faultline run --json`: scenario, run id, pass, failures, SLO
+/// verdicts, the measured phase's key figures (latencies in ms, rates per second), accounting
+/// and search results. The caller may add the report path.
+pub fn summary_json(metrics: &RunMetrics) -> Value {
+    let run = &metrics.run;
+    let measured = headline_phase(metrics).map(|s| {
+        let mut v = json!({
+            "phase": s.phase,
+            "sent": s.counts.sent,
+            "availability": s.availability,
+            "throughput_rps": s.throughput_rps,
+            "latency_ms": percentiles_json(&s.latency),
+            "service_ms": percentiles_json(&s.service),
+            "send_lag_p99_ms": s.send_lag.p99_ms,
+        });
+        if s.ttft.count > 0 {
+            v["ttft_ms"] = percentiles_json(&s.ttft);
+            v["itl_ms"] = percentiles_json(&s.itl);
+            v["tpot_ms"] = percentiles_json(&s.tpot);
+            v["output_tokens_per_s"] = json!(s.output_tokens_per_s);
+        }
+        v
+    });
+    let a = &metrics.accounting;
+    json!({
+        "scenario": run.scenario,
+        "run_id": run.run_id,
+        "pass": metrics.passed(),
+        "seed": run.seed,
+        "git_commit": run.git_commit,
+        "started_at": run.started_at,
+        "wall_s": run.wall_s,
+        "failures": metrics.failures,
+        "slos": metrics.slos.iter().map(|s| json!({
+            "index": s.index,
+            "description": s.description,
+            "phase": s.phase,
+            "expected": s.expected,
+            "observed": s.observed,
+            "pass": s.pass,
+        })).collect::<Vec<_>>(),
+        "measured": measured,
+        "accounting": {
+            "sent": a.sent,
+            "ok": a.ok,
+            "errors": a.errors,
+            "timeouts": a.timeouts,
+            "dropped_by_generator": a.dropped_by_generator,
+            "balanced": a.balanced,
+        },
+        "recoveries": metrics.recoveries.iter().map(|r| json!({
+            "fault_id": r.fault_id,
+            "recovery_s": r.recovery_s,
+        })).collect::<Vec<_>>(),
+        "searches": metrics.searches.iter().map(|s| json!({
+            "variant": s.variant,
+            "best_rate_per_s": s.best_rate_per_s,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Left-aligned text columns separated by two spaces.
+pub(crate) fn columns(rows: &[Vec<String>], indent: &str) -> String {
+    let widths: Vec<usize> = (0..rows.iter().map(Vec::len).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = indent.to_owned();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                let pad = widths[c] - cell.chars().count() + 2;
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A short terminal summary: verdict, key percentiles, accounting, SLO table, failures.
+pub fn text_summary(metrics: &RunMetrics) -> String {
+    let run = &metrics.run;
+    let mut out = String::new();
+    let passed_slos = metrics.slos.iter().filter(|s| s.pass).count();
+    out.push_str(&format!(
+        "{} {}  (run {}, seed {}, commit {})\n",
+        if metrics.passed() { "PASS" } else { "FAIL" },
+        run.scenario,
+        run.run_id,
+        run.seed,
+        run.git_commit,
+    ));
+    if let Some(s) = headline_phase(metrics) {
+        out.push_str(&format!(
+            "{} phase: {} sent, availability {}, {} completed/s\n",
+            s.phase,
+            s.counts.sent,
+            percent(s.availability),
+            num(s.throughput_rps)
+        ));
+        let line = |name: &str, p: &Percentiles| {
+            format!(
+                "  {name:<10} p50 {}  p90 {}  p99 {}  p99.9 {}  max {} ms\n",
+                ms(p.p50_ms),
+                ms(p.p90_ms),
+                ms(p.p99_ms),
+                ms(p.p999_ms),
+                ms(p.max_ms)
+            )
+        };
+        out.push_str(&line("corrected", &s.latency));
+        out.push_str(&line("service", &s.service));
+        if s.ttft.count > 0 {
+            out.push_str(&line("TTFT", &s.ttft));
+            out.push_str(&line("ITL", &s.itl));
+        }
+    }
+    out.push_str(&format!(
+        "accounting: {}\n",
+        format::accounting_line(&metrics.accounting)
+    ));
+    for r in &metrics.recoveries {
+        out.push_str(&format!(
+            "recovery {}: {}\n",
+            r.fault_id,
+            r.recovery_s
+                .map_or_else(|| "not recovered".to_owned(), |s| format!("{} s", num(s)))
+        ));
+    }
+    for s in &metrics.searches {
+        out.push_str(&format!(
+            "search {}: best {}\n",
+            s.variant,
+            s.best_rate_per_s.map_or_else(
+                || "none passed".to_owned(),
+                |r| format!("{} requests/s", num(r))
+            )
+        ));
+    }
+    if !metrics.slos.is_empty() {
+        out.push_str(&format!(
+            "SLOs: {passed_slos} of {} passed\n",
+            metrics.slos.len()
+        ));
+        let rows: Vec<Vec<String>> = metrics
+            .slos
+            .iter()
+            .map(|s| {
+                vec![
+                    if s.pass { "pass" } else { "FAIL" }.to_owned(),
+                    s.description.clone(),
+                    format!("expected {}", s.expected),
+                    format!("observed {}", s.observed),
+                ]
+            })
+            .collect();
+        out.push_str(&columns(&rows, "  "));
+    }
+    if !metrics.failures.is_empty() {
+        out.push_str("failures:\n");
+        for f in &metrics.failures {
+            out.push_str(&format!("  - {f}\n"));
+        }
+    }
+    out
+}
