@@ -45,10 +45,17 @@ const SPIN_THRESHOLD: Duration = Duration::from_micros(150);
 /// Longest OS sleep in the scheduler, so cancellation is noticed promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(5);
 
-struct Shared {
+/// Per-shard live counters, on their own cache line so threads never share one.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counters {
     sent: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
+}
+
+struct Shared {
+    counters: Vec<Counters>,
     shards: Vec<Mutex<Recorder>>,
 }
 
@@ -56,23 +63,39 @@ impl Shared {
     fn new(rec: Recorder) -> Self {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         Shared {
-            sent: AtomicU64::new(0),
-            ok: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            counters: (0..n).map(|_| Counters::default()).collect(),
             shards: (0..n).map(|_| Mutex::new(rec.clone())).collect(),
         }
     }
 
+    fn sent(&self, shard: usize) {
+        self.counters[shard % self.counters.len()]
+            .sent
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, shard: usize, o: &Outcome) {
+        let c = &self.counters[shard % self.counters.len()];
         if o.result == Completion::Ok {
-            self.ok.fetch_add(1, Ordering::Relaxed);
+            c.ok.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.failed.fetch_add(1, Ordering::Relaxed);
+            c.failed.fetch_add(1, Ordering::Relaxed);
         }
         self.shards[shard % self.shards.len()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .record(o);
+    }
+
+    /// (sent, ok, failed) so far.
+    fn totals(&self) -> (u64, u64, u64) {
+        self.counters.iter().fold((0, 0, 0), |(s, o, f), c| {
+            (
+                s + c.sent.load(Ordering::Relaxed),
+                o + c.ok.load(Ordering::Relaxed),
+                f + c.failed.load(Ordering::Relaxed),
+            )
+        })
     }
 
     fn into_recorder(self) -> Recorder {
@@ -107,9 +130,7 @@ fn spawn_progress(
                 _ = done.cancelled() => true,
             };
             let now = Instant::now();
-            let sent = shared.sent.load(Ordering::Relaxed);
-            let ok = shared.ok.load(Ordering::Relaxed);
-            let failed = shared.failed.load(Ordering::Relaxed);
+            let (sent, ok, failed) = shared.totals();
             let secs = now.duration_since(last_at).as_secs_f64();
             let _ = tx.send(Progress {
                 elapsed: now.saturating_duration_since(t0),
@@ -285,7 +306,7 @@ fn release(
                 std::thread::yield_now();
             }
         }
-        shared.sent.fetch_add(1, Ordering::Relaxed);
+        shared.sent(0);
         if let Err(mpsc::error::SendError(job)) = txs[job.target].send(job) {
             // No worker left for this target (cannot happen unless one panicked): the
             // request is still accounted.
@@ -454,7 +475,7 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
                     if intended >= end || cancel.is_cancelled() {
                         break intended.min(end);
                     }
-                    shared.sent.fetch_add(1, Ordering::Relaxed);
+                    shared.sent(shard);
                     let req = &prepared[ti][mix.choose()];
                     let outcome = conn.execute(req, t0, intended, timeout).await;
                     shared.record(shard, &outcome);
