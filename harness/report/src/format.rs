@@ -21,6 +21,22 @@ pub fn num(value: f64) -> String {
     format!("{value:.decimals$}")
 }
 
+/// [`num`] without trailing zeros, for axis ticks and labels: 2.00 → "2", 50.0 → "50".
+pub fn short(value: f64) -> String {
+    let s = num(value);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+/// A percentile as a name: 99 → "p99", 99.9 → "p99.9".
+pub fn percentile_name(p: f64) -> String {
+    let s = format!("{p:.4}");
+    format!("p{}", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
 /// A latency in milliseconds, or "–" when there is none.
 pub fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), num)
@@ -106,6 +122,10 @@ mod tests {
         assert_eq!(num(12.34), "12.3");
         assert_eq!(num(1234.5), "1234");
         assert_eq!(ms(None), "–");
+        assert_eq!(short(2.0), "2");
+        assert_eq!(short(0.0316), "0.0316");
+        assert_eq!(percentile_name(99.0), "p99");
+        assert_eq!(percentile_name(99.9), "p99.9");
         assert_eq!(percent(Some(0.99995)), "99.995 %");
         assert_eq!(percent(Some(1.0)), "100.0 %");
     }

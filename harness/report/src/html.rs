@@ -48,7 +48,7 @@ fn section(title: &str, body: &str) -> String {
 }
 
 fn opt_s(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".to_owned(), |s| format!("{} s", num(s)))
+    v.map_or_else(|| "–".to_owned(), |s| format!("{} s", format::short(s)))
 }
 
 const CSS: &str = "
@@ -179,7 +179,7 @@ fn facts(metrics: &RunMetrics) -> String {
         ("git commit", run.git_commit.clone()),
         ("faultline", run.faultline_version.clone()),
         ("started", run.started_at.clone()),
-        ("wall time", format!("{} s", num(run.wall_s))),
+        ("wall time", format!("{} s", format::short(run.wall_s))),
         (
             "host",
             format!("{} {}, {} CPUs", run.host.os, run.host.arch, run.host.cpus),
@@ -195,9 +195,9 @@ fn facts(metrics: &RunMetrics) -> String {
             "timeline",
             format!(
                 "warm-up {} s, measured {} s, request timeout {} s",
-                num(w.warmup_s),
-                num(w.duration_s),
-                num(w.timeout_s)
+                format::short(w.warmup_s),
+                format::short(w.duration_s),
+                format::short(w.timeout_s)
             ),
         ),
     ];
@@ -236,7 +236,7 @@ fn summaries(summaries: &[PhaseSummary]) -> String {
     type Row = (&'static str, fn(&PhaseSummary) -> String);
     let mut rows: Vec<Row> = vec![
         ("window (s)", |s| {
-            format!("{} – {}", num(s.start_s), num(s.end_s))
+            format!("{} – {}", format::short(s.start_s), format::short(s.end_s))
         }),
         ("sent", |s| s.counts.sent.to_string()),
         ("ok", |s| s.counts.ok.to_string()),
@@ -291,9 +291,9 @@ fn recoveries(metrics: &RunMetrics) -> String {
             vec![
                 t(r.fault_id.clone()),
                 t(r.kind.clone()),
-                t(format!("{} s", num(r.start_s))),
+                t(format!("{} s", format::short(r.start_s))),
                 match r.recovery_s {
-                    Some(s) => t(format!("{} s", num(s))),
+                    Some(s) => t(format!("{} s", format::short(s))),
                     None => Cell::Html("<span class=\"bad\">not recovered</span>".into()),
                 },
                 t(r.failed_requests.to_string()),
@@ -326,9 +326,11 @@ fn faults(metrics: &RunMetrics) -> String {
                     t(f.id.clone()),
                     t(f.kind.clone()),
                     t(f.target.clone().unwrap_or_else(|| "–".into())),
-                    t(format!("{} s", num(f.start_s))),
-                    t(f.end_s
-                        .map_or_else(|| "never healed".into(), |e| format!("{} s", num(e)))),
+                    t(format!("{} s", format::short(f.start_s))),
+                    t(f.end_s.map_or_else(
+                        || "never healed".into(),
+                        |e| format!("{} s", format::short(e)),
+                    )),
                     t(f.detail.clone()),
                 ]
             })
@@ -346,7 +348,7 @@ fn processes(metrics: &RunMetrics) -> String {
                 t(p.address.clone()),
                 t((i + 1).to_string()),
                 t(life.pid.to_string()),
-                t(format!("{} s", num(life.started_s))),
+                t(format!("{} s", format::short(life.started_s))),
                 t(opt_s(life.ready_s)),
                 t(opt_s(life.ended_s)),
                 t(life.how.clone().unwrap_or_else(|| "–".into())),
@@ -386,9 +388,9 @@ fn searches(metrics: &RunMetrics) -> String {
                 vec![
                     t(s.variant.clone()),
                     t(format!(
-                        "p{} ≤ {} ms, errors ≤ {}",
-                        num(s.percentile),
-                        num(s.latency_ms_max),
+                        "{} ≤ {} ms, errors ≤ {}",
+                        format::percentile_name(s.percentile),
+                        format::short(s.latency_ms_max),
                         percent(Some(s.error_ratio_max))
                     )),
                     match s.best_rate_per_s {
@@ -405,7 +407,7 @@ fn searches(metrics: &RunMetrics) -> String {
             &[
                 "offered (1/s)",
                 "achieved (1/s)",
-                &format!("p{} latency (ms)", num(s.percentile)),
+                &format!("{} latency (ms)", format::percentile_name(s.percentile)),
                 "error ratio",
                 "sent",
                 "verdict",

@@ -120,6 +120,7 @@ fn per_window(
         color: PALETTE[color % PALETTE.len()],
         dashed,
         markers: false,
+        connect: true,
         points: metrics.windows.iter().map(|w| (mid(w), value(w))).collect(),
     }
 }
@@ -230,6 +231,7 @@ fn distribution(metrics: &RunMetrics) -> LineChart {
         color: PALETTE[color],
         dashed,
         markers: false,
+        connect: true,
         points: metrics
             .distribution
             .iter()
@@ -240,7 +242,9 @@ fn distribution(metrics: &RunMetrics) -> LineChart {
         title: "Latency by percentile, measured phase (last point: max)".into(),
         x_label: "percentile (%, nines scale)".into(),
         y_label: "latency (ms)".into(),
-        x_axis: XAxis::Nines,
+        x_axis: XAxis::Nines {
+            max_from: last + 0.25,
+        },
         y_scale: YScale::Auto,
         lines: vec![
             line("corrected", 0, false, |p| p.latency_ms),
@@ -282,18 +286,38 @@ fn search(metrics: &RunMetrics) -> LineChart {
         trials.sort_by(|a, b| a.0.total_cmp(&b.0));
         let best = s
             .best_rate_per_s
-            .map_or_else(|| "none".to_owned(), |r| format!("{} /s", format::num(r)));
+            .map_or_else(|| "none".to_owned(), |r| format!("{} /s", format::short(r)));
+        // Red marks failed trials; variants take the other colours.
+        let color = [0, 1, 2, 4, 5, 6, 7, 8, 9].map(|c| PALETTE[c])[i % 9];
         lines.push(Line {
             name: format!("{} (best {best})", s.variant),
-            color: PALETTE[i % PALETTE.len()],
+            color,
             dashed: false,
             markers: true,
+            connect: true,
             points: trials,
         });
+        // Failed trials (latency or errors over the bound) are crossed out.
+        let failed: Vec<(f64, Option<f64>)> = s
+            .trials
+            .iter()
+            .filter(|t| !t.passed)
+            .map(|t| (t.rate_per_s, Some(t.latency_ms)))
+            .collect();
+        if !failed.is_empty() {
+            lines.push(Line {
+                name: format!("{} trial failed", s.variant),
+                color: PALETTE[3],
+                dashed: false,
+                markers: true,
+                connect: false,
+                points: failed,
+            });
+        }
         let label = format!(
-            "bound p{} ≤ {} ms",
-            format::num(s.percentile),
-            format::num(s.latency_ms_max)
+            "bound {} ≤ {} ms",
+            format::percentile_name(s.percentile),
+            format::short(s.latency_ms_max)
         );
         if !bounds.iter().any(|b| b.label == label) {
             bounds.push(Bound {
@@ -304,7 +328,7 @@ fn search(metrics: &RunMetrics) -> LineChart {
     }
     let percentile = metrics.searches.first().map_or_else(
         || "percentile".to_owned(),
-        |s| format!("p{}", format::num(s.percentile)),
+        |s| format::percentile_name(s.percentile),
     );
     LineChart {
         title: "Max-throughput search: latency at each offered rate".into(),
@@ -338,6 +362,7 @@ fn generic(metrics: &RunMetrics, chart: &Chart) -> LineChart {
                 color: PALETTE[i % PALETTE.len()],
                 dashed: false,
                 markers: s.points.len() <= 30,
+                connect: true,
                 points: s.points.iter().map(|&(x, y)| (x, Some(y))).collect(),
             })
             .collect(),

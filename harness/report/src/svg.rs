@@ -39,6 +39,8 @@ pub struct Line {
     pub dashed: bool,
     /// Draw a dot at every point (sparse data such as search trials).
     pub markers: bool,
+    /// Join the points with a line (false: markers only).
+    pub connect: bool,
     pub points: Vec<(f64, Option<f64>)>,
 }
 
@@ -65,12 +67,15 @@ pub struct Bound {
     pub label: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum XAxis {
     /// Seconds on the scenario clock.
     Time,
-    /// Nines of a percentile: x = -log10(1 - p/100), labelled as percentiles.
-    Nines,
+    /// Nines of a percentile: x = -log10(1 - p/100), labelled as percentiles; ticks at or
+    /// past `max_from` are labelled "max".
+    Nines {
+        max_from: f64,
+    },
     Plain,
 }
 
@@ -94,7 +99,7 @@ pub struct LineChart {
     pub bounds: Vec<Bound>,
 }
 
-/// Renders `chart` to an SVG document (with a `viewBox`, so it scales when inlined).
+/// Renders `chart` to an SVG document (plotters gives it a `viewBox`, so it scales inlined).
 ///
 /// # Errors
 /// A plotters drawing error, as text (drawing into a `String` does not fail in practice).
@@ -105,11 +110,7 @@ pub fn render(chart: &LineChart) -> Result<String, String> {
         draw(&root, chart).map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
-    Ok(svg.replacen(
-        "<svg ",
-        &format!("<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" "),
-        1,
-    ))
+    Ok(svg)
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -151,7 +152,7 @@ fn extent(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 
 /// A log10 tick value as the number it stands for.
 fn log_tick(v: f64) -> String {
-    crate::format::num(10f64.powf(v))
+    crate::format::short(10f64.powf(v))
 }
 
 /// A nines tick as the percentile it stands for: 1 → 90, 2 → 99, 3 → 99.9.
@@ -213,7 +214,7 @@ fn draw<'a>(root: &Area<'a>, chart: &LineChart) -> DrawResult<'a> {
             x1 = x1.max(band.end.unwrap_or(band.start));
         }
     }
-    if chart.x_axis == XAxis::Nines {
+    if let XAxis::Nines { .. } = chart.x_axis {
         x0 = 0.0;
     }
     let (y0, y1) = if log {
@@ -233,25 +234,32 @@ fn draw<'a>(root: &Area<'a>, chart: &LineChart) -> DrawResult<'a> {
         .build_cartesian_2d(x0..x1, y0..y1)?;
 
     let x_fmt = |x: &f64| match chart.x_axis {
-        XAxis::Nines => nines_tick(*x),
-        _ => crate::format::num(*x),
+        XAxis::Nines { max_from } if *x >= max_from - 1e-9 => "max".to_owned(),
+        XAxis::Nines { .. } => nines_tick(*x),
+        _ => crate::format::short(*x),
     };
     let y_fmt = |y: &f64| {
         if log {
             log_tick(*y)
         } else {
-            crate::format::num(*y)
+            crate::format::short(*y)
         }
+    };
+    // Log axes with three decades or more: one tick per decade.
+    let y_labels = if log && y1 - y0 >= 3.0 {
+        (y1 - y0) as usize + 1
+    } else {
+        10
     };
     ctx.configure_mesh()
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
-        .x_labels(if chart.x_axis == XAxis::Nines {
-            (x1.ceil() as usize) + 1
-        } else {
-            12
+        .x_labels(match chart.x_axis {
+            XAxis::Nines { .. } => (x1.ceil() as usize) + 1,
+            _ => 12,
         })
-        .y_labels(10)
+        .y_labels(y_labels)
+        .max_light_lines(2)
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
         .label_style((FONT, 13))
@@ -296,12 +304,19 @@ fn draw<'a>(root: &Area<'a>, chart: &LineChart) -> DrawResult<'a> {
     for (line, runs) in chart.lines.iter().zip(&segments) {
         let style = line.color.stroke_width(2);
         for run in runs {
-            if line.dashed {
+            if !line.connect {
+                // markers only
+            } else if line.dashed {
                 ctx.draw_series(DashedLineSeries::new(run.clone(), 7, 4, style))?;
             } else {
                 ctx.draw_series(LineSeries::new(run.clone(), style))?;
             }
-            if line.markers || run.len() == 1 {
+            if !line.connect {
+                ctx.draw_series(
+                    run.iter()
+                        .map(|&p| Cross::new(p, 6, line.color.stroke_width(3))),
+                )?;
+            } else if line.markers || run.len() == 1 {
                 ctx.draw_series(run.iter().map(|&p| Circle::new(p, 3, line.color.filled())))?;
             }
         }
@@ -321,7 +336,13 @@ fn legend<'a>(area: &Area<'a>, chart: &LineChart, bounds: &[(f64, &str)]) -> Dra
             continue;
         }
         let style = line.color.stroke_width(2);
-        if line.dashed {
+        if !line.connect {
+            area.draw(&Cross::new(
+                (x_sample + 14, y),
+                6,
+                line.color.stroke_width(3),
+            ))?;
+        } else if line.dashed {
             area.draw(&PathElement::new(
                 vec![(x_sample, y), (x_sample + 11, y)],
                 style,
@@ -336,7 +357,7 @@ fn legend<'a>(area: &Area<'a>, chart: &LineChart, bounds: &[(f64, &str)]) -> Dra
                 style,
             ))?;
         }
-        if line.markers {
+        if line.markers && line.connect {
             area.draw(&Circle::new((x_sample + 14, y), 3, line.color.filled()))?;
         }
         area.draw(&Text::new(

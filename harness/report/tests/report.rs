@@ -1,0 +1,331 @@
+//! The report of a realistic run and of an empty one: files, plots, page, JUnit, summaries.
+//! The terminal summary is snapshotted (`tests/snapshots/`); regenerate after an intended
+//! change with `INSTA_UPDATE=always cargo test -p report` (or `cargo insta review`).
+
+mod fixture;
+
+use std::path::Path;
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// Parses `xml` to the end, failing the test on the first XML error.
+fn assert_well_formed(name: &str, xml: &str) {
+    let mut reader = Reader::from_str(xml);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(e) | Event::Empty(e)) => {
+                for attribute in e.attributes().with_checks(true) {
+                    if let Err(err) = attribute {
+                        panic!("{name}: bad attribute: {err}");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!(
+                "{name} is not well-formed XML at byte {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn write_run_writes_every_file_and_metrics_round_trip() {
+    let metrics = fixture::run_metrics();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let written = report::write_run(dir.path(), &metrics).expect("report written");
+    let names: Vec<String> = written
+        .files
+        .iter()
+        .map(|p| p.file_name().expect("file").to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "metrics.json",
+        "latency.svg",
+        "throughput.svg",
+        "distribution.svg",
+        "streaming.svg",
+        "search.svg",
+        "queue_depth.svg",
+        "junit.xml",
+        "index.html",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+        assert!(
+            dir.path().join(expected).is_file(),
+            "{expected} not on disk"
+        );
+    }
+    assert_eq!(written.index, dir.path().join("index.html"));
+    let back: report::RunMetrics =
+        serde_json::from_str(&read(dir.path(), "metrics.json")).expect("metrics.json parses");
+    // Floats may differ in the last bit after a JSON round trip; compare the rest exactly.
+    assert_eq!(back.run, metrics.run);
+    assert_eq!(back.slos, metrics.slos);
+    assert_eq!(back.accounting, metrics.accounting);
+    assert_eq!(back.windows.len(), metrics.windows.len());
+    for (b, m) in back.distribution.iter().zip(&metrics.distribution) {
+        assert!((b.percentile - m.percentile).abs() < 1e-9);
+    }
+}
+
+/// `REPORT_FIXTURE_OUT=/tmp/report cargo test -p report --test report -- --ignored`
+/// writes the fixture's report there, to look at the page and plots.
+#[test]
+#[ignore = "writes the fixture report to $REPORT_FIXTURE_OUT for a person to look at"]
+fn write_fixture_report_for_review() {
+    let dir = std::path::PathBuf::from(
+        std::env::var("REPORT_FIXTURE_OUT").expect("set REPORT_FIXTURE_OUT"),
+    );
+    std::fs::create_dir_all(&dir).expect("create output folder");
+    report::write_run(&dir, &fixture::run_metrics()).expect("report written");
+}
+
+#[test]
+fn svgs_are_well_formed_and_name_their_series() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    report::write_run(dir.path(), &fixture::run_metrics()).expect("report written");
+    let expectations: [(&str, &[&str]); 6] = [
+        (
+            "latency.svg",
+            &[
+                "corrected p50",
+                "corrected p99",
+                "corrected max",
+                "service p99",
+                "kill-server-0",
+                "warm-up",
+                "latency (ms, log scale)",
+                "scenario time (s)",
+            ],
+        ),
+        (
+            "throughput.svg",
+            &[
+                "sent/s",
+                "completed/s",
+                "errors/s connect_refused",
+                "timeouts/s",
+                "goodput/s",
+                "requests per second (1/s)",
+            ],
+        ),
+        (
+            "distribution.svg",
+            &[
+                "corrected",
+                "service",
+                "percentile (%, nines scale)",
+                "99.9",
+                "max",
+            ],
+        ),
+        (
+            "streaming.svg",
+            &["TTFT p50", "TTFT p99", "ITL p50", "ITL p99"],
+        ),
+        (
+            "search.svg",
+            &[
+                "batched (best 1200 /s)",
+                "bound p99 ≤ 50 ms",
+                "offered rate (requests/s)",
+            ],
+        ),
+        (
+            "queue_depth.svg",
+            &[
+                "Server queue depth",
+                "server/1 queue",
+                "queued requests",
+                "kill-server-0",
+            ],
+        ),
+    ];
+    for (file, needles) in expectations {
+        let svg = read(dir.path(), file);
+        assert_well_formed(file, &svg);
+        assert!(
+            svg.contains("viewBox=\"0 0 960 440\""),
+            "{file} has no viewBox"
+        );
+        for needle in needles {
+            assert!(svg.contains(needle), "{file} lacks {needle:?}");
+        }
+    }
+}
+
+#[test]
+fn html_has_verdicts_accounting_tables_and_no_external_urls() {
+    let metrics = fixture::run_metrics();
+    let dir = tempfile::tempdir().expect("temp dir");
+    report::write_run(dir.path(), &metrics).expect("report written");
+    let html = read(dir.path(), "index.html");
+    for needle in [
+        "<div class=\"banner fail\">FAIL — 2 of 3 SLOs passed",
+        "availability (measured) ≥ 99.5 %",
+        "97.5 %",
+        "sent 4400 = ok 4300 + errors 92 [connect_refused 92] + timeouts 8 + dropped 0; balanced: yes",
+        "20250101T120000Z-crash-recovery",
+        "0123456789abcdef0123456789abcdef01234567",
+        "seed</dt><dd>7",
+        "corrected p99.9 (ms)",
+        "TTFT p50 (ms)",
+        "send lag p99 (ms)",
+        "kill-server-0",
+        "signal 9 (SIGKILL)",
+        "<a href=\"logs/server-0.log\">",
+        "1200 requests/s",
+        "recovery_s_kill_server_0",
+        "<a href=\"metrics.json\">",
+        "<a href=\"events.jsonl\">",
+        "viewBox=\"0 0 960 440\"",
+    ] {
+        assert!(html.contains(needle), "index.html lacks {needle:?}");
+    }
+    // Escaped: the description holds markup characters.
+    assert!(html.contains("p99 &lt;recovers&gt; &amp; availability"));
+    assert!(!html.contains("<recovers>"));
+    // Self-contained: no external stylesheets, scripts, images or links.
+    for external in ["http://", "https://", "<script", "<link", "src="] {
+        assert!(!html.contains(external), "index.html contains {external:?}");
+    }
+    // One inline SVG per plot.
+    assert_eq!(html.matches("<svg ").count(), 6);
+}
+
+#[test]
+fn html_marks_failures_and_unrecovered_faults() {
+    let mut metrics = fixture::run_metrics();
+    metrics.recoveries[0].recovery_s = None;
+    metrics.searches[0].best_rate_per_s = None;
+    metrics
+        .failures
+        .push("readiness timeout: server/1 <never> ready".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    report::write_run(dir.path(), &metrics).expect("report written");
+    let html = read(dir.path(), "index.html");
+    assert!(html.contains("not recovered"));
+    assert!(html.contains("no rate passed"));
+    assert!(html.contains("readiness timeout: server/1 &lt;never&gt; ready"));
+    assert!(html.contains("1 run failure</div>"));
+}
+
+#[test]
+fn junit_has_a_failing_case_for_the_failing_slo() {
+    let mut metrics = fixture::run_metrics();
+    metrics
+        .failures
+        .push("accounting did not balance in window 3".into());
+    let xml = report::junit_xml(&metrics);
+    assert_well_formed("junit.xml", &xml);
+    assert!(
+        xml.contains("<testsuite name=\"crash-recovery\" tests=\"5\""),
+        "{xml}"
+    );
+    assert!(xml.contains("failures=\"1\""), "{xml}");
+    assert!(xml.contains("errors=\"1\""), "{xml}");
+    let failing = xml
+        .split("<testcase ")
+        .find(|case| case.contains("availability (measured)"))
+        .expect("a test case for the availability SLO");
+    assert!(
+        failing.contains("<failure message=\"expected ≥ 99.5 %, observed 97.5 %\""),
+        "{failing}"
+    );
+    let passing = xml
+        .split("<testcase ")
+        .find(|case| case.contains("slo[0]"))
+        .expect("a test case for slo[0]");
+    assert!(!passing.contains("<failure"), "{passing}");
+    assert!(xml.contains("accounting: sent = ok + errors + timeouts + dropped"));
+    assert!(xml.contains("run failure 1"));
+}
+
+#[test]
+fn junit_fails_unbalanced_accounting() {
+    let mut metrics = fixture::run_metrics();
+    metrics.accounting.ok -= 1;
+    metrics.accounting.balanced = false;
+    let xml = report::junit_xml(&metrics);
+    let case = xml
+        .split("<testcase ")
+        .find(|case| case.starts_with("name=\"accounting"))
+        .expect("accounting case");
+    assert!(case.contains("<failure"), "{case}");
+    assert!(case.contains("balanced: NO"), "{case}");
+}
+
+#[test]
+fn text_summary_reads_at_a_glance() {
+    insta::assert_snapshot!(report::text_summary(&fixture::run_metrics()));
+}
+
+#[test]
+fn summary_json_has_verdicts_and_key_figures() {
+    let metrics = fixture::run_metrics();
+    let v = report::summary_json(&metrics);
+    assert_eq!(v["scenario"], "crash-recovery");
+    assert_eq!(v["run_id"], "20250101T120000Z-crash-recovery");
+    assert_eq!(v["pass"], false);
+    assert_eq!(v["slos"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["slos"][1]["pass"], false);
+    assert_eq!(v["measured"]["phase"], "measured");
+    assert_eq!(v["measured"]["sent"], 4000);
+    assert!(v["measured"]["latency_ms"]["p99"].is_f64());
+    assert!(v["measured"]["ttft_ms"]["p50"].is_f64());
+    assert_eq!(v["accounting"]["sent"], 4400);
+    assert_eq!(v["accounting"]["balanced"], true);
+    assert_eq!(v["searches"][0]["best_rate_per_s"], 1200.0);
+    assert_eq!(v["recoveries"][0]["recovery_s"], 1.4);
+}
+
+#[test]
+fn empty_run_renders_without_panic() {
+    let metrics = fixture::empty_run_metrics();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let written = report::write_run(dir.path(), &metrics).expect("report written");
+    assert_eq!(written.files.len(), 6, "{:?}", written.files);
+    for file in ["latency.svg", "throughput.svg", "distribution.svg"] {
+        let svg = read(dir.path(), file);
+        assert_well_formed(file, &svg);
+        assert!(svg.contains("no data"), "{file} should say no data");
+    }
+    let html = read(dir.path(), "index.html");
+    assert!(html.contains("No SLOs declared"));
+    assert!(html.contains("banner pass"));
+    assert_well_formed("junit.xml", &report::junit_xml(&metrics));
+    let text = report::text_summary(&metrics);
+    assert!(text.starts_with("PASS crash-recovery"), "{text}");
+    assert_eq!(
+        report::summary_json(&metrics)["measured"],
+        serde_json::Value::Null
+    );
+}
+
+#[test]
+fn write_run_names_the_file_it_cannot_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no-such-run");
+    let err = report::write_run(&missing, &fixture::run_metrics()).expect_err("folder missing");
+    assert!(
+        err.to_string().contains("no-such-run/metrics.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chart_ids_become_safe_file_names() {
+    assert_eq!(report::plots::chart_stem("step_time"), "step_time");
+    assert_eq!(report::plots::chart_stem("../evil id"), "___evil_id");
+    assert_eq!(report::plots::chart_stem("latency"), "chart-latency");
+}
