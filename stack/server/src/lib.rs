@@ -1,1 +1,270 @@
-//! server
+//! The faultline reference inference server.
+//!
+//! Serves a classifier MLP over the KServe v2 JSON protocol (dynamic batching, Triton
+//! semantics) and a byte-level language model over the OpenAI completions API (continuous
+//! batching, SSE streaming), with bounded admission, engine-aware health checks, Prometheus
+//! metrics and graceful drain. The `server` binary only parses [`Args`] and calls [`run`].
+//!
+//! Codemap:
+//! * [`config`]: flags (`SERVER_*` env vars too) → validated [`ServerConfig`].
+//! * [`batcher`]: sans-IO dynamic batcher (`push`/`poll` → `Dispatch | WaitUntil | Idle`).
+//! * [`scheduler`]: sans-IO continuous-batching scheduler for the LM.
+//! * [`engine`]: one OS thread per model driving those cores with candle; fault hooks.
+//! * [`health`]: per-engine liveness read by `/healthz` and `/readyz`.
+//! * [`metrics`]: the one `prometheus-client` registry.
+//! * [`api`]: axum routes, validation, error bodies, SSE.
+//!
+//! Not here: TLS, auth, GPU, tokenisers, multiple model versions.
+
+pub mod api;
+pub mod batcher;
+pub mod config;
+pub mod engine;
+pub mod health;
+pub mod metrics;
+pub mod scheduler;
+
+pub use config::{Args, ServerConfig};
+
+use anyhow::Context;
+use api::{AppState, Engine};
+use batcher::BatcherConfig;
+use config::ModelKind;
+use engine::{LmEngine, MlpEngine};
+use metrics::Metrics;
+use models::lm::{ByteLm, LmConfig};
+use models::mlp::{Mlp, MlpConfig};
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every in-flight request finished.
+    Complete,
+    /// `--drain-timeout-s` passed with this many requests still in flight.
+    TimedOut { in_flight: usize },
+}
+
+/// A bound, loaded server that has not started serving yet.
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    app: Arc<AppState>,
+    threads: Vec<JoinHandle<()>>,
+    engines: Vec<Engine>,
+    config: ServerConfig,
+}
+
+/// Engines by model name, and the threads running them.
+type LoadedModels = (BTreeMap<String, Engine>, Vec<JoinHandle<()>>);
+
+fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<LoadedModels> {
+    let mut engines = BTreeMap::new();
+    let mut threads = Vec::new();
+    for spec in &config.models {
+        let started = Instant::now();
+        let engine = match spec.kind {
+            ModelKind::Mlp => {
+                let model = match &spec.weights {
+                    Some(p) => Mlp::load(p),
+                    None => Mlp::seeded(MlpConfig::default(), config.seed),
+                }
+                .with_context(|| format!("loading model `{}`", spec.name))?;
+                let batcher = BatcherConfig {
+                    max_batch_size: config.max_batch_size,
+                    max_queue_delay: config.max_queue_delay,
+                    preferred_batch_sizes: config.preferred_batch_sizes.clone(),
+                    max_queue: config.max_queue,
+                };
+                tracing::info!(model = %spec.name, config = ?model.config(), "loaded classifier");
+                let (e, t) = MlpEngine::start(
+                    &spec.name,
+                    model,
+                    batcher,
+                    config.faults,
+                    config.engine_stall_threshold,
+                    metrics.clone(),
+                )
+                .context("starting engine thread")?;
+                threads.push(t);
+                Engine::Mlp(e)
+            }
+            ModelKind::Lm => {
+                let model = match &spec.weights {
+                    Some(p) => ByteLm::load(p),
+                    None => ByteLm::seeded(LmConfig::default(), config.seed),
+                }
+                .with_context(|| format!("loading model `{}`", spec.name))?;
+                tracing::info!(model = %spec.name, config = ?model.config(), "loaded language model");
+                let (e, t) = LmEngine::start(
+                    &spec.name,
+                    model,
+                    config.lm_max_running,
+                    config.max_queue,
+                    config.faults,
+                    config.engine_stall_threshold,
+                    metrics.clone(),
+                )
+                .context("starting engine thread")?;
+                threads.push(t);
+                Engine::Lm(e)
+            }
+        };
+        tracing::debug!(model = %spec.name, elapsed_ms = started.elapsed().as_millis() as u64, "engine started");
+        engines.insert(spec.name.clone(), engine);
+    }
+    Ok((engines, threads))
+}
+
+impl Server {
+    /// Loads every model, starts its engine thread and binds `config.listen`.
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let (models, threads) = load_models(&config, &metrics)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let engines = models.values().cloned().collect();
+        let app = Arc::new(AppState::new(&config, models, metrics));
+        Ok(Self {
+            listener,
+            addr,
+            app,
+            threads,
+            engines,
+            config,
+        })
+    }
+
+    /// The bound address (the real port when `--listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/readyz` and new model requests answer
+    /// 503 while in-flight requests (open streams included) finish, for at most the drain
+    /// timeout; then stops the engines.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<DrainOutcome> {
+        let Server {
+            listener,
+            app,
+            threads,
+            engines,
+            config,
+            ..
+        } = self;
+        let router = api::router(app.clone(), config.max_body_bytes);
+        let drain_started = Arc::new(tokio::sync::Notify::new());
+        let graceful = {
+            let app = app.clone();
+            let drain_started = drain_started.clone();
+            async move {
+                shutdown.await;
+                app.start_draining();
+                tracing::info!(in_flight = app.in_flight(), "draining");
+                drain_started.notify_one();
+                app.wait_idle().await;
+            }
+        };
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        let deadline = async {
+            drain_started.notified().await;
+            tokio::time::sleep(config.drain_timeout).await;
+        };
+        let outcome = tokio::select! {
+            r = serve => { r.context("serving HTTP")?; DrainOutcome::Complete }
+            () = deadline => {
+                let in_flight = app.in_flight();
+                tracing::warn!(in_flight, "drain timeout passed; stopping anyway");
+                DrainOutcome::TimedOut { in_flight }
+            }
+        };
+        for e in &engines {
+            match e {
+                Engine::Mlp(e) => e.shutdown(),
+                Engine::Lm(e) => e.shutdown(),
+            }
+        }
+        // Join engines that have stopped; a wedged one (fault hook) is left to process exit.
+        let join_deadline = Instant::now() + Duration::from_secs(1);
+        for t in threads {
+            while !t.is_finished() && Instant::now() < join_deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        tracing::info!(?outcome, "stopped");
+        Ok(outcome)
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn termination_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM received"),
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => tracing::info!("Ctrl-C received"),
+            Err(e) => { tracing::error!(error = %e, "cannot listen for Ctrl-C"); std::future::pending::<()>().await }
+        },
+    }
+}
+
+/// The `server` binary: validate flags, set up logging and threads, bind, print
+/// `listening on ADDR` on stdout, serve until SIGTERM/Ctrl-C, drain, return.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.validate()?;
+    if let Some(n) = config.threads {
+        // candle's CPU matmuls size their thread pool from this; set before any is created,
+        // while the process is still single-threaded.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {}", server.local_addr()).context("writing stdout")?;
+            out.flush().context("flushing stdout")?;
+        }
+        tracing::info!(addr = %server.local_addr(), "listening");
+        server.serve(termination_signal()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,347 @@
+//! Command-line flags (each also read from a `SERVER_*` environment variable) and their
+//! validation into a [`ServerConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The kind of model a `--model` flag loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Classifier MLP served by `POST /v2/models/{name}/infer` behind the dynamic batcher.
+    Mlp,
+    /// Byte-level LM served by `POST /v1/completions` behind the continuous batcher.
+    Lm,
+}
+
+impl ModelKind {
+    /// `"mlp"` or `"lm"`, as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::Lm => "lm",
+        }
+    }
+}
+
+/// One `--model NAME=KIND[:PATH.safetensors]` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Routing name: `[A-Za-z0-9._-]+`.
+    pub name: String,
+    pub kind: ModelKind,
+    /// Weights file; without it weights come from `--seed`.
+    pub weights: Option<PathBuf>,
+}
+
+impl FromStr for ModelSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected = "expected NAME=KIND[:PATH.safetensors] with KIND `mlp` or `lm`, e.g. `mlp=mlp` or `tiny-lm=lm:/w/lm.safetensors`";
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` has no `=`: {expected}"))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "model name `{name}` must be non-empty and use only A-Z a-z 0-9 . _ -"
+            ));
+        }
+        let (kind, path) = match rest.split_once(':') {
+            Some((k, p)) if !p.is_empty() => (k, Some(PathBuf::from(p))),
+            Some((_, _)) => return Err(format!("`{s}` has an empty weights path: {expected}")),
+            None => (rest, None),
+        };
+        let kind = match kind {
+            "mlp" => ModelKind::Mlp,
+            "lm" => ModelKind::Lm,
+            other => return Err(format!("unknown model kind `{other}`: {expected}")),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            kind,
+            weights: path,
+        })
+    }
+}
+
+/// Command-line flags of the `server` binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "server",
+    version,
+    about = "faultline reference inference server: KServe v2 classifier + OpenAI completions"
+)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port. Prints `listening on ADDR` once bound.
+    #[arg(long, env = "SERVER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Model to load, NAME=KIND[:PATH.safetensors], KIND `mlp` or `lm`; repeatable (or
+    /// comma-separated). Default: `mlp=mlp` and `tiny-lm=lm`.
+    #[arg(long = "model", env = "SERVER_MODEL", value_delimiter = ',')]
+    pub models: Vec<ModelSpec>,
+    /// Most samples in one classifier batch.
+    #[arg(long, env = "SERVER_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// Longest a classifier request waits for a batch to fill, milliseconds.
+    #[arg(long, env = "SERVER_MAX_QUEUE_DELAY_MS", default_value_t = 2.0)]
+    pub max_queue_delay_ms: f64,
+    /// Batch sizes dispatched as soon as reached, comma-separated (e.g. `8,16`).
+    #[arg(long, env = "SERVER_PREFERRED_BATCH_SIZES", value_delimiter = ',')]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Most requests waiting per model; beyond it requests get 429.
+    #[arg(long, env = "SERVER_MAX_QUEUE", default_value_t = 256)]
+    pub max_queue: usize,
+    /// Most sequences decoded together by the LM (continuous-batch width).
+    #[arg(long, env = "SERVER_LM_MAX_RUNNING", default_value_t = 16)]
+    pub lm_max_running: usize,
+    /// Largest accepted `max_tokens`.
+    #[arg(long, env = "SERVER_MAX_TOKENS_LIMIT", default_value_t = 512)]
+    pub max_tokens_limit: u32,
+    /// Longest accepted prompt, bytes (the byte-level LM prefills one byte per step).
+    #[arg(long, env = "SERVER_MAX_PROMPT_BYTES", default_value_t = 8192)]
+    pub max_prompt_bytes: usize,
+    /// Largest accepted request body, bytes; larger bodies get 413.
+    #[arg(long, env = "SERVER_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Longest a SIGTERM/Ctrl-C drain waits for in-flight requests, seconds.
+    #[arg(long, env = "SERVER_DRAIN_TIMEOUT_S", default_value_t = 10.0)]
+    pub drain_timeout_s: f64,
+    /// Seed for weights without a file and for sampling requests without a `seed`.
+    #[arg(long, env = "SERVER_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Compute threads for candle's matmuls (sets RAYON_NUM_THREADS); default: all cores.
+    #[arg(long, env = "SERVER_THREADS")]
+    pub threads: Option<usize>,
+    /// An engine with work that has not progressed for this long is reported unhealthy, seconds.
+    #[arg(
+        long,
+        env = "SERVER_ENGINE_STALL_THRESHOLD_S",
+        default_value_t = 2.0,
+        hide = true
+    )]
+    pub engine_stall_threshold_s: f64,
+    /// FAULT HOOK: every engine wedges (stops making progress, thread stays alive) after this
+    /// many batches/decode steps. For testing health checks; never set in production.
+    #[arg(long, env = "SERVER_FAULT_STALL_ENGINE_AFTER", hide = true)]
+    pub fault_stall_engine_after: Option<u64>,
+    /// FAULT HOOK: every engine thread exits after this many batches/decode steps.
+    #[arg(long, env = "SERVER_FAULT_EXIT_ENGINE_AFTER", hide = true)]
+    pub fault_exit_engine_after: Option<u64>,
+    /// FAULT HOOK: every batch/decode step takes at least this long, milliseconds
+    /// (a slow accelerator). Makes queueing and draining observable in tests.
+    #[arg(long, env = "SERVER_FAULT_STEP_DELAY_MS", hide = true)]
+    pub fault_step_delay_ms: Option<f64>,
+}
+
+/// Faults injected into every engine loop (see the `SERVER_FAULT_*` flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineFaults {
+    pub stall_after_steps: Option<u64>,
+    pub exit_after_steps: Option<u64>,
+    pub step_delay: Option<Duration>,
+}
+
+/// Validated configuration; see [`Args`] for the meaning of each field.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub models: Vec<ModelSpec>,
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub preferred_batch_sizes: Vec<usize>,
+    pub max_queue: usize,
+    pub lm_max_running: usize,
+    pub max_tokens_limit: u32,
+    pub max_prompt_bytes: usize,
+    pub max_body_bytes: usize,
+    pub drain_timeout: Duration,
+    pub seed: u64,
+    pub threads: Option<usize>,
+    pub engine_stall_threshold: Duration,
+    pub faults: EngineFaults,
+}
+
+/// Every problem found in the flags, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid server flags:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// The models loaded when no `--model` is given: `mlp=mlp` and `tiny-lm=lm`.
+pub fn default_models() -> Vec<ModelSpec> {
+    vec![
+        ModelSpec {
+            name: "mlp".into(),
+            kind: ModelKind::Mlp,
+            weights: None,
+        },
+        ModelSpec {
+            name: "tiny-lm".into(),
+            kind: ModelKind::Lm,
+            weights: None,
+        },
+    ]
+}
+
+fn seconds(flag: &str, v: f64, problems: &mut Vec<String>) -> Duration {
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) => d,
+        Err(_) => {
+            problems.push(format!(
+                "--{flag} = {v}: expected a finite number ≥ 0 (seconds)"
+            ));
+            Duration::ZERO
+        }
+    }
+}
+
+impl Args {
+    /// Checks every flag and reports all problems at once.
+    pub fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let mut p = Vec::new();
+        let positive = |flag: &str, v: usize, p: &mut Vec<String>| {
+            if v == 0 {
+                p.push(format!("--{flag} = 0: expected ≥ 1"));
+            }
+        };
+        positive("max-batch-size", self.max_batch_size, &mut p);
+        positive("max-queue", self.max_queue, &mut p);
+        positive("lm-max-running", self.lm_max_running, &mut p);
+        positive("max-prompt-bytes", self.max_prompt_bytes, &mut p);
+        positive("max-body-bytes", self.max_body_bytes, &mut p);
+        positive("max-tokens-limit", self.max_tokens_limit as usize, &mut p);
+        if self.threads == Some(0) {
+            p.push("--threads = 0: expected ≥ 1".into());
+        }
+        for s in &self.preferred_batch_sizes {
+            if *s == 0 || *s > self.max_batch_size {
+                p.push(format!(
+                    "--preferred-batch-sizes contains {s}: expected 1..={} (--max-batch-size)",
+                    self.max_batch_size
+                ));
+            }
+        }
+        let max_queue_delay = seconds(
+            "max-queue-delay-ms",
+            self.max_queue_delay_ms / 1000.0,
+            &mut p,
+        );
+        let drain_timeout = seconds("drain-timeout-s", self.drain_timeout_s, &mut p);
+        let engine_stall_threshold = seconds(
+            "engine-stall-threshold-s",
+            self.engine_stall_threshold_s,
+            &mut p,
+        );
+        let step_delay = self
+            .fault_step_delay_ms
+            .map(|ms| seconds("fault-step-delay-ms", ms / 1000.0, &mut p));
+        let models = if self.models.is_empty() {
+            default_models()
+        } else {
+            self.models
+        };
+        for (i, m) in models.iter().enumerate() {
+            if models[..i].iter().any(|o| o.name == m.name) {
+                p.push(format!("--model: name `{}` is given twice", m.name));
+            }
+        }
+        if !p.is_empty() {
+            return Err(ConfigError(p));
+        }
+        let mut preferred = self.preferred_batch_sizes;
+        preferred.sort_unstable();
+        preferred.dedup();
+        Ok(ServerConfig {
+            listen: self.listen,
+            models,
+            max_batch_size: self.max_batch_size,
+            max_queue_delay,
+            preferred_batch_sizes: preferred,
+            max_queue: self.max_queue,
+            lm_max_running: self.lm_max_running,
+            max_tokens_limit: self.max_tokens_limit,
+            max_prompt_bytes: self.max_prompt_bytes,
+            max_body_bytes: self.max_body_bytes,
+            drain_timeout,
+            seed: self.seed,
+            threads: self.threads,
+            engine_stall_threshold,
+            faults: EngineFaults {
+                stall_after_steps: self.fault_stall_engine_after,
+                exit_after_steps: self.fault_exit_engine_after,
+                step_delay,
+            },
+        })
+    }
+}
+
+impl ServerConfig {
+    /// Defaults as if `server` were run with no flags, listening on `listen`.
+    pub fn with_defaults(listen: SocketAddr) -> Self {
+        use clap::Parser;
+        let mut cfg = Args::parse_from(["server"])
+            .validate()
+            .expect("the default flags are valid");
+        cfg.listen = listen;
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn model_spec_parses_name_kind_and_optional_path() {
+        let m: ModelSpec = "tiny-lm=lm:/w/a.safetensors".parse().expect("valid");
+        assert_eq!(m.name, "tiny-lm");
+        assert_eq!(m.kind, ModelKind::Lm);
+        assert_eq!(m.weights, Some(PathBuf::from("/w/a.safetensors")));
+        let m: ModelSpec = "c=mlp".parse().expect("valid");
+        assert_eq!((m.kind, m.weights), (ModelKind::Mlp, None));
+    }
+
+    #[test]
+    fn model_spec_errors_say_what_is_expected() {
+        for bad in ["mlp", "=mlp", "a=cnn", "a=lm:", "a b=mlp"] {
+            let e = bad.parse::<ModelSpec>().expect_err(bad);
+            assert!(e.contains("expected") || e.contains("must"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn no_model_flag_loads_the_two_defaults() {
+        let cfg = Args::parse_from(["server"]).validate().expect("valid");
+        let names: Vec<_> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["mlp", "tiny-lm"]);
+        assert_eq!(cfg.max_batch_size, 32);
+        assert_eq!(cfg.max_queue_delay, Duration::from_millis(2));
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let e = Args::parse_from([
+            "server",
+            "--max-batch-size",
+            "4",
+            "--preferred-batch-sizes",
+            "2,8",
+            "--max-queue",
+            "0",
+            "--max-queue-delay-ms=-1",
+            "--model",
+            "a=mlp",
+            "--model",
+            "a=lm",
+        ])
+        .validate()
+        .expect_err("invalid");
+        assert_eq!(e.0.len(), 4, "{e}");
+    }
+}

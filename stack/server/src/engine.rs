@@ -1,0 +1,539 @@
+//! Engine shells: one dedicated OS thread per model runs candle (which blocks) and drives a
+//! sans-IO core ([`crate::batcher`] for the classifier, [`crate::scheduler`] for the LM).
+//!
+//! HTTP handlers [`MlpEngine::submit`] / [`LmEngine::submit`] under a short mutex (admission is
+//! decided synchronously, so a full queue is answered at once) and await replies on tokio
+//! channels. The thread waits on a condvar with the batcher's deadline as timeout. Each thread
+//! owns an exit guard that marks its [`EngineHealth`] dead and drops every waiting request's
+//! reply channel, so no request waits on a dead engine.
+//!
+//! Fault hooks ([`EngineFaults`]) wedge the loop, end the thread, or slow every step; they are
+//! off unless the hidden `SERVER_FAULT_*` flags are set.
+
+use crate::batcher::{BatcherConfig, Decision, DynamicBatcher, PushError};
+use crate::config::EngineFaults;
+use crate::health::EngineHealth;
+use crate::metrics::Metrics;
+use crate::scheduler::ContinuousScheduler;
+use models::lm::{ByteLm, SeqState};
+use models::mlp::Mlp;
+use rand::SeedableRng;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The bounded queue is full: answer 429.
+    #[error("queue full: {0} requests already waiting")]
+    QueueFull(usize),
+    /// The engine is dead, stalled or shutting down: answer 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request's batch dimension exceeds `max_batch_size`.
+    #[error("{samples} samples exceed max_batch_size {max}")]
+    TooManySamples { samples: usize, max: usize },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Applies the fault hooks before step number `steps_done + 1`. Returns `false` when the
+/// thread must exit.
+fn before_step(faults: &EngineFaults, steps_done: u64, model: &str) -> bool {
+    if faults.exit_after_steps == Some(steps_done) {
+        tracing::warn!(model, steps_done, "fault hook: engine thread exits");
+        return false;
+    }
+    if faults.stall_after_steps == Some(steps_done) {
+        tracing::warn!(model, steps_done, "fault hook: engine wedged forever");
+        loop {
+            std::thread::park();
+        }
+    }
+    if let Some(d) = faults.step_delay {
+        std::thread::sleep(d);
+    }
+    true
+}
+
+/// Reply to one classifier request: row-major logits, or a compute error message.
+pub type MlpReply = Result<Vec<f32>, String>;
+
+struct MlpJob {
+    rows: Vec<f32>,
+    reply: oneshot::Sender<MlpReply>,
+}
+
+struct MlpShared {
+    queue: Mutex<DynamicBatcher<MlpJob>>,
+    wake: Condvar,
+    health: EngineHealth,
+    shutdown: AtomicBool,
+}
+
+/// Handle to a running classifier engine. Cheap to clone.
+#[derive(Clone)]
+pub struct MlpEngine {
+    shared: Arc<MlpShared>,
+    input_dim: usize,
+    num_classes: usize,
+}
+
+impl std::fmt::Debug for MlpEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlpEngine")
+            .field("input_dim", &self.input_dim)
+            .finish()
+    }
+}
+
+struct MlpExitGuard(Arc<MlpShared>);
+
+impl Drop for MlpExitGuard {
+    fn drop(&mut self) {
+        self.0.health.mark_dead();
+        // Dropping the reply senders wakes every waiting handler with an error.
+        let orphans = lock(&self.0.queue).take_all();
+        self.0.health.set_load(0, 0);
+        drop(orphans);
+    }
+}
+
+impl MlpEngine {
+    /// Starts the engine thread for `model`.
+    pub fn start(
+        name: &str,
+        model: Mlp,
+        batcher: BatcherConfig,
+        faults: EngineFaults,
+        stall_threshold: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        let shared = Arc::new(MlpShared {
+            queue: Mutex::new(DynamicBatcher::new(batcher)),
+            wake: Condvar::new(),
+            health: EngineHealth::new(name, stall_threshold),
+            shutdown: AtomicBool::new(false),
+        });
+        let engine = Self {
+            shared: shared.clone(),
+            input_dim: model.config().input_dim,
+            num_classes: model.config().num_classes,
+        };
+        let name = name.to_string();
+        let handle = std::thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || mlp_loop(&shared, &model, &faults, &metrics, &name))?;
+        Ok((engine, handle))
+    }
+
+    /// Features per sample.
+    pub fn input_dim(&self) -> usize {
+        self.input_dim
+    }
+
+    /// Logits per sample.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    pub fn max_batch_size(&self) -> usize {
+        lock(&self.shared.queue).config().max_batch_size
+    }
+
+    pub fn health(&self) -> &EngineHealth {
+        &self.shared.health
+    }
+
+    /// Queues `samples` rows (`rows.len() == samples * input_dim`, checked by the caller).
+    pub fn submit(
+        &self,
+        rows: Vec<f32>,
+        samples: usize,
+    ) -> Result<oneshot::Receiver<MlpReply>, SubmitError> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(SubmitError::Unavailable("engine is shutting down".into()));
+        }
+        if let Some(problem) = self.shared.health.problem() {
+            return Err(SubmitError::Unavailable(problem));
+        }
+        let (reply, rx) = oneshot::channel();
+        let mut q = lock(&self.shared.queue);
+        let idle = q.is_empty() && self.shared.health.running() == 0;
+        match q.push(MlpJob { rows, reply }, samples, Instant::now()) {
+            Ok(()) => {
+                if idle {
+                    self.shared.health.beat();
+                }
+                self.shared
+                    .health
+                    .set_load(q.len(), self.shared.health.running());
+                drop(q);
+                self.shared.wake.notify_one();
+                Ok(rx)
+            }
+            Err(PushError::QueueFull(_)) => Err(SubmitError::QueueFull(q.len())),
+            Err(PushError::BadSize(_)) => Err(SubmitError::TooManySamples {
+                samples,
+                max: q.config().max_batch_size,
+            }),
+        }
+    }
+
+    /// Asks the thread to exit once its queue is empty.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
+    }
+}
+
+fn mlp_loop(
+    shared: &Arc<MlpShared>,
+    model: &Mlp,
+    faults: &EngineFaults,
+    metrics: &Metrics,
+    name: &str,
+) {
+    let _guard = MlpExitGuard(shared.clone());
+    let labels = Metrics::model(name);
+    let c = model.config().num_classes;
+    let mut steps_done = 0u64;
+    loop {
+        let batch = {
+            let mut q = lock(&shared.queue);
+            let batch = loop {
+                shared.health.beat();
+                if shared.shutdown.load(Ordering::Acquire) && q.is_empty() {
+                    return;
+                }
+                let now = Instant::now();
+                match q.poll(now) {
+                    Decision::Dispatch(batch) => break batch,
+                    Decision::WaitUntil(deadline) => {
+                        let wait = deadline.saturating_duration_since(now);
+                        q = shared
+                            .wake
+                            .wait_timeout(q, wait)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                    Decision::Idle => {
+                        q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    }
+                }
+            };
+            shared.health.set_load(q.len(), batch.len());
+            batch
+        };
+        if !before_step(faults, steps_done, name) {
+            return;
+        }
+        let dispatched = Instant::now();
+        let samples: usize = batch.iter().map(|q| q.samples).sum();
+        let mut rows = Vec::with_capacity(samples * model.config().input_dim);
+        for q in &batch {
+            metrics.queue_time.get_or_create(&labels).observe(
+                dispatched
+                    .saturating_duration_since(q.enqueued_at)
+                    .as_secs_f64(),
+            );
+            rows.extend_from_slice(&q.item.rows);
+        }
+        let result = model.infer(&rows);
+        metrics
+            .batch_execution
+            .get_or_create(&labels)
+            .observe(dispatched.elapsed().as_secs_f64());
+        metrics
+            .batch_size
+            .get_or_create(&labels)
+            .observe(samples as f64);
+        match result {
+            Ok(out) => {
+                let mut offset = 0;
+                for q in batch {
+                    let n = q.samples * c;
+                    let reply = out
+                        .get(offset..offset + n)
+                        .map(<[f32]>::to_vec)
+                        .ok_or_else(|| "model returned too few logits".to_string());
+                    offset += n;
+                    // A dropped receiver means the client went away: nothing to do.
+                    let _ = q.item.reply.send(reply);
+                }
+            }
+            Err(e) => {
+                tracing::error!(model = name, error = %e, "batch failed");
+                for q in batch {
+                    let _ = q.item.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+        steps_done += 1;
+        let waiting = lock(&shared.queue).len();
+        shared.health.set_load(waiting, 0);
+    }
+}
+
+/// One completion request for the LM engine.
+#[derive(Debug)]
+pub struct LmJob {
+    /// Non-empty prompt bytes.
+    pub prompt: Vec<u8>,
+    /// Tokens to generate (≥ 1); the channel closes after exactly this many unless the engine
+    /// fails.
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub seed: u64,
+    /// Receives each generated token as it is sampled.
+    pub tokens: mpsc::UnboundedSender<u32>,
+    /// When the HTTP request arrived (for TTFT and end-to-end latency).
+    pub arrived: Instant,
+}
+
+struct LmShared {
+    sched: Mutex<ContinuousScheduler<LmJob>>,
+    wake: Condvar,
+    health: EngineHealth,
+    shutdown: AtomicBool,
+}
+
+/// Handle to a running LM engine. Cheap to clone.
+#[derive(Clone)]
+pub struct LmEngine {
+    shared: Arc<LmShared>,
+}
+
+impl std::fmt::Debug for LmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmEngine").finish_non_exhaustive()
+    }
+}
+
+struct LmExitGuard(Arc<LmShared>);
+
+impl Drop for LmExitGuard {
+    fn drop(&mut self) {
+        self.0.health.mark_dead();
+        let orphans = lock(&self.0.sched).take_waiting();
+        self.0.health.set_load(0, 0);
+        drop(orphans);
+    }
+}
+
+struct Running {
+    job: LmJob,
+    state: SeqState,
+    /// Index of the prompt byte fed this step while prefilling.
+    pos: usize,
+    input: u32,
+    generated: usize,
+    rng: rand::rngs::StdRng,
+    last_token_at: Option<Instant>,
+    done: bool,
+}
+
+impl LmEngine {
+    /// Starts the engine thread for `model`: at most `max_running` sequences decode together,
+    /// at most `max_waiting` wait.
+    pub fn start(
+        name: &str,
+        model: ByteLm,
+        max_running: usize,
+        max_waiting: usize,
+        faults: EngineFaults,
+        stall_threshold: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        let shared = Arc::new(LmShared {
+            sched: Mutex::new(ContinuousScheduler::new(max_running, max_waiting)),
+            wake: Condvar::new(),
+            health: EngineHealth::new(name, stall_threshold),
+            shutdown: AtomicBool::new(false),
+        });
+        let engine = Self {
+            shared: shared.clone(),
+        };
+        let name = name.to_string();
+        let handle = std::thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || lm_loop(&shared, &model, &faults, &metrics, &name))?;
+        Ok((engine, handle))
+    }
+
+    pub fn health(&self) -> &EngineHealth {
+        &self.shared.health
+    }
+
+    /// Queues a sequence.
+    pub fn submit(&self, job: LmJob) -> Result<(), SubmitError> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(SubmitError::Unavailable("engine is shutting down".into()));
+        }
+        if let Some(problem) = self.shared.health.problem() {
+            return Err(SubmitError::Unavailable(problem));
+        }
+        let mut s = lock(&self.shared.sched);
+        let idle = s.waiting() == 0 && s.running() == 0;
+        match s.push(job, Instant::now()) {
+            Ok(()) => {
+                if idle {
+                    self.shared.health.beat();
+                }
+                self.shared.health.set_load(s.waiting(), s.running());
+                drop(s);
+                self.shared.wake.notify_one();
+                Ok(())
+            }
+            Err(_) => Err(SubmitError::QueueFull(s.waiting())),
+        }
+    }
+
+    /// Asks the thread to exit once nothing waits or runs.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
+    }
+}
+
+fn lm_loop(
+    shared: &Arc<LmShared>,
+    model: &ByteLm,
+    faults: &EngineFaults,
+    metrics: &Metrics,
+    name: &str,
+) {
+    let _guard = LmExitGuard(shared.clone());
+    let labels = Metrics::model(name);
+    let mut running: Vec<Running> = Vec::new();
+    let mut steps_done = 0u64;
+    loop {
+        let admitted = {
+            let mut s = lock(&shared.sched);
+            loop {
+                shared.health.beat();
+                let admitted = s.admit(Instant::now());
+                if !admitted.is_empty() || !running.is_empty() {
+                    shared.health.set_load(s.waiting(), s.running());
+                    break admitted;
+                }
+                if shared.shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                s = shared.wake.wait(s).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let mut failed_to_start = 0;
+        for a in admitted {
+            metrics
+                .queue_time
+                .get_or_create(&labels)
+                .observe(a.queued_for.as_secs_f64());
+            metrics
+                .prompt_tokens
+                .get_or_create(&labels)
+                .inc_by(a.item.prompt.len() as u64);
+            match (model.initial_state(), a.item.prompt.first()) {
+                (Ok(state), Some(&first)) => running.push(Running {
+                    rng: rand::rngs::StdRng::seed_from_u64(a.item.seed),
+                    input: u32::from(first),
+                    job: a.item,
+                    state,
+                    pos: 0,
+                    generated: 0,
+                    last_token_at: None,
+                    done: false,
+                }),
+                _ => failed_to_start += 1,
+            }
+        }
+        if failed_to_start > 0 {
+            lock(&shared.sched).finish(failed_to_start);
+        }
+        if running.is_empty() {
+            continue;
+        }
+        if !before_step(faults, steps_done, name) {
+            return;
+        }
+        let started = Instant::now();
+        let tokens: Vec<u32> = running.iter().map(|r| r.input).collect();
+        let mut states: Vec<&mut SeqState> = running.iter_mut().map(|r| &mut r.state).collect();
+        let result = model.step(&tokens, &mut states);
+        let now = Instant::now();
+        metrics
+            .batch_execution
+            .get_or_create(&labels)
+            .observe(now.saturating_duration_since(started).as_secs_f64());
+        metrics
+            .batch_size
+            .get_or_create(&labels)
+            .observe(running.len() as f64);
+        match result {
+            Ok(logits) => {
+                for (r, l) in running.iter_mut().zip(&logits) {
+                    advance(r, l, now, metrics, &labels);
+                }
+            }
+            Err(e) => {
+                tracing::error!(model = name, error = %e, "decode step failed; dropping its sequences");
+                running.iter_mut().for_each(|r| r.done = true);
+            }
+        }
+        let before = running.len();
+        running.retain(|r| !r.done);
+        let mut s = lock(&shared.sched);
+        s.finish(before - running.len());
+        shared.health.set_load(s.waiting(), s.running());
+        drop(s);
+        steps_done += 1;
+    }
+}
+
+/// Moves one sequence forward after a step: next prompt byte while prefilling, else sample and
+/// emit a token.
+fn advance(
+    r: &mut Running,
+    logits: &[f32],
+    now: Instant,
+    metrics: &Metrics,
+    labels: &crate::metrics::ModelLabels,
+) {
+    if r.pos + 1 < r.job.prompt.len() {
+        r.pos += 1;
+        r.input = u32::from(r.job.prompt[r.pos]);
+        return;
+    }
+    let token = models::sampling::sample_token(logits, r.job.temperature, &mut r.rng);
+    match r.last_token_at {
+        None => metrics
+            .ttft
+            .get_or_create(labels)
+            .observe(now.saturating_duration_since(r.job.arrived).as_secs_f64()),
+        Some(prev) => metrics
+            .itl
+            .get_or_create(labels)
+            .observe(now.saturating_duration_since(prev).as_secs_f64()),
+    }
+    r.last_token_at = Some(now);
+    metrics.generation_tokens.get_or_create(labels).inc();
+    r.generated += 1;
+    r.input = token;
+    if r.job.tokens.send(token).is_err() {
+        // The client went away: free the slot.
+        r.done = true;
+        return;
+    }
+    if r.generated >= r.job.max_tokens {
+        r.done = true;
+        metrics
+            .e2e_latency
+            .get_or_create(labels)
+            .observe(now.saturating_duration_since(r.job.arrived).as_secs_f64());
+    }
+}
