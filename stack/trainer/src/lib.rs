@@ -1,1 +1,3 @@
-//! trainer
+//! trainer (docs to come)
+pub mod comm;
+pub mod ring;
