@@ -59,8 +59,10 @@ pub struct Component {
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// What happens when a replica exits or is killed.
     #[serde(default)]
     pub restart: Restart,
+    /// How the runner decides a replica is ready.
     #[serde(default)]
     pub readiness: Readiness,
 }
@@ -77,12 +79,13 @@ pub enum ComponentKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Restart {
+    /// `never`, `on-failure` (exit code ≠ 0 or a signal, faults included) or `always`.
     #[serde(default = "default_restart_policy")]
     pub policy: RestartPolicy,
     /// Restarts allowed per replica over the whole run.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
-    /// Wait between an exit and the restart.
+    /// Wait between an exit and the restart (a duration such as "100ms").
     #[serde(default = "default_restart_backoff", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub backoff: Duration,
@@ -91,8 +94,11 @@ pub struct Restart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
+    /// Leave a dead replica dead.
     Never,
+    /// Restart after a non-zero exit or a signal (what `process.kill` causes).
     OnFailure,
+    /// Restart after any exit.
     Always,
 }
 
@@ -103,32 +109,38 @@ pub struct Readiness {
     /// HTTP path polled until it answers 2xx.
     #[serde(default = "default_readiness_path")]
     pub path: String,
-    /// Give up (and fail the run) after this long.
+    /// Give up (and fail the run) after this long (a duration such as "30s").
     #[serde(default = "default_readiness_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
+/// The load driven against one component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// Component that receives the load (all its replicas, round-robin).
     pub target: String,
+    /// `open-loop`, `closed-loop` or `max-throughput`.
     #[serde(default = "default_mode")]
     pub mode: LoadMode,
-    /// Base offered rate (open loop); `load.spike` multiplies it.
+    /// Base offered rate in requests per second (open loop; required there, rejected with
+    /// closed loop); `load.spike` multiplies it.
     #[serde(default)]
     pub rate_per_s: Option<f64>,
+    /// Inter-arrival times of the open-loop schedule.
     #[serde(default = "default_arrival")]
     pub arrival: Arrival,
+    /// Warm-up before the measured phase (a duration such as "2s"); scenario time starts
+    /// at the first warm-up request.
     #[serde(default = "default_warmup", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub warmup: Duration,
-    /// Length of the measured phase.
+    /// Length of the measured phase (a duration such as "20s").
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub duration: Duration,
-    /// Per-request timeout; a request past it counts as a timeout.
+    /// Per-request timeout (a duration); a request past it counts as a timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
@@ -156,7 +168,9 @@ pub enum LoadMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arrival {
+    /// Evenly spaced: request i at i / rate.
     Constant,
+    /// Exponential inter-arrival times with mean 1 / rate (seeded).
     Poisson,
 }
 
@@ -166,28 +180,37 @@ pub enum Arrival {
 pub enum RequestSpec {
     /// KServe v2 inference on a classifier; the body is built from the model's metadata.
     Infer {
+        /// Model name as the server loads it (e.g. "mlp").
         model: String,
+        /// Relative share of the mix (> 0).
         #[serde(default = "default_weight")]
         weight: f64,
     },
     /// OpenAI-compatible `/v1/completions`.
     Completion {
+        /// Model name as the server loads it (e.g. "tiny-lm").
         model: String,
         prompt: String,
+        /// Tokens to generate (≥ 1).
         #[serde(default = "default_max_tokens")]
         max_tokens: u32,
+        /// Server-sent events; gives TTFT, ITL and TPOT.
         #[serde(default)]
         stream: bool,
+        /// Relative share of the mix (> 0).
         #[serde(default = "default_weight")]
         weight: f64,
     },
     /// Any HTTP request.
     Http {
+        /// GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
         #[serde(default = "default_method")]
         method: String,
+        /// Starts with '/'.
         path: String,
         #[serde(default)]
         body: String,
+        /// Relative share of the mix (> 0).
         #[serde(default = "default_weight")]
         weight: f64,
     },
@@ -197,17 +220,22 @@ pub enum RequestSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
+    /// Latency percentile bounded, in (0, 100).
     #[serde(default = "default_percentile")]
     pub percentile: f64,
+    /// Bound on that percentile of corrected latency, milliseconds.
     pub latency_ms_max: f64,
+    /// Bound on (sent − ok) / sent, in [0, 1].
     #[serde(default = "default_error_ratio_max")]
     pub error_ratio_max: f64,
+    /// Lower end of the searched rates, requests per second.
     pub rate_per_s_min: f64,
+    /// Upper end of the searched rates, requests per second (> rate_per_s_min).
     pub rate_per_s_max: f64,
     /// Bisection steps after the bracket.
     #[serde(default = "default_search_steps")]
     pub steps: u32,
-    /// Measured length of one trial (its warm-up is `workload.warmup`).
+    /// Measured length of one trial, a duration (its warm-up is `workload.warmup`).
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub trial: Duration,
@@ -220,10 +248,11 @@ pub struct Fault {
     /// Name used by `recovery` SLOs and the report; defaults to `<kind>-<index>`.
     #[serde(default)]
     pub id: Option<String>,
-    /// Scenario time of injection.
+    /// Scenario time of injection (a duration such as "5s"), before the end of the run.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub at: Duration,
+    /// `process.kill`, `process.pause` or `load.spike`.
     pub kind: FaultKind,
     /// `component` (every replica) or `component/replica`; not used by `load.spike`.
     #[serde(default)]
@@ -232,7 +261,7 @@ pub struct Fault {
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub until: Option<Duration>,
-    /// Rate multiplier of `load.spike`.
+    /// Rate multiplier of `load.spike` (> 0); rejected for other kinds.
     #[serde(default)]
     pub multiplier: Option<f64>,
 }
