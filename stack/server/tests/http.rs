@@ -311,7 +311,16 @@ async fn bad_inputs_get_4xx_naming_the_problem() {
     );
     let c = client();
     let fp32 = |shape: Value, n: usize| json!({"inputs":[{"name":"input","shape":shape,"datatype":"FP32","data":vec![0.0f32; n]}]});
-    let cases: Vec<(&str, &str, reqwest::Body, u16, Option<&str>, &str)> = vec![
+    // (what, path, body, expected status, expected `param`, text the message must contain)
+    type Case = (
+        &'static str,
+        &'static str,
+        reqwest::Body,
+        u16,
+        Option<&'static str>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         ("bad json", "/v2/models/mlp/infer", "{not json".into(), 400, Some("body"), "invalid JSON"),
         ("no inputs field", "/v2/models/mlp/infer", r#"{"x":1}"#.into(), 400, Some("inputs"), "missing field"),
         ("two inputs", "/v2/models/mlp/infer", r#"{"inputs":[]}"#.into(), 400, Some("inputs"), "exactly 1"),
