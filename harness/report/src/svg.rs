@@ -412,6 +412,55 @@ fn no_data<'a>(area: &Area<'a>) -> DrawResult<'a> {
 mod tests {
     use super::*;
 
+    fn chart(points: Vec<(f64, Option<f64>)>, y_scale: YScale) -> LineChart {
+        LineChart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            x_axis: XAxis::Time,
+            y_scale,
+            lines: vec![Line {
+                name: "only".into(),
+                color: PALETTE[0],
+                dashed: true,
+                markers: false,
+                connect: true,
+                points,
+            }],
+            bands: vec![Band {
+                start: 3.0,
+                end: None,
+                label: "never healed".into(),
+                kind: BandKind::Fault,
+            }],
+            bounds: vec![Bound {
+                y: f64::NAN,
+                label: "nan bound".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn odd_data_renders_without_panic() {
+        let odd = vec![
+            (0.0, Some(f64::NAN)),
+            (1.0, None),
+            (2.0, Some(0.0)),
+            (3.0, Some(f64::INFINITY)),
+            (f64::NAN, Some(1.0)),
+            (4.0, Some(-1.0)),
+        ];
+        for scale in [YScale::Linear, YScale::Log, YScale::Auto] {
+            let svg = render(&chart(odd.clone(), scale)).expect("renders");
+            // On a log axis none of these points is drawable.
+            assert_eq!(svg.contains("no data"), scale == YScale::Log, "{scale:?}");
+            let single = render(&chart(vec![(5.0, Some(7.0))], scale)).expect("renders");
+            assert!(single.contains("<circle"), "a lone point is drawn as a dot");
+            let nothing = render(&chart(vec![(1.0, Some(-3.0))], YScale::Log)).expect("renders");
+            assert!(nothing.contains("no data"));
+        }
+    }
+
     #[test]
     fn nines_ticks_read_as_percentiles() {
         assert_eq!(nines_tick(0.0), "0");

@@ -79,7 +79,8 @@ fn write_run_writes_every_file_and_metrics_round_trip() {
 }
 
 /// `REPORT_FIXTURE_OUT=/tmp/report cargo test -p report --test report -- --ignored`
-/// writes the fixture's report there, to look at the page and plots.
+/// writes the fixture's report there (and the empty run's into `empty/`), to look at the page
+/// and plots.
 #[test]
 #[ignore = "writes the fixture report to $REPORT_FIXTURE_OUT for a person to look at"]
 fn write_fixture_report_for_review() {
@@ -88,6 +89,9 @@ fn write_fixture_report_for_review() {
     );
     std::fs::create_dir_all(&dir).expect("create output folder");
     report::write_run(&dir, &fixture::run_metrics()).expect("report written");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("create output folder");
+    report::write_run(&empty, &fixture::empty_run_metrics()).expect("report written");
 }
 
 #[test]
