@@ -3,8 +3,9 @@
 //!
 //! [`Bisection`] and [`evaluate`] are pure; [`search_max_throughput`] runs one open-loop
 //! trial per step. A trial passes when the measured latency at the percentile is within
-//! the bound, the error ratio is within its bound and the achieved throughput is at least
-//! [`ACHIEVED_MIN_RATIO`] × the offered rate.
+//! the bound, the error ratio is within its bound and completions kept up: at least
+//! [`ACHIEVED_MIN_RATIO`] × the requests the schedule offered in the phase, less those
+//! legitimately in flight at its end (rate × latency bound).
 
 use std::time::Duration;
 
@@ -119,10 +120,17 @@ pub fn evaluate(criteria: &SearchCriteria, rate_per_s: f64, report: LoadReport) 
     } else {
         m.counts.failed() as f64 / m.counts.sent as f64
     };
+    // "Kept up" compares completions with what the schedule really offered in the phase
+    // (a short Poisson trial offers ± several % of the nominal rate by chance alone),
+    // allowing the requests legitimately in flight at the phase end: at most
+    // rate × latency bound of them (Little's law) if the latency bound holds.
+    let offered = m.counts.sent as f64;
+    let in_flight_allowance = rate_per_s * criteria.latency_max.as_secs_f64();
+    let kept_up = m.completed as f64 + in_flight_allowance >= ACHIEVED_MIN_RATIO * offered;
     let passed = m.counts.sent > 0
         && latency_at_percentile <= criteria.latency_max
         && error_ratio <= criteria.error_ratio_max
-        && achieved_rps >= ACHIEVED_MIN_RATIO * rate_per_s;
+        && kept_up;
     Trial {
         rate_per_s,
         achieved_rps,
