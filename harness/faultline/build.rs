@@ -47,6 +47,7 @@ fn main() {
             path.display().to_string()
         );
     }
-    let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("scenario_tests.rs");
+    let dest =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("scenario_tests.rs");
     std::fs::write(dest, out).expect("OUT_DIR is writable");
 }

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use loadgen::{Counts, FineWindow, LatencyStats, LoadReport, WindowStats};
-use report::{Accounting, PhaseSummary, Percentiles, WindowMetrics};
+use report::{Accounting, Percentiles, PhaseSummary, WindowMetrics};
 
 /// Success ratio a 100 ms window needs to count as recovered.
 pub const RECOVERED_SUCCESS_MIN: f64 = 0.99;
@@ -119,8 +119,7 @@ pub fn window_metrics(w: &WindowStats, goodput_bound_us: Option<u64>) -> WindowM
         width_s: w.width.as_secs_f64(),
         counts: accounting(&w.counts),
         throughput_rps: w.completed as f64 / width,
-        goodput_rps: goodput_bound_us
-            .map(|b| w.stats.latency.count_between(0, b) as f64 / width),
+        goodput_rps: goodput_bound_us.map(|b| w.stats.latency.count_between(0, b) as f64 / width),
         latency: Percentiles::from_histogram(&w.stats.latency),
         service: Percentiles::from_histogram(&w.stats.service),
         send_lag: Percentiles::from_histogram(&w.stats.send_lag),
@@ -229,7 +228,10 @@ mod tests {
         let w = fine(&p);
         let r = recovery_s(&w, Duration::from_millis(100), 0.45).expect("recovers");
         assert!((r - (1.3 - 0.45)).abs() < 1e-9, "recovery {r}");
-        assert_eq!(failed_between(&w, Duration::from_millis(100), 0.45, 0.45 + r), 51);
+        assert_eq!(
+            failed_between(&w, Duration::from_millis(100), 0.45, 0.45 + r),
+            51
+        );
     }
 
     #[test]

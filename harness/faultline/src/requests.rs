@@ -10,7 +10,9 @@ use scenario::RequestSpec;
 /// Why a request template could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("workload.requests[{index}]: cannot read metadata of model {model:?} from {url}: {reason}")]
+    #[error(
+        "workload.requests[{index}]: cannot read metadata of model {model:?} from {url}: {reason}"
+    )]
     Metadata {
         index: usize,
         model: String,
@@ -69,7 +71,12 @@ pub async fn build(
                     .last()
                     .copied()
                     .filter(|&d| d > 0)
-                    .ok_or_else(|| meta_err(format!("input shape {:?} has no fixed last dimension", input.shape)))?;
+                    .ok_or_else(|| {
+                        meta_err(format!(
+                            "input shape {:?} has no fixed last dimension",
+                            input.shape
+                        ))
+                    })?;
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ index as u64);
                 let data: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let body = wire::kserve::InferRequest {
@@ -107,7 +114,10 @@ pub async fn build(
                     seed: Some(seed),
                 };
                 RequestTemplate {
-                    name: format!("completion {model}{}", if *stream { " (stream)" } else { "" }),
+                    name: format!(
+                        "completion {model}{}",
+                        if *stream { " (stream)" } else { "" }
+                    ),
                     method: Method::POST,
                     path: "/v1/completions".to_owned(),
                     headers: json_header(),
@@ -130,7 +140,11 @@ pub async fn build(
                     }
                 })?,
                 path: path.clone(),
-                headers: if body.is_empty() { vec![] } else { json_header() },
+                headers: if body.is_empty() {
+                    vec![]
+                } else {
+                    json_header()
+                },
                 body: Bytes::from(body.clone()),
                 streaming: false,
                 weight: *weight,

@@ -302,7 +302,7 @@ fn progress_task(
         });
         let mut last_line = Instant::now();
         while rx.changed().await.is_ok() {
-            let p = rx.borrow_and_update().clone();
+            let p = *rx.borrow_and_update();
             let line = format!(
                 "{label} t={:.1}s sent={} ok={} failed={} in_flight={} rate={:.0}/s",
                 p.elapsed.as_secs_f64(),
@@ -361,12 +361,15 @@ async fn stack_lifetime(
     let specs = match stack_specs(ctx.scenario, extra, ctx.programs, &ctx.logs, ctx.seed) {
         Ok(s) => s,
         Err(e) => {
-            out.failures.push(format!("cannot reserve loopback ports: {e}"));
+            out.failures
+                .push(format!("cannot reserve loopback ports: {e}"));
             return out;
         }
     };
-    ctx.events
-        .emit("stack.start", json!({"variant": variant, "replicas": specs.len()}));
+    ctx.events.emit(
+        "stack.start",
+        json!({"variant": variant, "replicas": specs.len()}),
+    );
     let stack = Supervisor::start(specs, &ctx.events, ctx.opts.stop_grace);
     match stack.wait_ready(ctx.cancel).await {
         Err(e) => out.failures.push(e.to_string()),
@@ -442,8 +445,7 @@ async fn drive(
                 trial_warmup: w.warmup,
                 trial_duration: s.trial,
             };
-            ctx.events
-                .emit("search.start", json!({"variant": variant}));
+            ctx.events.emit("search.start", json!({"variant": variant}));
             let result = loadgen::search_max_throughput(&spec, &criteria, ctx.cancel.clone())
                 .await
                 .map_err(|e| format!("load generator: {e}"));
@@ -477,7 +479,10 @@ async fn drive(
         LoadMode::OpenLoop | LoadMode::ClosedLoop => {
             let timeline_cancel = CancellationToken::new();
             let t0 = tokio::time::Instant::now();
-            out.load_t0_s = Some(ctx.events.emit("load.start", json!({"mode": format!("{:?}", w.mode)})));
+            out.load_t0_s = Some(
+                ctx.events
+                    .emit("load.start", json!({"mode": format!("{:?}", w.mode)})),
+            );
             let timeline = tokio::spawn(run_timeline(
                 ctx.scenario.faults.clone(),
                 stack.replicas().to_vec(),
@@ -505,7 +510,8 @@ async fn drive(
             out.faults = match timeline.await {
                 Ok(f) => f,
                 Err(e) => {
-                    out.failures.push(format!("fault timeline task failed: {e}"));
+                    out.failures
+                        .push(format!("fault timeline task failed: {e}"));
                     Vec::new()
                 }
             };
@@ -589,7 +595,9 @@ pub async fn run_file(
         events.emit("run.interrupted", json!({}));
     }
     let wall_s = clock.now_s();
-    let mut metrics = assemble(&scenario, &name, path, &id, seed, &commit, started, wall_s, &results);
+    let mut metrics = assemble(
+        &scenario, &name, path, &id, seed, &commit, started, wall_s, &results,
+    );
     if interrupted {
         metrics
             .failures
@@ -741,10 +749,7 @@ fn assemble(
             .zip(load.fine.first())
             .map(|(b, a)| b.start - a.start)
             .unwrap_or(loadgen::DEFAULT_FINE_WINDOW);
-        let window_s = load
-            .windows
-            .first()
-            .map_or(1.0, |w| w.width.as_secs_f64());
+        let window_s = load.windows.first().map_or(1.0, |w| w.width.as_secs_f64());
         let measured_end = load.measured.end.as_secs_f64();
         let mut affected = Vec::new();
         for f in &r.faults {
@@ -759,7 +764,11 @@ fn assemble(
             let restarts = r
                 .replicas
                 .iter()
-                .filter(|rep| f.target.as_deref().is_some_and(|t| rep.spec().component == t || rep.spec().name == t))
+                .filter(|rep| {
+                    f.target
+                        .as_deref()
+                        .is_some_and(|t| rep.spec().component == t || rep.spec().name == t)
+                })
                 .flat_map(|rep| rep.lives())
                 .filter(|l| to_scn(l.started_s) >= start_s && to_scn(l.started_s) <= end)
                 .count() as u32;
@@ -818,38 +827,23 @@ fn assemble(
         );
         metrics.accounting = analysis::accounting(&load.accounting);
     } else if !metrics.searches.is_empty() {
-        let mut total = loadgen::Counts::default();
-        for r in results {
-            if let Some(s) = &r.search {
-                for t in &s.trials {
-                    balanced &= t.accounting.balanced;
-                }
-            }
-        }
-        for r in results.iter().filter_map(|r| r.search.as_ref()) {
-            for t in &r.trials {
-                total.sent += t.accounting.sent;
-                total.ok += t.accounting.ok;
-                total.timeouts += t.accounting.timeouts;
-                total.dropped_by_generator += t.accounting.dropped_by_generator;
-            }
-        }
-        metrics.accounting = report::Accounting {
-            errors: metrics
-                .searches
-                .iter()
-                .flat_map(|s| s.trials.iter())
-                .flat_map(|t| t.accounting.errors.iter())
-                .fold(BTreeMap::new(), |mut m, (k, v)| {
-                    *m.entry(k.clone()).or_insert(0) += v;
-                    m
-                }),
-            sent: total.sent,
-            ok: total.ok,
-            timeouts: total.timeouts,
-            dropped_by_generator: total.dropped_by_generator,
-            balanced,
+        let mut total = report::Accounting {
+            balanced: true,
+            ..report::Accounting::default()
         };
+        for t in metrics.searches.iter().flat_map(|s| s.trials.iter()) {
+            let a = &t.accounting;
+            total.sent += a.sent;
+            total.ok += a.ok;
+            total.timeouts += a.timeouts;
+            total.dropped_by_generator += a.dropped_by_generator;
+            total.balanced &= a.balanced;
+            for (kind, n) in &a.errors {
+                *total.errors.entry(kind.clone()).or_insert(0) += n;
+            }
+        }
+        balanced = total.balanced;
+        metrics.accounting = total;
     } else if failures.is_empty() {
         failures.push("the workload produced no measurements".to_owned());
     }

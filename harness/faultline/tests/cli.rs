@@ -47,7 +47,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn events(reports: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for scenario in std::fs::read_dir(reports).into_iter().flatten().flatten() {
-        for run in std::fs::read_dir(scenario.path()).into_iter().flatten().flatten() {
+        for run in std::fs::read_dir(scenario.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if let Ok(text) = std::fs::read_to_string(run.path().join("events.jsonl")) {
                 out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
             }
@@ -99,7 +103,10 @@ fn validate_reports_every_problem_with_file_line_and_column() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:6:"), "{err}");
     assert!(err.contains("workload.target"), "{err}");
-    assert!(err.contains("server"), "names the expected component: {err}");
+    assert!(
+        err.contains("server"),
+        "names the expected component: {err}"
+    );
 }
 
 #[test]
@@ -119,14 +126,20 @@ fn ctrl_c_heals_the_fault_stops_the_stack_and_still_writes_the_report() {
     let reports = dir.path().join("reports");
     let mut child = start_run(&scenario, &reports);
     assert!(
-        common::eventually(Duration::from_secs(60), || has_event(&reports, "fault.inject")),
+        common::eventually(Duration::from_secs(60), || has_event(
+            &reports,
+            "fault.inject"
+        )),
         "the pause was injected"
     );
     signal(&child, Signal::SIGINT);
     let status = child.wait().expect("wait faultline");
     assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
     assert!(has_event(&reports, "fault.heal"), "the pause was healed");
-    assert!(has_event(&reports, "process.stop"), "the server was stopped");
+    assert!(
+        has_event(&reports, "process.stop"),
+        "the server was stopped"
+    );
     for pid in started_pids(&reports) {
         assert!(
             common::eventually(Duration::from_secs(5), || !common::alive(pid)),
@@ -155,7 +168,10 @@ fn a_killed_runner_leaves_no_orphan_process() {
     let reports = dir.path().join("reports");
     let mut child = start_run(&scenario, &reports);
     assert!(
-        common::eventually(Duration::from_secs(60), || has_event(&reports, "process.ready")),
+        common::eventually(Duration::from_secs(60), || has_event(
+            &reports,
+            "process.ready"
+        )),
         "the server came up"
     );
     let pids = started_pids(&reports);

@@ -28,7 +28,11 @@ fn run_scenario(path: &str) {
         .build()
         .expect("tokio runtime");
     let outcome = rt
-        .block_on(runner::run_file(Path::new(path), &opts, CancellationToken::new()))
+        .block_on(runner::run_file(
+            Path::new(path),
+            &opts,
+            CancellationToken::new(),
+        ))
         .unwrap_or_else(|e| panic!("{path}: {e}"));
     let m = &outcome.metrics;
     for p in &m.processes {
@@ -50,11 +54,16 @@ fn run_scenario(path: &str) {
         .slos
         .iter()
         .filter(|s| !s.pass)
-        .map(|s| format!("{}: expected {}, observed {}", s.description, s.expected, s.observed))
+        .map(|s| {
+            format!(
+                "{}: expected {}, observed {}",
+                s.description, s.expected, s.observed
+            )
+        })
         .collect();
     if !m.passed() {
         // Keep the report for a look when the run failed.
-        let kept = reports.into_path();
+        let kept = reports.keep();
         panic!(
             "{path} failed.\nfailures: {:#?}\nfailing SLOs: {failing:#?}\nreport kept at {}",
             m.failures,
