@@ -5,5 +5,6 @@ pub mod device;
 pub mod events;
 pub mod failpoint;
 pub mod optim;
+pub mod train;
 pub mod ring;
 pub mod workload;

@@ -44,22 +44,35 @@ impl AdamW {
         }
     }
 
-    /// Applies one update with gradient `grads * scale` to `params`.
+    /// Applies one update with gradient `grads * scale` to all of `params`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], scale: f32) {
-        assert_eq!(params.len(), grads.len(), "parameter and gradient lengths");
         assert_eq!(params.len(), self.m.len(), "parameter and state lengths");
+        self.begin();
+        self.apply(0, params, grads, scale);
+    }
+
+    /// Starts an update (advances the bias-correction step); then call [`AdamW::apply`] on
+    /// each slice of the parameters.
+    pub fn begin(&mut self) {
         self.t += 1;
+    }
+
+    /// Updates `params`, the slice of the flat parameters starting at `offset`, with
+    /// `grads * scale`.
+    pub fn apply(&mut self, offset: usize, params: &mut [f32], grads: &[f32], scale: f32) {
+        assert_eq!(params.len(), grads.len(), "parameter and gradient lengths");
         let c = self.config;
-        let t = self.t as i32;
+        let t = self.t.max(1) as i32;
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         let step = c.lr / bc1;
         let decay = 1.0 - c.lr * c.weight_decay;
+        let end = offset + params.len();
         for (((p, g), m), v) in params
             .iter_mut()
             .zip(grads)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
+            .zip(self.m[offset..end].iter_mut())
+            .zip(self.v[offset..end].iter_mut())
         {
             let g = g * scale;
             *m = c.beta1 * *m + (1.0 - c.beta1) * g;
