@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use std::collections::VecDeque;
+
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -209,28 +211,23 @@ pub async fn run_open_loop(
     )));
     let conns = open_connections(&targets, spec.connections, spec.timeout).await;
 
-    let mut txs = Vec::with_capacity(targets.len());
-    let mut rxs = Vec::with_capacity(targets.len());
-    for _ in &targets {
-        let (tx, rx) = mpsc::unbounded_channel::<Scheduled>();
-        txs.push(tx);
-        rxs.push(Arc::new(tokio::sync::Mutex::new(rx)));
-    }
+    let queues: Arc<[JobQueue]> = targets.iter().map(|_| JobQueue::default()).collect();
 
     // A short lead so every worker is parked on its queue before the first send.
     let t0 = Instant::now() + Duration::from_millis(2);
     let started_at = wall_clock_of(t0);
     let mut workers = JoinSet::new();
     for (i, (ti, mut conn)) in conns.into_iter().enumerate() {
-        let rx = rxs[ti].clone();
+        let queues = queues.clone();
         let prepared = prepared.clone();
         let shared = shared.clone();
         let cancel = cancel.clone();
         let timeout = spec.timeout;
         workers.spawn(async move {
             loop {
-                let job = rx.lock().await.recv().await;
-                let Some(job) = job else { break };
+                let Some(job) = queues[ti].pop().await else {
+                    break;
+                };
                 let waited = Instant::now().saturating_duration_since(t0 + job.intended);
                 let outcome = if cancel.is_cancelled() || waited > timeout {
                     Outcome {
@@ -264,7 +261,8 @@ pub async fn run_open_loop(
     let sched_shared = shared.clone();
     let sched_cancel = cancel.clone();
     let stopped = tokio::task::spawn_blocking(move || {
-        release(schedule, t0, end, &txs, &sched_shared, &sched_cancel)
+        let _close = CloseOnDrop(&queues);
+        release(schedule, t0, end, &queues, &sched_shared, &sched_cancel)
     })
     .await
     .map_err(|e| LoadError::Internal(format!("scheduler thread: {e}")))?;
@@ -285,7 +283,7 @@ fn release(
     schedule: Schedule,
     t0: Instant,
     end: Duration,
-    txs: &[mpsc::UnboundedSender<Scheduled>],
+    queues: &[JobQueue],
     shared: &Shared,
     cancel: &CancellationToken,
 ) -> Duration {
@@ -307,22 +305,69 @@ fn release(
             }
         }
         shared.sent(0);
-        if let Err(mpsc::error::SendError(job)) = txs[job.target].send(job) {
-            // No worker left for this target (cannot happen unless one panicked): the
-            // request is still accounted.
-            shared.record(
-                0,
-                &Outcome {
-                    intended: job.intended,
-                    actual: None,
-                    done: t0.elapsed(),
-                    result: Completion::Dropped,
-                    stream: None,
-                },
-            );
-        }
+        queues[job.target].push(job);
     }
     end
+}
+
+/// A FIFO of released requests shared by one target's connection workers. Each push
+/// wakes exactly one idle worker (a semaphore permit per queued job).
+struct JobQueue {
+    jobs: Mutex<VecDeque<Scheduled>>,
+    ready: Semaphore,
+}
+
+impl Default for JobQueue {
+    fn default() -> Self {
+        JobQueue {
+            jobs: Mutex::new(VecDeque::new()),
+            ready: Semaphore::new(0),
+        }
+    }
+}
+
+impl JobQueue {
+    fn push(&self, job: Scheduled) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(job);
+        self.ready.add_permits(1);
+    }
+
+    fn take(&self) -> Option<Scheduled> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    /// The next job; `None` once the queue is closed and empty.
+    async fn pop(&self) -> Option<Scheduled> {
+        loop {
+            match self.ready.acquire().await {
+                Ok(permit) => {
+                    permit.forget();
+                    if let Some(job) = self.take() {
+                        return Some(job);
+                    }
+                    // Taken by a worker draining after close; wait for close too.
+                }
+                Err(_closed) => return self.take(),
+            }
+        }
+    }
+}
+
+/// Closes the queues when the scheduler ends, however it ends, so workers drain and exit.
+struct CloseOnDrop<'a>(&'a [JobQueue]);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        for q in self.0 {
+            q.ready.close();
+        }
+    }
 }
 
 /// Runs a closed-loop load: each connection sends its next request as soon as the
