@@ -69,7 +69,9 @@ where
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc);
+                // Biased: once killed, not one more byte is served.
                 tokio::select! {
+                    biased;
                     _ = token.cancelled() => {}
                     _ = conn => {}
                 }
