@@ -378,6 +378,16 @@ impl Recorder {
         if self.windows.len() < total_windows {
             self.windows.resize_with(total_windows, Acc::default);
         }
+        let total_fine = index(
+            self.end.saturating_sub(Duration::from_nanos(1)),
+            self.fine_window,
+        ) + 1;
+        let fine_width = self.fine_window;
+        let len = self.fine.len();
+        self.fine.extend((len..total_fine).map(|i| FineWindow {
+            start: fine_width * u32::try_from(i).unwrap_or(u32::MAX),
+            ..FineWindow::default()
+        }));
         let width = self.window;
         let windows = self
             .windows
@@ -666,6 +676,6 @@ mod tests {
         assert!(near(&s.tpot, 4_000));
         assert_eq!(s.itl.len(), 2);
         assert_eq!(rep.windows.len(), 1);
-        assert_eq!(rep.fine.len(), 2);
+        assert_eq!(rep.fine.len(), 10, "fine windows cover the whole run");
     }
 }
