@@ -1,10 +1,89 @@
-//! trainer (docs to come)
+//! Data-parallel trainer of the reference stack: candle on the CPU, a ring all-reduce over
+//! TCP, asynchronous checksummed checkpoints, elastic recovery through a rendezvous with
+//! heartbeats, and a simulated GPU fault layer driven over HTTP.
+//!
+//! # Processes and command line
+//!
+//! ```text
+//! trainer rendezvous --listen 127.0.0.1:29500 --max-workers N [--min-workers M]
+//!                    [--replace-timeout-s 2] [--heartbeat-timeout-s 1] [--exit-when-done]
+//! trainer worker --run-dir DIR [--rank R] [--world-size N] [--rendezvous HOST:PORT]
+//!                [--control 127.0.0.1:PORT] [--model mlp|lm] [--steps 100] [--batch 64]
+//!                [--checkpoint-every 20] [--keep 3] [--seed 0] [--threads T] …
+//! trainer launch --nproc N [--min-workers M] [--control-base-port P] -- <worker flags>
+//! ```
+//!
+//! Worker flags fall back to torchrun's environment: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+//! `MASTER_PORT` (the rendezvous is `MASTER_ADDR:MASTER_PORT` unless `--rendezvous` or
+//! `TRAINER_RENDEZVOUS` is given), and ours: `TRAINER_CONTROL`, `TRAINER_RUN_DIR`,
+//! `TRAINER_THREADS`, `TRAINER_DATA_ADDR`. `RANK` is a preference: the rendezvous assigns
+//! ranks per membership epoch in `RANK` order. `launch` gives each of its N workers
+//! `RAYON_NUM_THREADS = TRAINER_THREADS = max(1, cores / N)` (printed in the `launch` event
+//! and in each worker's `start` event and `/status`). Every worker of a job must share the
+//! run directory (checkpoints are written by rank 0 and read by all).
+//!
+//! # Control endpoint (per worker, see [`control`])
+//!
+//! `GET /healthz`, `GET /readyz` (200 once in a formed ring), `GET /status` (JSON: `rank`,
+//! `world`, `step`, `epoch`, `last_checkpoint_step`, `threads`, counters `steps_total`,
+//! `steps_skipped_total`, `restores_total`, `lost_steps_total`, `checkpoints_written_total`,
+//! `ecc_injected_total`, `ecc_detected_total`, `ecc_silent_total`, `oom_total`,
+//! `throttle_s_total`, `faults_active`), `POST /faults` with `{"kind":"gpu.lost"}`,
+//! `{"kind":"gpu.ecc","mode":"nan"|"inf"|"bitflip","steps":1}`,
+//! `{"kind":"gpu.throttle","factor":3.0}` or
+//! `{"kind":"gpu.oom","limit_bytes":N,"backoff":true}`, `DELETE /faults`,
+//! `DELETE /faults/{kind}`.
+//!
+//! # Events (JSON lines on stdout; every line has `event` and `t_unix_s`)
+//!
+//! | event | fields |
+//! |---|---|
+//! | `start` | `rank` (hint), `pid`, `control`, `data_addr`, `threads`, `model`, `params`, `seed`, `steps`, `batch_per_worker` |
+//! | `rendezvous` | worker: `rank`, `world`, `epoch`, `detected_unix_s` (coordinator's detection of the failure that ended the last epoch), `rendezvous_s` (interruption noticed → new ring formed). Coordinator: `epoch`, `world`, `pids` |
+//! | `restore` | `rank`, `epoch`, `step` (restored), `from_step`, `lost_steps`, `source` (checkpoint path or `"seed"`), `fell_back`, `skipped` (`step`, `path`, `reason` of each damaged checkpoint passed over), `restore_s` |
+//! | `step` | `rank`, `step`, `epoch`, `world`, `loss` (mean over ranks), `samples` (all ranks), `compute_s`, `comm_s` (gradient all-reduce not overlapped), `wait_s` (waiting for the slowest rank), `data_s`, `update_s`, `throttle_s`, `step_s`, `skipped`, `ecc`, `micro_batches` |
+//! | `recovered` | first completed step after an interruption: `rank`, `epoch`, `world`, `step`, `detected_unix_s`, `since_interrupt_s`, `since_detect_s` |
+//! | `checkpoint` | rank 0, when a write completes: `step`, `path`, `bytes`, `write_s`, `pruned`; or `error` |
+//! | `fault` | worker: `kind` `peer_lost` / `ring_connect` (with `error`), `gpu.*` with `action` `injected`/`healed`/`detected`. Coordinator: `kind` `worker_lost`, `worker`, `rank`, `reason` (`connection closed` / `heartbeat timeout`), `detected_unix_s` |
+//! | `publish` | rank 0 at the end: `path` of the final weights, `server_model` (`NAME=KIND:PATH` for `server --model`) |
+//! | `exit` | `rank`, `code` (see [`exit`]), `reason`, `step` |
+//! | `launch`, `rendezvous_join`, `job_done`, `shutdown` | launcher and coordinator bookkeeping |
+//!
+//! Recovery splits for the harness: fault instant (harness) → coordinator `fault`
+//! (`detected_unix_s`: detection) → worker `rendezvous` (re-rendezvous) → `restore`
+//! (`restore_s`) → `recovered` (catch-up ends at the first full step); lost work is
+//! `restore.lost_steps`.
+//!
+//! # Exit codes
+//!
+//! See [`exit`]: 0 done, 1 error, 2 usage, 3 `gpu.lost`, 4 `gpu.oom` without back-off,
+//! 5 rendezvous lost / evicted / job shut down, 130 launch interrupted.
+//!
+//! # Modules
+//!
+//! * [`ring`] — the ring all-reduce schedule (pure); [`comm`] — `Communicator`, `TcpRing`.
+//! * [`rendezvous`] — coordinator state machine (pure), its TCP server, the worker client.
+//! * [`workload`] — models from `models`, synthetic teacher data and the bundled text.
+//! * [`optim`] — AdamW on flat vectors; [`train`] — one step and the bucket pipeline.
+//! * [`checkpoint`] — atomic checksummed checkpoints, async writer, verified restore;
+//!   [`failpoint`] — named crash points.
+//! * [`device`] — the simulated GPU and its fault hooks; [`control`] — the HTTP endpoint.
+//! * [`worker`] — the worker process loop; [`launch`] — the local launcher.
+//!
+//! Not here: GPUs (the `cuda` and `tch` backends are not built yet), multi-host shared
+//! storage (the run directory must be shared), harness scenarios.
+
 pub mod checkpoint;
 pub mod comm;
+pub mod control;
 pub mod device;
 pub mod events;
+pub mod exit;
 pub mod failpoint;
+pub mod launch;
 pub mod optim;
-pub mod train;
+pub mod rendezvous;
 pub mod ring;
+pub mod train;
 pub mod workload;
+pub mod worker;

@@ -1,1 +1,251 @@
-fn main() {}
+//! `trainer`: command-line shell over the `trainer` library (see its crate docs for the
+//! contract: flags, environment variables, control API, events and exit codes).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+use trainer::{exit, launch, optim::AdamWConfig, rendezvous, worker, workload::ModelSpec};
+
+#[derive(Parser, Debug)]
+#[command(name = "trainer", about = "Data-parallel trainer: ring all-reduce, checkpoints, elastic recovery")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// One training worker (like a torchrun child or a Kubernetes Job pod).
+    Worker(WorkerArgs),
+    /// The rendezvous and failure detector the workers join (like torchrun's c10d store).
+    Rendezvous(RendezvousArgs),
+    /// Start a rendezvous and N local workers; stop them all on exit or Ctrl-C.
+    /// Worker flags go after `--`.
+    Launch(LaunchArgs),
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Kind {
+    Mlp,
+    Lm,
+}
+
+#[derive(Parser, Debug)]
+struct WorkerArgs {
+    /// Preferred rank; the rendezvous orders ranks by it.
+    #[arg(long, env = "RANK")]
+    rank: Option<usize>,
+    /// Expected number of workers.
+    #[arg(long, env = "WORLD_SIZE", default_value_t = 1)]
+    world_size: usize,
+    /// Rendezvous HOST:PORT (default: MASTER_ADDR:MASTER_PORT).
+    #[arg(long, env = "TRAINER_RENDEZVOUS")]
+    rendezvous: Option<String>,
+    #[arg(long, env = "MASTER_ADDR", default_value = "127.0.0.1")]
+    master_addr: String,
+    #[arg(long, env = "MASTER_PORT", default_value_t = 29500)]
+    master_port: u16,
+    /// Control endpoint address (port 0: any free port, printed in the `start` event).
+    #[arg(long, env = "TRAINER_CONTROL", default_value = "127.0.0.1:0")]
+    control: String,
+    /// Ring listener address.
+    #[arg(long, env = "TRAINER_DATA_ADDR", default_value = "127.0.0.1:0")]
+    data_addr: String,
+    /// Run directory (checkpoints/, final/), shared by all workers.
+    #[arg(long, env = "TRAINER_RUN_DIR")]
+    run_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "mlp")]
+    model: Kind,
+    #[arg(long, default_value_t = 256)]
+    mlp_input: usize,
+    /// Hidden widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1024,1024")]
+    mlp_hidden: Vec<usize>,
+    #[arg(long, default_value_t = 10)]
+    mlp_classes: usize,
+    #[arg(long, default_value_t = 64)]
+    teacher_hidden: usize,
+    #[arg(long, default_value_t = 32)]
+    lm_embed: usize,
+    #[arg(long, default_value_t = 128)]
+    lm_hidden: usize,
+    #[arg(long, default_value_t = 32)]
+    seq_len: usize,
+    /// Training text for `--model lm` (default: the bundled public-domain text).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    steps: u64,
+    /// Samples per worker per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// All-reduce bucket size in MiB.
+    #[arg(long, default_value_t = 4.0)]
+    bucket_mib: f64,
+    /// Checkpoint every K steps (0: never).
+    #[arg(long, default_value_t = 20)]
+    checkpoint_every: u64,
+    /// Checkpoints kept.
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    #[arg(long, default_value_t = 200)]
+    heartbeat_ms: u64,
+    /// Compute threads (default: RAYON_NUM_THREADS, else all cores).
+    #[arg(long, env = "TRAINER_THREADS")]
+    threads: Option<usize>,
+}
+
+#[derive(Parser, Debug)]
+struct RendezvousArgs {
+    #[arg(long, default_value = "127.0.0.1:29500")]
+    listen: String,
+    #[arg(long, default_value_t = 1)]
+    min_workers: usize,
+    #[arg(long)]
+    max_workers: usize,
+    #[arg(long, default_value_t = 60.0)]
+    startup_timeout_s: f64,
+    /// Wait this long for a replacement before continuing with fewer workers.
+    #[arg(long, default_value_t = 2.0)]
+    replace_timeout_s: f64,
+    /// A worker silent this long is declared dead.
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat_timeout_s: f64,
+    /// Exit once every member reported done.
+    #[arg(long)]
+    exit_when_done: bool,
+}
+
+#[derive(Parser, Debug)]
+struct LaunchArgs {
+    #[arg(long)]
+    nproc: usize,
+    #[arg(long)]
+    min_workers: Option<usize>,
+    #[arg(long, default_value_t = 2.0)]
+    replace_timeout_s: f64,
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat_timeout_s: f64,
+    #[arg(long, default_value_t = 0)]
+    rendezvous_port: u16,
+    #[arg(long)]
+    control_base_port: Option<u16>,
+    #[arg(long)]
+    threads_per_worker: Option<usize>,
+    /// Flags for every worker, after `--`.
+    #[arg(last = true)]
+    worker_args: Vec<String>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let code = match cli.command {
+        Cmd::Worker(a) => worker::run(worker_config(a)),
+        Cmd::Rendezvous(a) => run_rendezvous(a),
+        Cmd::Launch(a) => match launch::run(&launch::LaunchConfig {
+            nproc: a.nproc,
+            min_workers: a.min_workers.unwrap_or(a.nproc),
+            replace_timeout_s: a.replace_timeout_s,
+            heartbeat_timeout_s: a.heartbeat_timeout_s,
+            rendezvous_port: a.rendezvous_port,
+            control_base_port: a.control_base_port,
+            threads_per_worker: a.threads_per_worker,
+            worker_args: a.worker_args,
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("trainer launch: {e:#}");
+                exit::ERROR
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn worker_config(a: WorkerArgs) -> worker::WorkerConfig {
+    let threads = a.threads.unwrap_or_else(candle_core::utils::get_num_threads);
+    // candle's CPU kernels size their thread pool from this variable.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let spec = match a.model {
+        Kind::Mlp => ModelSpec::Mlp {
+            config: models::mlp::MlpConfig {
+                input_dim: a.mlp_input,
+                hidden: a.mlp_hidden,
+                num_classes: a.mlp_classes,
+            },
+            teacher_hidden: a.teacher_hidden,
+        },
+        Kind::Lm => ModelSpec::Lm {
+            config: models::lm::LmConfig {
+                embed_dim: a.lm_embed,
+                hidden_dim: a.lm_hidden,
+            },
+            seq_len: a.seq_len,
+        },
+    };
+    worker::WorkerConfig {
+        rank_hint: a.rank,
+        world_size: a.world_size,
+        rendezvous: a
+            .rendezvous
+            .unwrap_or_else(|| format!("{}:{}", a.master_addr, a.master_port)),
+        control: a.control,
+        data_addr: a.data_addr,
+        run_dir: a.run_dir,
+        spec,
+        text: a.text,
+        steps: a.steps,
+        batch_per_worker: a.batch,
+        bucket_values: ((a.bucket_mib * 1024.0 * 1024.0 / 4.0) as usize).max(1),
+        seed: a.seed,
+        optimizer: AdamWConfig {
+            lr: a.lr,
+            ..AdamWConfig::default()
+        },
+        checkpoint_every: a.checkpoint_every,
+        keep: a.keep,
+        heartbeat_interval: Duration::from_millis(a.heartbeat_ms),
+        threads,
+    }
+}
+
+fn run_rendezvous(a: RendezvousArgs) -> i32 {
+    let listener = match std::net::TcpListener::bind(&a.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("trainer rendezvous: cannot listen on {}: {e}", a.listen);
+            return exit::ERROR;
+        }
+    };
+    let policy = rendezvous::Policy {
+        min_workers: a.min_workers.min(a.max_workers).max(1),
+        max_workers: a.max_workers.max(1),
+        startup_timeout: Duration::from_secs_f64(a.startup_timeout_s),
+        replace_timeout: Duration::from_secs_f64(a.replace_timeout_s),
+        heartbeat_timeout: Duration::from_secs_f64(a.heartbeat_timeout_s),
+    };
+    match rendezvous::serve(listener, policy, a.exit_when_done) {
+        Ok(()) => exit::DONE,
+        Err(e) => {
+            eprintln!("trainer rendezvous: {e}");
+            exit::ERROR
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `trainer launch`: starts a rendezvous and N local workers, like `torchrun --standalone
+//! --nproc-per-node N`, passes each worker torchrun's environment (`RANK`, `WORLD_SIZE`,
+//! `MASTER_ADDR`, `MASTER_PORT`) plus `RAYON_NUM_THREADS` so N workers share the machine's
+//! cores, waits for them, and stops every child on exit, SIGINT or SIGTERM.
+
+use crate::exit;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Launcher settings.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    pub nproc: usize,
+    /// Smallest world the job continues with after losing workers.
+    pub min_workers: usize,
+    /// Seconds to wait for a replacement before continuing with fewer workers.
+    pub replace_timeout_s: f64,
+    pub heartbeat_timeout_s: f64,
+    /// Rendezvous port on 127.0.0.1 (0: pick a free one).
+    pub rendezvous_port: u16,
+    /// Worker r's control endpoint listens on `base + r` (None: any free port, printed in
+    /// each worker's `start` event).
+    pub control_base_port: Option<u16>,
+    /// Threads per worker (None: cores / nproc, at least 1).
+    pub threads_per_worker: Option<usize>,
+    /// Arguments passed to every `trainer worker`.
+    pub worker_args: Vec<String>,
+}
+
+/// Threads per worker so `nproc` workers share `cores` fairly.
+pub fn fair_threads(cores: usize, nproc: usize) -> usize {
+    (cores / nproc.max(1)).max(1)
+}
+
+/// Child processes killed (SIGTERM, then SIGKILL after a grace period) when dropped.
+#[derive(Debug, Default)]
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            if let Ok(None) = c.try_wait() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for (_, c) in &mut self.0 {
+            while let Ok(None) = c.try_wait() {
+                if Instant::now() >= deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Watches SIGINT and SIGTERM on a background thread.
+fn signal_flag() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("launch-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+                f.store(true, Ordering::SeqCst);
+            });
+        })?;
+    Ok(flag)
+}
+
+/// Runs the job; returns 0 when the job finished (some worker exited 0, even if others were
+/// lost on the way), else the first worker's non-zero code.
+pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("locating the trainer executable")?;
+    let stop = signal_flag().context("installing signal handlers")?;
+    let port = if cfg.rendezvous_port == 0 {
+        free_port()?
+    } else {
+        cfg.rendezvous_port
+    };
+    let threads = cfg.threads_per_worker.unwrap_or_else(|| {
+        fair_threads(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cfg.nproc,
+        )
+    });
+    crate::events::emit(serde_json::json!({
+        "event": "launch", "nproc": cfg.nproc, "threads_per_worker": threads,
+        "rendezvous": format!("127.0.0.1:{port}"), "min_workers": cfg.min_workers,
+    }));
+    let mut children = Children::default();
+    let rdzv = Command::new(&exe)
+        .args([
+            "rendezvous",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--min-workers",
+            &cfg.min_workers.to_string(),
+            "--max-workers",
+            &cfg.nproc.to_string(),
+            "--replace-timeout-s",
+            &cfg.replace_timeout_s.to_string(),
+            "--heartbeat-timeout-s",
+            &cfg.heartbeat_timeout_s.to_string(),
+            "--exit-when-done",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the rendezvous")?;
+    children.0.push(("rendezvous".into(), rdzv));
+    for rank in 0..cfg.nproc {
+        let control = match cfg.control_base_port {
+            Some(base) => format!("127.0.0.1:{}", base as usize + rank),
+            None => "127.0.0.1:0".into(),
+        };
+        let child = Command::new(&exe)
+            .arg("worker")
+            .args(&cfg.worker_args)
+            .args(["--control", &control])
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", cfg.nproc.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .env("TRAINER_THREADS", threads.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting worker {rank}"))?;
+        children.0.push((format!("worker {rank}"), child));
+    }
+    let mut first_failure = None;
+    let mut any_done = false;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(exit::INTERRUPTED); // `children` is dropped: every child is stopped
+        }
+        let mut running_workers = 0;
+        for (name, c) in &mut children.0 {
+            match c.try_wait()? {
+                None if name.starts_with("worker") => running_workers += 1,
+                Some(status) if name.starts_with("worker") => {
+                    match status.code().unwrap_or(exit::ERROR) {
+                        exit::DONE => any_done = true,
+                        c => {
+                            first_failure.get_or_insert(c);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if running_workers == 0 {
+            // The job succeeded if it finished, even after losing workers on the way.
+            return Ok(if any_done {
+                exit::DONE
+            } else {
+                first_failure.unwrap_or(exit::ERROR)
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn workers_share_cores_and_always_get_one_thread() {
+        assert_eq!(super::fair_threads(16, 4), 4);
+        assert_eq!(super::fair_threads(2, 4), 1);
+        assert_eq!(super::fair_threads(2, 1), 2);
+    }
+}

@@ -1,0 +1,427 @@
+//! One worker process: joins the rendezvous, forms the ring of each membership epoch, agrees
+//! with its peers on the checkpoint to restore, trains, checkpoints (rank 0, in the
+//! background), and recovers when the coordinator ends the epoch. See the crate docs for the
+//! events it prints and its exit codes.
+
+use crate::checkpoint::{self, AsyncWriter};
+use crate::comm::{Communicator, TcpRing};
+use crate::control::{self, Shared};
+use crate::device::DeviceError;
+use crate::events::{emit, unix_s};
+use crate::exit;
+use crate::failpoint::Failpoints;
+use crate::optim::AdamWConfig;
+use crate::rendezvous::{parse_peers, Client, FromWorker, Notice, ToWorker};
+use crate::train::{StepConfig, StepError, Trainer};
+use crate::workload::{ModelSpec, Workload};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Everything a worker needs; built by the CLI from flags and environment variables.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Preferred rank (`RANK`); the coordinator orders ranks by it.
+    pub rank_hint: Option<usize>,
+    /// Expected world size (`WORLD_SIZE`); informational, the coordinator decides.
+    pub world_size: usize,
+    /// Coordinator address, `HOST:PORT`.
+    pub rendezvous: String,
+    /// Control endpoint address (`127.0.0.1:0` picks a free port; printed in `start`).
+    pub control: String,
+    /// Ring listener address (port 0: any).
+    pub data_addr: String,
+    pub run_dir: PathBuf,
+    pub spec: ModelSpec,
+    /// Text for the LM (`None`: the bundled text).
+    pub text: Option<PathBuf>,
+    pub steps: u64,
+    pub batch_per_worker: usize,
+    pub bucket_values: usize,
+    pub seed: u64,
+    pub optimizer: AdamWConfig,
+    /// Checkpoint every this many steps (0: never).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept.
+    pub keep: usize,
+    pub heartbeat_interval: Duration,
+    /// Compute threads of this worker (candle reads `RAYON_NUM_THREADS`).
+    pub threads: usize,
+}
+
+impl WorkerConfig {
+    /// Where checkpoints go.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.run_dir.join("checkpoints")
+    }
+
+    /// Where the final weights are published.
+    pub fn final_weights(&self) -> PathBuf {
+        self.run_dir.join("final").join("model.safetensors")
+    }
+}
+
+/// What ended an epoch.
+enum EpochEnd {
+    Done,
+    Interrupted,
+}
+
+/// Runs the worker to completion; returns the process exit code.
+pub fn run(cfg: WorkerConfig) -> i32 {
+    match run_inner(&cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            emit(json!({"event": "exit", "rank": cfg.rank_hint, "code": exit::ERROR, "reason": format!("{e:#}")}));
+            exit::ERROR
+        }
+    }
+}
+
+fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let text = match &cfg.text {
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading --text {}", p.display()))?)
+        }
+        None => None,
+    };
+    let workload = Workload::new(cfg.spec.clone(), cfg.seed, text).context("building the model")?;
+    let shared = Shared::default();
+    let mut trainer = Trainer::new(
+        workload,
+        cfg.optimizer,
+        StepConfig {
+            batch_per_worker: cfg.batch_per_worker,
+            bucket_values: cfg.bucket_values,
+            seed: cfg.seed,
+        },
+        shared.device.clone(),
+    )?;
+    let control_addr = control::start(&cfg.control, shared.clone())
+        .with_context(|| format!("binding the control endpoint {}", cfg.control))?;
+    let listener = std::net::TcpListener::bind(&cfg.data_addr)
+        .with_context(|| format!("binding the ring listener {}", cfg.data_addr))?;
+    let data_addr = listener.local_addr()?;
+    shared.update(|s| {
+        s.pid = std::process::id();
+        s.threads = cfg.threads;
+        s.total_steps = cfg.steps;
+        s.world = cfg.world_size;
+        s.rank = cfg.rank_hint;
+    });
+    emit(json!({
+        "event": "start", "rank": cfg.rank_hint, "pid": std::process::id(),
+        "control": control_addr.to_string(), "data_addr": data_addr.to_string(),
+        "threads": cfg.threads, "model": cfg.spec, "params": trainer.params.len(),
+        "seed": cfg.seed, "steps": cfg.steps, "batch_per_worker": cfg.batch_per_worker,
+    }));
+
+    let client = Client::connect(
+        &cfg.rendezvous,
+        FromWorker::Join {
+            rank_hint: cfg.rank_hint,
+            data_addr: data_addr.to_string(),
+            control_addr: Some(control_addr.to_string()),
+            pid: std::process::id(),
+        },
+        cfg.heartbeat_interval,
+        Duration::from_secs(30),
+    )
+    .context("joining the rendezvous")?;
+
+    let writer_shared = shared.clone();
+    let writer = AsyncWriter::start(
+        cfg.checkpoint_dir(),
+        cfg.keep,
+        Failpoints::from_env(&checkpoint::FAILPOINTS),
+        move |r| match r {
+            Ok(rep) => {
+                writer_shared.update(|s| {
+                    s.last_checkpoint_step = Some(rep.step);
+                    s.checkpoints_written_total += 1;
+                });
+                emit(json!({
+                    "event": "checkpoint", "step": rep.step, "path": rep.path, "bytes": rep.bytes,
+                    "write_s": rep.write_s, "pruned": rep.pruned.len(),
+                }));
+            }
+            Err(e) => emit(json!({"event": "checkpoint", "error": e.to_string()})),
+        },
+    );
+
+    // Time the last interruption was noticed here, and when the coordinator detected it.
+    let mut interrupted_at: Option<(Instant, f64)> = None;
+    let mut detected_unix_s: Option<f64> = None;
+    loop {
+        let membership = match client.next() {
+            Notice::Message(ToWorker::Membership {
+                epoch,
+                rank,
+                world,
+                peers,
+                detected_unix_s: d,
+            }) => (epoch, rank, world, peers, d),
+            Notice::Message(ToWorker::Abort {
+                detected_unix_s: d, ..
+            }) => {
+                detected_unix_s = Some(d);
+                interrupted_at.get_or_insert((Instant::now(), unix_s()));
+                continue;
+            }
+            Notice::Message(ToWorker::Shutdown { reason }) => {
+                emit(json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}));
+                return Ok(exit::RENDEZVOUS);
+            }
+            Notice::Lost(reason) => {
+                emit(json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}));
+                return Ok(exit::RENDEZVOUS);
+            }
+        };
+        let (epoch, rank, world, peers, d) = membership;
+        if d.is_some() {
+            detected_unix_s = d;
+        }
+        let peers = match parse_peers(&peers) {
+            Ok(p) => p,
+            Err(e) => anyhow::bail!("bad membership from the rendezvous: {e}"),
+        };
+        let formed_at = Instant::now();
+        let mut ring = match TcpRing::connect(&listener, rank, &peers, epoch, Duration::from_secs(10))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                emit(json!({"event": "fault", "kind": "ring_connect", "rank": rank, "epoch": epoch, "error": e.to_string()}));
+                continue;
+            }
+        };
+        if !client.install_ring(epoch, ring.abort_handle()) {
+            continue;
+        }
+        shared.update(|s| {
+            s.rank = Some(rank);
+            s.world = world;
+            s.epoch = epoch;
+            s.ready = true;
+        });
+        emit(json!({
+            "event": "rendezvous", "rank": rank, "world": world, "epoch": epoch,
+            "detected_unix_s": detected_unix_s,
+            "rendezvous_s": interrupted_at.map(|(t, _)| formed_at.duration_since(t).as_secs_f64()),
+        }));
+
+        // Agree on the checkpoint to restore: rank 0 picks the newest good one, after its own
+        // pending writes land, and broadcasts its step.
+        writer.flush();
+        let restore_started = Instant::now();
+        let step_before = trainer.step;
+        let mut code = [0.0f32; 5];
+        if rank == 0 {
+            let (found, _) =
+                checkpoint::restore_latest(&cfg.checkpoint_dir(), trainer.workload.params(), None);
+            if let Some(r) = found {
+                code = encode_step(Some(r.manifest.step));
+            }
+        }
+        if let Err(e) = ring.broadcast(&mut code, 0) {
+            emit(json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "error": e.to_string()}));
+            interrupted_at.get_or_insert((Instant::now(), unix_s()));
+            continue;
+        }
+        let agreed = decode_step(&code);
+        let needs_restore = agreed.is_some() || interrupted_at.is_some() || trainer.step > 0;
+        if needs_restore {
+            let (found, skipped) = match agreed {
+                Some(step) => checkpoint::restore_latest(
+                    &cfg.checkpoint_dir(),
+                    trainer.workload.params(),
+                    Some(step),
+                ),
+                None => (None, Vec::new()),
+            };
+            let skipped_json: Vec<_> = skipped
+                .iter()
+                .map(|s| json!({"step": s.step, "path": s.path, "reason": s.reason}))
+                .collect();
+            let source = match found {
+                Some(r) => {
+                    let path = r.path.clone();
+                    trainer.restore(r)?;
+                    json!(path)
+                }
+                None => {
+                    trainer.reset()?;
+                    json!("seed")
+                }
+            };
+            let lost = step_before.saturating_sub(trainer.step);
+            shared.update(|s| {
+                s.restores_total += 1;
+                s.lost_steps_total += lost;
+                s.step = trainer.step;
+            });
+            emit(json!({
+                "event": "restore", "rank": rank, "epoch": epoch, "step": trainer.step,
+                "from_step": step_before, "lost_steps": lost, "source": source,
+                "fell_back": !skipped.is_empty(), "skipped": skipped_json,
+                "restore_s": restore_started.elapsed().as_secs_f64(),
+            }));
+        }
+
+        match train_epoch(cfg, &mut trainer, &mut ring, &client, &writer, &shared, epoch, &mut interrupted_at, detected_unix_s)? {
+            Ok(EpochEnd::Done) => {
+                if rank == 0 {
+                    if cfg.checkpoint_every > 0 && trainer.step % cfg.checkpoint_every != 0 {
+                        writer.submit(trainer.snapshot(world));
+                    }
+                    writer.flush();
+                    publish(cfg, &trainer, rank)?;
+                }
+                let _ = client.send(&FromWorker::Done { step: trainer.step });
+                emit(json!({"event": "exit", "rank": rank, "code": exit::DONE, "step": trainer.step, "reason": "done"}));
+                return Ok(exit::DONE);
+            }
+            Ok(EpochEnd::Interrupted) => {
+                shared.update(|s| s.ready = false);
+                interrupted_at.get_or_insert((Instant::now(), unix_s()));
+            }
+            Err(code) => return Ok(code),
+        }
+    }
+}
+
+/// Trains until the last step or an interruption. `Err(code)` means exit with `code`.
+#[allow(clippy::too_many_arguments)]
+fn train_epoch(
+    cfg: &WorkerConfig,
+    trainer: &mut Trainer,
+    ring: &mut TcpRing,
+    client: &Client,
+    writer: &AsyncWriter,
+    shared: &Shared,
+    epoch: u64,
+    interrupted_at: &mut Option<(Instant, f64)>,
+    detected_unix_s: Option<f64>,
+) -> anyhow::Result<Result<EpochEnd, i32>> {
+    let (rank, world) = (ring.rank(), ring.world());
+    while trainer.step < cfg.steps {
+        if client.epoch_aborted() {
+            return Ok(Ok(EpochEnd::Interrupted));
+        }
+        let started = Instant::now();
+        match trainer.step(ring) {
+            Ok(st) => {
+                let step = trainer.step - 1;
+                let step_s = started.elapsed().as_secs_f64();
+                client.step.store(trainer.step, Ordering::Relaxed);
+                shared.update(|s| {
+                    s.step = trainer.step;
+                    s.steps_total += 1;
+                    s.steps_skipped_total += u64::from(st.skipped);
+                    s.last_step_s = step_s;
+                    s.last_compute_s = st.compute_s;
+                });
+                emit(json!({
+                    "event": "step", "rank": rank, "step": step, "epoch": epoch, "world": world,
+                    "loss": st.loss, "samples": st.samples, "compute_s": st.compute_s,
+                    "comm_s": st.comm_s, "wait_s": st.wait_s, "data_s": st.data_s,
+                    "update_s": st.update_s, "throttle_s": st.throttle_s, "step_s": step_s,
+                    "skipped": st.skipped, "ecc": st.ecc, "micro_batches": st.micro_batches,
+                }));
+                if st.skipped {
+                    emit(json!({"event": "fault", "kind": "gpu.ecc", "action": "detected", "rank": rank, "step": step, "epoch": epoch, "local": st.ecc.is_some()}));
+                }
+                if let Some((t, _)) = interrupted_at.take() {
+                    emit(json!({
+                        "event": "recovered", "rank": rank, "epoch": epoch, "world": world,
+                        "step": step, "detected_unix_s": detected_unix_s,
+                        "since_interrupt_s": t.elapsed().as_secs_f64(),
+                        "since_detect_s": detected_unix_s.map(|d| unix_s() - d),
+                    }));
+                }
+                if rank == 0 && cfg.checkpoint_every > 0 && trainer.step % cfg.checkpoint_every == 0
+                {
+                    let wait_s = writer.submit(trainer.snapshot(world));
+                    if wait_s > 0.001 {
+                        tracing::info!(wait_s, "checkpoint queue was full; training waited");
+                    }
+                }
+            }
+            Err(StepError::Comm(e)) => {
+                emit(json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "step": trainer.step, "error": e.to_string()}));
+                return Ok(Ok(EpochEnd::Interrupted));
+            }
+            Err(StepError::PipelineStopped) => return Ok(Ok(EpochEnd::Interrupted)),
+            Err(StepError::Device(DeviceError::Lost)) => {
+                emit(json!({"event": "exit", "rank": rank, "code": exit::GPU_LOST, "step": trainer.step, "reason": DeviceError::Lost.to_string()}));
+                return Ok(Err(exit::GPU_LOST));
+            }
+            Err(StepError::Device(e @ DeviceError::Oom { .. })) => {
+                emit(json!({"event": "exit", "rank": rank, "code": exit::GPU_OOM, "step": trainer.step, "reason": e.to_string()}));
+                return Ok(Err(exit::GPU_OOM));
+            }
+            Err(StepError::Workload(e)) => return Err(e.into()),
+        }
+    }
+    // Everyone finished the last step: make sure no peer is still in it before leaving.
+    if ring.barrier().is_err() {
+        return Ok(Ok(EpochEnd::Interrupted));
+    }
+    Ok(Ok(EpochEnd::Done))
+}
+
+/// Writes the final weights atomically where the inference server can load them.
+fn publish(cfg: &WorkerConfig, trainer: &Trainer, rank: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = cfg.final_weights();
+    let dir = path.parent().unwrap_or(&cfg.run_dir).to_path_buf();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".model.safetensors.tmp-{}", std::process::id()));
+    trainer
+        .workload
+        .save(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("fsync {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+    emit(json!({
+        "event": "publish", "rank": rank, "step": trainer.step, "path": path,
+        "server_model": format!("trained={}:{}", cfg.spec.server_kind(), path.display()),
+    }));
+    Ok(())
+}
+
+/// A step number (or none) as five f32 values that survive a broadcast exactly.
+fn encode_step(step: Option<u64>) -> [f32; 5] {
+    match step {
+        None => [0.0; 5],
+        Some(s) => [
+            1.0,
+            (s & 0xFFFF) as f32,
+            ((s >> 16) & 0xFFFF) as f32,
+            ((s >> 32) & 0xFFFF) as f32,
+            (s >> 48) as f32,
+        ],
+    }
+}
+
+fn decode_step(code: &[f32; 5]) -> Option<u64> {
+    (code[0] == 1.0).then(|| {
+        code[1] as u64 | (code[2] as u64) << 16 | (code[3] as u64) << 32 | (code[4] as u64) << 48
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_numbers_survive_the_f32_encoding() {
+        for s in [None, Some(0), Some(1), Some(65_537), Some(u64::MAX)] {
+            assert_eq!(decode_step(&encode_step(s)), s);
+        }
+    }
+}
