@@ -19,12 +19,14 @@ pub struct MlpConfig {
 }
 
 impl Default for MlpConfig {
-    /// 256 → 1024 → 1024 → 10: about 1.3 M multiply-adds per sample (5 MiB of f32 weights), so
-    /// one sample is a memory-bound matvec while a batch is a GEMM that reuses the weights.
+    /// 256 → 3072 → 3072 → 10: about 10 M multiply-adds per sample and 39 MiB of f32 weights
+    /// (more than a typical L3), so one sample is a memory-bound matvec (~2 ms on 2 cores) while
+    /// a batch is a GEMM that reuses the weights: batching raises throughput ~7× (see
+    /// `benches/scripts/server-batching.sh`).
     fn default() -> Self {
         Self {
             input_dim: 256,
-            hidden: vec![1024, 1024],
+            hidden: vec![3072, 3072],
             num_classes: 10,
         }
     }
