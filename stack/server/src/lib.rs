@@ -83,12 +83,16 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     max_queue: config.max_queue,
                 };
                 tracing::info!(model = %spec.name, config = ?model.config(), "loaded classifier");
+                // A batcher legitimately idles up to max_queue_delay with work queued.
+                let stall = config
+                    .engine_stall_threshold
+                    .max(config.max_queue_delay * 2);
                 let (e, t) = MlpEngine::start(
                     &spec.name,
                     model,
                     batcher,
                     config.faults,
-                    config.engine_stall_threshold,
+                    stall,
                     metrics.clone(),
                 )
                 .context("starting engine thread")?;
