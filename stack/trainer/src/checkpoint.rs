@@ -258,12 +258,11 @@ pub fn write(
         written_unix_s: crate::events::unix_s(),
     };
     let manifest_path = tmp.join("manifest.json");
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {
-        CheckpointError::Serialise {
+    let manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Serialise {
             path: manifest_path.clone(),
             message: e.to_string(),
-        }
-    })?;
+        })?;
     let mut f = File::create(&manifest_path).map_err(io("create", &manifest_path))?;
     fp.write("ckpt.write_manifest", &mut f, &manifest_bytes)?
         .map_err(io("write", &manifest_path))?;
@@ -308,7 +307,7 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
             Some((step, e.path()))
         })
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     out
 }
 
@@ -609,7 +608,11 @@ mod tests {
         let (r, skipped) = restore_latest(dir.path(), w.params(), None);
         assert_eq!(r.expect("fallback").manifest.step, 5);
         assert_eq!(skipped.len(), 1);
-        assert!(skipped[0].reason.contains("SHA-256"), "{}", skipped[0].reason);
+        assert!(
+            skipped[0].reason.contains("SHA-256"),
+            "{}",
+            skipped[0].reason
+        );
     }
 
     #[test]

@@ -109,7 +109,9 @@ fn router(shared: Shared) -> Router {
             "/faults",
             axum::routing::post(inject).delete(|State(s): State<Shared>| async move {
                 s.device.heal(None);
-                crate::events::emit(serde_json::json!({"event": "fault", "kind": "all", "action": "healed"}));
+                crate::events::emit(
+                    serde_json::json!({"event": "fault", "kind": "all", "action": "healed"}),
+                );
                 Json(serde_json::json!({"active": s.device.active_kinds()}))
             }),
         )
@@ -123,12 +125,17 @@ async fn inject(State(s): State<Shared>, body: axum::body::Bytes) -> impl IntoRe
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({"error": format!("bad fault body: {e}; expected {{\"kind\":\"gpu.ecc\"|\"gpu.lost\"|\"gpu.throttle\"|\"gpu.oom\", …}}")})),
+                Json(
+                    serde_json::json!({"error": format!("bad fault body: {e}; expected {{\"kind\":\"gpu.ecc\"|\"gpu.lost\"|\"gpu.throttle\"|\"gpu.oom\", …}}")}),
+                ),
             )
         }
     };
     if let Err(e) = spec.validate() {
-        return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e})));
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": e})),
+        );
     }
     s.device.inject(&spec);
     let mut event = serde_json::to_value(&spec).unwrap_or_default();
@@ -146,7 +153,9 @@ async fn inject(State(s): State<Shared>, body: axum::body::Bytes) -> impl IntoRe
 
 async fn heal_one(State(s): State<Shared>, Path(kind): Path<String>) -> impl IntoResponse {
     if s.device.heal(Some(&kind)) {
-        crate::events::emit(serde_json::json!({"event": "fault", "kind": kind, "action": "healed"}));
+        crate::events::emit(
+            serde_json::json!({"event": "fault", "kind": kind, "action": "healed"}),
+        );
         (
             StatusCode::OK,
             Json(serde_json::json!({"active": s.device.active_kinds()})),
@@ -154,7 +163,9 @@ async fn heal_one(State(s): State<Shared>, Path(kind): Path<String>) -> impl Int
     } else {
         (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": format!("unknown fault kind {kind:?}; expected one of {:?}", crate::device::FAULT_KINDS)})),
+            Json(
+                serde_json::json!({"error": format!("unknown fault kind {kind:?}; expected one of {:?}", crate::device::FAULT_KINDS)}),
+            ),
         )
     }
 }

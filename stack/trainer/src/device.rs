@@ -81,9 +81,7 @@ impl FaultSpec {
             FaultSpec::Throttle { factor } if !(factor.is_finite() && *factor >= 1.0) => Err(
                 format!("gpu.throttle factor = {factor}: expected a finite number ≥ 1"),
             ),
-            FaultSpec::Ecc { steps: 0, .. } => {
-                Err("gpu.ecc steps = 0: expected at least 1".into())
-            }
+            FaultSpec::Ecc { steps: 0, .. } => Err("gpu.ecc steps = 0: expected at least 1".into()),
             _ => Ok(()),
         }
     }
@@ -95,7 +93,9 @@ pub const FAULT_KINDS: [&str; 4] = ["gpu.lost", "gpu.ecc", "gpu.throttle", "gpu.
 /// A device operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DeviceError {
-    #[error("gpu.lost: the device has fallen off the bus (simulated Xid 79); every operation fails")]
+    #[error(
+        "gpu.lost: the device has fallen off the bus (simulated Xid 79); every operation fails"
+    )]
     Lost,
     #[error("gpu.oom: a step needs {requested_bytes} bytes but the device limit is {limit_bytes} bytes; lower --batch or enable back-off")]
     Oom {

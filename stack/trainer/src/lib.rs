@@ -85,5 +85,5 @@ pub mod optim;
 pub mod rendezvous;
 pub mod ring;
 pub mod train;
-pub mod workload;
 pub mod worker;
+pub mod workload;

@@ -7,7 +7,10 @@ use std::time::Duration;
 use trainer::{exit, launch, optim::AdamWConfig, rendezvous, worker, workload::ModelSpec};
 
 #[derive(Parser, Debug)]
-#[command(name = "trainer", about = "Data-parallel trainer: ring all-reduce, checkpoints, elastic recovery")]
+#[command(
+    name = "trainer",
+    about = "Data-parallel trainer: ring all-reduce, checkpoints, elastic recovery"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -16,7 +19,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// One training worker (like a torchrun child or a Kubernetes Job pod).
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// The rendezvous and failure detector the workers join (like torchrun's c10d store).
     Rendezvous(RendezvousArgs),
     /// Start a rendezvous and N local workers; stop them all on exit or Ctrl-C.
@@ -157,7 +160,7 @@ fn main() {
         }
     };
     let code = match cli.command {
-        Cmd::Worker(a) => worker::run(worker_config(a)),
+        Cmd::Worker(a) => worker::run(worker_config(*a)),
         Cmd::Rendezvous(a) => run_rendezvous(a),
         Cmd::Launch(a) => match launch::run(&launch::LaunchConfig {
             nproc: a.nproc,
@@ -180,7 +183,9 @@ fn main() {
 }
 
 fn worker_config(a: WorkerArgs) -> worker::WorkerConfig {
-    let threads = a.threads.unwrap_or_else(candle_core::utils::get_num_threads);
+    let threads = a
+        .threads
+        .unwrap_or_else(candle_core::utils::get_num_threads);
     // candle's CPU kernels size their thread pool from this variable.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let spec = match a.model {

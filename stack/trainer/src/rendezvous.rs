@@ -186,8 +186,7 @@ impl Coordinator {
             }
             FromWorker::Done { step } => {
                 self.done.insert(id);
-                if !self.members.is_empty() && self.members.iter().all(|m| self.done.contains(m))
-                {
+                if !self.members.is_empty() && self.members.iter().all(|m| self.done.contains(m)) {
                     self.finished = true;
                     out.push(Output::Event(serde_json::json!({
                         "event": "job_done", "epoch": self.epoch, "step": step,
@@ -264,7 +263,14 @@ impl Coordinator {
         out
     }
 
-    fn lost(&mut self, id: MemberId, reason: &str, now: Instant, unix_s: f64, out: &mut Vec<Output>) {
+    fn lost(
+        &mut self,
+        id: MemberId,
+        reason: &str,
+        now: Instant,
+        unix_s: f64,
+        out: &mut Vec<Output>,
+    ) {
         let rank = self.members.iter().position(|m| *m == id);
         out.push(Output::Event(serde_json::json!({
             "event": "fault", "kind": "worker_lost", "worker": id, "rank": rank,
@@ -346,10 +352,8 @@ pub fn serve(listener: TcpListener, policy: Policy, exit_when_done: bool) -> std
     std::thread::Builder::new()
         .name("rendezvous-accept".into())
         .spawn(move || {
-            let mut next_id: MemberId = 1;
-            for stream in listener.incoming().flatten() {
-                let id = next_id;
-                next_id += 1;
+            for (id, stream) in (1..).zip(listener.incoming().flatten()) {
+                let id: MemberId = id;
                 let _ = stream.set_nodelay(true);
                 let Ok(writer) = stream.try_clone() else {
                     continue;
@@ -668,7 +672,10 @@ mod tests {
         for id in [1, 3] {
             c.on_message(id, FromWorker::Heartbeat { step: 1 }, t1, 0.0);
         }
-        assert!(memberships(&c.tick(t1, 0.0)).is_empty(), "waits for a replacement");
+        assert!(
+            memberships(&c.tick(t1, 0.0)).is_empty(),
+            "waits for a replacement"
+        );
         let t2 = t0 + Duration::from_millis(2100);
         for id in [1, 3] {
             c.on_message(id, FromWorker::Heartbeat { step: 1 }, t2, 0.0);

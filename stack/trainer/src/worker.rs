@@ -73,7 +73,9 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     match run_inner(&cfg) {
         Ok(code) => code,
         Err(e) => {
-            emit(json!({"event": "exit", "rank": cfg.rank_hint, "code": exit::ERROR, "reason": format!("{e:#}")}));
+            emit(
+                json!({"event": "exit", "rank": cfg.rank_hint, "code": exit::ERROR, "reason": format!("{e:#}")}),
+            );
             exit::ERROR
         }
     }
@@ -171,11 +173,15 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 continue;
             }
             Notice::Message(ToWorker::Shutdown { reason }) => {
-                emit(json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}));
+                emit(
+                    json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}),
+                );
                 return Ok(exit::RENDEZVOUS);
             }
             Notice::Lost(reason) => {
-                emit(json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}));
+                emit(
+                    json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}),
+                );
                 return Ok(exit::RENDEZVOUS);
             }
         };
@@ -188,11 +194,18 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             Err(e) => anyhow::bail!("bad membership from the rendezvous: {e}"),
         };
         let formed_at = Instant::now();
-        let mut ring = match TcpRing::connect(&listener, rank, &peers, epoch, Duration::from_secs(10))
-        {
+        let mut ring = match TcpRing::connect(
+            &listener,
+            rank,
+            &peers,
+            epoch,
+            Duration::from_secs(10),
+        ) {
             Ok(r) => r,
             Err(e) => {
-                emit(json!({"event": "fault", "kind": "ring_connect", "rank": rank, "epoch": epoch, "error": e.to_string()}));
+                emit(
+                    json!({"event": "fault", "kind": "ring_connect", "rank": rank, "epoch": epoch, "error": e.to_string()}),
+                );
                 continue;
             }
         };
@@ -225,7 +238,9 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             }
         }
         if let Err(e) = ring.broadcast(&mut code, 0) {
-            emit(json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "error": e.to_string()}));
+            emit(
+                json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "error": e.to_string()}),
+            );
             interrupted_at.get_or_insert((Instant::now(), unix_s()));
             continue;
         }
@@ -269,7 +284,17 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             }));
         }
 
-        match train_epoch(cfg, &mut trainer, &mut ring, &client, &writer, &shared, epoch, &mut interrupted_at, detected_unix_s)? {
+        match train_epoch(
+            cfg,
+            &mut trainer,
+            &mut ring,
+            &client,
+            &writer,
+            &shared,
+            epoch,
+            &mut interrupted_at,
+            detected_unix_s,
+        )? {
             Ok(EpochEnd::Done) => {
                 if rank == 0 {
                     if cfg.checkpoint_every > 0 && trainer.step % cfg.checkpoint_every != 0 {
@@ -279,7 +304,9 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                     publish(cfg, &trainer, rank)?;
                 }
                 let _ = client.send(&FromWorker::Done { step: trainer.step });
-                emit(json!({"event": "exit", "rank": rank, "code": exit::DONE, "step": trainer.step, "reason": "done"}));
+                emit(
+                    json!({"event": "exit", "rank": rank, "code": exit::DONE, "step": trainer.step, "reason": "done"}),
+                );
                 return Ok(exit::DONE);
             }
             Ok(EpochEnd::Interrupted) => {
@@ -330,7 +357,9 @@ fn train_epoch(
                     "skipped": st.skipped, "ecc": st.ecc, "micro_batches": st.micro_batches,
                 }));
                 if st.skipped {
-                    emit(json!({"event": "fault", "kind": "gpu.ecc", "action": "detected", "rank": rank, "step": step, "epoch": epoch, "local": st.ecc.is_some()}));
+                    emit(
+                        json!({"event": "fault", "kind": "gpu.ecc", "action": "detected", "rank": rank, "step": step, "epoch": epoch, "local": st.ecc.is_some()}),
+                    );
                 }
                 if let Some((t, _)) = interrupted_at.take() {
                     emit(json!({
@@ -349,16 +378,22 @@ fn train_epoch(
                 }
             }
             Err(StepError::Comm(e)) => {
-                emit(json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "step": trainer.step, "error": e.to_string()}));
+                emit(
+                    json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "step": trainer.step, "error": e.to_string()}),
+                );
                 return Ok(Ok(EpochEnd::Interrupted));
             }
             Err(StepError::PipelineStopped) => return Ok(Ok(EpochEnd::Interrupted)),
             Err(StepError::Device(DeviceError::Lost)) => {
-                emit(json!({"event": "exit", "rank": rank, "code": exit::GPU_LOST, "step": trainer.step, "reason": DeviceError::Lost.to_string()}));
+                emit(
+                    json!({"event": "exit", "rank": rank, "code": exit::GPU_LOST, "step": trainer.step, "reason": DeviceError::Lost.to_string()}),
+                );
                 return Ok(Err(exit::GPU_LOST));
             }
             Err(StepError::Device(e @ DeviceError::Oom { .. })) => {
-                emit(json!({"event": "exit", "rank": rank, "code": exit::GPU_OOM, "step": trainer.step, "reason": e.to_string()}));
+                emit(
+                    json!({"event": "exit", "rank": rank, "code": exit::GPU_OOM, "step": trainer.step, "reason": e.to_string()}),
+                );
                 return Ok(Err(exit::GPU_OOM));
             }
             Err(StepError::Workload(e)) => return Err(e.into()),

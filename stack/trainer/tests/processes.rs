@@ -1,0 +1,351 @@
+//! Behaviour across real processes and sockets: `trainer launch`, a worker SIGKILLed mid-run,
+//! resume after the whole job is killed, and the control endpoint's fault hooks.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trainer");
+
+/// A child process whose stdout events are collected; killed on drop.
+struct Proc {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn trainer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().expect("events lock").push(v);
+                }
+            }
+        });
+        Self { child, events }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.events.lock().expect("events lock").clone()
+    }
+
+    /// Waits until an event satisfies `pred` (patience: `secs`).
+    fn wait_for(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = self.events().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_exit(&mut self, secs: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                // Let the reader drain the pipe.
+                std::thread::sleep(Duration::from_millis(50));
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit in {secs} s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is(v: &Value, event: &str) -> bool {
+    v["event"] == event
+}
+
+fn kill(pid: u64, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
+}
+
+fn small_mlp(run_dir: &Path, steps: u64, every: u64) -> Vec<String> {
+    [
+        "--run-dir",
+        run_dir.to_str().expect("utf-8 path"),
+        "--mlp-input",
+        "32",
+        "--mlp-hidden",
+        "64",
+        "--mlp-classes",
+        "4",
+        "--teacher-hidden",
+        "16",
+        "--batch",
+        "16",
+        "--lr",
+        "0.01",
+        "--seed",
+        "5",
+        "--steps",
+        &steps.to_string(),
+        "--checkpoint-every",
+        &every.to_string(),
+        "--keep",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn launch(nproc: usize, min: usize, worker_args: &[String]) -> Proc {
+    let mut args: Vec<String> = vec![
+        "launch".into(),
+        "--nproc".into(),
+        nproc.to_string(),
+        "--min-workers".into(),
+        min.to_string(),
+        "--replace-timeout-s".into(),
+        "0.3".into(),
+        "--heartbeat-timeout-s".into(),
+        "1".into(),
+        "--".into(),
+    ];
+    args.extend(worker_args.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn(&refs)
+}
+
+#[test]
+fn sigkilled_worker_leaves_two_survivors_that_restore_and_finish_with_every_step_accounted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let steps = 2500;
+    let every = 50;
+    let mut job = launch(3, 2, &small_mlp(dir.path(), steps, every));
+    // Victim: rank 1, once the job is well past its first checkpoint.
+    let start = job.wait_for(30, "rank 1 start", |v| is(v, "start") && v["rank"] == 1);
+    job.wait_for(60, "step 300", |v| {
+        is(v, "step") && v["step"].as_u64().is_some_and(|s| s >= 300)
+    });
+    kill(
+        start["pid"].as_u64().expect("pid"),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let code = job.wait_exit(120);
+    assert_eq!(code, 0, "the job finishes despite the loss");
+    let events = job.events();
+
+    let lost = events
+        .iter()
+        .find(|v| is(v, "fault") && v["kind"] == "worker_lost")
+        .expect("coordinator detected the loss");
+    assert_eq!(lost["reason"], "connection closed");
+    let restores: Vec<&Value> = events
+        .iter()
+        .filter(|v| is(v, "restore") && v["epoch"] == 2)
+        .collect();
+    assert_eq!(restores.len(), 2, "both survivors restored: {restores:?}");
+    for r in &restores {
+        let lost_steps = r["lost_steps"].as_u64().expect("lost_steps");
+        assert!(
+            lost_steps <= every,
+            "lost work ≤ one checkpoint interval: {r}"
+        );
+        assert_eq!(r["step"].as_u64().expect("step") % every, 0);
+    }
+    let recovered: Vec<&Value> = events.iter().filter(|v| is(v, "recovered")).collect();
+    assert_eq!(recovered.len(), 2);
+    for r in &recovered {
+        assert_eq!(r["world"], 2);
+    }
+    // No step silently lost: the two survivors ran every step index 0..steps, the ones after
+    // the restore point at world 2.
+    for rank in [0, 1] {
+        let mut seen = vec![false; steps as usize];
+        for v in events.iter().filter(|v| is(v, "step")) {
+            let ep = v["epoch"].as_u64().expect("epoch");
+            let r = v["rank"].as_u64().expect("rank");
+            // Survivors keep ranks 0 and 1 in epoch 2 (rank hints 0 and 2 → 0 and 1).
+            if (ep == 2 && r == rank) || (ep == 1 && r == if rank == 0 { 0 } else { 2 }) {
+                seen[v["step"].as_u64().expect("step") as usize] = true;
+            }
+        }
+        let missing: Vec<usize> = (0..steps as usize).filter(|i| !seen[*i]).collect();
+        assert!(
+            missing.is_empty(),
+            "rank {rank} never ran steps {missing:?}"
+        );
+    }
+    let final_weights = dir.path().join("final/model.safetensors");
+    models::mlp::Mlp::load(&final_weights).expect("published weights load in the server's loader");
+}
+
+#[test]
+fn a_job_killed_and_resumed_from_its_checkpoint_ends_with_bitwise_identical_weights() {
+    let steps = 300;
+    let every = 50;
+    let a = tempfile::tempdir().expect("tempdir");
+    let mut job = launch(2, 2, &small_mlp(a.path(), steps, every));
+    assert_eq!(job.wait_exit(120), 0);
+
+    let b = tempfile::tempdir().expect("tempdir");
+    let mut job = launch(2, 2, &small_mlp(b.path(), steps, every));
+    let ckpt = job.wait_for(60, "checkpoint at step ≥ 150", |v| {
+        is(v, "checkpoint") && v["step"].as_u64().is_some_and(|s| s >= 150)
+    });
+    // Kill every worker at once (and the launcher): the job dies mid-run.
+    for v in job.events().iter().filter(|v| is(v, "start")) {
+        kill(
+            v["pid"].as_u64().expect("pid"),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = job.child.kill();
+    let _ = job.wait_exit(30);
+    assert!(!b.path().join("final/model.safetensors").exists());
+
+    let mut job = launch(2, 2, &small_mlp(b.path(), steps, every));
+    assert_eq!(job.wait_exit(120), 0);
+    let restore = job
+        .events()
+        .into_iter()
+        .find(|v| is(v, "restore"))
+        .expect("resumed from a checkpoint");
+    assert!(restore["step"].as_u64().expect("step") >= ckpt["step"].as_u64().expect("step"));
+
+    let wa = std::fs::read(a.path().join("final/model.safetensors")).expect("a");
+    let wb = std::fs::read(b.path().join("final/model.safetensors")).expect("b");
+    assert!(
+        wa == wb,
+        "resumed weights differ from the uninterrupted run"
+    );
+}
+
+/// Minimal HTTP/1.1 request; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect control");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn status(addr: &str) -> Value {
+    serde_json::from_str(&http(addr, "GET", "/status", "").1).expect("status json")
+}
+
+#[test]
+fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _rdzv = Proc::spawn(&["rendezvous", "--listen", &listen, "--max-workers", "1"]);
+    let mut args = vec!["worker".to_string(), "--rendezvous".into(), listen.clone()];
+    args.extend(small_mlp(dir.path(), 1_000_000, 0));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut worker = Proc::spawn(&refs);
+    let start = worker.wait_for(30, "start", |v| is(v, "start"));
+    let addr = start["control"].as_str().expect("control addr").to_string();
+    assert_eq!(http(&addr, "GET", "/healthz", "").0, 200);
+    worker.wait_for(30, "first step", |v| is(v, "step"));
+    assert_eq!(http(&addr, "GET", "/readyz", "").0, 200);
+
+    let (code, body) = http(&addr, "POST", "/faults", r#"{"kind":"gpu.melt"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("gpu.ecc"),
+        "the error lists the kinds: {body}"
+    );
+
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/faults",
+            r#"{"kind":"gpu.ecc","mode":"nan"}"#
+        )
+        .0,
+        200
+    );
+    worker.wait_for(30, "skipped step", |v| {
+        is(v, "step") && v["skipped"] == true
+    });
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/faults",
+            r#"{"kind":"gpu.ecc","mode":"bitflip"}"#
+        )
+        .0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&addr)["ecc_silent_total"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "bit flip never counted as silent"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = status(&addr);
+    assert_eq!(st["ecc_detected_total"], 1);
+    assert_eq!(st["steps_skipped_total"], 1);
+
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/faults",
+            r#"{"kind":"gpu.throttle","factor":3}"#
+        )
+        .0,
+        200
+    );
+    worker.wait_for(30, "throttled step", |v| {
+        is(v, "step") && v["throttle_s"].as_f64().is_some_and(|t| t > 0.0)
+    });
+    assert_eq!(http(&addr, "DELETE", "/faults/gpu.throttle", "").0, 200);
+    assert_eq!(http(&addr, "DELETE", "/faults/gpu.nope", "").0, 404);
+
+    assert_eq!(
+        http(&addr, "POST", "/faults", r#"{"kind":"gpu.lost"}"#).0,
+        200
+    );
+    assert_eq!(worker.wait_exit(30), trainer::exit::GPU_LOST);
+    let exit = worker.wait_for(5, "exit event", |v| is(v, "exit"));
+    assert_eq!(exit["code"], 3);
+}
