@@ -295,3 +295,46 @@ async fn cancellation_stops_the_schedule_and_keeps_accounting() {
     );
     assert!(r.measured.end < ms(30_000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_share_the_schedule_round_robin_and_the_mix_follows_weights() {
+    let counter = || {
+        let n = Arc::new(AtomicU64::new(0));
+        let paths = Arc::new(AtomicU64::new(0));
+        (n, paths)
+    };
+    let (a_n, a_heavy) = counter();
+    let (b_n, b_heavy) = counter();
+    let server = |n: Arc<AtomicU64>, heavy: Arc<AtomicU64>| {
+        serve(move |req| {
+            let (n, heavy) = (n.clone(), heavy.clone());
+            async move {
+                n.fetch_add(1, Ordering::SeqCst);
+                if req.uri().path() == "/heavy" {
+                    heavy.fetch_add(1, Ordering::SeqCst);
+                }
+                full(StatusCode::OK, "ok")
+            }
+        })
+    };
+    let a = server(a_n.clone(), a_heavy.clone()).await;
+    let b = server(b_n.clone(), b_heavy.clone()).await;
+    let mut s = spec(a.uri(), 400.0, ms(1_000));
+    s.targets.push(b.uri());
+    s.requests = vec![
+        RequestTemplate::get("/light"),
+        RequestTemplate {
+            weight: 3.0,
+            ..RequestTemplate::get("/heavy")
+        },
+    ];
+    let r = run(&s).await;
+    assert_eq!(r.accounting.ok, 400);
+    assert_eq!(a_n.load(Ordering::SeqCst), 200);
+    assert_eq!(b_n.load(Ordering::SeqCst), 200);
+    let heavy = a_heavy.load(Ordering::SeqCst) + b_heavy.load(Ordering::SeqCst);
+    assert!(
+        (250..=350).contains(&heavy),
+        "heavy {heavy} of 400 at weight 3:1"
+    );
+}
