@@ -349,3 +349,35 @@ fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3()
     let exit = worker.wait_for(5, "exit event", |v| is(v, "exit"));
     assert_eq!(exit["code"], 3);
 }
+
+#[test]
+fn a_sigstopped_worker_is_detected_by_heartbeat_within_2_s_and_evicted_when_it_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut job = launch(3, 2, &small_mlp(dir.path(), 2500, 50));
+    let start = job.wait_for(30, "rank 2 start", |v| is(v, "start") && v["rank"] == 2);
+    job.wait_for(60, "step 200", |v| {
+        is(v, "step") && v["step"].as_u64().is_some_and(|s| s >= 200)
+    });
+    let pid = start["pid"].as_u64().expect("pid");
+    let stopped_at = trainer::events::unix_s();
+    kill(pid, nix::sys::signal::Signal::SIGSTOP);
+    let lost = job.wait_for(10, "heartbeat timeout", |v| {
+        is(v, "fault") && v["kind"] == "worker_lost"
+    });
+    assert_eq!(lost["reason"], "heartbeat timeout");
+    let detect_s = lost["detected_unix_s"].as_f64().expect("detected") - stopped_at;
+    assert!(detect_s <= 2.0, "detected after {detect_s:.2} s");
+    job.wait_for(30, "recovered at world 2", |v| {
+        is(v, "recovered") && v["world"] == 2
+    });
+    kill(pid, nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(job.wait_exit(120), 0, "the survivors finish");
+    let evicted = job
+        .events()
+        .into_iter()
+        .find(|v| is(v, "exit") && v["code"] == trainer::exit::RENDEZVOUS)
+        .expect("the resumed worker learns it was evicted and exits");
+    assert!(evicted["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("rendezvous")));
+}
