@@ -73,6 +73,7 @@
 //! Not here: GPUs (the `cuda` and `tch` backends are not built yet), multi-host shared
 //! storage (the run directory must be shared), harness scenarios.
 
+pub mod calibrate;
 pub mod checkpoint;
 pub mod comm;
 pub mod control;

@@ -25,6 +25,23 @@ enum Cmd {
     /// Start a rendezvous and N local workers; stop them all on exit or Ctrl-C.
     /// Worker flags go after `--`.
     Launch(LaunchArgs),
+    /// Measure candle's matmul rate and an MLP training step's compute rate (one JSON line).
+    BenchCompute(BenchComputeArgs),
+}
+
+#[derive(Parser, Debug)]
+struct BenchComputeArgs {
+    /// MLP width (and matmul k = n).
+    #[arg(long, default_value_t = 1024)]
+    width: usize,
+    /// Batch rows (matmul m).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Compute threads (default: RAYON_NUM_THREADS, else all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -162,6 +179,25 @@ fn main() {
     let code = match cli.command {
         Cmd::Worker(a) => worker::run(worker_config(*a)),
         Cmd::Rendezvous(a) => run_rendezvous(a),
+        Cmd::BenchCompute(a) => {
+            if let Some(t) = a.threads {
+                std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+            }
+            match trainer::calibrate::run(a.width, a.batch, a.steps) {
+                Ok(r) => {
+                    let mut v = serde_json::to_value(&r).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("event".into(), "compute_bench".into());
+                    }
+                    trainer::events::emit(v);
+                    exit::DONE
+                }
+                Err(e) => {
+                    eprintln!("trainer bench-compute: {e}");
+                    exit::ERROR
+                }
+            }
+        }
         Cmd::Launch(a) => match launch::run(&launch::LaunchConfig {
             nproc: a.nproc,
             min_workers: a.min_workers.unwrap_or(a.nproc),

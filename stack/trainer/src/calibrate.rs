@@ -1,0 +1,98 @@
+//! Compute calibration (`trainer bench-compute`): the machine's candle matmul rate and the
+//! rate a GEMM-heavy MLP training step achieves, measured in the same process, so a report
+//! can say how close training compute gets to the hardware (as measured through candle).
+
+use crate::comm::Solo;
+use crate::device::SimDevice;
+use crate::optim::AdamWConfig;
+use crate::train::{StepConfig, Trainer};
+use crate::workload::{ModelSpec, Workload, WorkloadError};
+use candle_core::{Device, Tensor};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Result of [`run`]. Rates in GFLOP/s (10⁹ floating-point operations per second).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComputeReport {
+    pub threads: usize,
+    /// `batch × input · input × hidden` style matmul shapes `(m, k, n)` timed.
+    pub matmul_shape: (usize, usize, usize),
+    pub matmul_gflops: f64,
+    /// Forward + backward FLOPs of one step: 6 · batch · Σ(in·out) over linear layers.
+    pub step_flops: f64,
+    /// Median forward+backward time of the measured steps.
+    pub step_compute_s: f64,
+    pub step_gflops: f64,
+    /// `step_gflops / matmul_gflops`.
+    pub ratio: f64,
+    pub warmup_steps: usize,
+    pub measured_steps: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `reps` matmuls of `[m, k] × [k, n]` (after one warm-up) and an MLP
+/// `width → width → width → 10` training step with `batch` rows.
+pub fn run(width: usize, batch: usize, steps: usize) -> Result<ComputeReport, WorkloadError> {
+    let (m, k, n) = (batch, width, width);
+    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?;
+    a.matmul(&b)?;
+    let mut times = Vec::new();
+    for _ in 0..steps.max(5) {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        c.sum_all()?.to_scalar::<f32>()?; // force completion
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let matmul_gflops = 2.0 * (m * k * n) as f64 / median(times) / 1e9;
+
+    let spec = ModelSpec::Mlp {
+        config: models::mlp::MlpConfig {
+            input_dim: width,
+            hidden: vec![width, width],
+            num_classes: 10,
+        },
+        teacher_hidden: 16,
+    };
+    let dims = [width, width, width, 10];
+    let macs: usize = dims.windows(2).map(|w| w[0] * w[1]).sum();
+    let step_flops = 6.0 * (batch * macs) as f64;
+    let mut t = Trainer::new(
+        Workload::new(spec, 0, None)?,
+        AdamWConfig::default(),
+        StepConfig {
+            batch_per_worker: batch,
+            bucket_values: 1 << 20,
+            seed: 0,
+        },
+        Arc::new(SimDevice::default()),
+    )?;
+    let warmup = 3;
+    let mut compute = Vec::new();
+    for i in 0..warmup + steps {
+        let st = t.step(&mut Solo).map_err(|e| match e {
+            crate::train::StepError::Workload(w) => w,
+            other => WorkloadError::Candle(candle_core::Error::Msg(other.to_string())),
+        })?;
+        if i >= warmup {
+            compute.push(st.compute_s);
+        }
+    }
+    let step_compute_s = median(compute);
+    let step_gflops = step_flops / step_compute_s / 1e9;
+    Ok(ComputeReport {
+        threads: candle_core::utils::get_num_threads(),
+        matmul_shape: (m, k, n),
+        matmul_gflops,
+        step_flops,
+        step_compute_s,
+        step_gflops,
+        ratio: step_gflops / matmul_gflops,
+        warmup_steps: warmup,
+        measured_steps: steps,
+    })
+}
