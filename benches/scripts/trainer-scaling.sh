@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Weak-scaling efficiency E(N) = thr(N) / (N · thr(1)) for a compute-bound MLP
+# (256 → 1024 → 1024 → 10, 512 samples per worker per step, 1 compute thread per worker,
+# so N = 2 uses both cores of a 2-core machine), both runs in one invocation.
+source "$(dirname "${BASH_SOURCE[0]}")/trainer-common.sh"
+STEPS="${STEPS:-40}"; WARMUP="${WARMUP:-5}"
+header "trainer scaling"
+ARGS=(--mlp-input 256 --mlp-hidden 1024,1024 --batch 512 --steps "$STEPS" --checkpoint-every 0)
+for n in 1 2; do
+  "$TRAINER" launch --nproc "$n" --threads-per-worker 1 -- --run-dir "$TMP/s$n" "${ARGS[@]}" \
+    > "$TMP/s$n.jsonl" 2>/dev/null
+  echo "N=$n $(stats "$TMP/s$n.jsonl" "$WARMUP")"
+done
+python3 - "$TMP" "$WARMUP" <<'PY'
+import json, sys
+tmp, warm = sys.argv[1], int(sys.argv[2])
+def thr(n):
+    ev = [json.loads(l) for l in open(f"{tmp}/s{n}.jsonl") if l.startswith("{")]
+    st = [e for e in ev if e.get("event") == "step" and e["rank"] == 0 and e["step"] >= warm]
+    return sum(e["samples"] for e in st[1:]) / (st[-1]["t_unix_s"] - st[0]["t_unix_s"])
+print(json.dumps({"scaling_efficiency_N2": thr(2) / (2 * thr(1))}))
+PY
