@@ -34,9 +34,15 @@ pub enum CommError {
         epoch: u64,
         message: String,
     },
-    /// Buffers of different lengths were passed to a collective.
+    /// The root of a broadcast is not a rank.
     #[error("broadcast root {root} is outside the world of {world}")]
     BadRoot { root: usize, world: usize },
+    /// A non-TCP backend (NCCL) failed.
+    #[error("{backend} collective failed: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
 }
 
 /// Collective operations over the workers of one membership epoch. Every rank must call the

@@ -70,8 +70,11 @@
 //! * [`device`] — the simulated GPU and its fault hooks; [`control`] — the HTTP endpoint.
 //! * [`worker`] — the worker process loop; [`launch`] — the local launcher.
 //!
-//! Not here: GPUs (the `cuda` and `tch` backends are not built yet), multi-host shared
-//! storage (the run directory must be shared), harness scenarios.
+//! * [`nccl`] (feature `cuda`) — `NcclComm`, the NCCL communicator (cudarc, dynamic loading).
+//!
+//! Not here: GPU compute (the `cuda` feature adds only the NCCL communicator; the worker
+//! still trains with candle on the CPU and uses the TCP ring), multi-host shared storage
+//! (the run directory must be shared), harness scenarios.
 
 pub mod calibrate;
 pub mod checkpoint;
@@ -82,6 +85,8 @@ pub mod events;
 pub mod exit;
 pub mod failpoint;
 pub mod launch;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod optim;
 pub mod rendezvous;
 pub mod ring;
