@@ -71,6 +71,8 @@
 //! * [`worker`] — the worker process loop; [`launch`] — the local launcher.
 //!
 //! * [`nccl`] (feature `cuda`) — `NcclComm`, the NCCL communicator (cudarc, dynamic loading).
+//! * [`tch_backend`] (feature `tch`; `tch-doc-only` to type-check without libtorch) —
+//!   `TorchScriptTrainer`, data-parallel training of a user's TorchScript model.
 //!
 //! Not here: GPU compute (the `cuda` feature adds only the NCCL communicator; the worker
 //! still trains with candle on the CPU and uses the TCP ring), multi-host shared storage
@@ -90,6 +92,8 @@ pub mod nccl;
 pub mod optim;
 pub mod rendezvous;
 pub mod ring;
+#[cfg(feature = "tch")]
+pub mod tch_backend;
 pub mod train;
 pub mod worker;
 pub mod workload;
