@@ -20,6 +20,16 @@ pub struct Problem {
 /// HTTP methods accepted by `kind = "http"` requests.
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
+/// Placeholders the runner replaces in component and variant `args` (see [`Component::args`]).
+pub const PLACEHOLDERS: &[&str] = &[
+    "{NAME.addr}",
+    "{NAME.addrs}",
+    "{run_dir}",
+    "{replica}",
+    "{replicas}",
+    "{seed}",
+];
+
 /// Checks every rule and returns every problem, in the order of the scenario's fields.
 pub fn validate(scenario: &Scenario) -> Vec<Problem> {
     let mut v = Validator {
@@ -55,6 +65,33 @@ fn is_simple_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// The text inside each brace-free `{…}` of `arg`, in order; an unclosed `{` is literal text.
+fn placeholders(arg: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find(['{', '}']) {
+            Some(end) if after[end..].starts_with('}') => {
+                found.push(&after[..end]);
+                rest = &after[end + 1..];
+            }
+            Some(inner_open) => rest = &after[inner_open..],
+            None => break,
+        }
+    }
+    found
+}
+
+/// The name of a component kind as written in scenario files.
+fn kind_name(kind: ComponentKind) -> &'static str {
+    match kind {
+        ComponentKind::Server => "server",
+        ComponentKind::TrainerRendezvous => "trainer-rendezvous",
+        ComponentKind::TrainerWorker => "trainer-worker",
+    }
+}
+
 fn quoted_list<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
     let names: Vec<String> = names.into_iter().map(|n| n.to_owned()).collect();
     if names.is_empty() {
@@ -64,7 +101,7 @@ fn quoted_list<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
     }
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
     fn problem(&mut self, path: FieldPath, message: impl Into<String>) {
         self.problems.push(Problem {
             path,
@@ -116,7 +153,7 @@ impl Validator<'_> {
             .collect()
     }
 
-    fn known_component(&mut self, path: FieldPath, name: &str) -> Option<&Component> {
+    fn known_component(&mut self, path: FieldPath, name: &str) -> Option<&'a Component> {
         let found = self.scenario.component(name);
         if found.is_none() {
             let names = quoted_list(self.component_names());
@@ -126,6 +163,44 @@ impl Validator<'_> {
             );
         }
         found
+    }
+
+    /// Names of the components of one kind.
+    fn components_of(&self, kind: ComponentKind) -> Vec<&'a str> {
+        self.scenario
+            .components
+            .iter()
+            .filter(|c| c.kind == kind)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Placeholders in `args` (at `path[j]`) are known and name existing components.
+    fn args(&mut self, path: &FieldPath, args: &[String]) {
+        for (j, arg) in args.iter().enumerate() {
+            for inner in placeholders(arg) {
+                if matches!(inner, "run_dir" | "replica" | "replicas" | "seed") {
+                    continue;
+                }
+                match inner.rsplit_once('.') {
+                    Some((name, "addr" | "addrs")) if self.scenario.component(name).is_none() => {
+                        let names = quoted_list(self.component_names());
+                        self.problem(
+                            path.index(j),
+                            format!("unknown component \"{name}\" in placeholder {{{inner}}}; expected one of: {names}"),
+                        );
+                    }
+                    Some((_, "addr" | "addrs")) => {}
+                    _ => self.problem(
+                        path.index(j),
+                        format!(
+                            "unknown placeholder {{{inner}}}; expected one of {} (NAME a component)",
+                            PLACEHOLDERS.join(", ")
+                        ),
+                    ),
+                }
+            }
+        }
     }
 
     fn scenario(&mut self) {
@@ -183,7 +258,8 @@ impl Validator<'_> {
             if c.replicas == 0 {
                 self.problem(path.key("replicas"), "0 replicas; expected at least 1");
             }
-            if !c.readiness.path.starts_with('/') {
+            // A rendezvous is probed by TCP connect: its readiness path is never used.
+            if c.kind != ComponentKind::TrainerRendezvous && !c.readiness.path.starts_with('/') {
                 self.problem(
                     path.key("readiness").key("path"),
                     format!(
@@ -193,6 +269,7 @@ impl Validator<'_> {
                 );
             }
             self.nonzero_duration(path.key("readiness").key("timeout"), c.readiness.timeout);
+            self.args(&path.key("args"), &c.args);
             for key in c.env.keys() {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
                     self.problem(
@@ -207,7 +284,32 @@ impl Validator<'_> {
     fn workload(&mut self) {
         let w = &self.scenario.workload;
         let path = root().key("workload");
-        self.known_component(path.key("target"), &w.target);
+        let training = w.mode == LoadMode::Training;
+        if let Some(target) = self.known_component(path.key("target"), &w.target) {
+            match (training, target.kind) {
+                (true, ComponentKind::TrainerWorker) | (false, ComponentKind::Server) => {}
+                (true, kind) => {
+                    let workers = quoted_list(self.components_of(ComponentKind::TrainerWorker));
+                    self.problem(
+                        path.key("target"),
+                        format!(
+                            "\"{}\" is a {} component and mode = \"training\" trains on the target's replicas; expected a trainer-worker component: {workers}",
+                            w.target,
+                            kind_name(kind)
+                        ),
+                    );
+                }
+                (false, kind) => self.problem(
+                    path.key("target"),
+                    format!(
+                        "\"{}\" is a {} component, which takes no HTTP load (mode is \"{}\"); expected a server component, or mode = \"training\" with a trainer-worker",
+                        w.target,
+                        kind_name(kind),
+                        w.mode.name()
+                    ),
+                ),
+            }
+        }
 
         match (w.mode, w.rate_per_s) {
             (LoadMode::OpenLoop, None) => self.problem(
@@ -217,6 +319,10 @@ impl Validator<'_> {
             (LoadMode::ClosedLoop, Some(_)) => self.problem(
                 path.key("rate_per_s"),
                 "not used with mode = \"closed-loop\" (each connection sends when its previous request ends); expected no rate_per_s, or mode = \"open-loop\"",
+            ),
+            (LoadMode::Training, Some(_)) => self.problem(
+                path.key("rate_per_s"),
+                "not used with mode = \"training\" (a training job has no offered rate); expected no rate_per_s",
             ),
             (_, Some(rate)) => self.positive(path.key("rate_per_s"), rate, "a finite rate (requests per second)"),
             (_, None) => {}
@@ -230,7 +336,12 @@ impl Validator<'_> {
             );
         }
 
-        if w.requests.is_empty() {
+        if training && !w.requests.is_empty() {
+            self.problem(
+                path.key("requests"),
+                "not used with mode = \"training\" (the job sends no HTTP requests); expected no requests",
+            );
+        } else if !training && w.requests.is_empty() {
             self.problem(
                 path.key("requests"),
                 "empty request mix; expected at least one request",
@@ -254,6 +365,15 @@ impl Validator<'_> {
             ),
             (Some(search), _) => self.search(path.key("search"), search),
             (None, _) => {}
+        }
+        if w.training.is_some() && !training {
+            self.problem(
+                path.key("training"),
+                format!(
+                    "only used with mode = \"training\" (mode is \"{}\"); expected no [workload.training] table",
+                    w.mode.name()
+                ),
+            );
         }
     }
 
@@ -413,16 +533,36 @@ impl Validator<'_> {
                             "not used by load.spike (it changes the offered rate); expected no target",
                         );
                     }
-                    if w.mode == LoadMode::ClosedLoop {
+                    if matches!(w.mode, LoadMode::ClosedLoop | LoadMode::Training) {
                         self.problem(
                             path.key("kind"),
-                            "load.spike multiplies the offered rate, which mode = \"closed-loop\" does not have; expected mode = \"open-loop\" or \"max-throughput\"",
+                            format!(
+                                "load.spike multiplies the offered rate, which mode = \"{}\" does not have; expected mode = \"open-loop\" or \"max-throughput\"",
+                                w.mode.name()
+                            ),
                         );
                     }
                 }
+                FaultKind::GpuLost
+                | FaultKind::GpuEcc
+                | FaultKind::GpuThrottle
+                | FaultKind::GpuOom => self.gpu_fault(&path, f),
             }
 
-            let needs_until = matches!(f.kind, FaultKind::ProcessPause | FaultKind::LoadSpike);
+            let needs_until = matches!(
+                f.kind,
+                FaultKind::ProcessPause
+                    | FaultKind::LoadSpike
+                    | FaultKind::GpuThrottle
+                    | FaultKind::GpuOom
+            );
+            let without_until = match f.kind {
+                FaultKind::GpuLost => {
+                    "the worker exits; the restart policy decides when it comes back"
+                }
+                FaultKind::GpuEcc => "it corrupts `steps` consecutive steps; set steps instead",
+                _ => "the restart policy decides when the target comes back",
+            };
             match f.until {
                 None if needs_until => self.problem(
                     path.key("until"),
@@ -434,7 +574,7 @@ impl Validator<'_> {
                 Some(_) if !needs_until => self.problem(
                     path.key("until"),
                     format!(
-                        "not used by {} (the restart policy decides when the target comes back); expected no until",
+                        "not used by {} ({without_until}); expected no until",
                         f.kind.name()
                     ),
                 ),
@@ -467,22 +607,110 @@ impl Validator<'_> {
                 );
             }
 
-            match (f.kind, f.multiplier) {
-                (FaultKind::LoadSpike, None) => self.problem(
-                    path.key("multiplier"),
-                    "missing; expected the rate multiplier of load.spike (> 0, e.g. 3.0)",
-                ),
-                (FaultKind::LoadSpike, Some(m)) => {
-                    self.positive(path.key("multiplier"), m, "a finite multiplier")
-                }
-                (kind, Some(_)) => self.problem(
-                    path.key("multiplier"),
+            self.fault_params(&path, f);
+        }
+    }
+
+    /// The kind-specific parameters: each only on its kind, required ones present, in range.
+    fn fault_params(&mut self, path: &FieldPath, f: &Fault) {
+        use FaultKind::{GpuEcc, GpuOom, GpuThrottle, LoadSpike};
+        let rate = "the rate multiplier of load.spike (> 0, e.g. 3.0)";
+        if let Some(m) =
+            self.fault_param(path, f, "multiplier", f.multiplier, LoadSpike, Some(rate))
+        {
+            self.positive(path.key("multiplier"), m, "a finite multiplier");
+        }
+        self.fault_param(path, f, "mode", f.mode, GpuEcc, None);
+        if let Some(0) = self.fault_param(path, f, "steps", f.steps, GpuEcc, None) {
+            self.problem(path.key("steps"), "0 steps; expected steps >= 1");
+        }
+        let slow = "the slow-down factor of gpu.throttle (>= 1, e.g. 3.0)";
+        if let Some(factor) = self.fault_param(path, f, "factor", f.factor, GpuThrottle, Some(slow))
+        {
+            if !(factor.is_finite() && factor >= 1.0) {
+                self.problem(
+                    path.key("factor"),
+                    format!("{factor} is out of range; expected a finite factor >= 1 (3.0 = every op takes 3× as long)"),
+                );
+            }
+        }
+        let limit = "the allocation limit of gpu.oom in bytes (> 0, e.g. 1000000)";
+        if let Some(0) =
+            self.fault_param(path, f, "limit_bytes", f.limit_bytes, GpuOom, Some(limit))
+        {
+            self.problem(path.key("limit_bytes"), "0 bytes; expected limit_bytes > 0");
+        }
+        self.fault_param(path, f, "backoff", f.backoff, GpuOom, None);
+    }
+
+    /// A parameter only `owner` uses: its value for that kind, a problem when another kind
+    /// sets it or when `owner` lacks a `required` one (which says what to give).
+    fn fault_param<T>(
+        &mut self,
+        path: &FieldPath,
+        f: &Fault,
+        key: &str,
+        value: Option<T>,
+        owner: FaultKind,
+        required: Option<&str>,
+    ) -> Option<T> {
+        match (f.kind == owner, value, required) {
+            (true, None, Some(what)) => {
+                self.problem(path.key(key), format!("missing; expected {what}"));
+                None
+            }
+            (true, value, _) => value,
+            (false, Some(_), _) => {
+                self.problem(
+                    path.key(key),
                     format!(
-                        "only used by load.spike (kind is {}); expected no multiplier",
-                        kind.name()
+                        "only used by {} (kind is {}); expected no {key}",
+                        owner.name(),
+                        f.kind.name()
                     ),
+                );
+                None
+            }
+            (false, None, _) => None,
+        }
+    }
+
+    /// gpu.* faults: training mode only, aimed at trainer-worker replicas.
+    fn gpu_fault(&mut self, path: &FieldPath, f: &Fault) {
+        let mode = self.scenario.workload.mode;
+        if mode != LoadMode::Training {
+            self.problem(
+                path.key("kind"),
+                format!(
+                    "{} is injected into trainer workers (mode is \"{}\"); expected workload.mode = \"training\"",
+                    f.kind.name(),
+                    mode.name()
                 ),
-                (_, None) => {}
+            );
+        }
+        let workers = quoted_list(self.components_of(ComponentKind::TrainerWorker));
+        let Some(target) = &f.target else {
+            self.problem(
+                path.key("target"),
+                format!(
+                    "missing target; expected \"component\" or \"component/replica\" for {}, naming a trainer-worker component: {workers}",
+                    f.kind.name()
+                ),
+            );
+            return;
+        };
+        self.fault_target(path.key("target"), target);
+        let name = target.split('/').next().unwrap_or(target);
+        if let Some(c) = self.scenario.component(name) {
+            if c.kind != ComponentKind::TrainerWorker {
+                self.problem(
+                    path.key("target"),
+                    format!(
+                        "\"{name}\" is a {} component and {} is injected into trainer workers; expected a trainer-worker component: {workers}",
+                        kind_name(c.kind),
+                        f.kind.name()
+                    ),
+                );
             }
         }
     }
@@ -526,6 +754,7 @@ impl Validator<'_> {
             .collect();
         let variant_names: Vec<&str> = s.variants.iter().map(|v| v.name.as_str()).collect();
         let max_throughput = s.workload.mode == LoadMode::MaxThroughput;
+        let training = s.workload.mode == LoadMode::Training;
         let streams = s
             .workload
             .requests
@@ -537,6 +766,7 @@ impl Validator<'_> {
             if let Some(phase) = slo.phase() {
                 self.phase(path.key("phase"), phase);
             }
+            self.slo_mode(&path, slo);
             match slo {
                 Slo::Latency {
                     measure,
@@ -555,6 +785,7 @@ impl Validator<'_> {
                         measure,
                         LatencyMeasure::Ttft | LatencyMeasure::Itl | LatencyMeasure::Tpot
                     ) && !streams
+                        && !training
                     {
                         self.problem(
                             path.key("measure"),
@@ -606,15 +837,7 @@ impl Validator<'_> {
                     fault,
                     recovery_s_max,
                 } => {
-                    if !fault_ids.contains(fault) {
-                        self.problem(
-                            path.key("fault"),
-                            format!(
-                                "unknown fault id \"{fault}\"; expected one of: {}",
-                                quoted_list(fault_ids.iter().map(String::as_str))
-                            ),
-                        );
-                    }
+                    self.known_fault(path.key("fault"), fault, &fault_ids);
                     self.positive(
                         path.key("recovery_s_max"),
                         *recovery_s_max,
@@ -643,6 +866,115 @@ impl Validator<'_> {
                     self.known_variant(path.key("denominator"), denominator, &variant_names);
                     self.positive(path.key("ratio_min"), *ratio_min, "a finite ratio");
                 }
+                // steps_max: any count is a meaningful bound (0 = no step may be redone).
+                Slo::LostSteps { fault, .. } => {
+                    if let Some(fault) = fault {
+                        self.known_fault(path.key("fault"), fault, &fault_ids);
+                    }
+                }
+                Slo::ScalingEfficiency {
+                    workers,
+                    efficiency_min,
+                } => {
+                    self.in_range(
+                        path.key("efficiency_min"),
+                        *efficiency_min,
+                        (0.0, true),
+                        (2.0, false),
+                    );
+                    if *workers < 2 {
+                        self.problem(
+                            path.key("workers"),
+                            format!("workers = {workers} is no scale-out (E(1) = 1 by definition); expected workers >= 2"),
+                        );
+                    } else if training {
+                        self.scaling_variants(&path, *workers);
+                    }
+                }
+                Slo::Loss { final_ratio_max } => {
+                    self.positive(
+                        path.key("final_ratio_max"),
+                        *final_ratio_max,
+                        "a finite ratio",
+                    );
+                }
+            }
+        }
+    }
+
+    fn known_fault(&mut self, path: FieldPath, fault: &str, fault_ids: &[String]) {
+        if !fault_ids.iter().any(|id| id == fault) {
+            self.problem(
+                path,
+                format!(
+                    "unknown fault id \"{fault}\"; expected one of: {}",
+                    quoted_list(fault_ids.iter().map(String::as_str))
+                ),
+            );
+        }
+    }
+
+    /// HTTP SLOs need an HTTP mode; training SLOs need `mode = "training"`.
+    fn slo_mode(&mut self, path: &FieldPath, slo: &Slo) {
+        let mode = self.scenario.workload.mode;
+        let http = matches!(
+            slo,
+            Slo::Latency { .. }
+                | Slo::Availability { .. }
+                | Slo::Errors { .. }
+                | Slo::Throughput { .. }
+        );
+        let trains = matches!(
+            slo,
+            Slo::LostSteps { .. } | Slo::ScalingEfficiency { .. } | Slo::Loss { .. }
+        );
+        if http && mode == LoadMode::Training {
+            self.problem(
+                path.key("kind"),
+                format!(
+                    "\"{}\" measures HTTP requests, which mode = \"training\" does not send; expected a recovery, accounting, lost-steps, scaling-efficiency or loss SLO",
+                    slo.kind_name()
+                ),
+            );
+        } else if trains && mode != LoadMode::Training {
+            self.problem(
+                path.key("kind"),
+                format!(
+                    "\"{}\" measures a training job (mode is \"{}\"); expected workload.mode = \"training\"",
+                    slo.kind_name(),
+                    mode.name()
+                ),
+            );
+        }
+    }
+
+    /// E(N) needs a variant whose target runs `workers` replicas and a 1-replica baseline.
+    fn scaling_variants(&mut self, path: &FieldPath, workers: u32) {
+        let s = self.scenario;
+        // An unknown target is reported at workload.target.
+        let Some(target) = s.component(&s.workload.target) else {
+            return;
+        };
+        let counts: Vec<u32> = s
+            .variants
+            .iter()
+            .map(|v| {
+                v.replicas
+                    .get(&target.name)
+                    .copied()
+                    .unwrap_or(target.replicas)
+            })
+            .collect();
+        let name = &target.name;
+        for (count, why) in [(workers, "the scaled-out run"), (1, "the baseline of E(N)")] {
+            if !counts.contains(&count) {
+                self.problem(
+                    path.key("workers"),
+                    format!(
+                        "no variant runs \"{name}\" with {count} replica{} ({why}); expected a [[variants]] entry with replicas = {{ {name} = {count} }}",
+                        if count == 1 { "" } else { "s" }
+                    ),
+                );
             }
         }
     }
@@ -722,11 +1054,15 @@ impl Validator<'_> {
 
     fn variants(&mut self) {
         let s = self.scenario;
-        if !s.variants.is_empty() && s.workload.mode != LoadMode::MaxThroughput {
+        let compared = matches!(
+            s.workload.mode,
+            LoadMode::MaxThroughput | LoadMode::Training
+        );
+        if !s.variants.is_empty() && !compared {
             self.problem(
                 root().key("variants"),
                 format!(
-                    "variants are compared by their max-throughput search (mode is \"{}\"); expected workload.mode = \"max-throughput\" or no [[variants]]",
+                    "variants are compared by their max-throughput search or as training jobs (mode is \"{}\"); expected workload.mode = \"max-throughput\" or \"training\", or no [[variants]]",
                     s.workload.mode.name()
                 ),
             );
@@ -752,8 +1088,45 @@ impl Validator<'_> {
                     ),
                 );
             }
-            for component in variant.args.keys() {
-                self.known_component(path.key("args").key(component), component);
+            for (component, args) in &variant.args {
+                let args_path = path.key("args").key(component);
+                self.known_component(args_path.clone(), component);
+                self.args(&args_path, args);
+            }
+            for (component, &replicas) in &variant.replicas {
+                let replicas_path = path.key("replicas").key(component);
+                let Some(component) = self.known_component(replicas_path.clone(), component) else {
+                    continue;
+                };
+                if replicas == 0 {
+                    self.problem(replicas_path, "0 replicas; expected at least 1");
+                } else if variant.inject_faults {
+                    self.variant_fault_targets(replicas_path, component, replicas);
+                }
+            }
+        }
+    }
+
+    /// A variant that injects faults keeps every replica a fault targets (a replica missing
+    /// from the component itself is reported at the fault).
+    fn variant_fault_targets(&mut self, path: FieldPath, component: &Component, replicas: u32) {
+        let name = &component.name;
+        for (i, f) in self.scenario.faults.iter().enumerate() {
+            let Some((target, replica)) = f.target.as_deref().and_then(|t| t.split_once('/'))
+            else {
+                continue;
+            };
+            let Ok(r) = replica.parse::<u32>() else {
+                continue;
+            };
+            if target == name && r >= replicas && r < component.replicas {
+                self.problem(
+                    path.clone(),
+                    format!(
+                        "{replicas} replica{} of \"{name}\" but faults[{i}] targets \"{name}/{r}\"; expected replicas > {r}, or inject_faults = false",
+                        if replicas == 1 { "" } else { "s" }
+                    ),
+                );
             }
         }
     }

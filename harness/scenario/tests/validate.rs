@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use scenario::{parse, FaultKind, LoadMode, RequestSpec, ScenarioError};
+use scenario::{parse, EccMode, FaultKind, LoadMode, RequestSpec, ScenarioError, Slo};
 
 /// A valid open-loop scenario; tests edit it with [`edit`].
 const BASE: &str = r#"description = "base scenario for validation tests"
@@ -421,7 +421,7 @@ fn faulted_phase_needs_faults() {
 // --- variants ------------------------------------------------------------------------
 
 #[test]
-fn variants_only_with_max_throughput() {
+fn variants_only_with_max_throughput_or_training() {
     insta::assert_snapshot!(errors(&edit(&[], "\n[[variants]]\nname = \"batched\"\n")));
 }
 
@@ -429,4 +429,294 @@ fn variants_only_with_max_throughput() {
 fn variant_names_unique_and_args_name_components() {
     let extra = "\n[[variants]]\nname = \"batched\"\nargs = { sever = [\"--max-batch\", \"32\"] }\n\n[[variants]]\nname = \"batched\"\n";
     insta::assert_snapshot!(errors(&max_throughput(SEARCH_OK, extra)));
+}
+
+// --- training ------------------------------------------------------------------------
+
+/// A valid training scenario: a rendezvous and three workers, a kill and a corrupted
+/// gradient, the training SLOs, and a 1- and a 2-worker variant.
+const TRAINING: &str = r#"description = "base training scenario for validation tests"
+
+[[components]]
+name = "rendezvous"
+kind = "trainer-rendezvous"
+args = ["--max-workers", "3", "--exit-when-done"]
+
+[[components]]
+name = "worker"
+kind = "trainer-worker"
+replicas = 3
+args = ["--rendezvous", "{rendezvous.addr}", "--steps", "200", "--text", "{run_dir}/text-{replica}-of-{replicas}-{seed}"]
+
+[workload]
+target = "worker"
+mode = "training"
+warmup = "0s"
+duration = "60s"
+
+[workload.training]
+warmup_steps = 5
+
+[[faults]]
+id = "crash"
+at = "10s"
+kind = "process.kill"
+target = "worker/1"
+
+[[faults]]
+id = "sdc"
+at = "20s"
+kind = "gpu.ecc"
+target = "worker/0"
+mode = "bitflip"
+steps = 2
+
+[[slo]]
+kind = "recovery"
+fault = "crash"
+recovery_s_max = 30
+
+[[slo]]
+kind = "lost-steps"
+fault = "crash"
+steps_max = 20
+
+[[slo]]
+kind = "loss"
+final_ratio_max = 0.5
+
+[[slo]]
+kind = "accounting"
+
+[[variants]]
+name = "n1"
+replicas = { worker = 1 }
+inject_faults = false
+
+[[variants]]
+name = "n2"
+replicas = { worker = 2 }
+"#;
+
+/// TRAINING with each `(from, to)` replaced once (each `from` must occur) and `extra` appended.
+fn training(replacements: &[(&str, &str)], extra: &str) -> String {
+    let mut src = TRAINING.to_owned();
+    for (from, to) in replacements {
+        assert!(
+            src.contains(from),
+            "test setup: {from:?} is not in TRAINING"
+        );
+        src = src.replacen(from, to, 1);
+    }
+    src.push_str(extra);
+    src
+}
+
+#[test]
+fn training_scenario_with_kill_ecc_and_variants_is_valid() {
+    let s = parse(TRAINING, "training.toml").expect("TRAINING is valid");
+    assert_eq!(s.workload.mode, LoadMode::Training);
+    assert!(s.workload.requests.is_empty());
+    assert_eq!(
+        s.workload.training.as_ref().map(|t| t.warmup_steps),
+        Some(5)
+    );
+    assert_eq!(s.faults[1].kind, FaultKind::GpuEcc);
+    assert_eq!(s.faults[1].mode, Some(EccMode::Bitflip));
+    assert!(matches!(s.slo[1], Slo::LostSteps { steps_max: 20, .. }));
+    assert_eq!(s.variants[0].replicas.get("worker"), Some(&1));
+    assert!(!s.variants[0].inject_faults);
+    assert!(s.variants[1].inject_faults);
+}
+
+#[test]
+fn scaling_efficiency_with_a_baseline_and_a_scaled_variant_is_valid() {
+    let src = training(
+        &[
+            (
+                "replicas = { worker = 2 }",
+                "replicas = { worker = 2 }\ninject_faults = false",
+            ),
+            (
+                "kind = \"loss\"\nfinal_ratio_max = 0.5",
+                "kind = \"scaling-efficiency\"\nworkers = 2\nefficiency_min = 0.7",
+            ),
+        ],
+        "",
+    );
+    parse(&src, "scaling.toml").expect("valid");
+}
+
+#[test]
+fn training_mode_rejects_http_load_fields() {
+    let extra = "\n[workload.search]\nlatency_ms_max = 50\nrate_per_s_min = 10\nrate_per_s_max = 1000\ntrial = \"5s\"\n";
+    insta::assert_snapshot!(errors(&training(
+        &[(
+            "warmup = \"0s\"",
+            "warmup = \"0s\"\nrate_per_s = 100\nrequests = [{ kind = \"infer\", model = \"mlp\" }]"
+        )],
+        extra
+    )));
+}
+
+#[test]
+fn training_target_is_a_trainer_worker() {
+    insta::assert_snapshot!(errors(&training(
+        &[("target = \"worker\"\nmode", "target = \"rendezvous\"\nmode")],
+        ""
+    )));
+}
+
+#[test]
+fn http_target_is_a_server() {
+    let extra = "\n[[components]]\nname = \"worker\"\nkind = \"trainer-worker\"\n";
+    insta::assert_snapshot!(errors(&edit(
+        &[("target = \"server\"\nrate", "target = \"worker\"\nrate")],
+        extra
+    )));
+}
+
+#[test]
+fn training_table_only_with_training_mode() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "requests = [",
+            "training = { warmup_steps = 2 }\nrequests = ["
+        )],
+        ""
+    )));
+}
+
+#[test]
+fn http_slos_are_rejected_in_training_mode() {
+    let extra = "\n[[slo]]\nkind = \"latency\"\nmeasure = \"ttft\"\npercentile = 99\nlatency_ms_max = 100\n\n[[slo]]\nkind = \"availability\"\nratio_min = 0.99\n\n[[slo]]\nkind = \"errors\"\nratio_max = 0.01\n\n[[slo]]\nkind = \"throughput\"\nrps_min = 10\n";
+    insta::assert_snapshot!(errors(&training(&[], extra)));
+}
+
+#[test]
+fn training_slos_need_training_mode() {
+    let extra = "\n[[slo]]\nkind = \"lost-steps\"\nsteps_max = 10\n\n[[slo]]\nkind = \"scaling-efficiency\"\nworkers = 2\nefficiency_min = 0.8\n\n[[slo]]\nkind = \"loss\"\nfinal_ratio_max = 0.5\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn lost_steps_and_loss_bounds_are_checked() {
+    insta::assert_snapshot!(errors(&training(
+        &[
+            (
+                "fault = \"crash\"\nsteps_max",
+                "fault = \"crsh\"\nsteps_max"
+            ),
+            ("final_ratio_max = 0.5", "final_ratio_max = 0"),
+        ],
+        "\n[[slo]]\nkind = \"loss\"\nfinal_ratio_max = inf\n"
+    )));
+}
+
+#[test]
+fn scaling_efficiency_bounds_are_checked() {
+    let extra = "\n[[slo]]\nkind = \"scaling-efficiency\"\nworkers = 1\nefficiency_min = 0\n\n[[slo]]\nkind = \"scaling-efficiency\"\nworkers = 2\nefficiency_min = 2.5\n";
+    insta::assert_snapshot!(errors(&training(&[], extra)));
+}
+
+#[test]
+fn scaling_efficiency_names_the_missing_variants() {
+    let extra = "\n[[slo]]\nkind = \"scaling-efficiency\"\nworkers = 4\nefficiency_min = 0.8\n";
+    insta::assert_snapshot!(errors(&training(
+        &[("replicas = { worker = 1 }", "replicas = { worker = 3 }")],
+        extra
+    )));
+}
+
+#[test]
+fn rendezvous_readiness_path_is_not_checked() {
+    let src = training(
+        &[(
+            "kind = \"trainer-rendezvous\"",
+            "kind = \"trainer-rendezvous\"\nreadiness = { path = \"tcp\" }",
+        )],
+        "",
+    );
+    parse(&src, "rendezvous.toml").expect("a rendezvous' readiness path is ignored");
+}
+
+#[test]
+fn placeholders_in_args_are_known() {
+    insta::assert_snapshot!(errors(&training(
+        &[
+            ("\"{rendezvous.addr}\"", "\"{rendevous.addr}\""),
+            ("\"200\"", "\"{steps}\""),
+            ("replicas = { worker = 2 }", "replicas = { worker = 2 }\nargs = { worker = [\"--x\", \"{rendezvous.port}{seed}\"] }"),
+        ],
+        ""
+    )));
+}
+
+#[test]
+fn gpu_faults_need_training_mode_and_a_trainer_worker_target() {
+    let extra = "\n[[faults]]\nat = \"6s\"\nkind = \"gpu.lost\"\ntarget = \"server/0\"\n\n[[faults]]\nat = \"6s\"\nkind = \"gpu.lost\"\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
+fn gpu_fault_targets_are_trainer_worker_replicas() {
+    let extra = "\n[[faults]]\nat = \"30s\"\nkind = \"gpu.lost\"\ntarget = \"rendezvous\"\n\n[[faults]]\nat = \"30s\"\nkind = \"gpu.lost\"\ntarget = \"worker/3\"\n";
+    insta::assert_snapshot!(errors(&training(&[], extra)));
+}
+
+#[test]
+fn gpu_fault_until_by_kind() {
+    let extra = "\n[[faults]]\nat = \"30s\"\nuntil = \"31s\"\nkind = \"gpu.lost\"\ntarget = \"worker/0\"\n\n[[faults]]\nat = \"30s\"\nkind = \"gpu.throttle\"\ntarget = \"worker/0\"\nfactor = 3.0\n\n[[faults]]\nat = \"30s\"\nkind = \"gpu.oom\"\ntarget = \"worker/0\"\nlimit_bytes = 1000000\n";
+    insta::assert_snapshot!(errors(&training(
+        &[("steps = 2", "steps = 2\nuntil = \"21s\"")],
+        extra
+    )));
+}
+
+#[test]
+fn gpu_fault_parameters_are_checked() {
+    let extra = "\n[[faults]]\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.throttle\"\ntarget = \"worker\"\nfactor = 0.5\n\n[[faults]]\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.throttle\"\ntarget = \"worker\"\n\n[[faults]]\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.oom\"\ntarget = \"worker/0\"\nlimit_bytes = 0\nbackoff = true\n\n[[faults]]\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.oom\"\ntarget = \"worker/0\"\n";
+    insta::assert_snapshot!(errors(&training(&[("steps = 2", "steps = 0")], extra)));
+}
+
+#[test]
+fn gpu_parameters_only_on_their_kind() {
+    let extra = "\n[[faults]]\nat = \"30s\"\nkind = \"gpu.lost\"\ntarget = \"worker/0\"\nmode = \"nan\"\nfactor = 2.0\nbackoff = false\n";
+    insta::assert_snapshot!(errors(&training(
+        &[(
+            "target = \"worker/1\"",
+            "target = \"worker/1\"\nsteps = 3\nlimit_bytes = 64"
+        )],
+        extra
+    )));
+}
+
+#[test]
+fn gpu_parameters_are_rejected_on_http_faults() {
+    let extra = "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 2.0\nfactor = 2.0\n";
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "target = \"server/0\"",
+            "target = \"server/0\"\nmode = \"inf\""
+        )],
+        extra
+    )));
+}
+
+#[test]
+fn load_spike_is_rejected_in_training_mode() {
+    let extra =
+        "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 2.0\n";
+    insta::assert_snapshot!(errors(&training(&[], extra)));
+}
+
+#[test]
+fn variant_replicas_name_components_and_keep_fault_targets() {
+    insta::assert_snapshot!(errors(&training(
+        &[(
+            "replicas = { worker = 2 }",
+            "replicas = { worker = 1, rendezvous = 0, sever = 2 }"
+        )],
+        ""
+    )));
 }
