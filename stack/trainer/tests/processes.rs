@@ -381,3 +381,86 @@ fn a_sigstopped_worker_is_detected_by_heartbeat_within_2_s_and_evicted_when_it_r
         .as_str()
         .is_some_and(|r| r.contains("rendezvous")));
 }
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+fn worker(rdzv: &str, rank: usize, run_dir: &Path, steps: u64) -> Proc {
+    let mut args = vec![
+        "worker".to_string(),
+        "--rendezvous".into(),
+        rdzv.into(),
+        "--rank".into(),
+        rank.to_string(),
+    ];
+    args.extend(small_mlp(run_dir, steps, 50));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn(&refs)
+}
+
+#[test]
+fn a_replacement_that_joins_within_the_timeout_restores_the_full_world() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rdzv_addr = free_addr();
+    let rdzv = Proc::spawn(&[
+        "rendezvous",
+        "--listen",
+        &rdzv_addr,
+        "--min-workers",
+        "2",
+        "--max-workers",
+        "3",
+        "--replace-timeout-s",
+        "30",
+        "--exit-when-done",
+    ]);
+    let mut workers: Vec<Proc> = (0..3)
+        .map(|r| worker(&rdzv_addr, r, dir.path(), 2500))
+        .collect();
+    workers[0].wait_for(60, "step 200", |v| {
+        is(v, "step") && v["step"].as_u64().is_some_and(|s| s >= 200)
+    });
+    let victim = workers.remove(1);
+    drop(victim); // SIGKILL (Child::kill) and reap
+    rdzv.wait_for(10, "loss detected", |v| {
+        is(v, "fault") && v["kind"] == "worker_lost"
+    });
+    let replacement = worker(&rdzv_addr, 1, dir.path(), 2500);
+    let epoch2 = rdzv.wait_for(30, "epoch 2", |v| is(v, "rendezvous") && v["epoch"] == 2);
+    assert_eq!(epoch2["world"], 3, "the replacement was admitted: {epoch2}");
+    let restore = replacement.wait_for(30, "replacement restores", |v| is(v, "restore"));
+    assert!(
+        restore["step"].as_u64().expect("step") > 0,
+        "it resumes from the shared checkpoint"
+    );
+    workers.push(replacement);
+    for w in &mut workers {
+        assert_eq!(w.wait_exit(120), 0);
+    }
+}
+
+#[test]
+fn interrupting_launch_stops_every_worker_it_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut job = launch(2, 2, &small_mlp(dir.path(), 1_000_000, 0));
+    job.wait_for(30, "training", |v| is(v, "step"));
+    let pids: Vec<u64> = job
+        .events()
+        .iter()
+        .filter(|v| is(v, "start"))
+        .map(|v| v["pid"].as_u64().expect("pid"))
+        .collect();
+    assert_eq!(pids.len(), 2);
+    kill(u64::from(job.child.id()), nix::sys::signal::Signal::SIGINT);
+    assert_eq!(job.wait_exit(30), trainer::exit::INTERRUPTED);
+    for pid in pids {
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+        assert!(!alive, "worker {pid} outlived the launcher");
+    }
+}
