@@ -273,6 +273,16 @@ fn exchange(
     let send_bytes: &[u8] = bytemuck::cast_slice(src);
     let recv = |dst: &mut [f32], scratch: &mut [f32]| -> Result<(), CommError> {
         let mut from = from;
+        if !reduce {
+            // All-gather: the received values are final; read them in place.
+            return from
+                .read_exact(bytemuck::cast_slice_mut(dst))
+                .map_err(|source| CommError::Io {
+                    op: "receive",
+                    peer: prev_rank,
+                    source,
+                });
+        }
         for piece in dst.chunks_mut(scratch.len().max(1)) {
             let buf = &mut scratch[..piece.len()];
             from.read_exact(bytemuck::cast_slice_mut(buf))
@@ -281,12 +291,8 @@ fn exchange(
                     peer: prev_rank,
                     source,
                 })?;
-            if reduce {
-                for (d, s) in piece.iter_mut().zip(buf.iter()) {
-                    *d += *s;
-                }
-            } else {
-                piece.copy_from_slice(buf);
+            for (d, s) in piece.iter_mut().zip(buf.iter()) {
+                *d += *s;
             }
         }
         Ok(())
