@@ -10,6 +10,7 @@ use scenario::ComponentKind;
 pub fn binary_name(kind: ComponentKind) -> &'static str {
     match kind {
         ComponentKind::Server => "server",
+        ComponentKind::TrainerRendezvous | ComponentKind::TrainerWorker => "trainer",
     }
 }
 

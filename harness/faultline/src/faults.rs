@@ -92,6 +92,33 @@ pub fn plan(faults: &[Fault]) -> Vec<Action> {
     actions
 }
 
+/// The JSON body that injects a `gpu.*` fault through a trainer worker's control endpoint
+/// (`POST /faults`; see `stack/trainer`'s crate docs).
+pub fn gpu_fault_body(fault: &Fault) -> serde_json::Value {
+    let mut body = serde_json::json!({ "kind": fault.kind.name() });
+    let obj = body.as_object_mut().expect("built as an object above");
+    match fault.kind {
+        FaultKind::GpuEcc => {
+            let mode = match fault.mode.unwrap_or(scenario::EccMode::Nan) {
+                scenario::EccMode::Nan => "nan",
+                scenario::EccMode::Inf => "inf",
+                scenario::EccMode::Bitflip => "bitflip",
+            };
+            obj.insert("mode".into(), mode.into());
+            obj.insert("steps".into(), fault.steps.unwrap_or(1).into());
+        }
+        FaultKind::GpuThrottle => {
+            obj.insert("factor".into(), fault.factor.unwrap_or(1.0).into());
+        }
+        FaultKind::GpuOom => {
+            obj.insert("limit_bytes".into(), fault.limit_bytes.unwrap_or(0).into());
+            obj.insert("backoff".into(), fault.backoff.unwrap_or(false).into());
+        }
+        _ => {}
+    }
+    body
+}
+
 /// The offered-rate multiplier over time from every `load.spike` (overlapping spikes
 /// multiply), as steps for the load generator.
 pub fn rate_steps(faults: &[Fault]) -> Vec<loadgen::RateStep> {
@@ -131,7 +158,32 @@ mod tests {
             target: Some("server".into()),
             until: until.map(Duration::from_secs),
             multiplier,
+            mode: None,
+            steps: None,
+            factor: None,
+            limit_bytes: None,
+            backoff: None,
         }
+    }
+
+    #[test]
+    fn gpu_fault_bodies_match_the_trainer_control_api() {
+        let mut f = fault(FaultKind::GpuEcc, 1, None, None);
+        f.mode = Some(scenario::EccMode::Bitflip);
+        assert_eq!(
+            gpu_fault_body(&f),
+            serde_json::json!({"kind": "gpu.ecc", "mode": "bitflip", "steps": 1})
+        );
+        let mut f = fault(FaultKind::GpuOom, 1, Some(2), None);
+        f.limit_bytes = Some(1 << 20);
+        assert_eq!(
+            gpu_fault_body(&f),
+            serde_json::json!({"kind": "gpu.oom", "limit_bytes": 1048576, "backoff": false})
+        );
+        assert_eq!(
+            gpu_fault_body(&fault(FaultKind::GpuLost, 1, None, None)),
+            serde_json::json!({"kind": "gpu.lost"})
+        );
     }
 
     #[test]

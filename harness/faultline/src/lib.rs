@@ -5,7 +5,7 @@
 //! (processes, readiness, restarts), [`faults`] (self-healing fault guards and the pure
 //! timeline), [`analysis`] (phases, recovery, window figures), [`slo`] (verdicts),
 //! [`events`] (run clock and `events.jsonl`), [`requests`] (request bodies),
-//! [`binaries`] (finding stack binaries).
+//! [`binaries`] (finding stack binaries), [`training`] (trainer events → training figures).
 
 pub mod analysis;
 pub mod binaries;
@@ -17,4 +17,5 @@ pub mod requests;
 pub mod runner;
 pub mod slo;
 pub mod supervisor;
+pub mod training;
 pub mod wait;

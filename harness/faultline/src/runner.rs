@@ -20,6 +20,7 @@ use report::{
 };
 use scenario::{
     ComponentKind, Fault, FaultKind, LatencyMeasure, LoadMode, Scenario, ScenarioError, Slo,
+    Variant,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -31,7 +32,8 @@ use crate::events::{round_us, EventLog, RunClock};
 use crate::faults::{self, PauseGuard, Step};
 use crate::requests;
 use crate::slo::{self, Evidence};
-use crate::supervisor::{Replica, ReplicaSpec, Supervisor};
+use crate::supervisor::{Health, Probe, Replica, ReplicaSpec, Supervisor};
+use crate::training::{self, InjectedFault, ProcessEvents};
 
 /// How progress is shown while a run is going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,37 +142,102 @@ fn run_id(started: SystemTime, seed: u64) -> String {
     format!("{}-s{seed}", compact.replace('.', ""))
 }
 
-fn kind_args(kind: ComponentKind, addr: SocketAddr, seed: u64, user: &[String]) -> Vec<String> {
-    match kind {
-        ComponentKind::Server => {
-            let mut args = vec!["--listen".to_owned(), addr.to_string()];
-            if !user.iter().any(|a| a == "--seed") {
-                args.extend(["--seed".to_owned(), seed.to_string()]);
-            }
-            args
+/// The arguments the runner gives each kind before the component's own `args`.
+fn kind_args(
+    kind: ComponentKind,
+    addr: SocketAddr,
+    replica: u32,
+    replicas: u32,
+    run_dir: &Path,
+    seed: u64,
+    user: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = match kind {
+        ComponentKind::Server => vec!["--listen".to_owned(), addr.to_string()],
+        ComponentKind::TrainerRendezvous => {
+            vec![
+                "rendezvous".to_owned(),
+                "--listen".to_owned(),
+                addr.to_string(),
+            ]
         }
+        ComponentKind::TrainerWorker => vec![
+            "worker".to_owned(),
+            "--control".to_owned(),
+            addr.to_string(),
+            "--rank".to_owned(),
+            replica.to_string(),
+            "--world-size".to_owned(),
+            replicas.to_string(),
+            "--run-dir".to_owned(),
+            run_dir.display().to_string(),
+        ],
+    };
+    let seeded = matches!(kind, ComponentKind::Server | ComponentKind::TrainerWorker);
+    if seeded && !user.iter().any(|a| a == "--seed") {
+        args.extend(["--seed".to_owned(), seed.to_string()]);
     }
+    args
 }
 
-/// Replica specs for every component, with fresh ports and the variant's extra args.
+/// Replaces the `{…}` placeholders of `Component::args` (validated by the scenario crate).
+fn substitute(
+    arg: &str,
+    addrs: &BTreeMap<String, Vec<SocketAddr>>,
+    run_dir: &Path,
+    replica: u32,
+    replicas: u32,
+    seed: u64,
+) -> String {
+    let mut out = arg
+        .replace("{run_dir}", &run_dir.display().to_string())
+        .replace("{replicas}", &replicas.to_string())
+        .replace("{replica}", &replica.to_string())
+        .replace("{seed}", &seed.to_string());
+    for (name, list) in addrs {
+        let all: Vec<String> = list.iter().map(ToString::to_string).collect();
+        out = out.replace(&format!("{{{name}.addrs}}"), &all.join(","));
+        if let Some(first) = list.first() {
+            out = out.replace(&format!("{{{name}.addr}}"), &first.to_string());
+        }
+    }
+    out
+}
+
+/// Replica specs for every component, with fresh ports, the variant's replica counts
+/// and extra args, and placeholders replaced.
 fn stack_specs(
     scenario: &Scenario,
-    extra_args: &BTreeMap<String, Vec<String>>,
+    variant: &Variant,
     programs: &BTreeMap<&'static str, PathBuf>,
-    logs: &Path,
+    dirs: &RunDirs,
     seed: u64,
 ) -> std::io::Result<Vec<ReplicaSpec>> {
+    let replicas_of =
+        |c: &scenario::Component| *variant.replicas.get(&c.name).unwrap_or(&c.replicas);
+    let mut addrs: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    for c in &scenario.components {
+        let list = (0..replicas_of(c))
+            .map(|_| free_port())
+            .collect::<std::io::Result<_>>()?;
+        addrs.insert(c.name.clone(), list);
+    }
     let mut specs = Vec::new();
     for c in &scenario.components {
         let program = programs
             .get(binaries::binary_name(c.kind))
             .cloned()
             .unwrap_or_default();
-        for i in 0..c.replicas {
-            let addr = free_port()?;
-            let mut user = c.args.clone();
-            user.extend(extra_args.get(&c.name).cloned().unwrap_or_default());
-            let mut args = kind_args(c.kind, addr, seed, &user);
+        let replicas = replicas_of(c);
+        for (i, &addr) in addrs[&c.name].iter().enumerate() {
+            let i = i as u32;
+            let mut user: Vec<String> = c.args.clone();
+            user.extend(variant.args.get(&c.name).cloned().unwrap_or_default());
+            let user: Vec<String> = user
+                .iter()
+                .map(|a| substitute(a, &addrs, &dirs.train, i, replicas, seed))
+                .collect();
+            let mut args = kind_args(c.kind, addr, i, replicas, &dirs.train, seed, &user);
             args.extend(user);
             let mut env = BTreeMap::from([("RUST_LOG".to_owned(), "info".to_owned())]);
             env.extend(c.env.clone());
@@ -183,12 +250,21 @@ fn stack_specs(
                 env,
                 addr,
                 restart: c.restart.clone(),
+                probe: Probe::for_kind(c.kind, &c.readiness),
                 readiness: c.readiness.clone(),
-                log_path: logs.join(format!("{}-{i}.log", c.name)),
+                log_path: dirs.logs.join(format!("{}{}-{i}.log", dirs.prefix, c.name)),
             });
         }
     }
     Ok(specs)
+}
+
+/// Where one stack lifetime writes: logs, and the trainer's shared run folder.
+struct RunDirs {
+    logs: PathBuf,
+    train: PathBuf,
+    /// Log file prefix (`<variant>-` when there are several variants).
+    prefix: String,
 }
 
 fn pids_of(replicas: &[Replica], target: &str) -> Vec<u32> {
@@ -221,6 +297,13 @@ async fn run_timeline(
         })
         .collect();
     let mut guards: HashMap<usize, PauseGuard> = HashMap::new();
+    // gpu.* faults live inside the worker processes; these are the ones still injected.
+    let mut gpu_active: HashMap<usize, Vec<SocketAddr>> = HashMap::new();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
     for action in faults::plan(&faults) {
         tokio::select! {
             () = tokio::time::sleep_until(t0 + action.at) => {}
@@ -267,14 +350,60 @@ async fn run_timeline(
                     json!({"id": rec.id, "kind": fault.kind.name(), "multiplier": fault.multiplier}),
                 ));
             }
+            (
+                kind @ (FaultKind::GpuLost
+                | FaultKind::GpuEcc
+                | FaultKind::GpuThrottle
+                | FaultKind::GpuOom),
+                Step::Inject,
+            ) => {
+                let targets: Vec<SocketAddr> = replicas
+                    .iter()
+                    .filter(|r| r.spec().component == target || r.spec().name == target)
+                    .map(|r| r.spec().addr)
+                    .collect();
+                let body = faults::gpu_fault_body(fault);
+                let mut results = Vec::new();
+                for addr in &targets {
+                    let url = format!("http://{addr}/faults");
+                    results.push(match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => format!("{addr}: injected"),
+                        Ok(r) => format!("{addr}: HTTP {}", r.status()),
+                        Err(e) => format!("{addr}: {e}"),
+                    });
+                }
+                rec.detail = format!("{body} → {}", results.join("; "));
+                gpu_active.insert(action.fault, targets);
+                rec.injected_s = Some(events.emit(
+                    "fault.inject",
+                    json!({"id": rec.id, "kind": kind.name(), "target": target, "body": body, "results": results}),
+                ));
+            }
             (_, Step::Heal) => {
                 // Dropping the guard (if any) heals the fault.
                 drop(guards.remove(&action.fault));
+                if let Some(addrs) = gpu_active.remove(&action.fault) {
+                    heal_gpu(&client, &addrs, fault.kind).await;
+                }
                 rec.healed_s = Some(events.emit(
                     "fault.heal",
                     json!({"id": rec.id, "kind": fault.kind.name()}),
                 ));
             }
+        }
+    }
+    // Faults without an `until` (gpu.ecc, gpu.lost) stay injected until the run ends.
+    if !gpu_active.is_empty() {
+        cancel.cancelled().await;
+    }
+    for (index, addrs) in gpu_active.drain() {
+        let rec = &mut records[index];
+        heal_gpu(&client, &addrs, rec.kind).await;
+        if rec.healed_s.is_none() {
+            rec.healed_s = Some(events.emit(
+                "fault.heal",
+                json!({"id": rec.id, "kind": rec.kind.name(), "reason": "run ended"}),
+            ));
         }
     }
     for (index, guard) in guards.drain() {
@@ -286,6 +415,17 @@ async fn run_timeline(
         ));
     }
     records
+}
+
+/// `DELETE /faults/{kind}` on each worker (best effort: a worker that is gone has no
+/// fault left to heal).
+async fn heal_gpu(client: &reqwest::Client, addrs: &[SocketAddr], kind: FaultKind) {
+    for addr in addrs {
+        let url = format!("http://{addr}/faults/{}", kind.name());
+        if let Err(e) = client.delete(&url).send().await {
+            tracing::debug!(%url, error = %e, "heal request failed (worker gone?)");
+        }
+    }
 }
 
 fn progress_task(
@@ -333,9 +473,11 @@ fn progress_task(
 #[derive(Default)]
 struct StackResult {
     load: Option<LoadReport>,
+    /// Scenario t = 0 of this lifetime, on the run clock.
     load_t0_s: Option<f64>,
     faults: Vec<FaultEvent>,
     search: Option<SearchResult>,
+    training: Option<report::TrainingResult>,
     replicas: Vec<Replica>,
     failures: Vec<String>,
 }
@@ -345,20 +487,31 @@ struct Ctx<'a> {
     name: &'a str,
     seed: u64,
     programs: &'a BTreeMap<&'static str, PathBuf>,
-    logs: PathBuf,
+    dir: PathBuf,
+    several_variants: bool,
     events: EventLog,
     opts: &'a RunOptions,
     cancel: &'a CancellationToken,
 }
 
 /// Starts the stack, runs the workload (load or search) and stops the stack again.
-async fn stack_lifetime(
-    ctx: &Ctx<'_>,
-    variant: &str,
-    extra: &BTreeMap<String, Vec<String>>,
-) -> StackResult {
+async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
     let mut out = StackResult::default();
-    let specs = match stack_specs(ctx.scenario, extra, ctx.programs, &ctx.logs, ctx.seed) {
+    let variant = v.name.as_str();
+    let dirs = RunDirs {
+        logs: ctx.dir.join("logs"),
+        train: if ctx.several_variants {
+            ctx.dir.join(format!("train-{variant}"))
+        } else {
+            ctx.dir.join("train")
+        },
+        prefix: if ctx.several_variants {
+            format!("{variant}-")
+        } else {
+            String::new()
+        },
+    };
+    let specs = match stack_specs(ctx.scenario, v, ctx.programs, &dirs, ctx.seed) {
         Ok(s) => s,
         Err(e) => {
             out.failures
@@ -375,24 +528,90 @@ async fn stack_lifetime(
         Err(e) => out.failures.push(e.to_string()),
         Ok(()) => {
             ctx.events.emit("stack.ready", json!({"variant": variant}));
-            if let Err(e) = drive(ctx, variant, &stack, &mut out).await {
+            if let Err(e) = drive(ctx, v, &stack, &mut out).await {
                 out.failures.push(e);
             }
         }
     }
     ctx.events.emit("stack.stop", json!({"variant": variant}));
     out.replicas = stack.shutdown().await;
+    if ctx.scenario.workload.mode == LoadMode::Training {
+        out.training = Some(training_result(ctx, v, &out));
+    }
     out
+}
+
+/// Reads the trainer's events from every replica's log and analyses the job.
+fn training_result(ctx: &Ctx<'_>, v: &Variant, out: &StackResult) -> report::TrainingResult {
+    let clock = ctx.events.clock();
+    let unix = |run_s: f64| {
+        clock
+            .start_wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+            + run_s
+    };
+    let procs: Vec<ProcessEvents> = out
+        .replicas
+        .iter()
+        .map(|r| ProcessEvents {
+            name: r.spec().name.clone(),
+            events: std::fs::read_to_string(&r.spec().log_path)
+                .map(|t| training::parse_log(&t))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let faults: Vec<InjectedFault> = out
+        .faults
+        .iter()
+        .filter_map(|f| {
+            Some(InjectedFault {
+                id: f.id.clone(),
+                kind: f.kind.name().to_owned(),
+                at_unix_s: unix(f.injected_s?),
+                healed_unix_s: f.healed_s.map(unix),
+            })
+        })
+        .collect();
+    let target = &ctx.scenario.workload.target;
+    let workers = out
+        .replicas
+        .iter()
+        .filter(|r| &r.spec().component == target)
+        .count() as u32;
+    let warmup_steps = ctx
+        .scenario
+        .workload
+        .training
+        .as_ref()
+        .map_or(scenario::TrainingLoad::default().warmup_steps, |t| {
+            t.warmup_steps
+        });
+    let mut result = training::analyze(&v.name, workers, &procs, &faults, warmup_steps);
+    let t0 = unix(out.load_t0_s.unwrap_or(0.0));
+    for p in &mut result.throughput_curve {
+        p.0 = round_us(p.0 - t0);
+    }
+    result
 }
 
 /// Runs the workload against a ready stack.
 async fn drive(
     ctx: &Ctx<'_>,
-    variant: &str,
+    v: &Variant,
     stack: &Supervisor,
     out: &mut StackResult,
 ) -> Result<(), String> {
     let w = &ctx.scenario.workload;
+    let variant = v.name.as_str();
+    let faults_to_inject = if v.inject_faults {
+        ctx.scenario.faults.clone()
+    } else {
+        Vec::new()
+    };
+    if w.mode == LoadMode::Training {
+        return drive_training(ctx, v, stack, faults_to_inject, out).await;
+    }
     let targets = stack.targets(&w.target);
     let base = targets
         .first()
@@ -420,7 +639,7 @@ async fn drive(
         arrival,
         warmup: w.warmup,
         duration: w.duration,
-        rate_steps: faults::rate_steps(&ctx.scenario.faults),
+        rate_steps: faults::rate_steps(&faults_to_inject),
         connections: w.connections as usize,
         timeout: w.timeout,
         seed: ctx.seed,
@@ -476,6 +695,7 @@ async fn drive(
                     .collect(),
             });
         }
+        LoadMode::Training => unreachable!("handled by drive_training above"),
         LoadMode::OpenLoop | LoadMode::ClosedLoop => {
             let timeline_cancel = CancellationToken::new();
             let t0 = tokio::time::Instant::now();
@@ -484,7 +704,7 @@ async fn drive(
                     .emit("load.start", json!({"mode": format!("{:?}", w.mode)})),
             );
             let timeline = tokio::spawn(run_timeline(
-                ctx.scenario.faults.clone(),
+                faults_to_inject,
                 stack.replicas().to_vec(),
                 t0,
                 ctx.events.clone(),
@@ -528,6 +748,62 @@ async fn drive(
     Ok(())
 }
 
+/// A training job: play the fault timeline while the job runs; done when every replica of
+/// the target has exited (or `warmup + duration` has passed, or Ctrl-C).
+async fn drive_training(
+    ctx: &Ctx<'_>,
+    v: &Variant,
+    stack: &Supervisor,
+    faults_to_inject: Vec<Fault>,
+    out: &mut StackResult,
+) -> Result<(), String> {
+    let w = &ctx.scenario.workload;
+    let timeline_cancel = CancellationToken::new();
+    let t0 = tokio::time::Instant::now();
+    out.load_t0_s = Some(
+        ctx.events
+            .emit("training.start", json!({"variant": v.name})),
+    );
+    let timeline = tokio::spawn(run_timeline(
+        faults_to_inject,
+        stack.replicas().to_vec(),
+        t0,
+        ctx.events.clone(),
+        timeline_cancel.clone(),
+    ));
+    let deadline = t0 + w.warmup + w.duration;
+    let workers = stack.targets(&w.target);
+    let finished = loop {
+        let all_down = workers
+            .iter()
+            .all(|r| matches!(r.health(), Health::Down(_) | Health::Failed(_)));
+        if all_down {
+            break true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = tokio::time::sleep_until(deadline) => break false,
+            () = ctx.cancel.cancelled() => break false,
+        }
+    };
+    timeline_cancel.cancel();
+    out.faults = timeline
+        .await
+        .map_err(|e| format!("fault timeline task failed: {e}"))?;
+    ctx.events.emit(
+        "training.end",
+        json!({"variant": v.name, "workers_exited": finished}),
+    );
+    if !finished && !ctx.cancel.is_cancelled() {
+        return Err(format!(
+            "training job of variant {} still running after warmup + duration = {}; stopped it",
+            v.name,
+            humantime::format_duration(w.warmup + w.duration)
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the scenario file at `path`.
 pub async fn run_file(
     path: &Path,
@@ -563,32 +839,33 @@ pub async fn run_file(
         json!({"scenario": name, "file": path.display().to_string(), "seed": seed, "git_commit": commit, "run_id": id}),
     );
 
+    let variants: Vec<Variant> = if scenario.variants.is_empty() {
+        vec![Variant {
+            name: "default".to_owned(),
+            args: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            inject_faults: true,
+        }]
+    } else {
+        scenario.variants.clone()
+    };
     let ctx = Ctx {
         scenario: &scenario,
         name: &name,
         seed,
         programs: &programs,
-        logs,
+        dir: dir.clone(),
+        several_variants: variants.len() > 1,
         events: events.clone(),
         opts,
         cancel: &cancel,
     };
-    let variants: Vec<(String, BTreeMap<String, Vec<String>>)> =
-        if scenario.workload.mode == LoadMode::MaxThroughput && !scenario.variants.is_empty() {
-            scenario
-                .variants
-                .iter()
-                .map(|v| (v.name.clone(), v.args.clone()))
-                .collect()
-        } else {
-            vec![("default".to_owned(), BTreeMap::new())]
-        };
     let mut results = Vec::new();
-    for (variant, extra) in &variants {
+    for v in &variants {
         if cancel.is_cancelled() {
             break;
         }
-        results.push(stack_lifetime(&ctx, variant, extra).await);
+        results.push(stack_lifetime(&ctx, v).await);
     }
     let interrupted = cancel.is_cancelled();
     if interrupted {
@@ -630,6 +907,138 @@ fn link_latest(dir: &Path) {
     let _ = std::os::unix::fs::symlink(name, &link);
 }
 
+/// Fills the training results, their faults and recoveries, charts and figures; returns
+/// whether every job's steps are accounted.
+fn training_section(
+    metrics: &mut RunMetrics,
+    results: &[StackResult],
+    to_scn: &dyn Fn(f64) -> f64,
+) -> bool {
+    let mut accounted = true;
+    for r in results {
+        let Some(t) = &r.training else { continue };
+        accounted &= t.steps_accounted;
+        for f in &r.faults {
+            let Some(inj) = f.injected_s else { continue };
+            let start_s = to_scn(inj);
+            let rec = t.recoveries.iter().find(|x| x.fault_id == f.id);
+            let end = f
+                .healed_s
+                .map(to_scn)
+                .or_else(|| rec.and_then(|x| x.total_s).map(|d| start_s + d));
+            metrics.faults.push(FaultSpan {
+                id: f.id.clone(),
+                kind: f.kind.name().to_owned(),
+                target: f.target.clone(),
+                start_s,
+                end_s: end.map(round_us),
+                detail: f.detail.clone(),
+            });
+            if let Some(x) = rec {
+                metrics.recoveries.push(Recovery {
+                    fault_id: f.id.clone(),
+                    kind: f.kind.name().to_owned(),
+                    start_s,
+                    recovery_s: x.total_s.map(round_us),
+                    failed_requests: 0,
+                    restarts: r.replicas.iter().map(Replica::restarts).sum(),
+                });
+            }
+        }
+        metrics.training.push(t.clone());
+    }
+    let jobs = &metrics.training;
+    let series = |f: &dyn Fn(&report::TrainingResult) -> Vec<(f64, f64)>| -> Vec<report::Series> {
+        jobs.iter()
+            .map(|j| report::Series {
+                name: if jobs.len() > 1 {
+                    format!("{} ({} workers)", j.variant, j.workers)
+                } else {
+                    format!("{} workers", j.workers)
+                },
+                points: f(j),
+            })
+            .collect()
+    };
+    metrics.charts.push(report::Chart {
+        id: "training-throughput".into(),
+        title: "Training throughput per step (samples/s, all ranks)".into(),
+        x_label: "scenario time (s)".into(),
+        y_label: "samples per second".into(),
+        time_axis: true,
+        series: series(&|j| j.throughput_curve.clone()),
+    });
+    metrics.charts.push(report::Chart {
+        id: "loss".into(),
+        title: "Training loss (rank 0)".into(),
+        x_label: "step".into(),
+        y_label: "loss".into(),
+        time_axis: false,
+        series: series(&|j| j.loss_curve.clone()),
+    });
+    // Scaling: E(N) = thr(N) / (N × thr(1)), metrics.md, all from this run.
+    let base = jobs
+        .iter()
+        .find(|j| j.workers == 1)
+        .and_then(|j| j.throughput_samples_per_s);
+    let mut measured: Vec<(f64, f64)> = jobs
+        .iter()
+        .filter_map(|j| Some((f64::from(j.workers), j.throughput_samples_per_s?)))
+        .collect();
+    measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+    measured.dedup_by(|a, b| a.0 == b.0);
+    if let (Some(base), true) = (base, measured.len() > 1) {
+        metrics.charts.push(report::Chart {
+            id: "scaling".into(),
+            title: "Weak scaling: steady-state throughput vs workers".into(),
+            x_label: "workers".into(),
+            y_label: "samples per second".into(),
+            time_axis: false,
+            series: vec![
+                report::Series {
+                    name: "measured".into(),
+                    points: measured.clone(),
+                },
+                report::Series {
+                    name: "ideal (N × one worker)".into(),
+                    points: measured.iter().map(|&(n, _)| (n, n * base)).collect(),
+                },
+            ],
+        });
+        for &(n, thr) in measured.iter().filter(|p| p.0 > 1.0) {
+            metrics.figures.push(report::Figure {
+                name: format!("scaling_efficiency_n{n}"),
+                value: thr / (n * base),
+                unit: "ratio".into(),
+                definition:
+                    "metrics.md Training: E(N) = throughput(N) / (N × throughput(1)), same run"
+                        .into(),
+            });
+        }
+    }
+    for j in jobs {
+        for x in &j.recoveries {
+            for (what, v) in [
+                ("detection_s", x.detection_s),
+                ("rendezvous_s", x.rendezvous_s),
+                ("restore_s", x.restore_s),
+                ("catch_up_s", x.catch_up_s),
+                ("recovery_s", x.total_s),
+            ] {
+                if let Some(v) = v {
+                    metrics.figures.push(report::Figure {
+                        name: format!("{}_{}_{what}", j.variant, x.fault_id),
+                        value: v,
+                        unit: "s".into(),
+                        definition: "metrics.md Training: recovery time split into detection, re-rendezvous, restore, catch-up".into(),
+                    });
+                }
+            }
+        }
+    }
+    accounted
+}
+
 /// The tightest corrected-latency bound of the SLOs, for goodput.
 fn goodput_bound_us(slos: &[Slo]) -> Option<u64> {
     slos.iter()
@@ -660,7 +1069,13 @@ fn assemble(
     let mut failures: Vec<String> = results.iter().flat_map(|r| r.failures.clone()).collect();
     let searches: Vec<SearchResult> = results.iter().filter_map(|r| r.search.clone()).collect();
     // Scenario clock: t = 0 at the first intended request of the (single) load run.
-    let t0 = results.iter().find_map(|r| r.load_t0_s).unwrap_or(0.0);
+    // With variants, the clock of the first lifetime that injected faults.
+    let t0 = results
+        .iter()
+        .find(|r| !r.faults.is_empty())
+        .and_then(|r| r.load_t0_s)
+        .or_else(|| results.iter().find_map(|r| r.load_t0_s))
+        .unwrap_or(0.0);
     let to_scn = |s: f64| round_us(s - t0);
 
     let mut processes = Vec::new();
@@ -734,6 +1149,7 @@ fn assemble(
         searches,
         figures: Vec::new(),
         charts: Vec::new(),
+        training: Vec::new(),
         slos: Vec::new(),
         failures: Vec::new(),
     };
@@ -844,10 +1260,16 @@ fn assemble(
         }
         balanced = total.balanced;
         metrics.accounting = total;
+    } else if w.mode == LoadMode::Training {
+        balanced = training_section(&mut metrics, results, &to_scn);
     } else if failures.is_empty() {
         failures.push("the workload produced no measurements".to_owned());
     }
-    if !balanced {
+    if !balanced && w.mode == LoadMode::Training {
+        failures.push(
+            "step accounting does not balance: a step number between 0 and the last completed step never completed, or the job stopped before its last step".to_owned(),
+        );
+    } else if !balanced {
         failures.push(format!(
             "request accounting does not balance (sent ≠ ok + errors + timeouts + dropped) in windows starting at {unbalanced_windows:?} s"
         ));
@@ -856,6 +1278,7 @@ fn assemble(
         phases: &phases,
         recoveries: &metrics.recoveries,
         searches: &metrics.searches,
+        training: &metrics.training,
         accounting_balanced: balanced,
         unbalanced_windows,
     };

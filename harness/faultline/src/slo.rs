@@ -14,6 +14,7 @@ pub struct Evidence<'a> {
     pub phases: &'a [PhaseData],
     pub recoveries: &'a [Recovery],
     pub searches: &'a [SearchResult],
+    pub training: &'a [report::TrainingResult],
     /// Overall and every window balanced.
     pub accounting_balanced: bool,
     /// Windows whose accounting did not balance (start seconds), for the message.
@@ -233,7 +234,9 @@ fn evaluate_one(i: usize, slo: &Slo, ev: &Evidence<'_>) -> SloVerdict {
             )
         }
         Slo::Accounting {} => {
-            let observed = if ev.accounting_balanced {
+            let observed = if ev.accounting_balanced && !ev.training.is_empty() {
+                "every job's steps accounted".to_owned()
+            } else if ev.accounting_balanced {
                 "balanced in every window and overall".to_owned()
             } else {
                 format!(
@@ -241,9 +244,14 @@ fn evaluate_one(i: usize, slo: &Slo, ev: &Evidence<'_>) -> SloVerdict {
                     ev.unbalanced_windows
                 )
             };
+            let what = if ev.training.is_empty() {
+                "accounting: sent = ok + errors + timeouts + dropped"
+            } else {
+                "accounting: every step completed, redone and skipped steps counted"
+            };
             verdict(
                 i,
-                "accounting: sent = ok + errors + timeouts + dropped".to_owned(),
+                what.to_owned(),
                 None,
                 "balanced".to_owned(),
                 Ok(observed),
@@ -262,6 +270,86 @@ fn evaluate_one(i: usize, slo: &Slo, ev: &Evidence<'_>) -> SloVerdict {
                 None,
                 format!("≥ {rps_min} req/s"),
                 value.map(|v| format!("{v:.1} req/s")),
+                pass,
+            )
+        }
+        Slo::LostSteps { fault, steps_max } => {
+            let recs: Vec<&report::TrainingRecovery> = ev
+                .training
+                .iter()
+                .flat_map(|t| t.recoveries.iter())
+                .filter(|r| fault.as_ref().is_none_or(|f| &r.fault_id == f))
+                .collect();
+            let value = if recs.is_empty() {
+                Err(match fault {
+                    Some(f) => format!("fault {f} did not interrupt training"),
+                    None => "no fault interrupted training".to_owned(),
+                })
+            } else {
+                recs.iter()
+                    .map(|r| {
+                        r.lost_steps
+                            .ok_or_else(|| format!("no restore after {}", r.fault_id))
+                    })
+                    .sum::<Result<u64, String>>()
+            };
+            let pass = value.as_ref().is_ok_and(|&v| v <= *steps_max);
+            verdict(
+                i,
+                format!(
+                    "lost steps{}",
+                    fault
+                        .as_ref()
+                        .map_or(String::new(), |f| format!(" after {f}"))
+                ),
+                None,
+                format!("≤ {steps_max}"),
+                value.map(|v| v.to_string()),
+                pass,
+            )
+        }
+        Slo::ScalingEfficiency {
+            workers,
+            efficiency_min,
+        } => {
+            let thr = |n: u32| {
+                ev.training
+                    .iter()
+                    .find(|t| t.workers == n)
+                    .ok_or_else(|| format!("no variant with {n} worker(s)"))
+                    .and_then(|t| {
+                        t.throughput_samples_per_s
+                            .ok_or_else(|| format!("{n}-worker job has too few steps to measure"))
+                    })
+            };
+            let value = thr(1).and_then(|one| Ok(thr(*workers)? / (f64::from(*workers) * one)));
+            let pass = value.as_ref().is_ok_and(|&v| v >= *efficiency_min);
+            verdict(
+                i,
+                format!("scaling efficiency E({workers})"),
+                None,
+                format!("≥ {efficiency_min}"),
+                value.map(|v| format!("{v:.3}")),
+                pass,
+            )
+        }
+        Slo::Loss { final_ratio_max } => {
+            let value = ev
+                .training
+                .iter()
+                .map(|t| match (t.loss_first, t.loss_last) {
+                    (Some(a), Some(b)) if a > 0.0 => Ok(b / a),
+                    _ => Err(format!("variant {} logged no loss", t.variant)),
+                })
+                .reduce(|a, b| Ok(a?.max(b?)))
+                .unwrap_or_else(|| Err("no training job ran".to_owned()));
+            let pass = value.as_ref().is_ok_and(|&v| v <= *final_ratio_max);
+            verdict(
+                i,
+                "final loss / initial loss (worst variant)".to_owned(),
+                None,
+                format!("≤ {final_ratio_max}"),
+                value.map(|v| format!("{v:.3}")),
                 pass,
             )
         }
@@ -321,6 +409,7 @@ mod tests {
             phases,
             recoveries: &[],
             searches: &[],
+            training: &[],
             accounting_balanced: true,
             unbalanced_windows: vec![],
         }

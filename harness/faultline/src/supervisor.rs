@@ -42,8 +42,31 @@ pub struct ReplicaSpec {
     pub addr: SocketAddr,
     pub restart: Restart,
     pub readiness: Readiness,
+    /// How readiness is probed.
+    pub probe: Probe,
     /// Combined stdout/stderr, appended across restarts.
     pub log_path: PathBuf,
+}
+
+/// How a replica's readiness is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET http://ADDR{path}` answers 2xx.
+    Http(String),
+    /// A TCP connection to ADDR is accepted (for non-HTTP services).
+    Tcp,
+}
+
+impl Probe {
+    /// The probe a component kind needs.
+    pub fn for_kind(kind: ComponentKind, readiness: &Readiness) -> Probe {
+        match kind {
+            ComponentKind::TrainerRendezvous => Probe::Tcp,
+            ComponentKind::Server | ComponentKind::TrainerWorker => {
+                Probe::Http(readiness.path.clone())
+            }
+        }
+    }
 }
 
 /// One start of a replica, on the run clock (seconds since the runner started).
@@ -266,13 +289,21 @@ pub fn spawn(spec: &ReplicaSpec) -> std::io::Result<Child> {
 }
 
 async fn probe_ready(client: &reqwest::Client, spec: &ReplicaSpec) -> Result<(), String> {
-    let url = format!("http://{}{}", spec.addr, spec.readiness.path);
     let deadline = tokio::time::Instant::now() + spec.readiness.timeout;
     loop {
-        let last = match client.get(&url).send().await {
-            Ok(resp) if resp.status().is_success() => return Ok(()),
-            Ok(resp) => format!("{url} answered {}", resp.status()),
-            Err(e) => format!("{url}: {e}"),
+        let last = match &spec.probe {
+            Probe::Http(path) => {
+                let url = format!("http://{}{path}", spec.addr);
+                match client.get(&url).send().await {
+                    Ok(resp) if resp.status().is_success() => return Ok(()),
+                    Ok(resp) => format!("{url} answered {}", resp.status()),
+                    Err(e) => format!("{url}: {e}"),
+                }
+            }
+            Probe::Tcp => match tokio::net::TcpStream::connect(spec.addr).await {
+                Ok(_) => return Ok(()),
+                Err(e) => format!("tcp connect {}: {e}", spec.addr),
+            },
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(

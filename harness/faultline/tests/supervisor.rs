@@ -31,6 +31,7 @@ fn spec(dir: &std::path::Path, policy: RestartPolicy) -> ReplicaSpec {
             backoff: Duration::from_millis(50),
         },
         readiness: Readiness::default(),
+        probe: faultline::supervisor::Probe::Http("/readyz".into()),
         log_path: dir.join("server-0.log"),
     }
 }

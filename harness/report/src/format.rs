@@ -109,6 +109,23 @@ pub fn html(text: &str) -> String {
     out
 }
 
+/// One line per training job: throughput and step accounting.
+pub fn training_line(t: &crate::model::TrainingResult) -> String {
+    format!(
+        "training {} ({} workers): {} samples/s steady; steps {} of {} completed, {} recomputed, {} skipped; {} checkpoints, {} restores; accounted: {}",
+        t.variant,
+        t.workers,
+        t.throughput_samples_per_s.map_or_else(|| "–".to_owned(), num),
+        t.steps_completed,
+        t.target_steps.map_or_else(|| "?".to_owned(), |s| s.to_string()),
+        t.steps_recomputed,
+        t.steps_skipped,
+        t.checkpoints_written,
+        t.restores,
+        if t.steps_accounted { "yes" } else { "NO" }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

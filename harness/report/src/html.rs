@@ -100,15 +100,33 @@ pub fn page(metrics: &RunMetrics, plots: &[Plot]) -> String {
             .collect();
         body.push_str(&section("Run failures", &format!("<ul>\n{items}</ul>\n")));
     }
-    let a = &metrics.accounting;
-    body.push_str(&section(
-        "Accounting",
-        &format!(
-            "<p>Every request the generator scheduled is counted exactly once (metrics.md \"Accounting\").</p>\n<p class=\"accounting {}\">{}</p>\n",
-            if a.balanced { "ok" } else { "bad" },
-            esc(&format::accounting_line(a))
-        ),
-    ));
+    if metrics.training.is_empty() {
+        let a = &metrics.accounting;
+        body.push_str(&section(
+            "Accounting",
+            &format!(
+                "<p>Every request the generator scheduled is counted exactly once (metrics.md \"Accounting\").</p>\n<p class=\"accounting {}\">{}</p>\n",
+                if a.balanced { "ok" } else { "bad" },
+                esc(&format::accounting_line(a))
+            ),
+        ));
+    } else {
+        let lines: String = metrics
+            .training
+            .iter()
+            .map(|t| {
+                format!(
+                    "<p class=\"accounting {}\">{}</p>\n",
+                    if t.steps_accounted { "ok" } else { "bad" },
+                    esc(&format::training_line(t))
+                )
+            })
+            .collect();
+        body.push_str(&section(
+            "Accounting",
+            &format!("<p>Every step number from 0 to the last completed at least once; work redone after a restore and steps skipped by a finite check are counted.</p>\n{lines}"),
+        ));
+    }
     if !metrics.summaries.is_empty() {
         body.push_str(&section("Summary by phase", &summaries(&metrics.summaries)));
     }
@@ -123,6 +141,9 @@ pub fn page(metrics: &RunMetrics, plots: &[Plot]) -> String {
     }
     if !metrics.searches.is_empty() {
         body.push_str(&section("Max-throughput search", &searches(metrics)));
+    }
+    if !metrics.training.is_empty() {
+        body.push_str(&section("Training", &training(metrics)));
     }
     if !metrics.figures.is_empty() {
         body.push_str(&section("Figures", &figures(metrics)));
@@ -446,4 +467,149 @@ fn figures(metrics: &RunMetrics) -> String {
             })
             .collect(),
     )
+}
+
+fn opt_num(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), num)
+}
+
+fn opt_int(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |x| x.to_string())
+}
+
+/// Training jobs: one row per variant, the step-time breakdown, step accounting, and the
+/// recovery splits of every interrupting fault.
+fn training(metrics: &RunMetrics) -> String {
+    let jobs = &metrics.training;
+    let mut out = String::from(
+        "<p>Throughput is steady-state samples/s over all ranks, excluding each membership epoch's warm-up steps (metrics.md \"Training\").</p>\n",
+    );
+    out.push_str(&table(
+        &[
+            "variant",
+            "workers",
+            "threads/worker",
+            "samples/s",
+            "steps done / asked",
+            "recomputed",
+            "skipped (ECC)",
+            "accounted",
+            "checkpoints",
+            "restores",
+            "loss first → last",
+            "published weights",
+        ],
+        jobs.iter()
+            .map(|j| {
+                vec![
+                    t(j.variant.clone()),
+                    t(j.workers.to_string()),
+                    t(j.threads_per_worker.map_or("–".into(), |x| x.to_string())),
+                    t(opt_num(j.throughput_samples_per_s)),
+                    t(format!(
+                        "{} / {}",
+                        j.steps_completed,
+                        opt_int(j.target_steps)
+                    )),
+                    t(j.steps_recomputed.to_string()),
+                    t(j.steps_skipped.to_string()),
+                    verdict(j.steps_accounted),
+                    t(format!(
+                        "{} written, {} failed",
+                        j.checkpoints_written, j.checkpoint_errors
+                    )),
+                    t(j.restores.to_string()),
+                    t(format!(
+                        "{} → {}",
+                        opt_num(j.loss_first),
+                        opt_num(j.loss_last)
+                    )),
+                    t(j.published.clone().unwrap_or_else(|| "–".into())),
+                ]
+            })
+            .collect(),
+    ));
+    out.push_str("<h3>Step-time breakdown (mean per steady-state step)</h3>\n");
+    out.push_str(&table(
+        &[
+            "variant",
+            "steps",
+            "step",
+            "compute",
+            "exposed comm",
+            "waiting",
+            "data",
+            "update",
+            "throttle",
+        ],
+        jobs.iter()
+            .map(|j| {
+                let b = &j.breakdown;
+                vec![
+                    t(j.variant.clone()),
+                    t(b.steps.to_string()),
+                    t(opt_s(b.step_s)),
+                    t(opt_s(b.compute_s)),
+                    t(opt_s(b.comm_s)),
+                    t(opt_s(b.wait_s)),
+                    t(opt_s(b.data_s)),
+                    t(opt_s(b.update_s)),
+                    t(opt_s(b.throttle_s)),
+                ]
+            })
+            .collect(),
+    ));
+    let recs: Vec<Vec<Cell>> = jobs
+        .iter()
+        .flat_map(|j| j.recoveries.iter().map(move |r| (j, r)))
+        .map(|(j, r)| {
+            vec![
+                t(j.variant.clone()),
+                t(r.fault_id.clone()),
+                t(r.kind.clone()),
+                t(opt_s(r.detection_s)),
+                t(opt_s(r.rendezvous_s)),
+                t(opt_s(r.restore_s)),
+                t(opt_s(r.catch_up_s)),
+                if r.total_s.is_some() {
+                    t(opt_s(r.total_s))
+                } else {
+                    Cell::Html("<span class=\"bad\">not recovered</span>".into())
+                },
+                t(opt_int(r.lost_steps)),
+                t(opt_int(r.world_after)),
+            ]
+        })
+        .collect();
+    if !recs.is_empty() {
+        out.push_str("<h3>Recovery timeline (fault → detection → new ring → restore → first full step)</h3>\n");
+        out.push_str(&table(
+            &[
+                "variant",
+                "fault",
+                "kind",
+                "detection",
+                "re-rendezvous",
+                "restore",
+                "catch-up",
+                "total",
+                "lost steps",
+                "workers after",
+            ],
+            recs,
+        ));
+    }
+    let exits: Vec<Vec<Cell>> = jobs
+        .iter()
+        .flat_map(|j| {
+            j.exits
+                .iter()
+                .map(move |e| vec![t(j.variant.clone()), t(e.clone())])
+        })
+        .collect();
+    if !exits.is_empty() {
+        out.push_str("<h3>Worker exits</h3>\n");
+        out.push_str(&table(&["variant", "exit"], exits));
+    }
+    out
 }

@@ -38,6 +38,9 @@ pub struct RunMetrics {
     pub figures: Vec<Figure>,
     /// Extra plots for later components (training curves, ...).
     pub charts: Vec<Chart>,
+    /// Training jobs, one per variant (empty for serving scenarios).
+    #[serde(default)]
+    pub training: Vec<TrainingResult>,
     /// SLO verdicts; the run passes when every one passes.
     pub slos: Vec<SloVerdict>,
     /// Problems that made the run itself fail (readiness timeout, unbalanced accounting, ...).
@@ -267,4 +270,89 @@ impl RunMetrics {
     pub fn passed(&self) -> bool {
         self.failures.is_empty() && self.slos.iter().all(|s| s.pass)
     }
+}
+
+/// One training job's figures (metrics.md "Training").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainingResult {
+    pub variant: String,
+    /// Worker processes started (the data-parallel width asked for).
+    pub workers: u32,
+    /// Compute threads per worker, so N workers share the machine fairly.
+    pub threads_per_worker: Option<u32>,
+    /// Steps the job was asked for.
+    pub target_steps: Option<u64>,
+    /// Step at which the rendezvous declared the job done; None if it never finished.
+    pub finished_step: Option<u64>,
+    /// Distinct step numbers completed (rank 0's view).
+    pub steps_completed: u64,
+    /// Step completions beyond the first of each number (work redone after restores).
+    pub steps_recomputed: u64,
+    /// Steps skipped because a finite check caught corrupted gradients.
+    pub steps_skipped: u64,
+    /// Every step number from 0 to the last completed at least once, up to the end.
+    pub steps_accounted: bool,
+    pub checkpoints_written: u64,
+    pub checkpoint_errors: u64,
+    /// Checkpoint restores (rank 0).
+    pub restores: u64,
+    /// Steps excluded from throughput at the start of each membership epoch.
+    pub warmup_steps: u32,
+    /// Steady-state samples per second (all ranks).
+    pub throughput_samples_per_s: Option<f64>,
+    pub breakdown: StepBreakdown,
+    /// Mean loss of the first and the last few steps.
+    pub loss_first: Option<f64>,
+    pub loss_last: Option<f64>,
+    pub ecc_injected: u64,
+    pub ecc_detected: u64,
+    /// `NAME=KIND:PATH` of the published weights, for `server --model`.
+    pub published: Option<String>,
+    /// How each worker ended, from its `exit` event.
+    pub exits: Vec<String>,
+    pub recoveries: Vec<TrainingRecovery>,
+    /// (step, loss), rank 0.
+    pub loss_curve: Vec<(f64, f64)>,
+    /// (scenario seconds, samples/s of that step).
+    pub throughput_curve: Vec<(f64, f64)>,
+}
+
+/// Mean seconds per steady-state step, split as metrics.md's step-time breakdown.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct StepBreakdown {
+    /// Steps averaged.
+    pub steps: u64,
+    pub step_s: Option<f64>,
+    pub compute_s: Option<f64>,
+    /// Gradient all-reduce not overlapped with compute.
+    pub comm_s: Option<f64>,
+    /// Waiting for the slowest rank (stragglers).
+    pub wait_s: Option<f64>,
+    /// Data loading (I/O).
+    pub data_s: Option<f64>,
+    pub update_s: Option<f64>,
+    /// Time added by `gpu.throttle`.
+    pub throttle_s: Option<f64>,
+}
+
+/// Recovery of a training job from an interrupting fault, split into its parts (seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainingRecovery {
+    pub fault_id: String,
+    pub kind: String,
+    /// Fault instant → the rendezvous declared the worker lost.
+    pub detection_s: Option<f64>,
+    /// Detection → the new ring formed.
+    pub rendezvous_s: Option<f64>,
+    /// Checkpoint restore (verify + load).
+    pub restore_s: Option<f64>,
+    /// Restore done → first full step.
+    pub catch_up_s: Option<f64>,
+    /// Fault instant → first full step.
+    pub total_s: Option<f64>,
+    /// Steps computed again (fault step − checkpoint step).
+    pub lost_steps: Option<u64>,
+    pub restored_step: Option<u64>,
+    /// Workers in the ring after recovery.
+    pub world_after: Option<u64>,
 }

@@ -23,17 +23,21 @@ const BUILT_IN: [&str; 5] = [
     "search",
 ];
 
-/// Every plot of the run: the built-in ones (streaming and search only when there is data for
-/// them), then one per [`Chart`].
+/// Every plot of the run: the built-in load plots (for load runs; streaming and search only
+/// when there is data for them), then one per [`Chart`].
 ///
 /// # Errors
 /// The file name and the plotters error of a plot that could not be drawn.
 pub fn build(metrics: &RunMetrics) -> Result<Vec<Plot>, (String, String)> {
-    let mut charts: Vec<(String, LineChart)> = vec![
-        ("latency.svg".into(), latency(metrics)),
-        ("throughput.svg".into(), throughput(metrics)),
-        ("distribution.svg".into(), distribution(metrics)),
-    ];
+    // A run with only generic charts (a training job) gets no empty load plots; a load run
+    // gets them even when empty, rendered as "no data".
+    let load_run = !metrics.windows.is_empty() || metrics.charts.is_empty();
+    let mut charts: Vec<(String, LineChart)> = Vec::new();
+    if load_run {
+        charts.push(("latency.svg".into(), latency(metrics)));
+        charts.push(("throughput.svg".into(), throughput(metrics)));
+        charts.push(("distribution.svg".into(), distribution(metrics)));
+    }
     if metrics
         .windows
         .iter()

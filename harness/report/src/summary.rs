@@ -148,10 +148,16 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
             out.push_str(&line("ITL", &s.itl));
         }
     }
-    out.push_str(&format!(
-        "accounting: {}\n",
-        format::accounting_line(&metrics.accounting)
-    ));
+    if metrics.training.is_empty() {
+        out.push_str(&format!(
+            "accounting: {}\n",
+            format::accounting_line(&metrics.accounting)
+        ));
+    }
+    for t in &metrics.training {
+        out.push_str(&format::training_line(t));
+        out.push('\n');
+    }
     for r in &metrics.recoveries {
         out.push_str(&format!(
             "recovery {}: {}\n",

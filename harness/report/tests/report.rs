@@ -333,3 +333,66 @@ fn chart_ids_become_safe_file_names() {
     assert_eq!(report::plots::chart_stem("../evil id"), "___evil_id");
     assert_eq!(report::plots::chart_stem("latency"), "chart-latency");
 }
+
+#[test]
+fn a_training_run_shows_jobs_recovery_splits_and_step_accounting_without_load_plots() {
+    use report::{Chart, Series, StepBreakdown, TrainingRecovery, TrainingResult};
+    let mut m = fixture::empty_run_metrics();
+    m.training.push(TrainingResult {
+        variant: "killed".into(),
+        workers: 3,
+        steps_completed: 500,
+        target_steps: Some(500),
+        steps_recomputed: 6,
+        steps_accounted: true,
+        throughput_samples_per_s: Some(13_408.0),
+        breakdown: StepBreakdown {
+            steps: 480,
+            step_s: Some(0.01),
+            ..StepBreakdown::default()
+        },
+        recoveries: vec![TrainingRecovery {
+            fault_id: "kill".into(),
+            kind: "process.kill".into(),
+            detection_s: Some(0.31),
+            total_s: None,
+            lost_steps: Some(6),
+            ..TrainingRecovery::default()
+        }],
+        ..TrainingResult::default()
+    });
+    m.charts.push(Chart {
+        id: "loss".into(),
+        title: "Training loss".into(),
+        x_label: "step".into(),
+        y_label: "loss".into(),
+        time_axis: false,
+        series: vec![Series {
+            name: "3 workers".into(),
+            points: vec![(0.0, 2.3), (1.0, 2.1)],
+        }],
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    report::write_run(dir.path(), &m).expect("written");
+    let html = read(dir.path(), "index.html");
+    assert!(html.contains("Recovery timeline"), "recovery splits table");
+    assert!(
+        html.contains("not recovered"),
+        "an unrecovered fault is marked"
+    );
+    assert!(
+        html.contains("500 completed, 6 recomputed"),
+        "step accounting line"
+    );
+    assert!(dir.path().join("loss.svg").is_file());
+    assert!(
+        !dir.path().join("latency.svg").exists(),
+        "no empty load plots"
+    );
+    let text = report::text_summary(&m);
+    assert!(text.contains("accounted: yes"), "{text}");
+    assert!(
+        !text.contains("sent 0"),
+        "no request accounting for a training run: {text}"
+    );
+}

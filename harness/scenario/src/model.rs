@@ -36,8 +36,8 @@ pub struct Scenario {
     /// Assertions checked after the run; any failure makes the exit code non-zero.
     #[serde(default)]
     pub slo: Vec<Slo>,
-    /// Re-runs of the scenario with changed component arguments (only with
-    /// `workload.mode = "max-throughput"`), compared side by side.
+    /// Re-runs of the scenario with changed component arguments or replica counts (with
+    /// `workload.mode = "max-throughput"` or `"training"`), compared side by side.
     #[serde(default)]
     pub variants: Vec<Variant>,
 }
@@ -53,7 +53,11 @@ pub struct Component {
     /// Number of identical processes (`name/0`, `name/1`, ...), each on its own port.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
-    /// Extra command-line arguments passed to every replica.
+    /// Extra command-line arguments passed to every replica. Placeholders are replaced:
+    /// `{NAME.addr}` by the address of component NAME's replica 0, `{NAME.addrs}` by all
+    /// of its replicas' addresses joined with ',', `{run_dir}` by the run folder,
+    /// `{replica}` by this replica's index, `{replicas}` by this component's replica
+    /// count, `{seed}` by the run's seed.
     #[serde(default)]
     pub args: Vec<String>,
     /// Extra environment variables.
@@ -73,6 +77,13 @@ pub struct Component {
 pub enum ComponentKind {
     /// `stack/server`: the inference server (`server --listen ADDR ...`).
     Server,
+    /// `stack/trainer`'s coordinator (`trainer rendezvous --listen ADDR ...`): membership,
+    /// heartbeats, elastic re-forming of the ring. Readiness is a TCP connect.
+    TrainerRendezvous,
+    /// `stack/trainer`'s worker (`trainer worker --control ADDR --rank I --world-size N
+    /// --run-dir DIR --seed S ...`); each replica is one data-parallel rank. Pass the
+    /// coordinator with `args = ["--rendezvous", "{rendezvous.addr}"]`.
+    TrainerWorker,
 }
 
 /// What the runner does when a replica exits on its own or is killed by a fault.
@@ -147,11 +158,48 @@ pub struct Workload {
     /// HTTP/1.1 connections per target replica.
     #[serde(default = "default_connections")]
     pub connections: u32,
-    /// Weighted request mix.
+    /// Weighted request mix (HTTP modes; empty with `mode = "training"`).
+    #[serde(default)]
     pub requests: Vec<RequestSpec>,
     /// Required with `mode = "max-throughput"`.
     #[serde(default)]
     pub search: Option<Search>,
+    /// Settings of `mode = "training"`.
+    #[serde(default)]
+    pub training: Option<TrainingLoad>,
+}
+
+/// How a training job is measured (`mode = "training"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingLoad {
+    /// Steps excluded from throughput as warm-up, at the start and after each recovery.
+    #[serde(default = "default_warmup_steps")]
+    pub warmup_steps: u32,
+}
+
+impl Default for TrainingLoad {
+    fn default() -> Self {
+        TrainingLoad {
+            warmup_steps: default_warmup_steps(),
+        }
+    }
+}
+
+fn default_warmup_steps() -> u32 {
+    3
+}
+
+/// How `gpu.ecc` corrupts a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EccMode {
+    /// Write NaN into the tensor (detected by the finite check).
+    Nan,
+    /// Write +Inf into the tensor (detected by the finite check).
+    Inf,
+    /// Flip bits; a flip that stays finite escapes the check (silent data corruption).
+    Bitflip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -163,6 +211,9 @@ pub enum LoadMode {
     ClosedLoop,
     /// Bisection over open-loop rates for the highest rate meeting `search`'s bounds.
     MaxThroughput,
+    /// A training job (trainer components): no HTTP load; the run lasts until every
+    /// replica of `target` has exited, or `warmup + duration` has passed.
+    Training,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -264,6 +315,21 @@ pub struct Fault {
     /// Rate multiplier of `load.spike` (> 0); rejected for other kinds.
     #[serde(default)]
     pub multiplier: Option<f64>,
+    /// `gpu.ecc`: how the tensor is corrupted (default nan).
+    #[serde(default)]
+    pub mode: Option<EccMode>,
+    /// `gpu.ecc`: how many consecutive steps are corrupted (default 1).
+    #[serde(default)]
+    pub steps: Option<u32>,
+    /// `gpu.throttle`: slow-down factor (≥ 1; 3.0 = every op takes 3× as long).
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// `gpu.oom`: allocations above this many bytes fail.
+    #[serde(default)]
+    pub limit_bytes: Option<u64>,
+    /// `gpu.oom`: halve the batch and retry instead of failing (default false).
+    #[serde(default)]
+    pub backoff: Option<bool>,
 }
 
 /// Fault kinds, named as in `shared/reference/faults.md`.
@@ -278,6 +344,19 @@ pub enum FaultKind {
     /// Multiply the offered rate by `multiplier` between `at` and `until`.
     #[serde(rename = "load.spike")]
     LoadSpike,
+    /// Xid 79: the worker's device fails every op; the worker exits with code 3.
+    #[serde(rename = "gpu.lost")]
+    GpuLost,
+    /// Xid 48/94/95: corrupt a gradient tensor (`mode`, `steps`); finite checks detect
+    /// NaN/Inf and skip the step; finite bit flips are counted as silent corruption.
+    #[serde(rename = "gpu.ecc")]
+    GpuEcc,
+    /// Thermal/power throttling: the worker slows by `factor` until `until` (a straggler).
+    #[serde(rename = "gpu.throttle")]
+    GpuThrottle,
+    /// Allocations above `limit_bytes` fail until `until`; `backoff` halves the batch.
+    #[serde(rename = "gpu.oom")]
+    GpuOom,
 }
 
 /// Which slice of the run an SLO is evaluated on.
@@ -366,6 +445,19 @@ pub enum Slo {
         denominator: String,
         ratio_min: f64,
     },
+    /// training: steps computed again after restores (fault step − checkpoint step), for
+    /// one fault or in total, at most this.
+    LostSteps {
+        #[serde(default)]
+        fault: Option<String>,
+        steps_max: u64,
+    },
+    /// training with variants: E(N) = throughput(N) / (N × throughput(1)) of the variant
+    /// whose target has `workers` replicas, at least this (needs a 1-worker variant).
+    ScalingEfficiency { workers: u32, efficiency_min: f64 },
+    /// training: mean loss of the last steps / mean loss of the first steps, at most this
+    /// (0.5 = the loss halved).
+    Loss { final_ratio_max: f64 },
 }
 
 /// A re-run of the scenario with extra arguments for some components.
@@ -376,6 +468,16 @@ pub struct Variant {
     /// Component name → arguments appended to that component's `args`.
     #[serde(default)]
     pub args: BTreeMap<String, Vec<String>>,
+    /// Component name → replica count replacing that component's `replicas`.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, u32>,
+    /// false: run this variant without the fault timeline (an uninterrupted baseline).
+    #[serde(default = "default_inject_faults")]
+    pub inject_faults: bool,
+}
+
+fn default_inject_faults() -> bool {
+    true
 }
 
 fn default_seed() -> u64 {
@@ -474,7 +576,19 @@ impl FaultKind {
             FaultKind::ProcessKill => "process.kill",
             FaultKind::ProcessPause => "process.pause",
             FaultKind::LoadSpike => "load.spike",
+            FaultKind::GpuLost => "gpu.lost",
+            FaultKind::GpuEcc => "gpu.ecc",
+            FaultKind::GpuThrottle => "gpu.throttle",
+            FaultKind::GpuOom => "gpu.oom",
         }
+    }
+
+    /// Faults injected through a trainer worker's control endpoint.
+    pub fn is_gpu(self) -> bool {
+        matches!(
+            self,
+            FaultKind::GpuLost | FaultKind::GpuEcc | FaultKind::GpuThrottle | FaultKind::GpuOom
+        )
     }
 }
 
@@ -509,6 +623,7 @@ impl LoadMode {
             LoadMode::OpenLoop => "open-loop",
             LoadMode::ClosedLoop => "closed-loop",
             LoadMode::MaxThroughput => "max-throughput",
+            LoadMode::Training => "training",
         }
     }
 }
@@ -551,6 +666,9 @@ impl Slo {
             Slo::Accounting {} => "accounting",
             Slo::MaxThroughput { .. } => "max-throughput",
             Slo::ThroughputRatio { .. } => "throughput-ratio",
+            Slo::LostSteps { .. } => "lost-steps",
+            Slo::ScalingEfficiency { .. } => "scaling-efficiency",
+            Slo::Loss { .. } => "loss",
         }
     }
 
