@@ -45,11 +45,20 @@ fn run_scenario(path: &str) {
             );
         }
     }
-    assert!(
-        m.accounting.balanced,
-        "{path}: accounting does not balance: {:?}",
-        m.accounting
-    );
+    if m.training.is_empty() {
+        assert!(
+            m.accounting.balanced,
+            "{path}: request accounting does not balance: {:?}",
+            m.accounting
+        );
+    }
+    for job in &m.training {
+        assert!(
+            job.steps_accounted,
+            "{path}: steps of job {} not accounted: {job:?}",
+            job.variant
+        );
+    }
     let failing: Vec<String> = m
         .slos
         .iter()
