@@ -148,16 +148,18 @@ impl Conn {
     }
 
     /// Sends one request and reads the whole response, within `timeout` of the actual
-    /// send. `t0` is the run's origin; `intended` the intended send offset.
+    /// send. `t0` is the run's origin; `intended` the intended send offset, or `None`
+    /// for "now" (closed loop: intended = actual, no send lag).
     pub async fn execute(
         &mut self,
         req: &Prepared,
         t0: Instant,
-        intended: Duration,
+        intended: Option<Duration>,
         timeout: Duration,
     ) -> Outcome {
         let start = Instant::now();
         let actual = start.saturating_duration_since(t0);
+        let intended = intended.unwrap_or(actual);
         let result = tokio::time::timeout(timeout, self.attempt(req, t0)).await;
         let (result, stream) = match result {
             Ok(Ok(stream)) => (Completion::Ok, stream),

@@ -239,7 +239,7 @@ pub async fn run_open_loop(
                     }
                 } else {
                     let req = &prepared[job.target][job.template];
-                    conn.execute(req, t0, job.intended, timeout).await
+                    conn.execute(req, t0, Some(job.intended), timeout).await
                 };
                 shared.record(i, &outcome);
             }
@@ -516,13 +516,13 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
             let mut mix = Mix::new(&ctx.weights, ctx.seed.wrapping_add(i as u64));
             workers.spawn(async move {
                 loop {
-                    let intended = t0.elapsed();
-                    if intended >= end || cancel.is_cancelled() {
-                        break intended.min(end);
+                    let now = t0.elapsed();
+                    if now >= end || cancel.is_cancelled() {
+                        break now.min(end);
                     }
                     shared.sent(shard);
                     let req = &prepared[ti][mix.choose()];
-                    let outcome = conn.execute(req, t0, intended, timeout).await;
+                    let outcome = conn.execute(req, t0, None, timeout).await;
                     shared.record(shard, &outcome);
                 }
             });
