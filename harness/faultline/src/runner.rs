@@ -417,6 +417,36 @@ async fn run_timeline(
     records
 }
 
+/// The fault timeline playing beside the workload, from `t0` (scenario t = 0).
+struct Timeline {
+    t0: tokio::time::Instant,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Vec<FaultEvent>>,
+}
+
+impl Timeline {
+    fn start(faults: Vec<Fault>, stack: &Supervisor, events: &EventLog) -> Self {
+        let t0 = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_timeline(
+            faults,
+            stack.replicas().to_vec(),
+            t0,
+            events.clone(),
+            cancel.clone(),
+        ));
+        Timeline { t0, cancel, task }
+    }
+
+    /// Stops the timeline (healing what is still injected) and returns what happened.
+    async fn finish(self) -> Result<Vec<FaultEvent>, String> {
+        self.cancel.cancel();
+        self.task
+            .await
+            .map_err(|e| format!("fault timeline task failed: {e}"))
+    }
+}
+
 /// `DELETE /faults/{kind}` on each worker (best effort: a worker that is gone has no
 /// fault left to heal).
 async fn heal_gpu(client: &reqwest::Client, addrs: &[SocketAddr], kind: FaultKind) {
@@ -697,19 +727,11 @@ async fn drive(
         }
         LoadMode::Training => unreachable!("handled by drive_training above"),
         LoadMode::OpenLoop | LoadMode::ClosedLoop => {
-            let timeline_cancel = CancellationToken::new();
-            let t0 = tokio::time::Instant::now();
             out.load_t0_s = Some(
                 ctx.events
                     .emit("load.start", json!({"mode": format!("{:?}", w.mode)})),
             );
-            let timeline = tokio::spawn(run_timeline(
-                faults_to_inject,
-                stack.replicas().to_vec(),
-                t0,
-                ctx.events.clone(),
-                timeline_cancel.clone(),
-            ));
+            let timeline = Timeline::start(faults_to_inject, stack, &ctx.events);
             let result = if w.mode == LoadMode::OpenLoop {
                 loadgen::run_open_loop(&spec, ctx.cancel.clone(), Some(tx)).await
             } else {
@@ -726,12 +748,10 @@ async fn drive(
                 };
                 loadgen::run_closed_loop(&closed, ctx.cancel.clone(), Some(tx)).await
             };
-            timeline_cancel.cancel();
-            out.faults = match timeline.await {
+            out.faults = match timeline.finish().await {
                 Ok(f) => f,
                 Err(e) => {
-                    out.failures
-                        .push(format!("fault timeline task failed: {e}"));
+                    out.failures.push(e);
                     Vec::new()
                 }
             };
@@ -758,20 +778,12 @@ async fn drive_training(
     out: &mut StackResult,
 ) -> Result<(), String> {
     let w = &ctx.scenario.workload;
-    let timeline_cancel = CancellationToken::new();
-    let t0 = tokio::time::Instant::now();
     out.load_t0_s = Some(
         ctx.events
             .emit("training.start", json!({"variant": v.name})),
     );
-    let timeline = tokio::spawn(run_timeline(
-        faults_to_inject,
-        stack.replicas().to_vec(),
-        t0,
-        ctx.events.clone(),
-        timeline_cancel.clone(),
-    ));
-    let deadline = t0 + w.warmup + w.duration;
+    let timeline = Timeline::start(faults_to_inject, stack, &ctx.events);
+    let deadline = timeline.t0 + w.warmup + w.duration;
     let workers = stack.targets(&w.target);
     let finished = loop {
         let all_down = workers
@@ -786,10 +798,7 @@ async fn drive_training(
             () = ctx.cancel.cancelled() => break false,
         }
     };
-    timeline_cancel.cancel();
-    out.faults = timeline
-        .await
-        .map_err(|e| format!("fault timeline task failed: {e}"))?;
+    out.faults = timeline.finish().await?;
     ctx.events.emit(
         "training.end",
         json!({"variant": v.name, "workers_exited": finished}),

@@ -86,6 +86,15 @@ fn start_run(scenario: &Path, reports: &Path) -> Child {
         .expect("start faultline")
 }
 
+fn assert_all_gone(pids: &[u32], after: &str) {
+    for &pid in pids {
+        assert!(
+            common::eventually(Duration::from_secs(5), || !common::alive(pid)),
+            "pid {pid} outlived {after}"
+        );
+    }
+}
+
 fn signal(child: &Child, sig: Signal) {
     kill(Pid::from_raw(child.id() as i32), sig).expect("signal faultline");
 }
@@ -140,12 +149,7 @@ fn ctrl_c_heals_the_fault_stops_the_stack_and_still_writes_the_report() {
         has_event(&reports, "process.stop"),
         "the server was stopped"
     );
-    for pid in started_pids(&reports) {
-        assert!(
-            common::eventually(Duration::from_secs(5), || !common::alive(pid)),
-            "pid {pid} survived Ctrl-C"
-        );
-    }
+    assert_all_gone(&started_pids(&reports), "Ctrl-C");
     let metrics = std::fs::read_dir(reports.join("long-pause"))
         .expect("scenario folder")
         .flatten()
@@ -178,10 +182,5 @@ fn a_killed_runner_leaves_no_orphan_process() {
     assert!(!pids.is_empty());
     signal(&child, Signal::SIGKILL);
     let _ = child.wait();
-    for pid in pids {
-        assert!(
-            common::eventually(Duration::from_secs(5), || !common::alive(pid)),
-            "pid {pid} outlived its SIGKILLed runner"
-        );
-    }
+    assert_all_gone(&pids, "the SIGKILLed runner");
 }

@@ -61,20 +61,19 @@ fn a_killed_replica_is_restarted_on_failure_until_the_budget_runs_out() {
             assert_eq!(r.restarts(), round);
             let pid = r.pid().expect("running");
             faultline::faults::signal(pid, Signal::SIGKILL).expect("kill");
-            let mut waited = 0;
-            while r.pid() == Some(pid) && waited < 500 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                waited += 1;
-            }
+            assert!(
+                common::eventually_async(Duration::from_secs(5), || r.pid() != Some(pid)).await,
+                "the supervisor saw the kill"
+            );
         }
         // Budget of 2 restarts spent: the third kill leaves it down.
         let r = sup.replicas()[0].clone();
-        let mut waited = 0;
-        while !matches!(r.health(), Health::Down(_)) && waited < 500 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += 1;
-        }
-        assert!(matches!(r.health(), Health::Down(_)), "{:?}", r.health());
+        let down = || matches!(r.health(), Health::Down(_));
+        assert!(
+            common::eventually_async(Duration::from_secs(5), down).await,
+            "{:?}",
+            r.health()
+        );
         assert_eq!(r.lives().len(), 3);
         assert!(r
             .lives()
@@ -102,11 +101,12 @@ fn a_clean_exit_is_not_restarted_on_failure_and_shutdown_drains_with_sigterm() {
         let pid = r.pid().expect("running");
         // SIGTERM: the server drains and exits 0, which on-failure does not restart.
         faultline::faults::signal(pid, Signal::SIGTERM).expect("term");
-        let mut waited = 0;
-        while !matches!(r.health(), Health::Down(_)) && waited < 1000 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += 1;
-        }
+        let down = || matches!(r.health(), Health::Down(_));
+        assert!(
+            common::eventually_async(Duration::from_secs(15), down).await,
+            "{:?}",
+            r.health()
+        );
         assert_eq!(r.lives().len(), 1);
         assert_eq!(r.lives()[0].how.as_deref(), Some("exit 0"));
         sup.shutdown().await;

@@ -35,3 +35,15 @@ pub fn alive(pid: u32) -> bool {
 pub fn eventually(patience: Duration, cond: impl FnMut() -> bool) -> bool {
     faultline::wait::poll_until(patience, cond)
 }
+
+/// Async form of [`eventually`] for tests inside a runtime.
+pub async fn eventually_async(patience: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
