@@ -170,23 +170,75 @@ async fn heal_one(State(s): State<Shared>, Path(kind): Path<String>) -> impl Int
     }
 }
 
-/// Binds `addr` and serves the endpoint on a background thread; returns the bound address.
-pub fn start(addr: &str, shared: Shared) -> std::io::Result<SocketAddr> {
+/// The running endpoint. [`ControlServer::shutdown`] (or drop) stops it gracefully: requests
+/// in flight are answered (so a `POST /faults` that makes the worker exit still gets its
+/// 200), for at most one second.
+#[derive(Debug)]
+pub struct ControlServer {
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Stops accepting, finishes requests in flight (≤ 1 s), and joins the server thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds `addr` and serves the endpoint on a background thread.
+pub fn start(addr: &str, shared: Shared) -> std::io::Result<ControlServer> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    std::thread::Builder::new()
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
         .name("control-http".into())
         .spawn(move || {
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                     return;
                 };
-                let _ = axum::serve(listener, router(shared)).await;
+                let serve = axum::serve(listener, router(shared))
+                    .with_graceful_shutdown(stopped(rx.clone()));
+                let deadline = async move {
+                    stopped(rx).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = deadline => {}
+                }
             });
         })?;
-    Ok(local)
+    Ok(ControlServer {
+        addr: local,
+        stop,
+        thread: Some(thread),
+    })
 }

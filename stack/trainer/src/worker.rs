@@ -101,8 +101,10 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
         },
         shared.device.clone(),
     )?;
-    let control_addr = control::start(&cfg.control, shared.clone())
+    // Dropped on every return: answers requests in flight, then stops.
+    let control = control::start(&cfg.control, shared.clone())
         .with_context(|| format!("binding the control endpoint {}", cfg.control))?;
+    let control_addr = control.addr;
     let listener = std::net::TcpListener::bind(&cfg.data_addr)
         .with_context(|| format!("binding the ring listener {}", cfg.data_addr))?;
     let data_addr = listener.local_addr()?;
