@@ -312,6 +312,9 @@ async fn run_timeline(
         let fault = &faults[action.fault];
         let rec = &mut records[action.fault];
         let target = fault.target.as_deref().unwrap_or_default();
+        // The fault instant is taken before injecting: the stack may react (and log its
+        // detection) before the harness has written its own event.
+        let instant = events.clock().now_s();
         match (fault.kind, action.step) {
             (FaultKind::ProcessKill, Step::Inject) => {
                 let pids = pids_of(&replicas, target);
@@ -324,10 +327,11 @@ async fn run_timeline(
                 if !errors.is_empty() {
                     rec.detail.push_str(&format!("; errors: {errors:?}"));
                 }
-                rec.injected_s = Some(events.emit(
+                rec.injected_s = Some(instant);
+                events.emit(
                     "fault.inject",
-                    json!({"id": rec.id, "kind": fault.kind.name(), "target": target, "pids": pids}),
-                ));
+                    json!({"id": rec.id, "instant_run_s": round_us(instant), "kind": fault.kind.name(), "target": target, "pids": pids}),
+                );
             }
             (FaultKind::ProcessPause, Step::Inject) => {
                 let pids = pids_of(&replicas, target);
@@ -338,17 +342,19 @@ async fn run_timeline(
                     }
                     Err(e) => rec.detail = format!("SIGSTOP failed: {e}"),
                 }
-                rec.injected_s = Some(events.emit(
+                rec.injected_s = Some(instant);
+                events.emit(
                     "fault.inject",
-                    json!({"id": rec.id, "kind": fault.kind.name(), "target": target, "pids": pids}),
-                ));
+                    json!({"id": rec.id, "instant_run_s": round_us(instant), "kind": fault.kind.name(), "target": target, "pids": pids}),
+                );
             }
             (FaultKind::LoadSpike, Step::Inject) => {
                 rec.detail = format!("rate × {}", fault.multiplier.unwrap_or(1.0));
-                rec.injected_s = Some(events.emit(
+                rec.injected_s = Some(instant);
+                events.emit(
                     "fault.inject",
-                    json!({"id": rec.id, "kind": fault.kind.name(), "multiplier": fault.multiplier}),
-                ));
+                    json!({"id": rec.id, "instant_run_s": round_us(instant), "kind": fault.kind.name(), "multiplier": fault.multiplier}),
+                );
             }
             (
                 kind @ (FaultKind::GpuLost
@@ -374,10 +380,11 @@ async fn run_timeline(
                 }
                 rec.detail = format!("{body} → {}", results.join("; "));
                 gpu_active.insert(action.fault, targets);
-                rec.injected_s = Some(events.emit(
+                rec.injected_s = Some(instant);
+                events.emit(
                     "fault.inject",
-                    json!({"id": rec.id, "kind": kind.name(), "target": target, "body": body, "results": results}),
-                ));
+                    json!({"id": rec.id, "instant_run_s": round_us(instant), "kind": kind.name(), "target": target, "body": body, "results": results}),
+                );
             }
             (_, Step::Heal) => {
                 // Dropping the guard (if any) heals the fault.
@@ -1025,6 +1032,40 @@ fn training_section(
             });
         }
     }
+    // Recovery timeline of each interrupting fault: its parts laid end to end on the
+    // seconds since the fault (detection, re-rendezvous, restore, catch-up).
+    for j in jobs {
+        for x in &j.recoveries {
+            let mut at = 0.0;
+            let series = ["detection", "re-rendezvous", "restore", "catch-up"]
+                .iter()
+                .zip([x.detection_s, x.rendezvous_s, x.restore_s, x.catch_up_s])
+                .map(|(name, d)| {
+                    let d = d.unwrap_or(0.0);
+                    let points = vec![(at, 1.0), (at + d, 1.0)];
+                    at += d;
+                    report::Series {
+                        name: format!("{name} {}", d_text(d)),
+                        points,
+                    }
+                })
+                .collect();
+            metrics.charts.push(report::Chart {
+                id: format!("recovery-{}-{}", j.variant, x.fault_id),
+                title: format!(
+                    "Recovery timeline after {} ({}, variant {}): total {}",
+                    x.fault_id,
+                    x.kind,
+                    j.variant,
+                    x.total_s.map_or_else(|| "not recovered".to_owned(), d_text)
+                ),
+                x_label: "seconds since the fault".into(),
+                y_label: "".into(),
+                time_axis: false,
+                series,
+            });
+        }
+    }
     for j in jobs {
         for x in &j.recoveries {
             for (what, v) in [
@@ -1046,6 +1087,10 @@ fn training_section(
         }
     }
     accounted
+}
+
+fn d_text(seconds: f64) -> String {
+    format!("{seconds:.3} s")
 }
 
 /// The tightest corrected-latency bound of the SLOs, for goodput.

@@ -18,6 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use report::{StepBreakdown, TrainingRecovery, TrainingResult};
 use serde_json::Value;
 
+/// Tolerance between the harness's and the trainer's wall clocks when matching events to
+/// a fault instant.
+pub const CLOCK_SLACK_S: f64 = 0.02;
+
 /// Events of one process, in order.
 #[derive(Debug, Clone)]
 pub struct ProcessEvents {
@@ -142,7 +146,8 @@ pub fn recovery(procs: &[ProcessEvents], fault: &InjectedFault) -> TrainingRecov
     let detected = all(procs, "fault")
         .filter(|v| v.get("kind").and_then(Value::as_str) == Some("worker_lost"))
         .filter_map(|v| f(v, "detected_unix_s").or_else(|| f(v, "t_unix_s")))
-        .filter(|&d| d >= at)
+        // Allow for the two processes' wall clocks disagreeing by a few milliseconds.
+        .filter(|&d| d >= at - CLOCK_SLACK_S)
         .min_by(f64::total_cmp);
     let ring = first_after(procs, "rendezvous", at)
         .filter(|v| v.get("rank").is_some())
