@@ -4,7 +4,7 @@
 # against no checkpoints; two workers with one compute thread each, so the writer thread
 # competes for the cores.
 source "$(dirname "${BASH_SOURCE[0]}")/trainer-common.sh"
-STEPS="${STEPS:-60}"; WARMUP="${WARMUP:-5}"
+STEPS="${STEPS:-100}"; WARMUP="${WARMUP:-5}"
 header "trainer async checkpoint overhead"
 ARGS=(--mlp-input 256 --mlp-hidden 1024,1024 --batch 256 --steps "$STEPS" --keep 2)
 for every in 0 10; do

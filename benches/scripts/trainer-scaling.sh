@@ -11,6 +11,13 @@ for n in 1 2; do
     > "$TMP/s$n.jsonl" 2>/dev/null
   echo "N=$n $(stats "$TMP/s$n.jsonl" "$WARMUP")"
 done
+# Hardware ceiling: the same step compute alone and as two concurrent processes (no
+# communication): how much two cores of this machine deliver together for this GEMM load.
+"$TRAINER" bench-compute --threads 1 --width 1024 --batch 512 --steps 30 > "$TMP/solo.json"
+for i in 1 2; do
+  "$TRAINER" bench-compute --threads 1 --width 1024 --batch 512 --steps 30 > "$TMP/pair$i.json" &
+done
+wait
 python3 - "$TMP" "$WARMUP" <<'PY'
 import json, sys
 tmp, warm = sys.argv[1], int(sys.argv[2])
@@ -18,5 +25,10 @@ def thr(n):
     ev = [json.loads(l) for l in open(f"{tmp}/s{n}.jsonl") if l.startswith("{")]
     st = [e for e in ev if e.get("event") == "step" and e["rank"] == 0 and e["step"] >= warm]
     return sum(e["samples"] for e in st[1:]) / (st[-1]["t_unix_s"] - st[0]["t_unix_s"])
-print(json.dumps({"scaling_efficiency_N2": thr(2) / (2 * thr(1))}))
+rate = lambda f: json.load(open(f"{tmp}/{f}.json"))["step_gflops"]
+ceiling = (rate("pair1") + rate("pair2")) / (2 * rate("solo"))
+e2 = thr(2) / (2 * thr(1))
+print(json.dumps({"scaling_efficiency_N2": e2,
+                  "hardware_ceiling_two_concurrent_steps": ceiling,
+                  "efficiency_vs_ceiling": e2 / ceiling}))
 PY
