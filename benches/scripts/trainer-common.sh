@@ -7,7 +7,24 @@ cargo build --release -q -p trainer --manifest-path "$ROOT/Cargo.toml"
 TRAINER="$ROOT/target/release/trainer"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
+# Waits (up to QUIET_WAIT_S, default 180) until the CPUs are ≥ 90 % idle for 2 s in a row, so
+# other people's builds do not pollute the figures; says how idle it was either way.
+wait_quiet() {
+  python3 - "${QUIET_WAIT_S:-180}" <<'PY'
+import sys, time
+def idle():
+    f = open("/proc/stat").readline().split()[1:]
+    v = list(map(int, f)); return v[3] + v[4], sum(v)
+deadline, ok, last = time.time() + float(sys.argv[1]), 0, 0.0
+while time.time() < deadline and ok < 2:
+    a = idle(); time.sleep(1); b = idle()
+    last = (b[0] - a[0]) / max(1, b[1] - a[1])
+    ok = ok + 1 if last >= 0.9 else 0
+print(f"# cpu idle before run: {last:.0%}" + ("" if ok >= 2 else " (machine busy: figures are noisy)"))
+PY
+}
 header() {
+  wait_quiet
   echo "# $1 — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD)," \
     "$(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
