@@ -21,5 +21,8 @@ def step_s(every):
     st = [e for e in ev if e.get("event") == "step" and e["rank"] == 0 and e["step"] >= warm]
     return (st[-1]["t_unix_s"] - st[0]["t_unix_s"]) / (len(st) - 1)
 base, ck = step_s(0), step_s(10)
-print(json.dumps({"step_s_none": base, "step_s_async_every_10": ck, "slowdown": ck / base - 1}))
+cks = [json.loads(l) for l in open(f"{tmp}/c10.jsonl") if '"event":"checkpoint"' in l]
+print(json.dumps({"step_s_none": base, "step_s_async_every_10": ck, "slowdown": ck / base - 1,
+                  "checkpoint_bytes": cks[0]["bytes"],
+                  "checkpoint_write_s_mean": sum(c["write_s"] for c in cks) / len(cks)}))
 PY
