@@ -24,7 +24,8 @@ pub enum ErrorKind {
     HttpStatus(u16),
     /// Reading the response body failed.
     Body,
-    /// The streaming body was not valid SSE, or its JSON payload did not parse.
+    /// The response was not valid HTTP/1.1, or the streaming body was not valid SSE,
+    /// or its JSON payload did not parse.
     Decode,
     /// Anything else (protocol errors, …).
     Other,

@@ -13,7 +13,8 @@
 //! - [`record`]: pure histogram windowing and merging; [`LoadReport`] and its digest.
 //! - [`sse`]: pure SSE parsing for TTFT / ITL / TPOT.
 //! - [`search`]: pure bisection and trial verdicts; the async search loop.
-//! - `conn`: one hyper HTTP/1.1 keep-alive connection, error classification.
+//! - `http1`: pure HTTP/1.1 client codec (request bytes, incremental response reader).
+//! - `conn`: one HTTP/1.1 keep-alive connection on that codec, error classification.
 //! - `run`: the async drivers (scheduler thread, connection workers).
 //! - [`cli`]: `faultline load` arguments and human / JSON output.
 //!
@@ -26,6 +27,7 @@ pub use hdrhistogram;
 pub mod cli;
 mod conn;
 mod counts;
+mod http1;
 pub mod record;
 mod run;
 pub mod schedule;
