@@ -25,8 +25,17 @@ pub struct LaunchConfig {
     pub control_base_port: Option<u16>,
     /// Threads per worker (None: cores / nproc, at least 1).
     pub threads_per_worker: Option<usize>,
+    /// Pin worker r to cores `r·T .. (r+1)·T` (T threads per worker) when they fit the
+    /// machine, like `numactl`/`taskset` per rank; without it the scheduler moves workers
+    /// around and lock-step ranks wait for each other.
+    pub pin: bool,
     /// Arguments passed to every `trainer worker`.
     pub worker_args: Vec<String>,
+}
+
+/// The cores worker `rank` is pinned to, if `nproc × threads` fits in `cores`.
+pub fn pinned_cores(rank: usize, nproc: usize, threads: usize, cores: usize) -> Option<Vec<usize>> {
+    (nproc * threads <= cores).then(|| (rank * threads..(rank + 1) * threads).collect())
 }
 
 /// Threads per worker so `nproc` workers share `cores` fairly.
@@ -107,15 +116,14 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
     } else {
         cfg.rendezvous_port
     };
-    let threads = cfg.threads_per_worker.unwrap_or_else(|| {
-        fair_threads(
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cfg.nproc,
-        )
-    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cfg
+        .threads_per_worker
+        .unwrap_or_else(|| fair_threads(cores, cfg.nproc));
     crate::events::emit(serde_json::json!({
         "event": "launch", "nproc": cfg.nproc, "threads_per_worker": threads,
         "rendezvous": format!("127.0.0.1:{port}"), "min_workers": cfg.min_workers,
+        "pinned": cfg.pin && pinned_cores(0, cfg.nproc, threads, cores).is_some(),
     }));
     let mut children = Children::default();
     let rdzv = Command::new(&exe)
@@ -142,7 +150,12 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
             Some(base) => format!("127.0.0.1:{}", base as usize + rank),
             None => "127.0.0.1:0".into(),
         };
-        let child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        if let Some(cpus) = pinned_cores(rank, cfg.nproc, threads, cores).filter(|_| cfg.pin) {
+            let list: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+            cmd.env("TRAINER_CPUS", list.join(","));
+        }
+        let child = cmd
             .arg("worker")
             .args(&cfg.worker_args)
             .args(["--control", &control])
@@ -197,5 +210,12 @@ mod tests {
         assert_eq!(super::fair_threads(16, 4), 4);
         assert_eq!(super::fair_threads(2, 4), 1);
         assert_eq!(super::fair_threads(2, 1), 2);
+    }
+
+    #[test]
+    fn workers_are_pinned_to_disjoint_cores_only_when_they_fit() {
+        assert_eq!(super::pinned_cores(1, 2, 1, 2), Some(vec![1]));
+        assert_eq!(super::pinned_cores(1, 2, 2, 4), Some(vec![2, 3]));
+        assert_eq!(super::pinned_cores(0, 3, 1, 2), None);
     }
 }

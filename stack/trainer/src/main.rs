@@ -117,6 +117,9 @@ struct WorkerArgs {
     /// Compute threads (default: RAYON_NUM_THREADS, else all cores).
     #[arg(long, env = "TRAINER_THREADS")]
     threads: Option<usize>,
+    /// Pin this process to these cores (comma-separated), e.g. set by `launch`.
+    #[arg(long, env = "TRAINER_CPUS", value_delimiter = ',')]
+    cpus: Vec<usize>,
 }
 
 #[derive(Parser, Debug)]
@@ -156,6 +159,9 @@ struct LaunchArgs {
     control_base_port: Option<u16>,
     #[arg(long)]
     threads_per_worker: Option<usize>,
+    /// Do not pin workers to disjoint cores.
+    #[arg(long)]
+    no_pin: bool,
     /// Flags for every worker, after `--`.
     #[arg(last = true)]
     worker_args: Vec<String>,
@@ -206,6 +212,7 @@ fn main() {
             rendezvous_port: a.rendezvous_port,
             control_base_port: a.control_base_port,
             threads_per_worker: a.threads_per_worker,
+            pin: !a.no_pin,
             worker_args: a.worker_args,
         }) {
             Ok(c) => c,
@@ -219,6 +226,21 @@ fn main() {
 }
 
 fn worker_config(a: WorkerArgs) -> worker::WorkerConfig {
+    if !a.cpus.is_empty() {
+        let mut set = nix::sched::CpuSet::new();
+        for c in &a.cpus {
+            if let Err(e) = set.set(*c) {
+                eprintln!("trainer worker: --cpus {c}: {e}; not pinning");
+            }
+        }
+        // Before any thread starts, so every thread of the worker inherits the mask.
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            eprintln!(
+                "trainer worker: cannot pin to cores {:?}: {e}; running unpinned",
+                a.cpus
+            );
+        }
+    }
     let threads = a
         .threads
         .unwrap_or_else(candle_core::utils::get_num_threads);
@@ -264,6 +286,7 @@ fn worker_config(a: WorkerArgs) -> worker::WorkerConfig {
         keep: a.keep,
         heartbeat_interval: Duration::from_millis(a.heartbeat_ms),
         threads,
+        cpus: a.cpus,
     }
 }
 

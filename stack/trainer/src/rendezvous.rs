@@ -384,9 +384,11 @@ pub fn serve(listener: TcpListener, policy: Policy, exit_when_done: bool) -> std
     let mut coord = Coordinator::new(policy, Instant::now());
     let mut conns: BTreeMap<MemberId, TcpStream> = BTreeMap::new();
     loop {
+        let received = rx.recv_timeout(Duration::from_millis(50));
+        // The clock is read after the wait, so detection times are when it happened.
         let now = Instant::now();
         let unix = crate::events::unix_s();
-        let outputs = match rx.recv_timeout(Duration::from_millis(50)) {
+        let outputs = match received {
             Ok(ServerEvent::Connected(id, s)) => {
                 conns.insert(id, s);
                 Vec::new()

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     /// Compute threads of this worker (candle reads `RAYON_NUM_THREADS`).
     pub threads: usize,
+    /// Cores the process is pinned to (empty: not pinned); informational here, the CLI
+    /// applies it.
+    pub cpus: Vec<usize>,
 }
 
 impl WorkerConfig {
@@ -118,7 +121,7 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
     emit(json!({
         "event": "start", "rank": cfg.rank_hint, "pid": std::process::id(),
         "control": control_addr.to_string(), "data_addr": data_addr.to_string(),
-        "threads": cfg.threads, "model": cfg.spec, "params": trainer.params.len(),
+        "threads": cfg.threads, "cpus": cfg.cpus, "model": cfg.spec, "params": trainer.params.len(),
         "seed": cfg.seed, "steps": cfg.steps, "batch_per_worker": cfg.batch_per_worker,
     }));
 
