@@ -20,11 +20,12 @@
 //!
 //! Failpoints (armed in tests): see [`FAILPOINTS`].
 
-use crate::failpoint::{Failpoints, Injected};
+use crate::failpoint::{FailAction, Failpoints, Injected};
 use crate::optim::AdamWConfig;
 use crate::workload::{ModelSpec, Param};
 use sha2::{Digest, Sha256};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -139,29 +140,67 @@ fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn tensors_bytes(
+/// Streams `entries` (F32 tensors, data in this order) to `path` as a safetensors file,
+/// hashing while writing, then fsyncs it: no serialised copy of the checkpoint is built, so
+/// the writer thread touches each byte once. Returns the file size and SHA-256.
+/// Failpoint `point`: `Error` stops after creating the file, `Partial` after the header and
+/// the first half of the tensors.
+fn write_tensors(
+    fp: &Failpoints,
+    point: &'static str,
     path: &Path,
-    entries: Vec<(String, Vec<usize>, &[f32])>,
-) -> Result<Vec<u8>, CheckpointError> {
-    let views = entries
-        .into_iter()
-        .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(
-                safetensors::Dtype::F32,
-                shape,
-                bytemuck::cast_slice(data),
-            )
-            .map(|v| (name, v))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CheckpointError::Serialise {
+    entries: &[(String, Vec<usize>, &[f32])],
+) -> Result<(u64, String), CheckpointError> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, data) in entries {
+        let n = std::mem::size_of_val(*data);
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| {
+        CheckpointError::Serialise {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })?;
-    safetensors::tensor::serialize(views, &None).map_err(|e| CheckpointError::Serialise {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+        }
+    })?;
+    // Pad with spaces (allowed by the format) so tensor data starts 8-byte aligned.
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut file = File::create(path).map_err(io("create", path))?;
+    let action = fp.action(point);
+    if action == Some(FailAction::Exit) {
+        std::process::exit(97);
+    }
+    if action == Some(FailAction::Error) {
+        return Err(Injected(point).into());
+    }
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut put = |bytes: &[u8]| -> Result<(), CheckpointError> {
+        hasher.update(bytes);
+        total += bytes.len() as u64;
+        file.write_all(bytes).map_err(io("write", path))
+    };
+    put(&(head.len() as u64).to_le_bytes())?;
+    put(&head)?;
+    let upto = if action == Some(FailAction::Partial) {
+        entries.len() / 2
+    } else {
+        entries.len()
+    };
+    for (_, _, data) in &entries[..upto] {
+        put(bytemuck::cast_slice(data))?;
+    }
+    let sync = file.sync_all();
+    if action.is_some() {
+        return Err(Injected(point).into());
+    }
+    sync.map_err(io("fsync", path))?;
+    let digest = hasher.finalize();
+    Ok((total, digest.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 fn fsync_dir(path: &Path) -> Result<(), CheckpointError> {
@@ -199,43 +238,32 @@ pub fn write(
     fp.hit("ckpt.after_create_tmp")?;
 
     let model_path = tmp.join("model.safetensors");
-    let model_bytes = tensors_bytes(
-        &model_path,
-        snap.layout
-            .iter()
-            .scan(0usize, |off, (n, shape)| {
-                let len: usize = shape.iter().product();
-                let r = (n.clone(), shape.clone(), &snap.params[*off..*off + len]);
-                *off += len;
-                Some(r)
-            })
-            .collect(),
-    )?;
-    let optim_path = tmp.join("optim.safetensors");
+    let mut model_entries = Vec::with_capacity(snap.layout.len());
     let mut optim_entries = Vec::with_capacity(2 * snap.layout.len());
     let mut off = 0;
     for (n, shape) in &snap.layout {
         let len: usize = shape.iter().product();
+        model_entries.push((n.clone(), shape.clone(), &snap.params[off..off + len]));
         optim_entries.push((format!("m.{n}"), shape.clone(), &snap.m[off..off + len]));
         optim_entries.push((format!("v.{n}"), shape.clone(), &snap.v[off..off + len]));
         off += len;
     }
-    let optim_bytes = tensors_bytes(&optim_path, optim_entries)?;
-
+    let optim_path = tmp.join("optim.safetensors");
     let mut files = Vec::new();
-    for (point, path, bytes) in [
-        ("ckpt.write_model", &model_path, &model_bytes),
-        ("ckpt.write_optim", &optim_path, &optim_bytes),
+    let mut data_bytes = 0;
+    for (point, path, entries) in [
+        ("ckpt.write_model", &model_path, &model_entries),
+        ("ckpt.write_optim", &optim_path, &optim_entries),
     ] {
-        let mut f = File::create(path).map_err(io("create", path))?;
-        fp.write(point, &mut f, bytes)?.map_err(io("write", path))?;
+        let (bytes, sha256) = write_tensors(fp, point, path, entries)?;
+        data_bytes += bytes;
         files.push(FileEntry {
             name: path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            bytes: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
+            bytes,
+            sha256,
         });
     }
     let manifest = Manifest {
@@ -289,7 +317,7 @@ pub fn write(
     Ok(WriteReport {
         step: snap.step,
         path: final_path,
-        bytes: (model_bytes.len() + optim_bytes.len() + manifest_bytes.len()) as u64,
+        bytes: data_bytes + manifest_bytes.len() as u64,
         write_s: started.elapsed().as_secs_f64(),
         pruned,
     })
@@ -533,7 +561,6 @@ impl Drop for AsyncWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failpoint::FailAction;
     use crate::workload::Workload;
 
     fn workload() -> Workload {

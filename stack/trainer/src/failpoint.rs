@@ -64,7 +64,8 @@ impl Failpoints {
             .insert(name, action);
     }
 
-    fn action(&self, name: &'static str) -> Option<FailAction> {
+    /// The action armed at `name`, if any.
+    pub fn action(&self, name: &'static str) -> Option<FailAction> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
