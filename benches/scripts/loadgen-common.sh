@@ -1,6 +1,6 @@
 # Shared by loadgen-*.sh: start nginx on loopback answering `return 200`, build the
-# generator. Source it; it defines PORT, URL, LOAD (the generator binary) and stops nginx
-# on exit.
+# generator. Source it; it defines PORT, URL, LOAD (the generator binary; LOAD_BIN to
+# override) and stops nginx on exit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PORT="${PORT:-18080}"
@@ -31,6 +31,11 @@ for _ in $(seq 50); do
   curl -fs "$URL" >/dev/null 2>&1 && break
   sleep 0.1
 done
-(cd "$ROOT" && cargo build -q -p loadgen --release --example load)
-LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/load"
+# LOAD_BIN=path runs a generator built elsewhere (e.g. an older commit, to compare).
+if [ -n "${LOAD_BIN:-}" ]; then
+  LOAD="$LOAD_BIN"
+else
+  (cd "$ROOT" && cargo build -q -p loadgen --release --example load)
+  LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/load"
+fi
 json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
