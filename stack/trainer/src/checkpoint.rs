@@ -169,7 +169,13 @@ fn write_tensors(
     })?;
     // Pad with spaces (allowed by the format) so tensor data starts 8-byte aligned.
     head.resize(head.len().next_multiple_of(8), b' ');
-    let mut file = File::create(path).map_err(io("create", path))?;
+    // No truncation: a recycled file is overwritten in place and cut to size at the end.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io("create", path))?;
     let action = fp.action(point);
     if action == Some(FailAction::Exit) {
         std::process::exit(97);
@@ -194,7 +200,7 @@ fn write_tensors(
     for (_, _, data) in &entries[..upto] {
         put(bytemuck::cast_slice(data))?;
     }
-    let sync = file.sync_all();
+    let sync = file.set_len(total).and_then(|()| file.sync_all());
     if action.is_some() {
         return Err(Injected(point).into());
     }
@@ -234,7 +240,21 @@ pub fn write(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io("remove stale", &tmp))?;
     }
-    std::fs::create_dir(&tmp).map_err(io("create", &tmp))?;
+    // Recycle the oldest checkpoint, which this write would prune anyway: renamed to the temp
+    // name it stops being a checkpoint at once, and overwriting its files in place reuses
+    // their page-cache pages instead of allocating 2× the checkpoint size each time (the
+    // dominant CPU cost of a write). Only when another `keep − 1` good ones remain.
+    let existing = list(dir);
+    let recycled = keep >= 2
+        && existing.len() >= keep
+        && existing
+            .last()
+            .is_some_and(|(_, oldest)| std::fs::rename(oldest, &tmp).is_ok());
+    if recycled {
+        let _ = std::fs::remove_file(tmp.join("manifest.json"));
+    } else {
+        std::fs::create_dir(&tmp).map_err(io("create", &tmp))?;
+    }
     fp.hit("ckpt.after_create_tmp")?;
 
     let model_path = tmp.join("model.safetensors");
@@ -645,24 +665,38 @@ mod tests {
     #[test]
     fn a_crash_at_every_failpoint_leaves_a_restorable_checkpoint_and_the_next_write_works() {
         let w = workload();
-        for point in FAILPOINTS {
-            for action in [FailAction::Error, FailAction::Partial] {
-                let dir = tempfile::tempdir().expect("tempdir");
-                write(dir.path(), &snapshot(&w, 5), 1, &Failpoints::default()).expect("first");
-                let fp = Failpoints::default();
-                fp.set(point, action);
-                let crashed = write(dir.path(), &snapshot(&w, 10), 1, &fp);
-                assert!(crashed.is_err(), "{point} fired");
-                let (r, _) = restore_latest(dir.path(), w.params(), None);
-                let step = r.expect("restorable after crash").manifest.step;
-                // Before the rename the old checkpoint stands; after it the new one does.
-                let renamed = matches!(point, "ckpt.after_rename" | "ckpt.before_prune");
-                assert_eq!(step, if renamed { 10 } else { 5 }, "{point} {action:?}");
-                // A later writer (another process in real life) cleans up and succeeds.
-                write(dir.path(), &snapshot(&w, 15), 1, &Failpoints::default()).expect("next");
-                let (r, skipped) = restore_latest(dir.path(), w.params(), None);
-                assert_eq!(r.expect("next").manifest.step, 15);
-                assert!(skipped.is_empty());
+        // keep = 2 exercises recycling the oldest checkpoint's files; keep = 1 fresh files.
+        for keep in [1, 2] {
+            for point in FAILPOINTS {
+                for action in [FailAction::Error, FailAction::Partial] {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    for step in [5, 10] {
+                        write(
+                            dir.path(),
+                            &snapshot(&w, step),
+                            keep,
+                            &Failpoints::default(),
+                        )
+                        .expect("first");
+                    }
+                    let fp = Failpoints::default();
+                    fp.set(point, action);
+                    let crashed = write(dir.path(), &snapshot(&w, 15), keep, &fp);
+                    assert!(crashed.is_err(), "{point} fired");
+                    let (r, _) = restore_latest(dir.path(), w.params(), None);
+                    let r = r.expect("restorable after crash");
+                    // Before the rename the previous checkpoint stands; after it the new one.
+                    let renamed = matches!(point, "ckpt.after_rename" | "ckpt.before_prune");
+                    let expect = if renamed { 15 } else { 10 };
+                    assert_eq!(r.manifest.step, expect, "keep {keep} {point} {action:?}");
+                    assert_eq!(r.params, snapshot(&w, expect).params);
+                    // A later writer (another process in real life) cleans up and succeeds.
+                    write(dir.path(), &snapshot(&w, 20), keep, &Failpoints::default())
+                        .expect("next");
+                    let (r, skipped) = restore_latest(dir.path(), w.params(), None);
+                    assert_eq!(r.expect("next").manifest.step, 20);
+                    assert!(skipped.is_empty());
+                }
             }
         }
     }
