@@ -15,12 +15,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::counts::{Completion, ErrorKind};
 use crate::http1::{serialize_request, ResponseReader, Step, MAX_HEAD_BYTES};
@@ -118,8 +120,12 @@ pub(crate) fn prepare(
 pub(crate) struct Conn {
     target: Arc<Target>,
     stream: Option<TcpStream>,
-    /// Read buffer, reused across requests and reconnects; `buf[start..end]` is unread.
+    /// Read buffer, reused across requests and reconnects.
     buf: Vec<u8>,
+    /// Request timeout timer, armed at or before the current request's deadline and
+    /// moved later only when it fires early (see [`expired`]), so a request that
+    /// finishes in time does not touch the timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -128,6 +134,7 @@ impl Conn {
             target,
             stream: None,
             buf: vec![0; READ_BUF_BYTES],
+            timer: None,
         }
     }
 
@@ -152,11 +159,22 @@ impl Conn {
         let start = Instant::now();
         let actual = start.saturating_duration_since(t0);
         let intended = intended.unwrap_or(actual);
-        let result = tokio::time::timeout(timeout, self.attempt(req, t0)).await;
+        let deadline = tokio::time::Instant::from_std(start + timeout);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let work = attempt(&mut self.stream, &mut self.buf, &self.target, req, t0);
+        // Biased: a response complete when the deadline passes is not a timeout (as
+        // with `tokio::time::timeout`).
+        let result = tokio::select! {
+            biased;
+            r = work => Some(r),
+            () = expired(timer, deadline) => None,
+        };
         let (result, stream) = match result {
-            Ok(Ok(stream)) => (Completion::Ok, stream),
-            Ok(Err(kind)) => (Completion::Error(kind), None),
-            Err(_elapsed) => {
+            Some(Ok(stream)) => (Completion::Ok, stream),
+            Some(Err(kind)) => (Completion::Error(kind), None),
+            None => {
                 self.stream = None;
                 (Completion::Timeout, None)
             }
@@ -169,32 +187,48 @@ impl Conn {
             stream,
         }
     }
+}
 
-    async fn attempt(
-        &mut self,
-        req: &Prepared,
-        t0: Instant,
-    ) -> Result<Option<StreamTimes>, ErrorKind> {
-        if !self
-            .stream
-            .as_ref()
-            .is_some_and(|s| idle_and_open(s, &mut self.buf))
-        {
-            self.stream = None;
-            self.stream = Some(connect(self.target.addr).await?);
+/// Resolves when `deadline` has passed. The timer is only re-armed when it fires before
+/// the deadline (it was set for an earlier request) or is set later than the deadline.
+async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: tokio::time::Instant) {
+    loop {
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
         }
-        let stream = self.stream.as_mut().expect("set just above");
-        let (result, keep) = exchange(stream, &mut self.buf, req, t0).await;
-        if !keep {
-            self.stream = None;
+        timer.as_mut().await;
+        if timer.deadline() >= deadline {
+            return;
         }
-        result
+        timer.as_mut().reset(deadline);
     }
 }
 
+/// One request on `stream`, (re)connecting first if needed; drops the connection when
+/// it cannot carry the next request.
+async fn attempt(
+    stream: &mut Option<TcpStream>,
+    buf: &mut Vec<u8>,
+    target: &Target,
+    req: &Prepared,
+    t0: Instant,
+) -> Result<Option<StreamTimes>, ErrorKind> {
+    if !stream.as_ref().is_some_and(|s| idle_and_open(s, buf)) {
+        *stream = None;
+        *stream = Some(connect(target.addr).await?);
+    }
+    let live = stream.as_mut().expect("set just above");
+    let (result, keep) = exchange(live, buf, req, t0).await;
+    if !keep {
+        *stream = None;
+    }
+    result
+}
+
 /// Whether an idle keep-alive connection is still usable: the server has neither
-/// closed it nor sent anything unasked. Does not block; costs no syscall unless the
-/// socket was marked readable, which a read that ends in `WouldBlock` clears anyway.
+/// closed it nor sent anything unasked. Does not block, and costs no syscall unless
+/// the socket became readable since the last read (tokio clears read readiness after a
+/// read shorter than the buffer, which is how a response's last read usually ends).
 fn idle_and_open(stream: &TcpStream, buf: &mut [u8]) -> bool {
     matches!(stream.try_read(buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
@@ -444,6 +478,28 @@ mod tests {
         assert_eq!(got, Completion::Error(ErrorKind::HttpStatus(503)));
         assert_eq!(run(&mut conn, &get(false)).await, Completion::Ok);
         assert_eq!(accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_shorter_timeout_after_a_longer_one_fires_at_its_own_deadline_and_reconnects() {
+        // The second request is read but never answered (the third never comes).
+        let (target, _, _closed) = canned(vec![vec![OK], vec![], vec![]]).await;
+        let mut conn = Conn::new(target);
+        let t0 = Instant::now();
+        let first = conn
+            .execute(&get(false), t0, None, Duration::from_secs(60))
+            .await;
+        assert_eq!(first.result, Completion::Ok);
+        // The timer armed for the first request's 60 s deadline must be pulled in.
+        let req = get(false);
+        let second = conn.execute(&req, t0, None, Duration::from_millis(50));
+        let second = tokio::time::timeout(Duration::from_secs(30), second)
+            .await
+            .expect("timed out at its own deadline, not the earlier request's");
+        assert_eq!(second.result, Completion::Timeout);
+        // The timed-out connection was dropped; a fresh one answers.
+        let third = conn.execute(&req, t0, None, Duration::from_secs(60)).await;
+        assert_eq!(third.result, Completion::Ok);
     }
 
     #[tokio::test]
