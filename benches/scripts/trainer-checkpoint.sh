@@ -2,29 +2,36 @@
 # Asynchronous checkpointing slowdown: mean step time with a checkpoint every 10 or 50 steps
 # (weights + AdamW state of a 256 → 1024 → 1024 → 10 MLP, ≈ 16 MB per checkpoint, fsynced)
 # against no checkpoints; two workers with one compute thread each, so the writer thread
-# competes for the cores.
+# competes for the cores. ROUNDS interleaved rounds (none, 10, 50, none, 10, 50, …); the
+# median slowdown over rounds is reported, because other load on a shared machine moves
+# single runs by more than the effect.
 source "$(dirname "${BASH_SOURCE[0]}")/trainer-common.sh"
-STEPS="${STEPS:-150}"; WARMUP="${WARMUP:-5}"
+STEPS="${STEPS:-150}"; WARMUP="${WARMUP:-5}"; ROUNDS="${ROUNDS:-3}"
 header "trainer async checkpoint overhead"
 ARGS=(--mlp-input 256 --mlp-hidden 1024,1024 --batch 256 --steps "$STEPS" --keep 2)
-for every in 0 10 50; do
-  "$TRAINER" launch --nproc 2 --threads-per-worker 1 -- --run-dir "$TMP/c$every" \
-    --checkpoint-every "$every" "${ARGS[@]}" > "$TMP/c$every.jsonl" 2>/dev/null
-  echo "checkpoint_every=$every $(stats "$TMP/c$every.jsonl" "$WARMUP")"
-  echo "checkpoints written: $(grep -c '"event":"checkpoint"' "$TMP/c$every.jsonl" || true)"
+for round in $(seq "$ROUNDS"); do
+  for every in 0 10 50; do
+    "$TRAINER" launch --nproc 2 --threads-per-worker 1 -- --run-dir "$TMP/c$every-$round" \
+      --checkpoint-every "$every" "${ARGS[@]}" > "$TMP/c$every-$round.jsonl" 2>/dev/null
+  done
 done
-python3 - "$TMP" "$WARMUP" <<'PY'
-import json, sys
-tmp, warm = sys.argv[1], int(sys.argv[2])
-def step_s(every):
-    ev = [json.loads(l) for l in open(f"{tmp}/c{every}.jsonl") if l.startswith("{")]
+python3 - "$TMP" "$WARMUP" "$ROUNDS" <<'PY'
+import json, statistics, sys
+tmp, warm, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def load(every, r):
+    return [json.loads(l) for l in open(f"{tmp}/c{every}-{r}.jsonl") if l.startswith("{")]
+def step_s(ev):
     st = [e for e in ev if e.get("event") == "step" and e["rank"] == 0 and e["step"] >= warm]
     return (st[-1]["t_unix_s"] - st[0]["t_unix_s"]) / (len(st) - 1)
-base = step_s(0)
 for every in (10, 50):
-    ck = step_s(every)
-    cks = [json.loads(l) for l in open(f"{tmp}/c{every}.jsonl") if '"event":"checkpoint"' in l]
-    print(json.dumps({"checkpoint_every": every, "step_s_none": base, "step_s_async": ck,
-                      "slowdown": ck / base - 1, "checkpoint_bytes": cks[0]["bytes"],
-                      "checkpoint_write_s_mean": sum(c["write_s"] for c in cks) / len(cks)}))
+    slow, base_s, ck_s, write_s = [], [], [], []
+    for r in range(1, rounds + 1):
+        b, c = step_s(load(0, r)), step_s(load(every, r))
+        slow.append(c / b - 1); base_s.append(b); ck_s.append(c)
+        write_s += [e["write_s"] for e in load(every, r) if e.get("event") == "checkpoint"]
+    print(json.dumps({"checkpoint_every": every, "rounds": rounds,
+                      "slowdown_median": statistics.median(slow), "slowdown_each": slow,
+                      "step_s_none_median": statistics.median(base_s),
+                      "step_s_async_median": statistics.median(ck_s),
+                      "checkpoint_write_s_mean": sum(write_s) / len(write_s)}))
 PY
