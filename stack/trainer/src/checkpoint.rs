@@ -10,9 +10,12 @@
 //!                                   RNG state, optimiser step, file sizes and SHA-256
 //! ```
 //!
-//! A checkpoint is written into `.tmp-step-…-<pid>/` (each file written, fsynced), the temp
-//! directory is fsynced, renamed to `step-…` and the parent directory fsynced; then all but
-//! the newest `keep` checkpoints are removed. A crash at any instant leaves either the
+//! A checkpoint is written into `.tmp-step-…-<pid>/` (tensors streamed to disk while being
+//! hashed, each file fsynced), the temp directory is fsynced, renamed to `step-…` and the
+//! parent directory fsynced; then all but the newest `keep` checkpoints are removed. With
+//! `keep ≥ 2` the oldest checkpoint is first renamed to the temp name and its files are
+//! overwritten in place (it would be pruned anyway), which saves the page-cache allocation
+//! that dominated the writer's CPU time. A crash at any instant leaves either the
 //! previous checkpoints untouched plus a temp directory that restore ignores, or the new
 //! complete checkpoint. [`restore_latest`] walks checkpoints newest first, verifies sizes and
 //! checksums, and falls back to an older one when a newer one is damaged, reporting every
