@@ -16,7 +16,9 @@ fn bench_with_delay(c: &mut Criterion, label: &str, delay: Duration) {
     let mut config = ServerConfig::with_defaults("127.0.0.1:0".parse().expect("addr"));
     config.models.retain(|m| m.name == "mlp");
     config.max_queue_delay = delay;
-    let server = rt.block_on(server::Server::bind(config)).expect("server binds");
+    let server = rt
+        .block_on(server::Server::bind(config))
+        .expect("server binds");
     let url = format!("http://{}/v2/models/mlp/infer", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = rt.spawn(server.serve(async move {
