@@ -116,7 +116,28 @@ fn small_mlp(run_dir: &Path, steps: u64, every: u64) -> Vec<String> {
     .collect()
 }
 
+/// Process tests run one at a time: each starts up to four processes, and a 2-core machine
+/// running several at once starves heartbeat threads past their timeout.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Heartbeat timeout for tests that do not measure detection: generous, so a loaded machine
+/// does not evict a slow worker.
+const RELAXED_HEARTBEAT_S: &str = "3";
+
 fn launch(nproc: usize, min: usize, worker_args: &[String]) -> Proc {
+    launch_with_heartbeat(nproc, min, RELAXED_HEARTBEAT_S, worker_args)
+}
+
+fn launch_with_heartbeat(
+    nproc: usize,
+    min: usize,
+    heartbeat_s: &str,
+    worker_args: &[String],
+) -> Proc {
     let mut args: Vec<String> = vec![
         "launch".into(),
         "--nproc".into(),
@@ -126,7 +147,7 @@ fn launch(nproc: usize, min: usize, worker_args: &[String]) -> Proc {
         "--replace-timeout-s".into(),
         "0.3".into(),
         "--heartbeat-timeout-s".into(),
-        "1".into(),
+        heartbeat_s.into(),
         "--".into(),
     ];
     args.extend(worker_args.iter().cloned());
@@ -136,6 +157,7 @@ fn launch(nproc: usize, min: usize, worker_args: &[String]) -> Proc {
 
 #[test]
 fn sigkilled_worker_leaves_two_survivors_that_restore_and_finish_with_every_step_accounted() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let steps = 2500;
     let every = 50;
@@ -200,6 +222,7 @@ fn sigkilled_worker_leaves_two_survivors_that_restore_and_finish_with_every_step
 
 #[test]
 fn a_job_killed_and_resumed_from_its_checkpoint_ends_with_bitwise_identical_weights() {
+    let _serial = serial();
     let steps = 300;
     let every = 50;
     let a = tempfile::tempdir().expect("tempdir");
@@ -265,6 +288,7 @@ fn status(addr: &str) -> Value {
 
 #[test]
 fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -272,7 +296,15 @@ fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3()
         .expect("addr")
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let _rdzv = Proc::spawn(&["rendezvous", "--listen", &listen, "--max-workers", "1"]);
+    let _rdzv = Proc::spawn(&[
+        "rendezvous",
+        "--listen",
+        &listen,
+        "--max-workers",
+        "1",
+        "--heartbeat-timeout-s",
+        RELAXED_HEARTBEAT_S,
+    ]);
     let mut args = vec!["worker".to_string(), "--rendezvous".into(), listen.clone()];
     args.extend(small_mlp(dir.path(), 1_000_000, 0));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -352,8 +384,9 @@ fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3()
 
 #[test]
 fn a_sigstopped_worker_is_detected_by_heartbeat_within_2_s_and_evicted_when_it_resumes() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut job = launch(3, 2, &small_mlp(dir.path(), 2500, 50));
+    let mut job = launch_with_heartbeat(3, 2, "1", &small_mlp(dir.path(), 2500, 50));
     let start = job.wait_for(30, "rank 2 start", |v| is(v, "start") && v["rank"] == 2);
     job.wait_for(60, "step 200", |v| {
         is(v, "step") && v["step"].as_u64().is_some_and(|s| s >= 200)
@@ -406,6 +439,7 @@ fn worker(rdzv: &str, rank: usize, run_dir: &Path, steps: u64) -> Proc {
 
 #[test]
 fn a_replacement_that_joins_within_the_timeout_restores_the_full_world() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let rdzv_addr = free_addr();
     let rdzv = Proc::spawn(&[
@@ -418,6 +452,8 @@ fn a_replacement_that_joins_within_the_timeout_restores_the_full_world() {
         "3",
         "--replace-timeout-s",
         "30",
+        "--heartbeat-timeout-s",
+        RELAXED_HEARTBEAT_S,
         "--exit-when-done",
     ]);
     let mut workers: Vec<Proc> = (0..3)
@@ -447,6 +483,7 @@ fn a_replacement_that_joins_within_the_timeout_restores_the_full_world() {
 
 #[test]
 fn interrupting_launch_stops_every_worker_it_started() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut job = launch(2, 2, &small_mlp(dir.path(), 1_000_000, 0));
     job.wait_for(30, "training", |v| is(v, "step"));
