@@ -8,7 +8,8 @@
 //! trainer rendezvous --listen 127.0.0.1:29500 --max-workers N [--min-workers M]
 //!                    [--replace-timeout-s 2] [--heartbeat-timeout-s 1] [--exit-when-done]
 //! trainer worker --run-dir DIR [--rank R] [--world-size N] [--rendezvous HOST:PORT]
-//!                [--control 127.0.0.1:PORT] [--model mlp|lm] [--steps 100] [--batch 64]
+//!                [--control 127.0.0.1:PORT] [--model mlp|lm|torchscript] [--torchscript PATH]
+//!                [--comm tcp|nccl] [--cuda-device D] [--steps 100] [--batch 64]
 //!                [--checkpoint-every 20] [--keep 3] [--seed 0] [--threads T] …
 //! trainer launch --nproc N [--min-workers M] [--control-base-port P] -- <worker flags>
 //! ```
@@ -24,6 +25,32 @@
 //! Threads and cores are printed in the `launch` event and each worker's `start` event, and
 //! threads in `/status`. Every worker of a job must share the
 //! run directory (checkpoints are written by rank 0 and read by all).
+//!
+//! # Backends (`--comm`, `--model torchscript`)
+//!
+//! * `--comm tcp` (default; env `TRAINER_COMM`): gradients go over the TCP ring.
+//! * `--comm nccl`: needs a build with `--features cuda`; without it the worker exits 2
+//!   before starting, printing "--comm nccl needs a trainer built with `--features cuda`
+//!   (cargo build -p trainer --features cuda)". With it, after each ring formation every rank
+//!   bootstraps an `NcclComm` over the TCP ring on CUDA device `--cuda-device`
+//!   (env `TRAINER_CUDA_DEVICE`; default: its rank in the epoch, i.e. one GPU per rank on one
+//!   host) and uses it for the gradient all-reduce only; the restore agreement, the final
+//!   barrier and aborts stay on the TCP ring. Training itself is still candle on the CPU
+//!   (gradients are copied to the device and back). When CUDA or NCCL cannot be loaded the
+//!   worker prints an `exit` event with code 1 and a reason starting
+//!   "--comm nccl on CUDA device D: CUDA/NCCL unavailable: …" (cudarc's loader panic is caught;
+//!   the default panic hook still prints it on stderr). A peer lost during the bootstrap is a
+//!   `peer_lost` fault and a re-rendezvous, as on the TCP path. Limitation: an NCCL collective
+//!   in flight is not aborted by the rendezvous, so a peer lost mid-all-reduce waits for NCCL.
+//! * `--model torchscript --torchscript PATH`: needs a build with `--features tch` (and
+//!   libtorch); without it the worker exits 2 printing "--model torchscript needs a trainer
+//!   built with `--features tch` and libtorch (…)". With it, training is single-process
+//!   only: `--world-size` above 1 exits 2 ("… trains single-process only (world size 1) …").
+//!   The model maps `[batch, --mlp-input]` floats to `[batch, --mlp-classes]` logits; it is
+//!   trained with Adam (`--lr`) on Gaussian inputs labelled by a fixed random linear teacher,
+//!   on the CPU (CUDA device 0 when `--cuda-device` is given), with no rendezvous, control
+//!   endpoint or checkpoints, printing `start`, `step` (`loss`, `samples`, `step_s`),
+//!   `publish` (`run_dir/final/model.pt`) and `exit`.
 //!
 //! # Control endpoint (per worker, see [`control`])
 //!
@@ -59,8 +86,10 @@
 //!
 //! # Exit codes
 //!
-//! See [`exit`]: 0 done, 1 error, 2 usage, 3 `gpu.lost`, 4 `gpu.oom` without back-off,
-//! 5 rendezvous lost / evicted / job shut down, 130 launch interrupted.
+//! See [`exit`]: 0 done, 1 error (including "CUDA/NCCL unavailable" under `--comm nccl`),
+//! 2 usage (including a backend this build lacks: `--comm nccl` without `cuda`,
+//! `--model torchscript` without `tch` or with world size > 1), 3 `gpu.lost`, 4 `gpu.oom`
+//! without back-off, 5 rendezvous lost / evicted / job shut down, 130 launch interrupted.
 //!
 //! # Modules
 //!
@@ -77,8 +106,9 @@
 //! * [`tch_backend`] (feature `tch`; `tch-doc-only` to type-check without libtorch) —
 //!   `TorchScriptTrainer`, data-parallel training of a user's TorchScript model.
 //!
-//! Not here: GPU compute (the `cuda` feature adds only the NCCL communicator; the worker
-//! still trains with candle on the CPU and uses the TCP ring), multi-host shared storage
+//! Not here: GPU compute for candle models (the `cuda` feature adds only the NCCL
+//! communicator, selected with `--comm nccl`; the worker still computes with candle on the
+//! CPU), distributed TorchScript training (single-process only), multi-host shared storage
 //! (the run directory must be shared), harness scenarios.
 
 pub mod calibrate;

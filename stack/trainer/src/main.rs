@@ -48,6 +48,17 @@ struct BenchComputeArgs {
 enum Kind {
     Mlp,
     Lm,
+    /// A user's TorchScript classifier (`--torchscript PATH`; feature `tch`; world size 1).
+    Torchscript,
+}
+
+/// `--comm`: the gradient all-reduce backend.
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Comm {
+    /// The TCP ring.
+    Tcp,
+    /// NCCL on CUDA (feature `cuda`), bootstrapped over the TCP ring.
+    Nccl,
 }
 
 #[derive(Parser, Debug)]
@@ -76,6 +87,17 @@ struct WorkerArgs {
     run_dir: PathBuf,
     #[arg(long, value_enum, default_value = "mlp")]
     model: Kind,
+    /// TorchScript model file for `--model torchscript` (saved with `torch.jit.save`; input
+    /// `[batch, --mlp-input]`, output `[batch, --mlp-classes]` logits).
+    #[arg(long, required_if_eq("model", "torchscript"))]
+    torchscript: Option<PathBuf>,
+    /// Gradient all-reduce backend; control and aborts always use the TCP ring.
+    #[arg(long, value_enum, env = "TRAINER_COMM", default_value = "tcp")]
+    comm: Comm,
+    /// CUDA device of `--comm nccl` (default: the worker's rank in each epoch) and of
+    /// `--model torchscript` (given: train on CUDA device 0; absent: on the CPU).
+    #[arg(long, env = "TRAINER_CUDA_DEVICE")]
+    cuda_device: Option<usize>,
     #[arg(long, default_value_t = 256)]
     mlp_input: usize,
     /// Hidden widths, comma-separated.
@@ -183,7 +205,7 @@ fn main() {
         }
     };
     let code = match cli.command {
-        Cmd::Worker(a) => worker::run(worker_config(*a)),
+        Cmd::Worker(a) => run_worker(*a),
         Cmd::Rendezvous(a) => run_rendezvous(a),
         Cmd::BenchCompute(a) => {
             if let Some(t) = a.threads {
@@ -225,7 +247,53 @@ fn main() {
     std::process::exit(code);
 }
 
-fn worker_config(a: WorkerArgs) -> worker::WorkerConfig {
+/// Rejects what this build cannot run (exit 2, before anything starts), then runs the worker.
+fn run_worker(a: WorkerArgs) -> i32 {
+    let spec = match a.model {
+        Kind::Mlp => ModelSpec::Mlp {
+            config: models::mlp::MlpConfig {
+                input_dim: a.mlp_input,
+                hidden: a.mlp_hidden.clone(),
+                num_classes: a.mlp_classes,
+            },
+            teacher_hidden: a.teacher_hidden,
+        },
+        Kind::Lm => ModelSpec::Lm {
+            config: models::lm::LmConfig {
+                embed_dim: a.lm_embed,
+                hidden_dim: a.lm_hidden,
+            },
+            seq_len: a.seq_len,
+        },
+        Kind::Torchscript => {
+            let cfg = worker::TorchScriptConfig {
+                path: a.torchscript.clone().unwrap_or_default(),
+                run_dir: a.run_dir.clone(),
+                world_size: a.world_size,
+                input_dim: a.mlp_input,
+                classes: a.mlp_classes,
+                steps: a.steps,
+                batch: a.batch,
+                lr: f64::from(a.lr),
+                seed: a.seed,
+                cuda: a.cuda_device.is_some(),
+            };
+            if let Some(reason) = cfg.unsupported_reason() {
+                eprintln!("trainer worker: {reason}");
+                return exit::USAGE;
+            }
+            return worker::run_torchscript(&cfg);
+        }
+    };
+    let cfg = worker_config(a, spec);
+    if let Some(reason) = cfg.comm.unsupported_reason() {
+        eprintln!("trainer worker: {reason}");
+        return exit::USAGE;
+    }
+    worker::run(cfg)
+}
+
+fn worker_config(a: WorkerArgs, spec: ModelSpec) -> worker::WorkerConfig {
     if !a.cpus.is_empty() {
         let mut set = nix::sched::CpuSet::new();
         for c in &a.cpus {
@@ -246,23 +314,6 @@ fn worker_config(a: WorkerArgs) -> worker::WorkerConfig {
         .unwrap_or_else(candle_core::utils::get_num_threads);
     // candle's CPU kernels size their thread pool from this variable.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    let spec = match a.model {
-        Kind::Mlp => ModelSpec::Mlp {
-            config: models::mlp::MlpConfig {
-                input_dim: a.mlp_input,
-                hidden: a.mlp_hidden,
-                num_classes: a.mlp_classes,
-            },
-            teacher_hidden: a.teacher_hidden,
-        },
-        Kind::Lm => ModelSpec::Lm {
-            config: models::lm::LmConfig {
-                embed_dim: a.lm_embed,
-                hidden_dim: a.lm_hidden,
-            },
-            seq_len: a.seq_len,
-        },
-    };
     worker::WorkerConfig {
         rank_hint: a.rank,
         world_size: a.world_size,
@@ -287,6 +338,12 @@ fn worker_config(a: WorkerArgs) -> worker::WorkerConfig {
         heartbeat_interval: Duration::from_millis(a.heartbeat_ms),
         threads,
         cpus: a.cpus,
+        comm: match a.comm {
+            Comm::Tcp => worker::CommBackend::Tcp,
+            Comm::Nccl => worker::CommBackend::Nccl {
+                device: a.cuda_device,
+            },
+        },
     }
 }
 

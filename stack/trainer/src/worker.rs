@@ -51,6 +51,44 @@ pub struct WorkerConfig {
     /// Cores the process is pinned to (empty: not pinned); informational here, the CLI
     /// applies it.
     pub cpus: Vec<usize>,
+    /// Communicator of the gradient all-reduce (`--comm`); control, restore agreement and
+    /// aborts always go over the TCP ring.
+    pub comm: CommBackend,
+}
+
+/// The gradient all-reduce backend (`trainer worker --comm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommBackend {
+    /// The TCP ring ([`TcpRing`]), the default.
+    #[default]
+    Tcp,
+    /// NCCL on a CUDA device (`nccl::NcclComm`, feature `cuda`), bootstrapped over the
+    /// TCP ring of each membership epoch.
+    Nccl {
+        /// CUDA device ordinal; `None`: the worker's rank in the epoch (one GPU per rank on
+        /// a single host).
+        device: Option<usize>,
+    },
+}
+
+/// The error for `--comm nccl` in a build without the `cuda` feature.
+pub const NCCL_FEATURE_MISSING: &str = "--comm nccl needs a trainer built with `--features cuda` (cargo build -p trainer --features cuda)";
+
+/// The error for `--model torchscript` in a build without the `tch` feature.
+pub const TCH_FEATURE_MISSING: &str = "--model torchscript needs a trainer built with `--features tch` and libtorch (LIBTORCH=/path/to/libtorch cargo build -p trainer --features tch)";
+
+/// The error for `--model torchscript` with a world size above one.
+pub const TORCHSCRIPT_SINGLE_PROCESS: &str = "--model torchscript trains single-process only (world size 1): the distributed loop (rendezvous, ring, checkpoints) is not wired for TorchScript yet; use --world-size 1";
+
+impl CommBackend {
+    /// Why this backend cannot run in this build (`None` when it can).
+    pub fn unsupported_reason(self) -> Option<&'static str> {
+        match self {
+            CommBackend::Tcp => None,
+            CommBackend::Nccl { .. } if !cfg!(feature = "cuda") => Some(NCCL_FEATURE_MISSING),
+            CommBackend::Nccl { .. } => None,
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -86,6 +124,9 @@ pub fn run(cfg: WorkerConfig) -> i32 {
 
 fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
     use anyhow::Context;
+    if let Some(reason) = cfg.comm.unsupported_reason() {
+        anyhow::bail!("{reason}");
+    }
     let text = match &cfg.text {
         Some(p) => {
             Some(std::fs::read(p).with_context(|| format!("reading --text {}", p.display()))?)
@@ -289,10 +330,29 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             }));
         }
 
+        // The gradient communicator of this epoch: `None` is the TCP ring itself.
+        let mut grads = match grad_comm(cfg.comm, &mut ring) {
+            Ok(g) => g,
+            Err(GradCommError::Unavailable(reason)) => {
+                emit(
+                    json!({"event": "exit", "rank": rank, "code": exit::ERROR, "step": trainer.step, "reason": reason}),
+                );
+                return Ok(exit::ERROR);
+            }
+            Err(GradCommError::PeerLost(e)) => {
+                emit(
+                    json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "error": e}),
+                );
+                interrupted_at.get_or_insert((Instant::now(), unix_s()));
+                continue;
+            }
+        };
+
         match train_epoch(
             cfg,
             &mut trainer,
             &mut ring,
+            grads.as_deref_mut().map(|g| g as &mut dyn Communicator),
             &client,
             &writer,
             &shared,
@@ -329,6 +389,7 @@ fn train_epoch(
     cfg: &WorkerConfig,
     trainer: &mut Trainer,
     ring: &mut TcpRing,
+    mut grads: Option<&mut dyn Communicator>,
     client: &Client,
     writer: &AsyncWriter,
     shared: &Shared,
@@ -342,7 +403,11 @@ fn train_epoch(
             return Ok(Ok(EpochEnd::Interrupted));
         }
         let started = Instant::now();
-        match trainer.step(ring) {
+        let result = match grads.as_deref_mut() {
+            Some(g) => trainer.step(g),
+            None => trainer.step(ring),
+        };
+        match result {
             Ok(st) => {
                 let step = trainer.step - 1;
                 let step_s = started.elapsed().as_secs_f64();
@@ -409,6 +474,152 @@ fn train_epoch(
         return Ok(Ok(EpochEnd::Interrupted));
     }
     Ok(Ok(EpochEnd::Done))
+}
+
+/// Single-process training of a user's TorchScript model (`--model torchscript`, feature
+/// `tch`): see [`run_torchscript`].
+#[derive(Debug, Clone)]
+pub struct TorchScriptConfig {
+    /// The model, saved with `torch.jit.save`: a classifier from `[batch, input_dim]` floats
+    /// to `[batch, classes]` logits.
+    pub path: PathBuf,
+    /// The trained model is saved to `final/model.pt` here.
+    pub run_dir: PathBuf,
+    /// Must be 1 (see [`TORCHSCRIPT_SINGLE_PROCESS`]).
+    pub world_size: usize,
+    pub input_dim: usize,
+    pub classes: usize,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    /// Train on CUDA device 0 (libtorch must see one).
+    pub cuda: bool,
+}
+
+impl TorchScriptConfig {
+    /// Why this configuration cannot run in this build (`None` when it can).
+    pub fn unsupported_reason(&self) -> Option<&'static str> {
+        if !cfg!(feature = "tch") {
+            Some(TCH_FEATURE_MISSING)
+        } else if self.world_size != 1 {
+            Some(TORCHSCRIPT_SINGLE_PROCESS)
+        } else {
+            None
+        }
+    }
+}
+
+/// Trains a TorchScript model in one process (world size 1, no rendezvous, control endpoint
+/// or checkpoints) on synthetic data (Gaussian inputs labelled by a fixed random linear
+/// teacher), prints `start`, `step`, `publish` and `exit` events and returns the exit code.
+pub fn run_torchscript(cfg: &TorchScriptConfig) -> i32 {
+    let result = match cfg.unsupported_reason() {
+        Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        None => torchscript_inner(cfg),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            emit(
+                json!({"event": "exit", "rank": 0, "code": exit::ERROR, "reason": format!("{e:#}")}),
+            );
+            exit::ERROR
+        }
+    }
+}
+
+#[cfg(not(feature = "tch"))]
+fn torchscript_inner(_cfg: &TorchScriptConfig) -> anyhow::Result<i32> {
+    anyhow::bail!("{TCH_FEATURE_MISSING}")
+}
+
+#[cfg(feature = "tch")]
+fn torchscript_inner(cfg: &TorchScriptConfig) -> anyhow::Result<i32> {
+    use crate::comm::Solo;
+    use crate::tch_backend::{device, TorchScriptTrainer};
+    use anyhow::Context;
+    use tch::{Kind, Tensor};
+    tch::manual_seed(cfg.seed as i64);
+    let dev = device(cfg.cuda)?;
+    let mut trainer = TorchScriptTrainer::load(&cfg.path, cfg.lr, dev)?;
+    emit(json!({
+        "event": "start", "rank": 0, "pid": std::process::id(), "model": "torchscript",
+        "path": cfg.path, "device": format!("{dev:?}"), "seed": cfg.seed, "steps": cfg.steps,
+        "batch_per_worker": cfg.batch,
+    }));
+    let (batch, input, classes) = (cfg.batch as i64, cfg.input_dim as i64, cfg.classes as i64);
+    let teacher = Tensor::randn([input, classes], (Kind::Float, dev));
+    let mut comm = Solo;
+    for step in 0..cfg.steps {
+        let started = Instant::now();
+        let x = Tensor::randn([batch, input], (Kind::Float, dev));
+        let y = x.matmul(&teacher).argmax(-1, false);
+        let loss = trainer
+            .step(&mut comm, &x, &y)
+            .with_context(|| format!("step {step} of {}", cfg.path.display()))?;
+        emit(json!({
+            "event": "step", "rank": 0, "step": step, "epoch": 0, "world": 1, "loss": loss,
+            "samples": cfg.batch, "step_s": started.elapsed().as_secs_f64(),
+        }));
+    }
+    let dir = cfg.run_dir.join("final");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("model.pt");
+    trainer
+        .save(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    emit(json!({"event": "publish", "rank": 0, "step": cfg.steps, "path": path}));
+    emit(
+        json!({"event": "exit", "rank": 0, "code": exit::DONE, "step": cfg.steps, "reason": "done"}),
+    );
+    Ok(exit::DONE)
+}
+
+/// Why the gradient communicator of an epoch could not be set up.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+enum GradCommError {
+    /// The backend cannot run here (no CUDA driver, NCCL or device): exit.
+    Unavailable(String),
+    /// The bootstrap over the TCP ring lost a peer: re-rendezvous.
+    PeerLost(String),
+}
+
+/// Sets up the gradient communicator of an epoch over `ring` (`None`: use `ring` itself).
+/// Every rank calls it right after the ring forms.
+#[cfg(feature = "cuda")]
+fn grad_comm(
+    backend: CommBackend,
+    ring: &mut TcpRing,
+) -> Result<Option<Box<dyn Communicator>>, GradCommError> {
+    use crate::nccl::{CudaError, NcclComm};
+    match backend {
+        CommBackend::Tcp => Ok(None),
+        CommBackend::Nccl { device } => {
+            let ordinal = device.unwrap_or(ring.rank());
+            match NcclComm::new(ring, ordinal) {
+                Ok(c) => Ok(Some(Box::new(c))),
+                Err(e @ CudaError::Unavailable(_)) => Err(GradCommError::Unavailable(format!(
+                    "--comm nccl on CUDA device {ordinal}: {e}"
+                ))),
+                Err(CudaError::Bootstrap(e)) => Err(GradCommError::PeerLost(format!(
+                    "bootstrapping NCCL over the TCP ring: {e}"
+                ))),
+            }
+        }
+    }
+}
+
+/// Without the `cuda` feature only the TCP ring exists (`run_inner` rejects `Nccl` first).
+#[cfg(not(feature = "cuda"))]
+fn grad_comm(
+    backend: CommBackend,
+    _ring: &mut TcpRing,
+) -> Result<Option<Box<dyn Communicator>>, GradCommError> {
+    match backend.unsupported_reason() {
+        None => Ok(None),
+        Some(reason) => Err(GradCommError::Unavailable(reason.to_string())),
+    }
 }
 
 /// Writes the final weights atomically where the inference server can load them.
