@@ -8,7 +8,8 @@
 //! build) but cannot link a binary. At run time a model that cannot be loaded, or a CUDA
 //! device libtorch cannot see, is a [`TchBackendError`] that says so.
 //!
-//! Not wired into `trainer worker` yet: the worker trains candle models only.
+//! `trainer worker --model torchscript --torchscript PATH` uses it single-process (world size
+//! 1); the distributed loop (rendezvous, ring, checkpoints) drives candle models only.
 
 use crate::comm::{CommError, Communicator};
 use std::path::Path;
