@@ -1067,6 +1067,16 @@ fn training_section(
         }
     }
     for j in jobs {
+        for x in &j.stragglers {
+            if let Some(slowdown) = x.slowdown {
+                metrics.figures.push(report::Figure {
+                    name: format!("{}_{}_straggler_slowdown", j.variant, x.fault_id),
+                    value: slowdown,
+                    unit: "ratio".into(),
+                    definition: "rank-0 step time while throttled / over an equal span before (lock-step training waits for the straggler)".into(),
+                });
+            }
+        }
         for x in &j.recoveries {
             for (what, v) in [
                 ("detection_s", x.detection_s),

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use report::{StepBreakdown, TrainingRecovery, TrainingResult};
+use report::{StepBreakdown, StragglerEffect, TrainingRecovery, TrainingResult};
 use serde_json::Value;
 
 /// Tolerance between the harness's and the trainer's wall clocks when matching events to
@@ -149,9 +149,12 @@ pub fn recovery(procs: &[ProcessEvents], fault: &InjectedFault) -> TrainingRecov
         // Allow for the two processes' wall clocks disagreeing by a few milliseconds.
         .filter(|&d| d >= at - CLOCK_SLACK_S)
         .min_by(f64::total_cmp);
-    let ring = first_after(procs, "rendezvous", at)
+    // A worker's view of the new ring (the coordinator's own event has no rank).
+    let ring = all(procs, "rendezvous")
         .filter(|v| v.get("rank").is_some())
-        .and_then(|v| f(v, "t_unix_s"));
+        .filter_map(|v| f(v, "t_unix_s"))
+        .filter(|&t| t >= at)
+        .min_by(f64::total_cmp);
     let restore = first_after(procs, "restore", at);
     let restore_done = restore.and_then(|v| f(v, "t_unix_s"));
     let recovered = first_after(procs, "recovered", at);
@@ -168,6 +171,35 @@ pub fn recovery(procs: &[ProcessEvents], fault: &InjectedFault) -> TrainingRecov
         lost_steps: restore.and_then(|v| u(v, "lost_steps")),
         restored_step: restore.and_then(|v| u(v, "step")),
         world_after: recovered.and_then(|v| u(v, "world")),
+    }
+}
+
+/// Rank 0's step time while a throttle was on, against an equally long span before it.
+pub fn straggler(steps: &[&Value], fault: &InjectedFault) -> StragglerEffect {
+    let (at, until) = (
+        fault.at_unix_s,
+        fault.healed_unix_s.unwrap_or(f64::INFINITY),
+    );
+    let span = if until.is_finite() { until - at } else { 1.0 };
+    let mean_in = |from: f64, to: f64, key: &str| {
+        let xs: Vec<f64> = steps
+            .iter()
+            .filter(|s| f(s, "t_unix_s").is_some_and(|t| t >= from && t < to))
+            .filter_map(|s| f(s, key))
+            .collect();
+        (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+    };
+    let before = mean_in(at - span, at, "step_s");
+    let during = mean_in(at, until, "step_s");
+    StragglerEffect {
+        fault_id: fault.id.clone(),
+        step_s_before: before,
+        step_s_during: during,
+        slowdown: before
+            .zip(during)
+            .filter(|(b, _)| *b > 0.0)
+            .map(|(b, d)| d / b),
+        wait_s_during: mean_in(at, until, "wait_s"),
     }
 }
 
@@ -196,14 +228,14 @@ pub fn analyze(
     let mean = |xs: &[f64]| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
     let loss_first = mean(&losses[..k.min(losses.len())]);
     let loss_last = mean(&losses[losses.len().saturating_sub(k)..]);
-    let fault_events: Vec<&Value> = all(procs, "fault").collect();
-    let count_gpu = |action: &str| {
-        fault_events
-            .iter()
-            .filter(|v| v.get("kind").and_then(Value::as_str) == Some("gpu.ecc"))
-            .filter(|v| v.get("action").and_then(Value::as_str) == Some(action))
-            .count() as u64
-    };
+    // Corrupted steps, from every rank's step events: caught (skipped) or silent.
+    let corrupted: Vec<&Value> = all(procs, "step")
+        .filter(|v| v.get("ecc").is_some_and(|e| !e.is_null()))
+        .collect();
+    let caught = corrupted
+        .iter()
+        .filter(|v| v.get("skipped").and_then(Value::as_bool) == Some(true))
+        .count() as u64;
     let exits = all(procs, "exit")
         .map(|v| {
             format!(
@@ -245,8 +277,14 @@ pub fn analyze(
         breakdown: breakdown(&steps, warmup_steps),
         loss_first,
         loss_last,
-        ecc_detected: count_gpu("detected"),
-        ecc_injected: count_gpu("injected"),
+        ecc_injected: corrupted.len() as u64,
+        ecc_detected: caught,
+        ecc_silent: corrupted.len() as u64 - caught,
+        stragglers: faults
+            .iter()
+            .filter(|fl| fl.kind == "gpu.throttle")
+            .map(|fl| straggler(&steps, fl))
+            .collect(),
         published: all(procs, "publish").find_map(|v| {
             v.get("server_model")
                 .and_then(Value::as_str)
@@ -297,6 +335,7 @@ mod tests {
         b.push(json!({"event":"exit","rank":0,"code":0,"reason":"done","step":20,"t_unix_s":27.0}));
         let r = vec![
             json!({"event":"fault","kind":"worker_lost","detected_unix_s":11.0,"t_unix_s":11.0}),
+            json!({"event":"rendezvous","epoch":2,"world":1,"pids":[2],"t_unix_s":11.4}),
             json!({"event":"job_done","step":20,"t_unix_s":27.0}),
         ];
         vec![
@@ -352,6 +391,36 @@ mod tests {
             .events
             .retain(|v| u(v, "step") != Some(12) || kind(v) != "step");
         assert!(!analyze("default", 2, &procs, &[], 2).steps_accounted);
+    }
+
+    #[test]
+    fn a_throttle_shows_as_slower_rank0_steps_and_silent_ecc_is_counted() {
+        let mut procs = killed_run();
+        // Steps at t = 5..10 take 0.3 s instead of 0.1 s; step 3 is corrupted silently and
+        // step 4 caught.
+        for v in &mut procs[0].events {
+            let t = f(v, "t_unix_s").unwrap_or(0.0);
+            if kind(v) == "step" && (5.0..10.0).contains(&t) {
+                v["step_s"] = json!(0.3);
+            }
+            if u(v, "step") == Some(3) {
+                v["ecc"] = json!("bitflip");
+            }
+            if u(v, "step") == Some(4) {
+                v["ecc"] = json!("nan");
+                v["skipped"] = json!(true);
+            }
+        }
+        let throttle = InjectedFault {
+            id: "slow".into(),
+            kind: "gpu.throttle".into(),
+            at_unix_s: 5.0,
+            healed_unix_s: Some(10.0),
+        };
+        let t = analyze("default", 2, &procs, &[throttle], 2);
+        let s = &t.stragglers[0];
+        assert!((s.slowdown.expect("slowdown") - 3.0).abs() < 1e-9, "{s:?}");
+        assert_eq!((t.ecc_injected, t.ecc_detected, t.ecc_silent), (2, 1, 1));
     }
 
     #[test]

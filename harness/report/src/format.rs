@@ -112,7 +112,7 @@ pub fn html(text: &str) -> String {
 /// One line per training job: throughput and step accounting.
 pub fn training_line(t: &crate::model::TrainingResult) -> String {
     format!(
-        "training {} ({} workers): {} samples/s steady; steps {} of {} completed, {} recomputed, {} skipped; {} checkpoints, {} restores; accounted: {}",
+        "training {} ({} workers): {} samples/s steady; steps {} of {} completed, {} recomputed, {} skipped; {} checkpoints, {} restores; ECC corrupted {} steps, {} silent; accounted: {}",
         t.variant,
         t.workers,
         t.throughput_samples_per_s.map_or_else(|| "–".to_owned(), num),
@@ -122,6 +122,8 @@ pub fn training_line(t: &crate::model::TrainingResult) -> String {
         t.steps_skipped,
         t.checkpoints_written,
         t.restores,
+        t.ecc_injected,
+        t.ecc_silent,
         if t.steps_accounted { "yes" } else { "NO" }
     )
 }

@@ -599,6 +599,58 @@ fn training(metrics: &RunMetrics) -> String {
             recs,
         ));
     }
+    out.push_str("<h3>GPU faults seen by the job</h3>\n");
+    out.push_str(&table(
+        &[
+            "variant",
+            "corrupted steps (gpu.ecc)",
+            "caught by the finite check",
+            "silent corruption (escaped)",
+        ],
+        jobs.iter()
+            .map(|j| {
+                vec![
+                    t(j.variant.clone()),
+                    t(j.ecc_injected.to_string()),
+                    t(j.ecc_detected.to_string()),
+                    if j.ecc_silent > 0 {
+                        Cell::Html(format!("<span class=\"bad\">{}</span>", j.ecc_silent))
+                    } else {
+                        t("0")
+                    },
+                ]
+            })
+            .collect(),
+    ));
+    let stragglers: Vec<Vec<Cell>> = jobs
+        .iter()
+        .flat_map(|j| j.stragglers.iter().map(move |x| (j, x)))
+        .map(|(j, x)| {
+            vec![
+                t(j.variant.clone()),
+                t(x.fault_id.clone()),
+                t(opt_s(x.step_s_before)),
+                t(opt_s(x.step_s_during)),
+                t(x.slowdown
+                    .map_or_else(|| "–".to_owned(), |r| format!("{}×", format::short(r)))),
+                t(opt_s(x.wait_s_during)),
+            ]
+        })
+        .collect();
+    if !stragglers.is_empty() {
+        out.push_str("<h3>Stragglers (gpu.throttle): the job's step time, rank 0</h3>\n");
+        out.push_str(&table(
+            &[
+                "variant",
+                "fault",
+                "step before",
+                "step during",
+                "slowdown",
+                "waiting for the slowest rank during",
+            ],
+            stragglers,
+        ));
+    }
     let exits: Vec<Vec<Cell>> = jobs
         .iter()
         .flat_map(|j| {

@@ -304,8 +304,16 @@ pub struct TrainingResult {
     /// Mean loss of the first and the last few steps.
     pub loss_first: Option<f64>,
     pub loss_last: Option<f64>,
+    /// Steps (any rank) whose gradients `gpu.ecc` corrupted.
     pub ecc_injected: u64,
+    /// Of those, steps the finite check caught (the step was skipped on every rank).
     pub ecc_detected: u64,
+    /// Of those, steps the check missed (finite bit flips): silent data corruption.
+    #[serde(default)]
+    pub ecc_silent: u64,
+    /// Effect of each `gpu.throttle` on rank 0's step time.
+    #[serde(default)]
+    pub stragglers: Vec<StragglerEffect>,
     /// `NAME=KIND:PATH` of the published weights, for `server --model`.
     pub published: Option<String>,
     /// How each worker ended, from its `exit` event.
@@ -355,4 +363,18 @@ pub struct TrainingRecovery {
     pub restored_step: Option<u64>,
     /// Workers in the ring after recovery.
     pub world_after: Option<u64>,
+}
+
+/// A throttled worker's effect on the job's step time (lock-step training waits for it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StragglerEffect {
+    pub fault_id: String,
+    /// Mean rank-0 step time over an equally long span before the throttle.
+    pub step_s_before: Option<f64>,
+    /// Mean rank-0 step time while the throttle was on.
+    pub step_s_during: Option<f64>,
+    /// during / before.
+    pub slowdown: Option<f64>,
+    /// Mean time rank 0 waited for the slowest rank while the throttle was on.
+    pub wait_s_during: Option<f64>,
 }
