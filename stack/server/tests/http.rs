@@ -432,11 +432,15 @@ async fn readyz_fails_while_draining() {
     let mut body = r.bytes_stream();
     body.next().await.expect("first event").expect("bytes");
     s.sigterm();
-    let ready = eventually(PATIENCE, "readyz answers while draining", || {
+    // SIGTERM is handled asynchronously: wait for readyz to turn 503 (a server that never
+    // does fails after PATIENCE), then check why.
+    let ready = eventually(PATIENCE, "readyz turns 503 while draining", || {
         let url = s.url("/readyz");
         async move {
             let r = client().get(url).send().await.ok()?;
-            Some((r.status().as_u16(), r.json::<Value>().await.ok()?))
+            let status = r.status().as_u16();
+            (status == 503).then_some(())?;
+            Some((status, r.json::<Value>().await.ok()?))
         }
     })
     .await;
