@@ -350,6 +350,13 @@ async fn bad_inputs_get_4xx_naming_the_problem() {
             .await
             .expect("sent");
         assert_eq!(r.status().as_u16(), status, "{what}");
+        if status == 413 {
+            assert_eq!(
+                r.headers().get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..]),
+                "{what}: a 413 with an unread body closes the connection and says so"
+            );
+        }
         let v: Value = r
             .json()
             .await
