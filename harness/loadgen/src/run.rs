@@ -187,6 +187,37 @@ async fn join_all(tasks: &mut JoinSet<()>) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// What both loops need before the first request: resolved targets, request bytes
+/// serialised once per target, the end of the run, and the shared recorder.
+struct Setup {
+    targets: Vec<Arc<crate::conn::Target>>,
+    prepared: Arc<Vec<Vec<Prepared>>>,
+    end: Duration,
+    shared: Arc<Shared>,
+}
+
+impl Setup {
+    async fn new(
+        targets: &[http::Uri],
+        requests: &[crate::RequestTemplate],
+        window: Duration,
+        fine_window: Duration,
+        warmup: Duration,
+        duration: Duration,
+    ) -> Result<Self, LoadError> {
+        let resolved = resolve(targets).await?;
+        let prepared = Arc::new(prepare(targets, requests)?);
+        let end = warmup + duration;
+        let shared = Arc::new(Shared::new(Recorder::new(window, fine_window, warmup, end)));
+        Ok(Setup {
+            targets: resolved,
+            prepared,
+            end,
+            shared,
+        })
+    }
+}
+
 /// Runs an open-loop load: requests are released on a fixed schedule regardless of
 /// responses, and latency is measured from the intended send time.
 ///
@@ -200,15 +231,20 @@ pub async fn run_open_loop(
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<LoadReport, LoadError> {
     spec.validate()?;
-    let targets = resolve(&spec.targets).await?;
-    let prepared: Arc<Vec<Vec<Prepared>>> = Arc::new(prepare(&spec.targets, &spec.requests)?);
-    let end = spec.warmup + spec.duration;
-    let shared = Arc::new(Shared::new(Recorder::new(
+    let Setup {
+        targets,
+        prepared,
+        end,
+        shared,
+    } = Setup::new(
+        &spec.targets,
+        &spec.requests,
         spec.window,
         spec.fine_window,
         spec.warmup,
-        end,
-    )));
+        spec.duration,
+    )
+    .await?;
     let conns = open_connections(&targets, spec.connections, spec.timeout).await;
 
     let queues: Arc<[JobQueue]> = targets.iter().map(|_| JobQueue::default()).collect();
@@ -394,15 +430,20 @@ pub async fn run_closed_loop_on(
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<LoadReport, LoadError> {
     spec.validate()?;
-    let targets = resolve(&spec.targets).await?;
-    let prepared: Arc<Vec<Vec<Prepared>>> = Arc::new(prepare(&spec.targets, &spec.requests)?);
-    let end = spec.warmup + spec.duration;
-    let shared = Arc::new(Shared::new(Recorder::new(
+    let Setup {
+        targets,
+        prepared,
+        end,
+        shared,
+    } = Setup::new(
+        &spec.targets,
+        &spec.requests,
         spec.window,
         spec.fine_window,
         spec.warmup,
-        end,
-    )));
+        spec.duration,
+    )
+    .await?;
     let weights: Arc<[f64]> = spec.requests.iter().map(|r| r.weight).collect();
     let total = targets.len() * spec.connections;
     let threads = threads.clamp(1, total);
