@@ -128,6 +128,40 @@ pub fn training_line(t: &crate::model::TrainingResult) -> String {
     )
 }
 
+/// One accounting check of a run: what it counts, whether it balanced, the line to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountingCheck {
+    pub name: String,
+    pub balanced: bool,
+    pub line: String,
+}
+
+/// The run's accounting checks: request accounting for a load run (sent = ok + errors +
+/// timeouts + dropped), step accounting per job for a training run.
+pub fn accounting_checks(metrics: &crate::model::RunMetrics) -> Vec<AccountingCheck> {
+    if metrics.training.is_empty() {
+        let a = &metrics.accounting;
+        vec![AccountingCheck {
+            name: "accounting: sent = ok + errors + timeouts + dropped".to_owned(),
+            balanced: a.balanced && accounted(a) == a.sent,
+            line: accounting_line(a),
+        }]
+    } else {
+        metrics
+            .training
+            .iter()
+            .map(|t| AccountingCheck {
+                name: format!(
+                    "accounting: every step of training job {} completed",
+                    t.variant
+                ),
+                balanced: t.steps_accounted,
+                line: training_line(t),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

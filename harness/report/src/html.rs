@@ -100,33 +100,25 @@ pub fn page(metrics: &RunMetrics, plots: &[Plot]) -> String {
             .collect();
         body.push_str(&section("Run failures", &format!("<ul>\n{items}</ul>\n")));
     }
-    if metrics.training.is_empty() {
-        let a = &metrics.accounting;
-        body.push_str(&section(
-            "Accounting",
-            &format!(
-                "<p>Every request the generator scheduled is counted exactly once (metrics.md \"Accounting\").</p>\n<p class=\"accounting {}\">{}</p>\n",
-                if a.balanced { "ok" } else { "bad" },
-                esc(&format::accounting_line(a))
-            ),
-        ));
+    let intro = if metrics.training.is_empty() {
+        "Every request the generator scheduled is counted exactly once (metrics.md \"Accounting\")."
     } else {
-        let lines: String = metrics
-            .training
-            .iter()
-            .map(|t| {
-                format!(
-                    "<p class=\"accounting {}\">{}</p>\n",
-                    if t.steps_accounted { "ok" } else { "bad" },
-                    esc(&format::training_line(t))
-                )
-            })
-            .collect();
-        body.push_str(&section(
-            "Accounting",
-            &format!("<p>Every step number from 0 to the last completed at least once; work redone after a restore and steps skipped by a finite check are counted.</p>\n{lines}"),
-        ));
-    }
+        "Every step number from 0 to the last completed at least once; work redone after a restore and steps skipped by a finite check are counted."
+    };
+    let lines: String = format::accounting_checks(metrics)
+        .iter()
+        .map(|c| {
+            format!(
+                "<p class=\"accounting {}\">{}</p>\n",
+                if c.balanced { "ok" } else { "bad" },
+                esc(&c.line)
+            )
+        })
+        .collect();
+    body.push_str(&section(
+        "Accounting",
+        &format!("<p>{}</p>\n{lines}", esc(intro)),
+    ));
     if !metrics.summaries.is_empty() {
         body.push_str(&section("Summary by phase", &summaries(&metrics.summaries)));
     }

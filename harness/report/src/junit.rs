@@ -8,7 +8,8 @@ use crate::format;
 use crate::model::RunMetrics;
 
 /// A JUnit report with one test suite named after the scenario: one test case per SLO
-/// verdict, one for request accounting, and one (an error) per run failure.
+/// verdict, one per accounting check (requests, or steps per training job), and one (an
+/// error) per run failure.
 pub fn junit_xml(metrics: &RunMetrics) -> String {
     let scenario = &metrics.run.scenario;
     let mut suite = TestSuite::new(scenario.as_str());
@@ -37,24 +38,21 @@ pub fn junit_xml(metrics: &RunMetrics) -> String {
         suite.add_test_case(case);
     }
 
-    let accounting = &metrics.accounting;
-    let balanced = accounting.balanced && format::accounted(accounting) == accounting.sent;
-    let status = if balanced {
-        TestCaseStatus::success()
-    } else {
-        let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-        status
-            .set_message(format::accounting_line(accounting))
-            .set_type("accounting");
-        status
-    };
-    let mut case = TestCase::new(
-        "accounting: sent = ok + errors + timeouts + dropped",
-        status,
-    );
-    case.set_classname(format!("{scenario}.run"))
-        .set_system_out(format::accounting_line(accounting));
-    suite.add_test_case(case);
+    for check in format::accounting_checks(metrics) {
+        let status = if check.balanced {
+            TestCaseStatus::success()
+        } else {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status
+                .set_message(check.line.as_str())
+                .set_type("accounting");
+            status
+        };
+        let mut case = TestCase::new(check.name, status);
+        case.set_classname(format!("{scenario}.run"))
+            .set_system_out(check.line);
+        suite.add_test_case(case);
+    }
 
     for (i, failure) in metrics.failures.iter().enumerate() {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);

@@ -64,6 +64,7 @@ pub fn summary_json(metrics: &RunMetrics) -> Value {
             "pass": s.pass,
         })).collect::<Vec<_>>(),
         "measured": measured,
+        "accounting_balanced": format::accounting_checks(metrics).iter().all(|c| c.balanced),
         "accounting": {
             "sent": a.sent,
             "ok": a.ok,
@@ -148,14 +149,11 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
             out.push_str(&line("ITL", &s.itl));
         }
     }
-    if metrics.training.is_empty() {
-        out.push_str(&format!(
-            "accounting: {}\n",
-            format::accounting_line(&metrics.accounting)
-        ));
-    }
-    for t in &metrics.training {
-        out.push_str(&format::training_line(t));
+    for check in format::accounting_checks(metrics) {
+        if metrics.training.is_empty() {
+            out.push_str("accounting: ");
+        }
+        out.push_str(&check.line);
         out.push('\n');
     }
     for r in &metrics.recoveries {

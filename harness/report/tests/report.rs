@@ -396,3 +396,24 @@ fn a_training_run_shows_jobs_recovery_splits_and_step_accounting_without_load_pl
         "no request accounting for a training run: {text}"
     );
 }
+
+#[test]
+fn a_passing_training_run_has_no_failing_junit_case() {
+    let mut m = fixture::empty_run_metrics();
+    m.training.push(report::TrainingResult {
+        variant: "default".into(),
+        workers: 2,
+        steps_completed: 10,
+        target_steps: Some(10),
+        steps_accounted: true,
+        ..report::TrainingResult::default()
+    });
+    let xml = report::junit_xml(&m);
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert!(xml.contains("every step of training job default"), "{xml}");
+    m.training[0].steps_accounted = false;
+    assert!(
+        report::junit_xml(&m).contains("<failure"),
+        "a gap in the steps fails"
+    );
+}
