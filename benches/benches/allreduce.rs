@@ -1,7 +1,9 @@
-//! Ring all-reduce bandwidth against the link it runs on: one 64 MiB f32 buffer reduced by
-//! N = 2 and 4 ranks (threads in this process, each with its own loopback TCP connections,
-//! as `trainer::comm::TcpRing` uses between worker processes), and the single-stream
-//! loopback TCP bandwidth measured in the same run.
+//! All-reduce bandwidth against the link it runs on: one 64 MiB f32 buffer reduced by
+//! N = 2 and 4 ranks (threads in this process) over each same-host transport the trainer
+//! has — `tcp`, the ring over loopback TCP connections (`trainer::comm::TcpRing`), and
+//! `shm`, the shared-memory segment (`trainer::shm_comm::ShmComm`, each rank with its own
+//! mapping as worker processes have) — and the single-stream loopback TCP bandwidth
+//! measured in the same run.
 //!
 //! Figures as nccl-tests defines them: `algbw = bytes / time`,
 //! `busbw = algbw × 2(N − 1)/N`. Printed after each group as one `allreduce_figures` JSON
@@ -12,6 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use trainer::comm::{loopback_ring, Communicator};
+use trainer::shm_comm::loopback_shm;
 
 const BYTES: usize = 64 << 20;
 
@@ -42,9 +45,24 @@ fn tcp_bandwidth(total: usize) -> f64 {
     total as f64 / t.elapsed().as_secs_f64()
 }
 
+/// One core's memory copy rate: bytes per second copying `BYTES` between two touched
+/// buffers, best of 5 (the physical limit the shared-memory transport works against).
+fn memcpy_bandwidth() -> f64 {
+    let src = vec![1u8; BYTES];
+    let mut dst = vec![0u8; BYTES];
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&dst);
+            BYTES as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Wall time of `iters` all-reduces of `BYTES` on a ring of `world` ranks.
-fn time_all_reduce(
-    rings: &mut [trainer::comm::TcpRing],
+fn time_all_reduce<C: Communicator>(
+    rings: &mut [C],
     bufs: &mut [Vec<f32>],
     iters: u64,
 ) -> Duration {
@@ -72,25 +90,42 @@ fn bench(c: &mut Criterion) {
         // Measured right before each group, so a change in other load between groups does
         // not skew the ratio.
         let tcp = (0..3).map(|_| tcp_bandwidth(1 << 30)).fold(0.0, f64::max);
+        println!(
+            "{{\"event\":\"link_figures\",\"world\":{world},\"tcp_single_stream_gb_s\":{:.3},\"memcpy_one_core_gb_s\":{:.3}}}",
+            tcp / 1e9,
+            memcpy_bandwidth() / 1e9
+        );
         let mut rings = loopback_ring(world, 1).expect("ring");
-        let mut bufs: Vec<Vec<f32>> = (0..world)
-            .map(|r| vec![r as f32 * 1e-3; BYTES / 4])
-            .collect();
-        let mut samples = Vec::new();
-        group.bench_function(format!("N={world}"), |b| {
-            b.iter_custom(|iters| {
-                let d = time_all_reduce(&mut rings, &mut bufs, iters);
-                samples.push(d.as_secs_f64() / iters as f64);
-                d
-            })
-        });
-        samples.sort_by(f64::total_cmp);
-        let t = samples[samples.len() / 2];
-        let algbw = BYTES as f64 / t;
-        let busbw = algbw * 2.0 * (world - 1) as f64 / world as f64;
-        println!("{}", serde_json_line(world, t, algbw, busbw, tcp));
+        let t = measure(&mut group, &format!("tcp/N={world}"), &mut rings, world);
+        println!("{}", serde_json_line("tcp", world, t, tcp));
+        drop(rings);
+        let mut shm = loopback_shm(world, 2).expect("shared-memory segment");
+        let t = measure(&mut group, &format!("shm/N={world}"), &mut shm, world);
+        println!("{}", serde_json_line("shm", world, t, tcp));
     }
     group.finish();
+}
+
+/// Median seconds per all-reduce of `BYTES` over `comms`.
+fn measure<C: Communicator + Send>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    comms: &mut [C],
+    world: usize,
+) -> f64 {
+    let mut bufs: Vec<Vec<f32>> = (0..world)
+        .map(|r| vec![r as f32 * 1e-3; BYTES / 4])
+        .collect();
+    let mut samples = Vec::new();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let d = time_all_reduce(comms, &mut bufs, iters);
+            samples.push(d.as_secs_f64() / iters as f64);
+            d
+        })
+    });
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 /// Upper bound of busbw / single-stream bandwidth when all `world` ranks share `cores`
@@ -102,15 +137,17 @@ fn cpu_bound(world: usize, cores: usize) -> f64 {
     (cores as f64 / (2.0 * world as f64)).min(1.0)
 }
 
-fn serde_json_line(world: usize, t: f64, algbw: f64, busbw: f64, tcp: f64) -> String {
+fn serde_json_line(transport: &str, world: usize, t: f64, tcp: f64) -> String {
+    let algbw = BYTES as f64 / t;
+    let busbw = algbw * 2.0 * (world - 1) as f64 / world as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!(
-        "{{\"event\":\"allreduce_figures\",\"bytes\":{BYTES},\"world\":{world},\"time_s\":{t:.6},\"algbw_gb_s\":{:.3},\"busbw_gb_s\":{:.3},\"tcp_single_stream_gb_s\":{:.3},\"busbw_over_tcp\":{:.3},\"cores\":{cores},\"busbw_over_cpu_bound\":{:.3}}}",
+        "{{\"event\":\"allreduce_figures\",\"transport\":\"{transport}\",\"bytes\":{BYTES},\"world\":{world},\"time_s\":{t:.6},\"algbw_gb_s\":{:.3},\"busbw_gb_s\":{:.3},\"tcp_single_stream_gb_s\":{:.3},\"busbw_over_tcp\":{:.3},\"cores\":{cores},\"tcp_ring_cpu_bound\":{:.3}}}",
         algbw / 1e9,
         busbw / 1e9,
         tcp / 1e9,
         busbw / tcp,
-        busbw / (tcp * cpu_bound(world, cores))
+        cpu_bound(world, cores)
     )
 }
 

@@ -13,6 +13,8 @@
 use crate::ring::{all_reduce_schedule, chunk_ranges, neighbours};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A collective failed: the ring is unusable and must be re-formed.
@@ -92,15 +94,19 @@ const PIECE: usize = 64 * 1024;
 /// kernel's socket buffers hold them).
 const INLINE_BYTES: usize = 32 * 1024;
 
-/// Closes a ring's sockets from another thread so blocked collectives return an error.
+/// Closes a ring's sockets from another thread so blocked collectives return an error, and
+/// raises the ring's abort flag, which communicators bootstrapped over the ring (the
+/// shared-memory one) poll while they wait.
 #[derive(Debug)]
 pub struct AbortHandle {
     streams: Vec<TcpStream>,
+    flag: Arc<AtomicBool>,
 }
 
 impl AbortHandle {
     /// Shuts both connections down; collectives in progress fail with [`CommError::Io`].
     pub fn abort(&self) {
+        self.flag.store(true, Ordering::SeqCst);
         for s in &self.streams {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -117,6 +123,8 @@ pub struct TcpRing {
     /// From `rank − 1`.
     prev: Option<TcpStream>,
     scratch: Vec<f32>,
+    /// Raised by [`AbortHandle::abort`].
+    aborted: Arc<AtomicBool>,
 }
 
 /// First bytes on every ring connection: epoch and sender rank, so a connection left over
@@ -155,6 +163,7 @@ impl TcpRing {
                 next: None,
                 prev: None,
                 scratch: Vec::new(),
+                aborted: Arc::default(),
             });
         }
         let deadline = Instant::now() + timeout;
@@ -193,6 +202,7 @@ impl TcpRing {
             next: Some(next),
             prev: Some(prev),
             scratch: vec![0.0; PIECE],
+            aborted: Arc::default(),
         })
     }
 
@@ -203,7 +213,15 @@ impl TcpRing {
             .flatten()
             .filter_map(|s| s.try_clone().ok())
             .collect::<Vec<_>>();
-        (!streams.is_empty()).then_some(AbortHandle { streams })
+        (!streams.is_empty()).then(|| AbortHandle {
+            streams,
+            flag: self.aborted.clone(),
+        })
+    }
+
+    /// The flag [`AbortHandle::abort`] raises.
+    pub fn abort_flag(&self) -> Arc<AtomicBool> {
+        self.aborted.clone()
     }
 
     /// Sets a read timeout on the receive side (hang detection independent of heartbeats).

@@ -1,5 +1,5 @@
-//! Data-parallel trainer of the reference stack: candle on the CPU, a ring all-reduce over
-//! TCP, asynchronous checksummed checkpoints, elastic recovery through a rendezvous with
+//! Data-parallel trainer of the reference stack: candle on the CPU, an all-reduce over
+//! shared memory (ranks on one host) or a TCP ring, asynchronous checksummed checkpoints, elastic recovery through a rendezvous with
 //! heartbeats, and a simulated GPU fault layer driven over HTTP.
 //!
 //! # Processes and command line
@@ -9,7 +9,7 @@
 //!                    [--replace-timeout-s 2] [--heartbeat-timeout-s 1] [--exit-when-done]
 //! trainer worker --run-dir DIR [--rank R] [--world-size N] [--rendezvous HOST:PORT]
 //!                [--control 127.0.0.1:PORT] [--model mlp|lm|torchscript] [--torchscript PATH]
-//!                [--comm tcp|nccl] [--cuda-device D] [--steps 100] [--batch 64]
+//!                [--comm auto|tcp|shm|nccl] [--cuda-device D] [--steps 100] [--batch 64]
 //!                [--checkpoint-every 20] [--keep 3] [--seed 0] [--threads T] …
 //! trainer launch --nproc N [--min-workers M] [--control-base-port P] -- <worker flags>
 //! ```
@@ -28,7 +28,16 @@
 //!
 //! # Backends (`--comm`, `--model torchscript`)
 //!
-//! * `--comm tcp` (default; env `TRAINER_COMM`): gradients go over the TCP ring.
+//! * `--comm auto` (default; env `TRAINER_COMM`): after each ring formation the ranks try
+//!   to map one shared-memory segment ([`shm_comm`]: created by rank 0 in `/dev/shm`,
+//!   unlinked once every rank has mapped it); when all can (one host, one `/dev/shm`),
+//!   gradients go through it, otherwise every rank falls back to the TCP ring. Each worker
+//!   prints a `comm` event per epoch with the `transport` (`shm`, `tcp`, `none` for a world
+//!   of one) and the `fallback` reason. Aborts reach a rank waiting in shared memory through
+//!   the ring's abort flag (polled every 20 ms) and the dead peer's pid.
+//! * `--comm tcp`: the TCP ring even on one host (like `NCCL_SHM_DISABLE=1`).
+//! * `--comm shm`: shared memory or nothing: a worker that cannot map the segment exits 1
+//!   with "--comm shm: …; use --comm tcp (or auto) when ranks do not share a host".
 //! * `--comm nccl`: needs a build with `--features cuda`; without it the worker exits 2
 //!   before starting, printing "--comm nccl needs a trainer built with `--features cuda`
 //!   (cargo build -p trainer --features cuda)". With it, after each ring formation every rank
@@ -73,6 +82,7 @@
 //! | `restore` | `rank`, `epoch`, `step` (restored), `from_step`, `lost_steps`, `source` (checkpoint path or `"seed"`), `fell_back`, `skipped` (`step`, `path`, `reason` of each damaged checkpoint passed over), `restore_s` |
 //! | `step` | `rank`, `step`, `epoch`, `world`, `loss` (mean over ranks), `samples` (all ranks), `compute_s`, `comm_s` (gradient all-reduce not overlapped), `wait_s` (waiting for the slowest rank), `data_s`, `update_s`, `throttle_s`, `step_s`, `skipped`, `ecc`, `micro_batches` |
 //! | `recovered` | first completed step after an interruption: `rank`, `epoch`, `world`, `step`, `detected_unix_s`, `since_interrupt_s`, `since_detect_s` |
+//! | `comm` | per epoch: `rank`, `epoch`, `world`, `transport` (`shm`, `tcp`, `nccl`, `none`), `fallback` (why `auto` chose `tcp`, else null) |
 //! | `checkpoint` | rank 0, when a write completes: `step`, `path`, `bytes`, `write_s`, `pruned`; or `error` |
 //! | `fault` | worker: `kind` `peer_lost` / `ring_connect` (with `error`), `gpu.*` with `action` `injected`/`healed`/`detected`. Coordinator: `kind` `worker_lost`, `worker`, `rank`, `reason` (`connection closed` / `heartbeat timeout`), `detected_unix_s` |
 //! | `publish` | rank 0 at the end: `path` of the final weights, `server_model` (`NAME=KIND:PATH` for `server --model`) |
@@ -93,7 +103,9 @@
 //!
 //! # Modules
 //!
-//! * [`ring`] — the ring all-reduce schedule (pure); [`comm`] — `Communicator`, `TcpRing`.
+//! * [`ring`] — the ring all-reduce schedule (pure); [`comm`] — `Communicator`, `TcpRing`;
+//!   [`shm_comm`] — `ShmComm`, the same-host shared-memory all-reduce (its unsafe code is
+//!   in the `shm` crate).
 //! * [`rendezvous`] — coordinator state machine (pure), its TCP server, the worker client.
 //! * [`workload`] — models from `models`, synthetic teacher data and the bundled text.
 //! * [`optim`] — AdamW on flat vectors; [`train`] — one step and the bucket pipeline.
@@ -125,6 +137,7 @@ pub mod nccl;
 pub mod optim;
 pub mod rendezvous;
 pub mod ring;
+pub mod shm_comm;
 #[cfg(feature = "tch")]
 pub mod tch_backend;
 pub mod train;

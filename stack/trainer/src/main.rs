@@ -55,8 +55,12 @@ enum Kind {
 /// `--comm`: the gradient all-reduce backend.
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum Comm {
-    /// The TCP ring.
+    /// Shared memory when all ranks are on one host, else the TCP ring.
+    Auto,
+    /// The TCP ring, even on one host.
     Tcp,
+    /// Shared memory; exit when a rank cannot map the segment.
+    Shm,
     /// NCCL on CUDA (feature `cuda`), bootstrapped over the TCP ring.
     Nccl,
 }
@@ -92,7 +96,7 @@ struct WorkerArgs {
     #[arg(long, required_if_eq("model", "torchscript"))]
     torchscript: Option<PathBuf>,
     /// Gradient all-reduce backend; control and aborts always use the TCP ring.
-    #[arg(long, value_enum, env = "TRAINER_COMM", default_value = "tcp")]
+    #[arg(long, value_enum, env = "TRAINER_COMM", default_value = "auto")]
     comm: Comm,
     /// CUDA device of `--comm nccl` (default: the worker's rank in each epoch) and of
     /// `--model torchscript` (given: train on CUDA device 0; absent: on the CPU).
@@ -339,7 +343,9 @@ fn worker_config(a: WorkerArgs, spec: ModelSpec) -> worker::WorkerConfig {
         threads,
         cpus: a.cpus,
         comm: match a.comm {
+            Comm::Auto => worker::CommBackend::Auto,
             Comm::Tcp => worker::CommBackend::Tcp,
+            Comm::Shm => worker::CommBackend::Shm,
             Comm::Nccl => worker::CommBackend::Nccl {
                 device: a.cuda_device,
             },

@@ -12,6 +12,7 @@ use crate::exit;
 use crate::failpoint::Failpoints;
 use crate::optim::AdamWConfig;
 use crate::rendezvous::{parse_peers, Client, FromWorker, Notice, ToWorker};
+use crate::shm_comm::ShmComm;
 use crate::train::{StepConfig, StepError, Trainer};
 use crate::workload::{ModelSpec, Workload};
 use serde_json::json;
@@ -59,9 +60,14 @@ pub struct WorkerConfig {
 /// The gradient all-reduce backend (`trainer worker --comm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommBackend {
-    /// The TCP ring ([`TcpRing`]), the default.
+    /// Shared memory when every rank of the epoch can map one segment (same host, same
+    /// `/dev/shm`), else the TCP ring; decided per epoch and reported in the `comm` event.
     #[default]
+    Auto,
+    /// The TCP ring ([`TcpRing`]) even on one host (like `NCCL_SHM_DISABLE=1`).
     Tcp,
+    /// The shared-memory segment ([`ShmComm`]); a worker that cannot map it exits.
+    Shm,
     /// NCCL on a CUDA device (`nccl::NcclComm`, feature `cuda`), bootstrapped over the
     /// TCP ring of each membership epoch.
     Nccl {
@@ -84,7 +90,7 @@ impl CommBackend {
     /// Why this backend cannot run in this build (`None` when it can).
     pub fn unsupported_reason(self) -> Option<&'static str> {
         match self {
-            CommBackend::Tcp => None,
+            CommBackend::Auto | CommBackend::Tcp | CommBackend::Shm => None,
             CommBackend::Nccl { .. } if !cfg!(feature = "cuda") => Some(NCCL_FEATURE_MISSING),
             CommBackend::Nccl { .. } => None,
         }
@@ -331,8 +337,15 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
         }
 
         // The gradient communicator of this epoch: `None` is the TCP ring itself.
-        let mut grads = match grad_comm(cfg.comm, &mut ring) {
-            Ok(g) => g,
+        let key = format!("{}-e{epoch}", peers[0]);
+        let mut grads = match grad_comm(cfg.comm, &mut ring, &key) {
+            Ok((g, transport, fallback)) => {
+                emit(json!({
+                    "event": "comm", "rank": rank, "epoch": epoch, "world": world,
+                    "transport": transport, "fallback": fallback,
+                }));
+                g
+            }
             Err(GradCommError::Unavailable(reason)) => {
                 emit(
                     json!({"event": "exit", "rank": rank, "code": exit::ERROR, "step": trainer.step, "reason": reason}),
@@ -577,7 +590,6 @@ fn torchscript_inner(cfg: &TorchScriptConfig) -> anyhow::Result<i32> {
 }
 
 /// Why the gradient communicator of an epoch could not be set up.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 enum GradCommError {
     /// The backend cannot run here (no CUDA driver, NCCL or device): exit.
     Unavailable(String),
@@ -585,41 +597,60 @@ enum GradCommError {
     PeerLost(String),
 }
 
-/// Sets up the gradient communicator of an epoch over `ring` (`None`: use `ring` itself).
-/// Every rank calls it right after the ring forms.
-#[cfg(feature = "cuda")]
+/// The gradient communicator of an epoch (`None`: the TCP ring itself), the transport's
+/// name, and why `auto` fell back to TCP.
+type GradComm = (Option<Box<dyn Communicator>>, &'static str, Option<String>);
+
+/// Sets up the gradient communicator of an epoch over `ring`. Every rank calls it right
+/// after the ring forms; `key` names the epoch's shared-memory segment.
 fn grad_comm(
     backend: CommBackend,
     ring: &mut TcpRing,
-) -> Result<Option<Box<dyn Communicator>>, GradCommError> {
-    use crate::nccl::{CudaError, NcclComm};
+    key: &str,
+) -> Result<GradComm, GradCommError> {
     match backend {
-        CommBackend::Tcp => Ok(None),
-        CommBackend::Nccl { device } => {
-            let ordinal = device.unwrap_or(ring.rank());
-            match NcclComm::new(ring, ordinal) {
-                Ok(c) => Ok(Some(Box::new(c))),
-                Err(e @ CudaError::Unavailable(_)) => Err(GradCommError::Unavailable(format!(
-                    "--comm nccl on CUDA device {ordinal}: {e}"
-                ))),
-                Err(CudaError::Bootstrap(e)) => Err(GradCommError::PeerLost(format!(
-                    "bootstrapping NCCL over the TCP ring: {e}"
-                ))),
-            }
-        }
+        CommBackend::Tcp => Ok((None, "tcp", None)),
+        CommBackend::Nccl { device } => nccl_comm(device, ring).map(|c| (Some(c), "nccl", None)),
+        CommBackend::Auto | CommBackend::Shm if ring.world() == 1 => Ok((None, "none", None)),
+        CommBackend::Auto | CommBackend::Shm => match ShmComm::connect(ring, key) {
+            Ok(Ok(c)) => Ok((Some(Box::new(c)), "shm", None)),
+            Ok(Err(reason)) if backend == CommBackend::Auto => Ok((None, "tcp", Some(reason))),
+            Ok(Err(reason)) => Err(GradCommError::Unavailable(format!(
+                "--comm shm: {reason}; use --comm tcp (or auto) when ranks do not share a host"
+            ))),
+            Err(e) => Err(GradCommError::PeerLost(format!(
+                "setting up shared memory over the TCP ring: {e}"
+            ))),
+        },
     }
 }
 
-/// Without the `cuda` feature only the TCP ring exists (`run_inner` rejects `Nccl` first).
-#[cfg(not(feature = "cuda"))]
-fn grad_comm(
-    backend: CommBackend,
-    _ring: &mut TcpRing,
-) -> Result<Option<Box<dyn Communicator>>, GradCommError> {
-    match backend.unsupported_reason() {
-        None => Ok(None),
-        Some(reason) => Err(GradCommError::Unavailable(reason.to_string())),
+/// The NCCL communicator of an epoch, bootstrapped over `ring`.
+#[cfg(feature = "cuda")]
+fn nccl_comm(
+    device: Option<usize>,
+    ring: &mut TcpRing,
+) -> Result<Box<dyn Communicator>, GradCommError> {
+    use crate::nccl::{CudaError, NcclComm};
+    let ordinal = device.unwrap_or(ring.rank());
+    match NcclComm::new(ring, ordinal) {
+        Ok(c) => Ok(Box::new(c)),
+        Err(e @ CudaError::Unavailable(_)) => Err(GradCommError::Unavailable(format!(
+            "--comm nccl on CUDA device {ordinal}: {e}"
+        ))),
+        Err(CudaError::Bootstrap(e)) => Err(GradCommError::PeerLost(format!(
+            "bootstrapping NCCL over the TCP ring: {e}"
+        ))),
     }
+}
+
+/// Without the `cuda` feature there is no NCCL (`run_inner` rejects `Nccl` first).
+#[cfg(not(feature = "cuda"))]
+fn nccl_comm(
+    _device: Option<usize>,
+    _ring: &mut TcpRing,
+) -> Result<Box<dyn Communicator>, GradCommError> {
+    Err(GradCommError::Unavailable(NCCL_FEATURE_MISSING.to_string()))
 }
 
 /// Writes the final weights atomically where the inference server can load them.

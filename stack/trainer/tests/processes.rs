@@ -218,6 +218,62 @@ fn sigkilled_worker_leaves_two_survivors_that_restore_and_finish_with_every_step
     }
     let final_weights = dir.path().join("final/model.safetensors");
     models::mlp::Mlp::load(&final_weights).expect("published weights load in the server's loader");
+
+    // Gradients went through shared memory in both epochs (`--comm auto` on one host), the
+    // SIGKILL reached the waiting survivors, and no segment file outlived its bootstrap.
+    for (epoch, world) in [(1, 3), (2, 2)] {
+        let comms: Vec<&Value> = events
+            .iter()
+            .filter(|v| is(v, "comm") && v["epoch"] == epoch)
+            .collect();
+        assert_eq!(comms.len(), world, "a comm event per rank: {comms:?}");
+        assert!(comms.iter().all(|v| v["transport"] == "shm"), "{comms:?}");
+    }
+    let data_port = events
+        .iter()
+        .find(|v| is(v, "start") && v["rank"] == 0)
+        .and_then(|v| v["data_addr"].as_str())
+        .and_then(|a| a.rsplit(':').next())
+        .expect("rank 0 data address")
+        .to_string();
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("faultline-trainer-") && n.contains(&data_port))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "segments left behind: {left:?}");
+}
+
+#[test]
+fn comm_tcp_keeps_gradients_on_the_ring_and_reaches_the_same_loss_as_shared_memory() {
+    let _serial = serial();
+    let mut losses = Vec::new();
+    for comm in ["tcp", "shm"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = small_mlp(dir.path(), 60, 0);
+        args.extend(["--comm".to_string(), comm.to_string()]);
+        let mut job = launch(2, 2, &args);
+        assert_eq!(job.wait_exit(120), 0, "--comm {comm}");
+        let events = job.events();
+        let comms: Vec<&Value> = events.iter().filter(|v| is(v, "comm")).collect();
+        assert_eq!(comms.len(), 2, "{comms:?}");
+        assert!(comms.iter().all(|v| v["transport"] == comm), "{comms:?}");
+        let last = events
+            .iter()
+            .rfind(|v| is(v, "step") && v["rank"] == 0)
+            .expect("steps");
+        losses.push(last["loss"].as_f64().expect("loss"));
+    }
+    // Same data, seed and world: only the order of float additions differs.
+    assert!(
+        (losses[0] - losses[1]).abs() <= 1e-3 * losses[0].abs().max(1.0),
+        "tcp {} vs shm {}",
+        losses[0],
+        losses[1]
+    );
 }
 
 #[test]
