@@ -146,6 +146,11 @@ impl Mlp {
         &self.varmap
     }
 
+    /// The linear layers, input first (ReLU between them; none after the last).
+    pub fn layers(&self) -> &[Linear] {
+        &self.layers
+    }
+
     /// `[batch, input_dim]` → logits `[batch, num_classes]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();

@@ -18,7 +18,10 @@ pub struct ComputeReport {
     /// `batch × input · input × hidden` style matmul shapes `(m, k, n)` timed.
     pub matmul_shape: (usize, usize, usize),
     pub matmul_gflops: f64,
-    /// Forward + backward FLOPs of one step: 6 · batch · Σ(in·out) over linear layers.
+    /// FLOPs one step needs: 2 · batch · in · out per linear layer for the forward pass, the
+    /// same for its weight gradient, and the same for its input gradient except in the first
+    /// layer (nothing needs the gradient of the data): 6 · batch · Σ(in·out) minus
+    /// 2 · batch · in₀ · out₀. Bias and activation work is not counted.
     pub step_flops: f64,
     /// Median forward+backward time of the measured steps.
     pub step_compute_s: f64,
@@ -60,7 +63,7 @@ pub fn run(width: usize, batch: usize, steps: usize) -> Result<ComputeReport, Wo
     };
     let dims = [width, width, width, 10];
     let macs: usize = dims.windows(2).map(|w| w[0] * w[1]).sum();
-    let step_flops = 6.0 * (batch * macs) as f64;
+    let step_flops = (6 * batch * macs - 2 * batch * dims[0] * dims[1]) as f64;
     let mut t = Trainer::new(
         Workload::new(spec, 0, None)?,
         AdamWConfig::default(),

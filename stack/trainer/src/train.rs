@@ -94,7 +94,7 @@ pub struct Trainer {
 }
 
 enum Grads<'a> {
-    Store(&'a candle_core::backprop::GradStore),
+    Store(&'a crate::workload::Gradients),
     Flat(&'a [f32]),
 }
 
@@ -217,10 +217,9 @@ impl Trainer {
                     rows: n,
                 }
             };
-            let loss = self.workload.loss(&part)?;
+            let (loss, grads) = self.workload.loss_and_grads(&part)?;
             let w = n as f32 / rows as f32;
             local_loss += loss.to_scalar::<f32>()? * w;
-            let grads = loss.backward()?;
             if micro.len() == 1 {
                 store = Some(grads);
             } else {
