@@ -254,6 +254,14 @@ pub fn analyze(
             .filter_map(|v| u(v, "threads"))
             .max()
             .map(|t| t as u32),
+        gradient_transport: {
+            let mut seen: Vec<&str> = all(procs, "comm")
+                .filter_map(|v| v.get("transport").and_then(Value::as_str))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            (!seen.is_empty()).then(|| seen.join(", "))
+        },
         target_steps,
         finished_step: finished,
         steps_completed: completed,
@@ -326,8 +334,13 @@ mod tests {
             0,
             json!({"event":"start","steps":20,"threads":1,"t_unix_s":0.5}),
         );
+        a.insert(
+            1,
+            json!({"event":"comm","rank":0,"epoch":1,"world":2,"transport":"shm","t_unix_s":0.6}),
+        );
         let mut b = vec![
             json!({"event":"rendezvous","rank":0,"world":1,"epoch":2,"t_unix_s":11.5}),
+            json!({"event":"comm","rank":0,"epoch":2,"world":1,"transport":"none","t_unix_s":11.6}),
             json!({"event":"restore","rank":0,"step":5,"lost_steps":4,"restore_s":0.25,"t_unix_s":11.8}),
             json!({"event":"recovered","rank":0,"world":1,"step":5,"t_unix_s":12.0}),
         ];
@@ -382,6 +395,8 @@ mod tests {
         assert!(t.steps_accounted);
         assert_eq!(t.finished_step, Some(20));
         assert!(t.loss_last < t.loss_first);
+        assert_eq!(t.threads_per_worker, Some(1));
+        assert_eq!(t.gradient_transport.as_deref(), Some("none, shm"));
     }
 
     #[test]

@@ -481,6 +481,7 @@ fn training(metrics: &RunMetrics) -> String {
             "variant",
             "workers",
             "threads/worker",
+            "gradients via",
             "samples/s",
             "steps done / asked",
             "recomputed",
@@ -497,6 +498,7 @@ fn training(metrics: &RunMetrics) -> String {
                     t(j.variant.clone()),
                     t(j.workers.to_string()),
                     t(j.threads_per_worker.map_or("–".into(), |x| x.to_string())),
+                    t(j.gradient_transport.clone().unwrap_or_else(|| "–".into())),
                     t(opt_num(j.throughput_samples_per_s)),
                     t(format!(
                         "{} / {}",

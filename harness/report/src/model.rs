@@ -280,6 +280,10 @@ pub struct TrainingResult {
     pub workers: u32,
     /// Compute threads per worker, so N workers share the machine fairly.
     pub threads_per_worker: Option<u32>,
+    /// How gradients travelled between workers (the trainer's `comm` events): `shm`, `tcp`,
+    /// `nccl` or `none` (one worker); several, comma-separated, when epochs differed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_transport: Option<String>,
     /// Steps the job was asked for.
     pub target_steps: Option<u64>,
     /// Step at which the rendezvous declared the job done; None if it never finished.
