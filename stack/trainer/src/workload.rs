@@ -14,10 +14,10 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, TensorId, Var};
-use std::collections::HashMap;
 use models::lm::{ByteLm, LmConfig, VOCAB_SIZE};
 use models::mlp::{Mlp, MlpConfig};
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// The bundled public-domain training text (see `data/README.md`).
@@ -450,8 +450,10 @@ mod tests {
             assert!((l1 - l2).abs() <= 1e-5 * l2.abs().max(1.0), "{l1} vs {l2}");
             let n = w.params().iter().map(|p| p.len).sum::<usize>();
             let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
-            w.flatten_grads(&manual, 0..n, &mut a, 1.0, false).expect("flat");
-            w.flatten_grads(&auto, 0..n, &mut b, 1.0, false).expect("flat");
+            w.flatten_grads(&manual, 0..n, &mut a, 1.0, false)
+                .expect("flat");
+            w.flatten_grads(&auto, 0..n, &mut b, 1.0, false)
+                .expect("flat");
             let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
             for (i, (x, y)) in a.iter().zip(&b).enumerate() {
                 assert!(
@@ -459,7 +461,10 @@ mod tests {
                     "hidden {hidden:?}, value {i}: {x} vs {y} (seed {seed})"
                 );
             }
-            assert!(b.iter().any(|v| *v != 0.0), "the gradients are not all zero");
+            assert!(
+                b.iter().any(|v| *v != 0.0),
+                "the gradients are not all zero"
+            );
         }
     }
 
