@@ -141,6 +141,46 @@ fn segment_dir() -> PathBuf {
     }
 }
 
+/// Removes segments in `dir` whose creator (rank 0) no longer runs: left by a job that
+/// crashed in the milliseconds between creating its segment and unlinking it. Returns how
+/// many it removed.
+pub fn sweep_stale(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("faultline-trainer-") {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(len) = entry.metadata().map(|m| m.len() as usize) else {
+            continue;
+        };
+        if len < Layout::RANKS + 192 {
+            continue;
+        }
+        let Ok(region) = Region::open(&path, len) else {
+            continue;
+        };
+        if region.u64_at(Layout::MAGIC).load(Ordering::Acquire) != MAGIC {
+            continue;
+        }
+        let pid = region.u64_at(Layout::pid(0)).load(Ordering::Acquire);
+        let dead = i32::try_from(pid).is_ok_and(|pid| {
+            pid > 0
+                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                    == Err(nix::errno::Errno::ESRCH)
+        });
+        if dead && std::fs::remove_file(&path).is_ok() {
+            tracing::info!(path = %path.display(), pid, "removed a stale shared-memory segment");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl ShmComm {
     /// Sets up the segment of one membership epoch over `ring`; every rank of the ring calls
     /// it. `key` names the segment and must be the same on every rank and unique per job and
@@ -167,6 +207,7 @@ impl ShmComm {
         let mut failure = None;
         let mut failed = [0.0f32];
         if rank == 0 {
+            sweep_stale(&segment_dir());
             // A segment of the same name can only be left over from a crashed run.
             let _ = std::fs::remove_file(&path);
             match Region::create(&path, layout.total) {
@@ -673,6 +714,33 @@ mod tests {
         let comms = loopback_shm(2, 1).expect("bootstrap");
         assert_eq!(segment_names(), before, "segment file left behind");
         drop(comms);
+    }
+
+    /// A segment left by a crashed job (its rank 0 is gone) is removed by the next job's
+    /// rank 0; one whose creator still runs is kept.
+    #[test]
+    fn a_segment_whose_creator_died_is_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(2, 8);
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        for (name, pid) in [
+            ("faultline-trainer-dead", dead),
+            ("faultline-trainer-live", std::process::id()),
+        ] {
+            let r = Region::create(&dir.path().join(name), layout.total).expect("create");
+            r.u64_at(Layout::pid(0))
+                .store(u64::from(pid), Ordering::Release);
+            r.u64_at(Layout::MAGIC).store(MAGIC, Ordering::Release);
+        }
+        std::fs::write(dir.path().join("faultline-trainer-junk"), b"not a segment").expect("junk");
+        assert_eq!(sweep_stale(dir.path()), 1);
+        assert!(!dir.path().join("faultline-trainer-dead").exists());
+        assert!(dir.path().join("faultline-trainer-live").exists());
+        assert!(dir.path().join("faultline-trainer-junk").exists());
     }
 
     fn segment_names() -> Vec<String> {
