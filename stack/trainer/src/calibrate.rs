@@ -37,21 +37,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `reps` matmuls of `[m, k] × [k, n]` (after one warm-up) and an MLP
-/// `width → width → width → 10` training step with `batch` rows.
+/// Times an MLP `width → width → width → 10` training step with `batch` rows `steps` times
+/// (after 3 warm-up steps), and three matmuls of `[batch, width] × [width, width]` after each
+/// measured step; reports the medians.
 pub fn run(width: usize, batch: usize, steps: usize) -> Result<ComputeReport, WorkloadError> {
+    let steps = steps.max(1);
     let (m, k, n) = (batch, width, width);
     let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
     let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?;
     a.matmul(&b)?;
+    // Matmuls are timed between the steps, so both medians see the same machine (other load
+    // on a shared machine comes and goes within a run).
     let mut times = Vec::new();
-    for _ in 0..steps.max(5) {
-        let t = Instant::now();
-        let c = a.matmul(&b)?;
-        c.sum_all()?.to_scalar::<f32>()?; // force completion
-        times.push(t.elapsed().as_secs_f64());
-    }
-    let matmul_gflops = 2.0 * (m * k * n) as f64 / median(times) / 1e9;
+    let time_matmuls = |times: &mut Vec<f64>| -> Result<(), WorkloadError> {
+        for _ in 0..3 {
+            let t = Instant::now();
+            let c = a.matmul(&b)?;
+            c.sum_all()?.to_scalar::<f32>()?; // force completion
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    };
 
     let spec = ModelSpec::Mlp {
         config: models::mlp::MlpConfig {
@@ -83,8 +89,10 @@ pub fn run(width: usize, batch: usize, steps: usize) -> Result<ComputeReport, Wo
         })?;
         if i >= warmup {
             compute.push(st.compute_s);
+            time_matmuls(&mut times)?;
         }
     }
+    let matmul_gflops = 2.0 * (m * k * n) as f64 / median(times) / 1e9;
     let step_compute_s = median(compute);
     let step_gflops = step_flops / step_compute_s / 1e9;
     Ok(ComputeReport {

@@ -114,12 +114,15 @@ pub fn mlp_loss_and_grads(
     let (rows, classes) = log_p.dims2()?;
     let onehot = candle_nn::encoding::one_hot(labels.clone(), classes, 1f32, 0f32)?;
     let mut g = ((log_p.exp()? - onehot)? / rows as f64)?;
+    // Bias gradients as `1ᵀ·g`: a matmul runs on every thread where candle's column sum
+    // over the batch (`g.sum(0)`) is a strided single-threaded pass, ~50× slower here.
+    let ones = Tensor::ones((1, rows), DType::F32, x.device())?;
     let mut grads = HashMap::with_capacity(2 * layers.len());
     for (i, layer) in layers.iter().enumerate().rev() {
         let a = &inputs[i];
         grads.insert(layer.weight().id(), g.t()?.matmul(a)?);
         if let Some(b) = layer.bias() {
-            grads.insert(b.id(), g.sum(0)?);
+            grads.insert(b.id(), ones.matmul(&g)?.squeeze(0)?);
         }
         if i > 0 {
             let mask = a.gt(0f32)?.to_dtype(DType::F32)?;
