@@ -7,11 +7,15 @@
 //! step-00000040/model.safetensors   weights under the model's own names (servable as is)
 //! step-00000040/optim.safetensors   AdamW moments `m.<name>`, `v.<name>`
 //! step-00000040/manifest.json       [`Manifest`]: step, world, seed, model, data position,
-//!                                   RNG state, optimiser step, file sizes and SHA-256
+//!                                   RNG state, optimiser step, file sizes and CRC-32C
 //! ```
 //!
+//! Manifests name the checksum algorithm per file ([`FileEntry`]): format 2 writes CRC-32C
+//! (hardware-accelerated, ≈ 0.6 ms for a 16 MB checkpoint where SHA-256 took ≈ 8 ms of the
+//! writer's CPU); format-1 checkpoints with SHA-256 still restore.
+//!
 //! A checkpoint is written into `.tmp-step-…-<pid>/` (tensors streamed to disk while being
-//! hashed, each file fsynced), the temp directory is fsynced, renamed to `step-…` and the
+//! checksummed, each file fsynced), the temp directory is fsynced, renamed to `step-…` and the
 //! parent directory fsynced; then all but the newest `keep` checkpoints are removed. With
 //! `keep ≥ 2` the oldest checkpoint is first renamed to the temp name and its files are
 //! overwritten in place (it would be pruned anyway), which saves the page-cache allocation
@@ -21,16 +25,20 @@
 //! checksums, and falls back to an older one when a newer one is damaged, reporting every
 //! checkpoint it skipped and why.
 //!
+//! Training pays for asynchronous checkpoints only through the CPU they take from it, so the
+//! [`AsyncWriter`] thread runs at the lowest priority (nice 19) on any core, filling the time
+//! the workers leave idle, and hands its snapshot buffers back for the next snapshot
+//! ([`snapshot_copy`]), so taking one copies into mapped memory instead of page-faulting 16 MB.
+//!
 //! Failpoints (armed in tests): see [`FAILPOINTS`].
 
 use crate::failpoint::{FailAction, Failpoints, Injected};
 use crate::optim::AdamWConfig;
 use crate::workload::{ModelSpec, Param};
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, PoisonError};
 use std::time::Instant;
 
 /// Every named failpoint in checkpoint writing, in the order they are reached.
@@ -44,8 +52,11 @@ pub const FAILPOINTS: [&str; 7] = [
     "ckpt.before_prune",
 ];
 
-/// Checkpoint format version in the manifest.
-pub const FORMAT_VERSION: u32 = 1;
+/// Checkpoint format version written in the manifest: 2 records CRC-32C checksums.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Oldest format [`load`] still reads: 1, whose manifests record SHA-256 checksums.
+pub const OLDEST_READABLE_FORMAT: u32 = 1;
 
 /// Everything needed to continue training exactly where a checkpoint was taken.
 #[derive(Debug, Clone)]
@@ -63,15 +74,104 @@ pub struct Snapshot {
     pub optimizer_t: u64,
     /// Samples consumed over all ranks so far.
     pub samples_seen: u64,
+    /// Seconds the training thread spent taking this snapshot (copying the state).
+    pub snapshot_s: f64,
 }
 
-/// One file of a checkpoint.
+/// Snapshot buffers the writer has finished with, handed to the next [`snapshot_copy`]: it
+/// then copies into memory that is already mapped. A fresh allocation this large page-faults
+/// on first touch (glibc gives freed multi-megabyte blocks back to the kernel), which cost the
+/// training thread ≈ 4 ms per 16 MB snapshot against ≈ 0.9 ms for the copy alone. Holds at
+/// most [`SPARE_BUFFERS_MAX`] buffers, so a worker that checkpoints keeps about one snapshot's
+/// worth of memory between checkpoints.
+static SPARE_BUFFERS: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// Spare buffers kept: params, m and v of two snapshots (one queued, one being written).
+const SPARE_BUFFERS_MAX: usize = 6;
+
+/// A copy of `src` for a [`Snapshot`], in a buffer a finished write handed back when one
+/// of the size is spare, else in a new one.
+pub fn snapshot_copy(src: &[f32]) -> Vec<f32> {
+    let spare = {
+        let mut spare = SPARE_BUFFERS.lock().unwrap_or_else(PoisonError::into_inner);
+        spare
+            .iter()
+            .position(|b| b.capacity() >= src.len())
+            .map(|i| spare.swap_remove(i))
+    };
+    match spare {
+        Some(mut buf) => {
+            buf.clear();
+            buf.extend_from_slice(src);
+            buf
+        }
+        None => src.to_vec(),
+    }
+}
+
+impl Snapshot {
+    /// Hands the state buffers back for the next [`snapshot_copy`].
+    fn recycle(self) {
+        let mut spare = SPARE_BUFFERS.lock().unwrap_or_else(PoisonError::into_inner);
+        for buf in [self.params, self.m, self.v] {
+            if spare.len() < SPARE_BUFFERS_MAX && buf.capacity() > 0 {
+                spare.push(buf);
+            }
+        }
+    }
+}
+
+/// One file of a checkpoint. Each checksum field names its algorithm; [`load`] verifies every
+/// one recorded and refuses an entry that records none.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
     pub name: String,
     pub bytes: u64,
-    pub sha256: String,
+    /// CRC-32C (Castagnoli, as in iSCSI and ext4) of the whole file as 8 lowercase hex digits
+    /// of the 32-bit value; written by format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// SHA-256 of the whole file as 64 lowercase hex digits; written by format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl FileEntry {
+    /// Checks `contents` against the size and every checksum recorded here; the error says
+    /// which one differs.
+    fn verify(&self, contents: &[u8]) -> Result<(), String> {
+        if contents.len() as u64 != self.bytes {
+            return Err(format!(
+                "{} has {} bytes, manifest says {}",
+                self.name,
+                contents.len(),
+                self.bytes
+            ));
+        }
+        if self.crc32c.is_none() && self.sha256.is_none() {
+            return Err(format!(
+                "manifest records no checksum (crc32c or sha256) for {}",
+                self.name
+            ));
+        }
+        let checks = [
+            ("CRC-32C", &self.crc32c, crc32c_hex as fn(&[u8]) -> String),
+            ("SHA-256", &self.sha256, sha256_hex),
+        ];
+        for (algorithm, recorded, sum) in checks {
+            if let Some(recorded) = recorded {
+                let actual = sum(contents);
+                if !actual.eq_ignore_ascii_case(recorded) {
+                    return Err(format!(
+                        "{} has {algorithm} {actual}, manifest says {recorded}",
+                        self.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the data stream stands. Batches are a pure function of `(seed, step, rank)`, so the
@@ -134,18 +234,31 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Ch
     }
 }
 
+/// CPU seconds used by the calling thread so far (0 where the clock is unavailable).
+fn thread_cpu_s() -> f64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
+        .unwrap_or(0.0)
+}
+
 fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn crc32c_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32c::crc32c(bytes))
+}
+
 /// Streams `entries` (F32 tensors, data in this order) to `path` as a safetensors file,
-/// hashing while writing, then fsyncs it: no serialised copy of the checkpoint is built, so
-/// the writer thread touches each byte once. Returns the file size and SHA-256.
+/// checksumming while writing, then fsyncs it: no serialised copy of the checkpoint is built,
+/// so the writer thread reads each byte once. Returns the file size and CRC-32C (hex).
 /// Failpoint `point`: `Error` stops after creating the file, `Partial` after the header and
 /// the first half of the tensors.
 fn write_tensors(
@@ -186,10 +299,10 @@ fn write_tensors(
     if action == Some(FailAction::Error) {
         return Err(Injected(point).into());
     }
-    let mut hasher = Sha256::new();
+    let mut crc = 0u32;
     let mut total = 0u64;
     let mut put = |bytes: &[u8]| -> Result<(), CheckpointError> {
-        hasher.update(bytes);
+        crc = crc32c::crc32c_append(crc, bytes);
         total += bytes.len() as u64;
         file.write_all(bytes).map_err(io("write", path))
     };
@@ -208,8 +321,7 @@ fn write_tensors(
         return Err(Injected(point).into());
     }
     sync.map_err(io("fsync", path))?;
-    let digest = hasher.finalize();
-    Ok((total, digest.iter().map(|b| format!("{b:02x}")).collect()))
+    Ok((total, format!("{crc:08x}")))
 }
 
 fn fsync_dir(path: &Path) -> Result<(), CheckpointError> {
@@ -225,6 +337,10 @@ pub struct WriteReport {
     pub path: PathBuf,
     pub bytes: u64,
     pub write_s: f64,
+    /// CPU seconds the writing thread spent on this checkpoint.
+    pub cpu_s: f64,
+    /// Seconds the training thread spent taking the snapshot ([`Snapshot::snapshot_s`]).
+    pub snapshot_s: f64,
     /// Checkpoint directories removed by the keep-last-M policy.
     pub pruned: Vec<PathBuf>,
 }
@@ -237,6 +353,7 @@ pub fn write(
     fp: &Failpoints,
 ) -> Result<WriteReport, CheckpointError> {
     let started = Instant::now();
+    let cpu_started_s = thread_cpu_s();
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let name = step_dir_name(snap.step);
     let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
@@ -278,7 +395,7 @@ pub fn write(
         ("ckpt.write_model", &model_path, &model_entries),
         ("ckpt.write_optim", &optim_path, &optim_entries),
     ] {
-        let (bytes, sha256) = write_tensors(fp, point, path, entries)?;
+        let (bytes, crc32c) = write_tensors(fp, point, path, entries)?;
         data_bytes += bytes;
         files.push(FileEntry {
             name: path
@@ -286,7 +403,8 @@ pub fn write(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             bytes,
-            sha256,
+            crc32c: Some(crc32c),
+            sha256: None,
         });
     }
     let manifest = Manifest {
@@ -337,13 +455,23 @@ pub fn write(
     }
     fp.hit("ckpt.before_prune")?;
     let pruned = prune(dir, keep)?;
-    Ok(WriteReport {
+    let report = WriteReport {
         step: snap.step,
         path: final_path,
         bytes: data_bytes + manifest_bytes.len() as u64,
         write_s: started.elapsed().as_secs_f64(),
+        cpu_s: thread_cpu_s() - cpu_started_s,
+        snapshot_s: snap.snapshot_s,
         pruned,
-    })
+    };
+    tracing::debug!(
+        step = report.step,
+        write_s = report.write_s,
+        cpu_s = report.cpu_s,
+        snapshot_s = report.snapshot_s,
+        "checkpoint written"
+    );
+    Ok(report)
 }
 
 /// Checkpoint directories under `dir`, newest first.
@@ -441,9 +569,9 @@ pub fn load(path: &Path, layout: &[Param]) -> Result<Restored, CheckpointError> 
     let text = std::fs::read(&manifest_path).map_err(io("read", &manifest_path))?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| bad(format!("manifest.json: {e}")))?;
-    if manifest.format_version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_FORMAT..=FORMAT_VERSION).contains(&manifest.format_version) {
         return Err(bad(format!(
-            "format_version {} (expected {FORMAT_VERSION})",
+            "format_version {} (expected {OLDEST_READABLE_FORMAT} to {FORMAT_VERSION})",
             manifest.format_version
         )));
     }
@@ -451,21 +579,7 @@ pub fn load(path: &Path, layout: &[Param]) -> Result<Restored, CheckpointError> 
     for f in &manifest.files {
         let p = path.join(&f.name);
         let bytes = std::fs::read(&p).map_err(io("read", &p))?;
-        if bytes.len() as u64 != f.bytes {
-            return Err(bad(format!(
-                "{} has {} bytes, manifest says {}",
-                f.name,
-                bytes.len(),
-                f.bytes
-            )));
-        }
-        let sum = sha256_hex(&bytes);
-        if sum != f.sha256 {
-            return Err(bad(format!(
-                "{} has SHA-256 {sum}, manifest says {}",
-                f.name, f.sha256
-            )));
-        }
+        f.verify(&bytes).map_err(bad)?;
         contents.insert(f.name.clone(), bytes);
     }
     let model = contents
@@ -510,14 +624,34 @@ pub fn restore_latest(
     (None, skipped)
 }
 
+/// Makes the calling (writer) thread yield to training: lowest nice value, so it runs
+/// in the time training leaves idle, on any core rather than only the worker's pinned one.
+fn background_thread() {
+    // Linux keeps nice values per thread: PRIO_PROCESS with a thread id sets this one only.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::warn!(error = %e, "cannot lower the checkpoint writer's priority; it competes with training");
+    }
+    let mut any = nix::sched::CpuSet::new();
+    for cpu in 0..nix::sched::CpuSet::count() {
+        // Cannot fail below `count()`; the kernel ignores CPUs that do not exist.
+        let _ = any.set(cpu);
+    }
+    // Pid 0: the calling thread (affinity too is per thread).
+    if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &any) {
+        tracing::warn!(error = %e, "cannot let the checkpoint writer run on every core; it stays on the worker's");
+    }
+}
+
 enum Command {
     Write(Box<Snapshot>),
     Flush(mpsc::Sender<()>),
 }
 
-/// Writes checkpoints on a background thread so training continues. At most one snapshot
-/// waits while another is being written; [`AsyncWriter::submit`] blocks beyond that (and
-/// says for how long).
+/// Writes checkpoints on a background thread so training continues. The thread runs at
+/// nice 19 and may use every core (the worker's pinning does not hold it), so it takes the
+/// CPU that training leaves idle rather than delaying a step; where that fails it warns and
+/// writes anyway. At most one snapshot waits while another is being written;
+/// [`AsyncWriter::submit`] blocks beyond that (and says for how long).
 #[derive(Debug)]
 pub struct AsyncWriter {
     tx: Option<mpsc::SyncSender<Command>>,
@@ -536,9 +670,13 @@ impl AsyncWriter {
         let thread = std::thread::Builder::new()
             .name("checkpoint-writer".into())
             .spawn(move || {
+                background_thread();
                 for cmd in rx {
                     match cmd {
-                        Command::Write(snap) => on_done(write(&dir, &snap, keep, &fp)),
+                        Command::Write(snap) => {
+                            on_done(write(&dir, &snap, keep, &fp));
+                            snap.recycle();
+                        }
                         Command::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -620,6 +758,7 @@ mod tests {
             optimizer: AdamWConfig::default(),
             optimizer_t: step,
             samples_seen: step * 8,
+            snapshot_s: 0.0,
         }
     }
 
@@ -659,10 +798,146 @@ mod tests {
         assert_eq!(r.expect("fallback").manifest.step, 5);
         assert_eq!(skipped.len(), 1);
         assert!(
-            skipped[0].reason.contains("SHA-256"),
+            skipped[0].reason.contains("CRC-32C"),
             "{}",
             skipped[0].reason
         );
+    }
+
+    /// Rewrites the manifest of the checkpoint at `path` through `edit` (on its JSON).
+    fn edit_manifest(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+        let manifest = path.join("manifest.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).expect("read manifest"))
+                .expect("manifest JSON");
+        edit(&mut json);
+        std::fs::write(&manifest, serde_json::to_vec_pretty(&json).expect("JSON"))
+            .expect("write manifest");
+    }
+
+    fn flip_bit(path: &Path, at: usize) {
+        let mut bytes = std::fs::read(path).expect("read");
+        bytes[at] ^= 0x01;
+        std::fs::write(path, bytes).expect("corrupt");
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_in_either_file_fails_the_crc32c_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = workload();
+        let report = write(dir.path(), &snapshot(&w, 5), 2, &Failpoints::default()).expect("write");
+        let manifest = load(&report.path, w.params()).expect("verifies").manifest;
+        assert_eq!(manifest.format_version, FORMAT_VERSION);
+        for f in &manifest.files {
+            assert!(f.crc32c.is_some() && f.sha256.is_none(), "{f:?}");
+            let file = report.path.join(&f.name);
+            let len = f.bytes as usize;
+            // The header length, the JSON header, tensor data, the last byte.
+            for at in [0, 9, len / 2, len - 1] {
+                flip_bit(&file, at);
+                let err = load(&report.path, w.params()).expect_err("corruption caught");
+                assert!(err.to_string().contains("CRC-32C"), "{at}: {err}");
+                flip_bit(&file, at);
+            }
+        }
+        load(&report.path, w.params()).expect("verifies again once repaired");
+    }
+
+    #[test]
+    fn a_format_1_manifest_with_sha256_checksums_still_restores_and_catches_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = workload();
+        let report = write(dir.path(), &snapshot(&w, 5), 2, &Failpoints::default()).expect("write");
+        // What a format-1 writer left: SHA-256 per file, no CRC-32C.
+        edit_manifest(&report.path, |m| {
+            m["format_version"] = 1.into();
+            for f in m["files"].as_array_mut().expect("files") {
+                let name = f["name"].as_str().expect("name").to_owned();
+                let bytes = std::fs::read(report.path.join(&name)).expect("read");
+                let f = f.as_object_mut().expect("entry");
+                f.remove("crc32c");
+                f.insert("sha256".into(), sha256_hex(&bytes).into());
+            }
+        });
+        let r = load(&report.path, w.params()).expect("format 1 restores");
+        assert_eq!(r.manifest.format_version, 1);
+        assert_eq!(r.params, snapshot(&w, 5).params);
+        flip_bit(&report.path.join("optim.safetensors"), 100);
+        let err = load(&report.path, w.params()).expect_err("damage caught");
+        assert!(err.to_string().contains("SHA-256"), "{err}");
+    }
+
+    #[test]
+    fn a_manifest_without_checksums_or_of_an_unknown_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = workload();
+        let report = write(dir.path(), &snapshot(&w, 5), 2, &Failpoints::default()).expect("write");
+        edit_manifest(&report.path, |m| {
+            for f in m["files"].as_array_mut().expect("files") {
+                f.as_object_mut().expect("entry").remove("crc32c");
+            }
+        });
+        let err = load(&report.path, w.params()).expect_err("no checksum");
+        assert!(err.to_string().contains("records no checksum"), "{err}");
+        edit_manifest(&report.path, |m| {
+            m["format_version"] = (FORMAT_VERSION + 1).into()
+        });
+        let err = load(&report.path, w.params()).expect_err("newer format");
+        assert!(err.to_string().contains("format_version"), "{err}");
+    }
+
+    #[test]
+    fn the_writer_thread_runs_at_nice_19_and_on_every_core_even_when_started_pinned() {
+        use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+        use nix::unistd::Pid;
+        let cores = |set: &CpuSet| {
+            (0..CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .collect::<Vec<_>>()
+        };
+        let allowed = cores(&sched_getaffinity(Pid::from_raw(0)).expect("own affinity"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snap = snapshot(&workload(), 1);
+        let (tx, rx) = mpsc::channel();
+        let path = dir.path().to_path_buf();
+        let first = allowed[0];
+        // Started from a thread pinned to one core, as a pinned worker's training thread is.
+        std::thread::spawn(move || {
+            let mut one = CpuSet::new();
+            one.set(first).expect("a core below CpuSet::count()");
+            sched_setaffinity(Pid::from_raw(0), &one).expect("pin to one core");
+            let writer = AsyncWriter::start(path, 2, Failpoints::default(), move |r| {
+                let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+                let on = sched_getaffinity(Pid::from_raw(0)).map(|s| cores(&s));
+                let _ = tx.send((r.is_ok(), nice.ok(), on.ok()));
+            });
+            writer.submit(snap);
+            writer.flush();
+        })
+        .join()
+        .expect("pinned thread");
+        let (written, nice, on) = rx.recv().expect("a write report");
+        assert!(written);
+        assert_eq!(nice, Some(19));
+        let on = on.expect("writer affinity");
+        assert!(
+            allowed.iter().all(|c| on.contains(c)),
+            "{on:?} ⊉ {allowed:?}"
+        );
+    }
+
+    #[test]
+    fn snapshot_copies_are_exact_whatever_spare_buffer_they_reuse() {
+        let w = workload();
+        // Spare buffers with stale contents, longer and shorter than what is copied next.
+        let mut junk = snapshot(&w, 9);
+        junk.params = vec![7.0; 1000];
+        junk.m = vec![8.0; 3];
+        junk.recycle();
+        for len in [0, 3, 500, 1000, 2000] {
+            let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5).collect();
+            assert_eq!(snapshot_copy(&src), src);
+        }
     }
 
     #[test]

@@ -140,9 +140,11 @@ impl Trainer {
         self.workload.write_params(&self.params)
     }
 
-    /// The state to checkpoint now.
+    /// The state to checkpoint now, copied into buffers earlier writes handed back
+    /// ([`crate::checkpoint::snapshot_copy`]); records how long that took in `snapshot_s`.
     pub fn snapshot(&self, world: usize) -> crate::checkpoint::Snapshot {
-        crate::checkpoint::Snapshot {
+        let started = std::time::Instant::now();
+        let mut s = crate::checkpoint::Snapshot {
             step: self.step,
             world,
             seed: self.config.seed,
@@ -153,13 +155,16 @@ impl Trainer {
                 .iter()
                 .map(|p| (p.name.clone(), p.shape.clone()))
                 .collect(),
-            params: self.params.clone(),
-            m: self.opt.m.clone(),
-            v: self.opt.v.clone(),
+            params: crate::checkpoint::snapshot_copy(&self.params),
+            m: crate::checkpoint::snapshot_copy(&self.opt.m),
+            v: crate::checkpoint::snapshot_copy(&self.opt.v),
             optimizer: self.opt.config,
             optimizer_t: self.opt.t,
             samples_seen: self.samples_seen,
-        }
+            snapshot_s: 0.0,
+        };
+        s.snapshot_s = started.elapsed().as_secs_f64();
+        s
     }
 
     /// Runs step `self.step` over `comm` and advances it.
