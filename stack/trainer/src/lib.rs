@@ -83,7 +83,7 @@
 //! | `step` | `rank`, `step`, `epoch`, `world`, `loss` (mean over ranks), `samples` (all ranks), `compute_s`, `comm_s` (gradient all-reduce not overlapped), `wait_s` (waiting for the slowest rank), `data_s`, `update_s`, `throttle_s`, `step_s`, `skipped`, `ecc`, `micro_batches` |
 //! | `recovered` | first completed step after an interruption: `rank`, `epoch`, `world`, `step`, `detected_unix_s`, `since_interrupt_s`, `since_detect_s` |
 //! | `comm` | per epoch: `rank`, `epoch`, `world`, `transport` (`shm`, `tcp`, `nccl`, `none`), `fallback` (why `auto` chose `tcp`, else null) |
-//! | `checkpoint` | rank 0, when a write completes: `step`, `path`, `bytes`, `write_s`, `pruned`; or `error` |
+//! | `checkpoint` | rank 0, when a write completes: `step`, `path`, `bytes`, `write_s` (wall time of the write), `cpu_s` (the writer thread's CPU time), `snapshot_s` (the training thread's copy of the state), `pruned`; or `error` |
 //! | `fault` | worker: `kind` `peer_lost` / `ring_connect` (with `error`), `gpu.*` with `action` `injected`/`healed`/`detected`. Coordinator: `kind` `worker_lost`, `worker`, `rank`, `reason` (`connection closed` / `heartbeat timeout`), `detected_unix_s` |
 //! | `publish` | rank 0 at the end: `path` of the final weights, `server_model` (`NAME=KIND:PATH` for `server --model`) |
 //! | `exit` | `rank`, `code` (see [`exit`]), `reason`, `step` |
@@ -109,7 +109,9 @@
 //! * [`rendezvous`] — coordinator state machine (pure), its TCP server, the worker client.
 //! * [`workload`] — models from `models`, synthetic teacher data and the bundled text.
 //! * [`optim`] — AdamW on flat vectors; [`train`] — one step and the bucket pipeline.
-//! * [`checkpoint`] — atomic checksummed checkpoints, async writer, verified restore;
+//! * [`checkpoint`] — atomic checkpoints with CRC-32C checksums (manifest format 2; format-1
+//!   SHA-256 manifests still restore), an async writer at nice 19 on any core, verified
+//!   restore;
 //!   [`failpoint`] — named crash points.
 //! * [`device`] — the simulated GPU and its fault hooks; [`control`] — the HTTP endpoint.
 //! * [`worker`] — the worker process loop; [`launch`] — the local launcher.

@@ -198,7 +198,8 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 });
                 emit(json!({
                     "event": "checkpoint", "step": rep.step, "path": rep.path, "bytes": rep.bytes,
-                    "write_s": rep.write_s, "pruned": rep.pruned.len(),
+                    "write_s": rep.write_s, "cpu_s": rep.cpu_s, "snapshot_s": rep.snapshot_s,
+                    "pruned": rep.pruned.len(),
                 }));
             }
             Err(e) => emit(json!({"event": "checkpoint", "error": e.to_string()})),
