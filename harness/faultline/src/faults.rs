@@ -163,6 +163,7 @@ mod tests {
             factor: None,
             limit_bytes: None,
             backoff: None,
+            after_step: None,
         }
     }
 

@@ -304,12 +304,22 @@ async fn run_timeline(
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap_or_default();
+    // Time the timeline has waited for training steps (`after_step`): later actions shift.
+    let mut shift = Duration::ZERO;
     for action in faults::plan(&faults) {
         tokio::select! {
-            () = tokio::time::sleep_until(t0 + action.at) => {}
+            () = tokio::time::sleep_until(t0 + action.at + shift) => {}
             () = cancel.cancelled() => break,
         }
         let fault = &faults[action.fault];
+        if let (Some(step), Step::Inject) = (fault.after_step, action.step) {
+            let waiting = tokio::time::Instant::now();
+            tokio::select! {
+                () = wait_for_step(&client, &replicas, step) => {}
+                () = cancel.cancelled() => break,
+            }
+            shift += waiting.elapsed();
+        }
         let rec = &mut records[action.fault];
         let target = fault.target.as_deref().unwrap_or_default();
         // The fault instant is taken before injecting: the stack may react (and log its
@@ -422,6 +432,32 @@ async fn run_timeline(
         ));
     }
     records
+}
+
+/// Returns once some trainer worker's `GET /status` reports `step >= step` (polled every
+/// 20 ms; workers not up yet or gone are skipped).
+async fn wait_for_step(client: &reqwest::Client, replicas: &[Replica], step: u64) {
+    let addrs: Vec<SocketAddr> = replicas
+        .iter()
+        .filter(|r| r.spec().kind == ComponentKind::TrainerWorker)
+        .map(|r| r.spec().addr)
+        .collect();
+    loop {
+        for addr in &addrs {
+            let status = client
+                .get(format!("http://{addr}/status"))
+                .timeout(Duration::from_millis(250))
+                .send()
+                .await;
+            if let Ok(r) = status {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                if body["step"].as_u64().is_some_and(|s| s >= step) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The fault timeline playing beside the workload, from `t0` (scenario t = 0).

@@ -330,6 +330,12 @@ pub struct Fault {
     /// `gpu.oom`: halve the batch and retry instead of failing (default false).
     #[serde(default)]
     pub backoff: Option<bool>,
+    /// Training only: hold the injection, at `at` or later, until the job has completed this
+    /// many steps (the largest `step` any trainer worker's `/status` reports). The timeline
+    /// waits, so every later action — this fault's heal included — shifts by the wait; a
+    /// fault lands mid-run however fast the machine trains.
+    #[serde(default)]
+    pub after_step: Option<u64>,
 }
 
 /// Fault kinds, named as in `shared/reference/faults.md`.

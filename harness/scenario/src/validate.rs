@@ -607,6 +607,16 @@ impl<'a> Validator<'a> {
                 );
             }
 
+            if f.after_step.is_some() && w.mode != LoadMode::Training {
+                self.problem(
+                    path.key("after_step"),
+                    format!(
+                        "waits for a training step, which mode = \"{}\" does not have; expected no after_step, or workload.mode = \"training\"",
+                        w.mode.name()
+                    ),
+                );
+            }
+
             self.fault_params(&path, f);
         }
     }

@@ -704,6 +704,12 @@ fn gpu_parameters_are_rejected_on_http_faults() {
 }
 
 #[test]
+fn after_step_needs_training_mode() {
+    let extra = "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 2.0\nafter_step = 10\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
+
+#[test]
 fn load_spike_is_rejected_in_training_mode() {
     let extra =
         "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 2.0\n";
