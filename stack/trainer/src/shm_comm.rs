@@ -131,8 +131,13 @@ pub struct ShmComm {
     scratch: Vec<f32>,
 }
 
-/// Where segments are created: `/dev/shm` (memory-backed) when present, else the temp dir.
-fn segment_dir() -> PathBuf {
+/// Where segments are created: `TRAINER_SHM_DIR` when set (e.g. a larger tmpfs where a
+/// container's `/dev/shm` is small), else `/dev/shm` (memory-backed) when present, else the
+/// temp dir.
+pub fn segment_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TRAINER_SHM_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
         shm.to_path_buf()
@@ -188,13 +193,14 @@ impl ShmComm {
     /// not usable by every rank (another host, another container, no space); every rank gets
     /// it, so all fall back together. `Err`: the ring failed during the bootstrap.
     pub fn connect(ring: &mut TcpRing, key: &str) -> Result<Result<Self, String>, CommError> {
-        Self::connect_with(ring, key, PIECE)
+        Self::connect_with(ring, key, PIECE, &segment_dir())
     }
 
     fn connect_with(
         ring: &mut TcpRing,
         key: &str,
         piece: usize,
+        dir: &Path,
     ) -> Result<Result<Self, String>, CommError> {
         let (rank, world) = (ring.rank(), ring.world());
         let layout = Layout::new(world, piece);
@@ -202,12 +208,12 @@ impl ShmComm {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let path = segment_dir().join(format!("faultline-trainer-{name}"));
+        let path = dir.join(format!("faultline-trainer-{name}"));
         let mut region = None;
         let mut failure = None;
         let mut failed = [0.0f32];
         if rank == 0 {
-            sweep_stale(&segment_dir());
+            sweep_stale(dir);
             // A segment of the same name can only be left over from a crashed run.
             let _ = std::fs::remove_file(&path);
             match Region::create(&path, layout.total) {
@@ -583,7 +589,7 @@ fn loopback_shm_with(world: usize, epoch: u64, piece: usize) -> Result<Vec<ShmCo
             .iter_mut()
             .map(|ring| {
                 let key = key.clone();
-                s.spawn(move || ShmComm::connect_with(ring, &key, piece))
+                s.spawn(move || ShmComm::connect_with(ring, &key, piece, &segment_dir()))
             })
             .collect();
         handles
@@ -646,7 +652,7 @@ mod tests {
             let mut comms = loopback_shm_with(world, 1, piece).expect("bootstrap");
             let slice = world * piece;
             let mut lens = vec![1, 2, 3, 5, 13, slice - 1, slice, slice + 1, 10 * slice + 3];
-            lens.extend((0..6).map(|_| rng.gen_range(1..12 * slice)));
+            lens.extend((0..24).map(|_| rng.gen_range(1..12 * slice)));
             for len in lens {
                 let inputs: Vec<Vec<f32>> = (0..world)
                     .map(|_| (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
@@ -743,6 +749,75 @@ mod tests {
         assert!(dir.path().join("faultline-trainer-junk").exists());
     }
 
+    /// When rank 0 cannot create the segment, every rank learns it (so all fall back
+    /// together) with the reason naming the path, and the ring still works.
+    #[test]
+    fn every_rank_gets_the_reason_when_the_segment_cannot_be_created() {
+        let mut rings = crate::comm::loopback_ring(3, 1).expect("ring");
+        let dir = Path::new("/nonexistent/faultline-test");
+        let results: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = rings
+                .iter_mut()
+                .map(|r| s.spawn(move || ShmComm::connect_with(r, "x", 8, dir)))
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("join")).collect()
+        });
+        for (rank, r) in results.into_iter().enumerate() {
+            let reason = r.expect("the ring works").expect_err("no segment");
+            assert!(
+                reason.contains("/nonexistent/faultline-test"),
+                "rank {rank}: {reason}"
+            );
+        }
+        let out = std::thread::scope(|s| {
+            let hs: Vec<_> = rings
+                .iter_mut()
+                .map(|r| {
+                    s.spawn(move || {
+                        let mut b = [1.0f32; 3];
+                        r.all_reduce_sum(&mut b).map(|()| b)
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("join").expect("all-reduce"))
+                .collect::<Vec<_>>()
+        });
+        assert!(out.iter().all(|b| b == &[3.0; 3]));
+    }
+
+    /// The scheduling rule behind slot reuse, with the peer far ahead: this rank may not
+    /// reduce slice s + SLOTS (writing output slot s mod SLOTS) before it has gathered
+    /// slice s from that slot, nor publish past the slots its peers have released.
+    #[test]
+    fn a_rank_gathers_a_slot_before_reducing_into_it_again() {
+        let comms = loopback_shm_with(2, 1, 8).expect("bootstrap");
+        let me = &comms[0];
+        for counter in [
+            Layout::published(1),
+            Layout::reduced(1),
+            Layout::consumed(1),
+        ] {
+            me.region.u64_at(counter).store(100, Ordering::Release);
+        }
+        let s = SLOTS;
+        // Published s + 1 slices, reduced s, gathered none: slice s would reuse slot 0.
+        assert!(matches!(me.next(0, 10, (s + 1, s, 0)), Some(Next::Gather)));
+        assert!(matches!(me.next(0, 10, (s + 1, s, 1)), Some(Next::Reduce)));
+        // The peer has published and reduced nothing: the first SLOTS slices may be
+        // published, not more.
+        me.region
+            .u64_at(Layout::published(1))
+            .store(0, Ordering::Release);
+        me.region
+            .u64_at(Layout::reduced(1))
+            .store(0, Ordering::Release);
+        assert!(matches!(me.next(0, 10, (s - 1, 0, 0)), Some(Next::Publish)));
+        assert!(me
+            .next(0, 10, (s, 0, 0))
+            .is_none_or(|n| !matches!(n, Next::Publish)));
+    }
+
     fn segment_names() -> Vec<String> {
         let pid = std::process::id();
         std::fs::read_dir(segment_dir())
@@ -766,7 +841,7 @@ mod tests {
                 .iter_mut()
                 .map(|r| {
                     let key = key.clone();
-                    s.spawn(move || ShmComm::connect_with(r, &key, 8))
+                    s.spawn(move || ShmComm::connect_with(r, &key, 8, &segment_dir()))
                 })
                 .collect();
             hs.into_iter()

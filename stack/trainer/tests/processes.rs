@@ -18,8 +18,13 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -245,6 +250,58 @@ fn sigkilled_worker_leaves_two_survivors_that_restore_and_finish_with_every_step
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "segments left behind: {left:?}");
+}
+
+/// With no usable shared memory (here: `TRAINER_SHM_DIR` names a missing directory),
+/// `--comm auto` trains over the TCP ring and says why; `--comm shm` exits with the reason.
+#[test]
+fn without_shared_memory_auto_falls_back_to_tcp_and_shm_exits_saying_why() {
+    let _serial = serial();
+    let missing = "/nonexistent/faultline-shm";
+    for comm in ["auto", "shm"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args: Vec<String> = [
+            "launch",
+            "--nproc",
+            "2",
+            "--heartbeat-timeout-s",
+            RELAXED_HEARTBEAT_S,
+            "--",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(small_mlp(dir.path(), 20, 0));
+        args.extend(["--comm".to_string(), comm.to_string()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut job = Proc::spawn_with_env(&refs, &[("TRAINER_SHM_DIR", missing)]);
+        let code = job.wait_exit(120);
+        let events = job.events();
+        if comm == "auto" {
+            assert_eq!(code, 0, "auto trains anyway");
+            let comms: Vec<&Value> = events.iter().filter(|v| is(v, "comm")).collect();
+            assert_eq!(comms.len(), 2, "{comms:?}");
+            for c in comms {
+                assert_eq!(c["transport"], "tcp", "{c}");
+                let why = c["fallback"].as_str().expect("a fallback reason");
+                assert!(why.contains(missing), "{why}");
+            }
+        } else {
+            assert_ne!(code, 0, "--comm shm cannot run");
+            let exits: Vec<&Value> = events
+                .iter()
+                .filter(|v| is(v, "exit") && v["code"] == 1)
+                .collect();
+            assert_eq!(exits.len(), 2, "both workers exit 1: {events:?}");
+            for e in exits {
+                let reason = e["reason"].as_str().expect("reason");
+                assert!(
+                    reason.starts_with("--comm shm:") && reason.contains(missing),
+                    "{reason}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
