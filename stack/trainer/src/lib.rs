@@ -17,21 +17,22 @@
 //! Worker flags fall back to torchrun's environment: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT` (the rendezvous is `MASTER_ADDR:MASTER_PORT` unless `--rendezvous` or
 //! `TRAINER_RENDEZVOUS` is given), and ours: `TRAINER_CONTROL`, `TRAINER_RUN_DIR`,
-//! `TRAINER_THREADS`, `TRAINER_CPUS`, `TRAINER_DATA_ADDR`, `TRAINER_SHM_DIR`. `RANK` is a preference: the
-//! rendezvous assigns ranks per membership epoch in `RANK` order. `launch` gives each of its
-//! N workers `RAYON_NUM_THREADS = TRAINER_THREADS = max(1, cores / N)` and, when the workers
-//! fit the machine, pins worker r to its own cores (`TRAINER_CPUS`; `--no-pin` to disable):
-//! unpinned lock-step workers on a 2-core machine lost ~15 % to waiting for each other.
-//! Threads and cores are printed in the `launch` event and each worker's `start` event, and
-//! threads in `/status`. Every worker of a job must share the
+//! `TRAINER_THREADS`, `TRAINER_CPUS`, `TRAINER_DATA_ADDR`, `TRAINER_SHM_DIR`. `RANK` is a
+//! preference: the rendezvous assigns ranks per membership epoch in `RANK` order. `launch`
+//! gives each of its N workers `RAYON_NUM_THREADS = TRAINER_THREADS = max(1, cores / N)`
+//! and, when the workers fit the machine, pins worker r to its own cores (`TRAINER_CPUS`;
+//! `--no-pin` to disable): unpinned lock-step workers on a 2-core machine lost ~15 % to
+//! waiting for each other. Threads and cores are printed in the `launch` event and each
+//! worker's `start` event, and threads in `/status`. Every worker of a job must share the
 //! run directory (checkpoints are written by rank 0 and read by all).
 //!
 //! # Backends (`--comm`, `--model torchscript`)
 //!
 //! * `--comm auto` (default; env `TRAINER_COMM`): after each ring formation the ranks try
 //!   to map one shared-memory segment ([`shm_comm`]: created by rank 0 in `/dev/shm`, or
-//!   in `TRAINER_SHM_DIR` when set, and unlinked once every rank has mapped it); when all can (one host, one `/dev/shm`),
-//!   gradients go through it, otherwise every rank falls back to the TCP ring. Each worker
+//!   in `TRAINER_SHM_DIR` when set, and unlinked once every rank has mapped it); when all
+//!   can (one host, one `/dev/shm`), gradients go through it, otherwise every rank falls
+//!   back to the TCP ring. Each worker
 //!   prints a `comm` event per epoch with the `transport` (`shm`, `tcp`, `none` for a world
 //!   of one) and the `fallback` reason. Aborts reach a rank waiting in shared memory through
 //!   the ring's abort flag (polled every 20 ms) and the dead peer's pid.
