@@ -716,10 +716,24 @@ mod tests {
 
     #[test]
     fn the_segment_is_unlinked_once_every_rank_mapped_it() {
-        let before: Vec<_> = segment_names();
-        let comms = loopback_shm(2, 1).expect("bootstrap");
-        assert_eq!(segment_names(), before, "segment file left behind");
-        drop(comms);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut rings = crate::comm::loopback_ring(3, 1).expect("ring");
+        let comms: Vec<ShmComm> = std::thread::scope(|s| {
+            let hs: Vec<_> = rings
+                .iter_mut()
+                .map(|r| s.spawn(|| ShmComm::connect_with(r, "unlink", 8, dir.path())))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("join").expect("ring").expect("shm"))
+                .collect()
+        });
+        assert_eq!(comms.len(), 3);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "segment file left behind: {left:?}");
     }
 
     /// A segment left by a crashed job (its rank 0 is gone) is removed by the next job's
@@ -816,18 +830,6 @@ mod tests {
         assert!(me
             .next(0, 10, (s, 0, 0))
             .is_none_or(|n| !matches!(n, Next::Publish)));
-    }
-
-    fn segment_names() -> Vec<String> {
-        let pid = std::process::id();
-        std::fs::read_dir(segment_dir())
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.contains(&format!("loopback-{pid}-")))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// A rank waiting for a peer that never arrives returns an error once the ring's abort
