@@ -28,7 +28,7 @@
 //! Training pays for asynchronous checkpoints only through the CPU they take from it, so the
 //! [`AsyncWriter`] thread runs at the lowest priority (nice 19) on any core, filling the time
 //! the workers leave idle, and hands its snapshot buffers back for the next snapshot
-//! ([`snapshot_copy`]), so taking one copies into mapped memory instead of page-faulting 16 MB.
+//! ([`SnapshotBuffers`]), so taking one copies into mapped memory instead of page-faulting 16 MB.
 //!
 //! Failpoints (armed in tests): see [`FAILPOINTS`].
 
@@ -38,7 +38,7 @@ use crate::workload::{ModelSpec, Param};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 /// Every named failpoint in checkpoint writing, in the order they are reached.
@@ -78,42 +78,44 @@ pub struct Snapshot {
     pub snapshot_s: f64,
 }
 
-/// Snapshot buffers the writer has finished with, handed to the next [`snapshot_copy`]: it
-/// then copies into memory that is already mapped. A fresh allocation this large page-faults
-/// on first touch (glibc gives freed multi-megabyte blocks back to the kernel), which cost the
-/// training thread ≈ 4 ms per 16 MB snapshot against ≈ 0.9 ms for the copy alone. Holds at
-/// most [`SPARE_BUFFERS_MAX`] buffers, so a worker that checkpoints keeps about one snapshot's
-/// worth of memory between checkpoints.
-static SPARE_BUFFERS: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// Snapshot buffers the writer has finished with, handed to the next [`Snapshot`] (see
+/// [`SnapshotBuffers::copy`]): it then copies into memory that is already mapped. A fresh
+/// allocation this large page-faults on first touch (glibc gives freed multi-megabyte blocks
+/// back to the kernel), which cost the training thread ≈ 4 ms per 16 MB snapshot against
+/// ≈ 0.9 ms for the copy alone. Each [`AsyncWriter`] owns one ([`AsyncWriter::buffers`]);
+/// it holds at most [`SPARE_BUFFERS_MAX`] buffers, so a worker that checkpoints keeps about
+/// one snapshot's worth of memory between checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotBuffers(Arc<Mutex<Vec<Vec<f32>>>>);
 
 /// Spare buffers kept: params, m and v of two snapshots (one queued, one being written).
 const SPARE_BUFFERS_MAX: usize = 6;
 
-/// A copy of `src` for a [`Snapshot`], in a buffer a finished write handed back when one
-/// of the size is spare, else in a new one.
-pub fn snapshot_copy(src: &[f32]) -> Vec<f32> {
-    let spare = {
-        let mut spare = SPARE_BUFFERS.lock().unwrap_or_else(PoisonError::into_inner);
-        spare
-            .iter()
-            .position(|b| b.capacity() >= src.len())
-            .map(|i| spare.swap_remove(i))
-    };
-    match spare {
-        Some(mut buf) => {
-            buf.clear();
-            buf.extend_from_slice(src);
-            buf
+impl SnapshotBuffers {
+    /// A copy of `src` for a [`Snapshot`], in a spare buffer that fits when there is one,
+    /// else in a new one.
+    pub fn copy(&self, src: &[f32]) -> Vec<f32> {
+        let spare = {
+            let mut spare = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            spare
+                .iter()
+                .position(|b| b.capacity() >= src.len())
+                .map(|i| spare.swap_remove(i))
+        };
+        match spare {
+            Some(mut buf) => {
+                buf.clear();
+                buf.extend_from_slice(src);
+                buf
+            }
+            None => src.to_vec(),
         }
-        None => src.to_vec(),
     }
-}
 
-impl Snapshot {
-    /// Hands the state buffers back for the next [`snapshot_copy`].
-    fn recycle(self) {
-        let mut spare = SPARE_BUFFERS.lock().unwrap_or_else(PoisonError::into_inner);
-        for buf in [self.params, self.m, self.v] {
+    /// Takes back the state buffers of a written snapshot.
+    fn recycle(&self, snap: Snapshot) {
+        let mut spare = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for buf in [snap.params, snap.m, snap.v] {
             if spare.len() < SPARE_BUFFERS_MAX && buf.capacity() > 0 {
                 spare.push(buf);
             }
@@ -656,6 +658,7 @@ enum Command {
 pub struct AsyncWriter {
     tx: Option<mpsc::SyncSender<Command>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    buffers: SnapshotBuffers,
 }
 
 impl AsyncWriter {
@@ -667,6 +670,8 @@ impl AsyncWriter {
         on_done: impl Fn(Result<WriteReport, CheckpointError>) + Send + 'static,
     ) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Command>(1);
+        let buffers = SnapshotBuffers::default();
+        let spare = buffers.clone();
         let thread = std::thread::Builder::new()
             .name("checkpoint-writer".into())
             .spawn(move || {
@@ -675,7 +680,7 @@ impl AsyncWriter {
                     match cmd {
                         Command::Write(snap) => {
                             on_done(write(&dir, &snap, keep, &fp));
-                            snap.recycle();
+                            spare.recycle(*snap);
                         }
                         Command::Flush(done) => {
                             let _ = done.send(());
@@ -687,7 +692,13 @@ impl AsyncWriter {
         Self {
             tx: Some(tx),
             thread: Some(thread),
+            buffers,
         }
+    }
+
+    /// Where snapshots for this writer should copy the state ([`SnapshotBuffers::copy`]).
+    pub fn buffers(&self) -> &SnapshotBuffers {
+        &self.buffers
     }
 
     /// Queues a snapshot; returns the seconds spent waiting for the queue.
@@ -933,10 +944,11 @@ mod tests {
         let mut junk = snapshot(&w, 9);
         junk.params = vec![7.0; 1000];
         junk.m = vec![8.0; 3];
-        junk.recycle();
+        let buffers = SnapshotBuffers::default();
+        buffers.recycle(junk);
         for len in [0, 3, 500, 1000, 2000] {
             let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5).collect();
-            assert_eq!(snapshot_copy(&src), src);
+            assert_eq!(buffers.copy(&src), src);
         }
     }
 

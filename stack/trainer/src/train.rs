@@ -140,9 +140,14 @@ impl Trainer {
         self.workload.write_params(&self.params)
     }
 
-    /// The state to checkpoint now, copied into buffers earlier writes handed back
-    /// ([`crate::checkpoint::snapshot_copy`]); records how long that took in `snapshot_s`.
-    pub fn snapshot(&self, world: usize) -> crate::checkpoint::Snapshot {
+    /// The state to checkpoint now, copied into `buffers` (those earlier writes handed back,
+    /// [`crate::checkpoint::AsyncWriter::buffers`]); records how long that took in
+    /// `snapshot_s`.
+    pub fn snapshot(
+        &self,
+        world: usize,
+        buffers: &crate::checkpoint::SnapshotBuffers,
+    ) -> crate::checkpoint::Snapshot {
         let started = std::time::Instant::now();
         let mut s = crate::checkpoint::Snapshot {
             step: self.step,
@@ -155,9 +160,9 @@ impl Trainer {
                 .iter()
                 .map(|p| (p.name.clone(), p.shape.clone()))
                 .collect(),
-            params: crate::checkpoint::snapshot_copy(&self.params),
-            m: crate::checkpoint::snapshot_copy(&self.opt.m),
-            v: crate::checkpoint::snapshot_copy(&self.opt.v),
+            params: buffers.copy(&self.params),
+            m: buffers.copy(&self.opt.m),
+            v: buffers.copy(&self.opt.v),
             optimizer: self.opt.config,
             optimizer_t: self.opt.t,
             samples_seen: self.samples_seen,

@@ -377,7 +377,7 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             Ok(EpochEnd::Done) => {
                 if rank == 0 {
                     if cfg.checkpoint_every > 0 && trainer.step % cfg.checkpoint_every != 0 {
-                        writer.submit(trainer.snapshot(world));
+                        writer.submit(trainer.snapshot(world, writer.buffers()));
                     }
                     writer.flush();
                     publish(cfg, &trainer, rank)?;
@@ -455,7 +455,7 @@ fn train_epoch(
                 }
                 if rank == 0 && cfg.checkpoint_every > 0 && trainer.step % cfg.checkpoint_every == 0
                 {
-                    let wait_s = writer.submit(trainer.snapshot(world));
+                    let wait_s = writer.submit(trainer.snapshot(world, writer.buffers()));
                     if wait_s > 0.001 {
                         tracing::info!(wait_s, "checkpoint queue was full; training waited");
                     }
