@@ -62,8 +62,16 @@ impl Region {
             .create_new(true)
             .open(path)
             .map_err(io("create"))?;
-        file.set_len(len as u64).map_err(io("size"))?;
-        Self::map(file, path, len)
+        let made = file
+            .set_len(len as u64)
+            .map_err(io("size"))
+            .and_then(|()| allocate(&file, len).map_err(io("allocate")))
+            .and_then(|()| Self::map(file, path, len));
+        if made.is_err() {
+            // Created here and unusable: leave nothing behind.
+            let _ = std::fs::remove_file(path);
+        }
+        made
     }
 
     /// Opens and maps `path`, which must be exactly `len` bytes.
@@ -202,6 +210,24 @@ impl Region {
     }
 }
 
+/// Reserves the file's blocks now, so a full filesystem (a container's 64 MB `/dev/shm`) is
+/// an error here instead of a SIGBUS when a process first touches a page of the mapping.
+fn allocate(file: &File, len: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "region too large"))?;
+    // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is owned by
+    // `file`, which outlives the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        // Filesystems without fallocate: keep the sparse file (the old behaviour).
+        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Blocks while `word` holds `expected`, until [`futex_wake_all`] on the same word (from any
 /// process mapping it), `timeout`, or a signal. Returns at once when `word` differs.
 /// Spurious returns happen: callers re-check their condition.
@@ -278,6 +304,18 @@ mod tests {
         assert_eq!(b.u64_at(0).load(Ordering::Acquire), 7);
         b.u32_at(8).fetch_add(3, Ordering::SeqCst);
         assert_eq!(a.u32_at(8).load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn create_reserves_the_blocks_up_front() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r");
+        let len = 1 << 20;
+        let _a = Region::create(&path, len).expect("create");
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(meta.len(), len as u64);
+        assert!(meta.blocks() * 512 >= len as u64, "{} blocks", meta.blocks());
     }
 
     #[test]
