@@ -2,16 +2,18 @@
 //! and MPI's shared-memory BTLs serve same-node ranks: a byte crosses memory once per copy
 //! instead of twice through the kernel as over loopback TCP.
 //!
-//! One segment per membership epoch, created by rank 0 under `/dev/shm` (the temp dir when
-//! there is none), opened by the other ranks, and unlinked as soon as every rank has mapped
-//! it, so nothing is left behind however the job ends. The bootstrap runs over the epoch's
+//! One segment per membership epoch, created by rank 0 in [`segment_dir`] (`TRAINER_SHM_DIR`,
+//! else `/dev/shm`, else the temp dir) with its blocks reserved (a full tmpfs is an error,
+//! not a SIGBUS later), opened by the other ranks, and unlinked as soon as every rank has
+//! mapped it, so nothing is left behind however the job ends; [`sweep_stale`] removes one
+//! left by a crash inside that window. The bootstrap runs over the epoch's
 //! TCP ring, which also carries aborts: [`crate::comm::AbortHandle::abort`] raises the flag
 //! this communicator polls while it waits.
 //!
 //! ## The algorithm
 //! Buffers are processed in slices of `world × PIECE` values; slice `s` uses slot
 //! `s mod SLOTS` of each rank's input area and of the shared output area, so up to `SLOTS`
-//! slices are in flight. Slice values are split into `world` chunks ([`chunk_ranges`]);
+//! slices are in flight. Slice values are split into `world` chunks (as [`crate::ring::chunk_ranges`]);
 //! rank `r` owns chunk `r`. Per slice every rank:
 //! 1. **publishes** the chunks it does not own into its input slot;
 //! 2. **reduces** its own chunk: the sum of every rank's values in rank order
@@ -21,8 +23,8 @@
 //!
 //! Each step bumps a per-rank counter in the segment header (slices done, monotonic across
 //! calls); a step waits only on the counters it depends on (inputs published, outputs
-//! reduced, slots released `SLOTS` slices ago), so ranks run ahead of each other up to
-//! `SLOTS` slices. Waits spin briefly when every rank can have its own core, then sleep on a
+//! reduced, slots released `SLOTS` slices ago, and — for a reduce — this rank's own gather
+//! of the slot's previous slice), so ranks run ahead of each other up to `SLOTS` slices. Waits spin briefly when every rank can have its own core, then sleep on a
 //! futex; they wake every [`POLL`] to check the abort flags and that peer processes live.
 //!
 //! Not here: the TCP ring ([`crate::comm`]); choosing the transport (`worker`).
