@@ -315,7 +315,11 @@ mod tests {
         let _a = Region::create(&path, len).expect("create");
         let meta = std::fs::metadata(&path).expect("stat");
         assert_eq!(meta.len(), len as u64);
-        assert!(meta.blocks() * 512 >= len as u64, "{} blocks", meta.blocks());
+        assert!(
+            meta.blocks() * 512 >= len as u64,
+            "{} blocks",
+            meta.blocks()
+        );
     }
 
     #[test]
