@@ -148,6 +148,13 @@ pub fn segment_dir() -> PathBuf {
     }
 }
 
+/// Whether process `pid` no longer exists (false for 0, the "not recorded yet" pid).
+fn exited(pid: i32) -> bool {
+    pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+}
+
 /// Removes segments in `dir` whose creator (rank 0) no longer runs: left by a job that
 /// crashed in the milliseconds between creating its segment and unlinking it. Returns how
 /// many it removed.
@@ -175,12 +182,7 @@ pub fn sweep_stale(dir: &Path) -> usize {
             continue;
         }
         let pid = region.u64_at(Layout::pid(0)).load(Ordering::Acquire);
-        let dead = i32::try_from(pid).is_ok_and(|pid| {
-            pid > 0
-                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                    == Err(nix::errno::Errno::ESRCH)
-        });
-        if dead && std::fs::remove_file(&path).is_ok() {
+        if i32::try_from(pid).is_ok_and(exited) && std::fs::remove_file(&path).is_ok() {
             tracing::info!(path = %path.display(), pid, "removed a stale shared-memory segment");
             removed += 1;
         }
@@ -352,10 +354,7 @@ impl ShmComm {
         }
         if slept {
             for (r, &pid) in self.pids.iter().enumerate() {
-                let gone = pid > 0
-                    && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                        == Err(nix::errno::Errno::ESRCH);
-                if r != self.rank && gone {
+                if r != self.rank && exited(pid) {
                     return Err(self.fail(format!("rank {r} (pid {pid}) exited")));
                 }
             }
@@ -586,21 +585,8 @@ pub fn loopback_shm(world: usize, epoch: u64) -> Result<Vec<ShmComm>, CommError>
 fn loopback_shm_with(world: usize, epoch: u64, piece: usize) -> Result<Vec<ShmComm>, CommError> {
     let mut rings = crate::comm::loopback_ring(world, epoch)?;
     let key = format!("loopback-{}-{epoch}-{}", std::process::id(), unique());
-    let results = std::thread::scope(|s| {
-        let handles: Vec<_> = rings
-            .iter_mut()
-            .map(|ring| {
-                let key = key.clone();
-                s.spawn(move || ShmComm::connect_with(ring, &key, piece, &segment_dir()))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("bootstrap thread panicked"))
-            .collect::<Vec<_>>()
-    });
     let mut out = Vec::with_capacity(world);
-    for r in results {
+    for r in connect_all(&mut rings, &key, piece, &segment_dir()) {
         match r? {
             Ok(c) => out.push(c),
             Err(reason) => {
@@ -612,6 +598,27 @@ fn loopback_shm_with(world: usize, epoch: u64, piece: usize) -> Result<Vec<ShmCo
         }
     }
     Ok(out)
+}
+
+/// [`ShmComm::connect_with`] on every ring at once (one thread each, as the ranks of a job
+/// run concurrently), in rank order.
+#[allow(clippy::type_complexity)]
+fn connect_all(
+    rings: &mut [TcpRing],
+    key: &str,
+    piece: usize,
+    dir: &Path,
+) -> Vec<Result<Result<ShmComm, String>, CommError>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = rings
+            .iter_mut()
+            .map(|ring| s.spawn(move || ShmComm::connect_with(ring, key, piece, dir)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bootstrap thread panicked"))
+            .collect()
+    })
 }
 
 /// A number unique within this process, for segment names.
@@ -720,15 +727,10 @@ mod tests {
     fn the_segment_is_unlinked_once_every_rank_mapped_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut rings = crate::comm::loopback_ring(3, 1).expect("ring");
-        let comms: Vec<ShmComm> = std::thread::scope(|s| {
-            let hs: Vec<_> = rings
-                .iter_mut()
-                .map(|r| s.spawn(|| ShmComm::connect_with(r, "unlink", 8, dir.path())))
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("join").expect("ring").expect("shm"))
-                .collect()
-        });
+        let comms: Vec<ShmComm> = connect_all(&mut rings, "unlink", 8, dir.path())
+            .into_iter()
+            .map(|r| r.expect("ring").expect("shm"))
+            .collect();
         assert_eq!(comms.len(), 3);
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .expect("read dir")
@@ -771,14 +773,7 @@ mod tests {
     fn every_rank_gets_the_reason_when_the_segment_cannot_be_created() {
         let mut rings = crate::comm::loopback_ring(3, 1).expect("ring");
         let dir = Path::new("/nonexistent/faultline-test");
-        let results: Vec<_> = std::thread::scope(|s| {
-            let hs: Vec<_> = rings
-                .iter_mut()
-                .map(|r| s.spawn(move || ShmComm::connect_with(r, "x", 8, dir)))
-                .collect();
-            hs.into_iter().map(|h| h.join().expect("join")).collect()
-        });
-        for (rank, r) in results.into_iter().enumerate() {
+        for (rank, r) in connect_all(&mut rings, "x", 8, dir).into_iter().enumerate() {
             let reason = r.expect("the ring works").expect_err("no segment");
             assert!(
                 reason.contains("/nonexistent/faultline-test"),
@@ -840,18 +835,10 @@ mod tests {
     fn aborting_unblocks_a_rank_waiting_for_a_stopped_peer() {
         let mut rings = crate::comm::loopback_ring(3, 1).expect("ring");
         let key = format!("abort-{}-{}", std::process::id(), unique());
-        let mut comms: Vec<ShmComm> = std::thread::scope(|s| {
-            let hs: Vec<_> = rings
-                .iter_mut()
-                .map(|r| {
-                    let key = key.clone();
-                    s.spawn(move || ShmComm::connect_with(r, &key, 8, &segment_dir()))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("join").expect("ring").expect("shm"))
-                .collect()
-        });
+        let mut comms: Vec<ShmComm> = connect_all(&mut rings, &key, 8, &segment_dir())
+            .into_iter()
+            .map(|r| r.expect("ring").expect("shm"))
+            .collect();
         let handle = rings[0].abort_handle().expect("handle");
         let mut third = comms.pop().expect("rank 2");
         let started = Instant::now();

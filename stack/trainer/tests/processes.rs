@@ -143,6 +143,16 @@ fn launch_with_heartbeat(
     heartbeat_s: &str,
     worker_args: &[String],
 ) -> Proc {
+    launch_with_env(nproc, min, heartbeat_s, worker_args, &[])
+}
+
+fn launch_with_env(
+    nproc: usize,
+    min: usize,
+    heartbeat_s: &str,
+    worker_args: &[String],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut args: Vec<String> = vec![
         "launch".into(),
         "--nproc".into(),
@@ -157,7 +167,7 @@ fn launch_with_heartbeat(
     ];
     args.extend(worker_args.iter().cloned());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::spawn(&refs)
+    Proc::spawn_with_env(&refs, env)
 }
 
 #[test]
@@ -260,21 +270,10 @@ fn without_shared_memory_auto_falls_back_to_tcp_and_shm_exits_saying_why() {
     let missing = "/nonexistent/faultline-shm";
     for comm in ["auto", "shm"] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut args: Vec<String> = [
-            "launch",
-            "--nproc",
-            "2",
-            "--heartbeat-timeout-s",
-            RELAXED_HEARTBEAT_S,
-            "--",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(small_mlp(dir.path(), 20, 0));
+        let mut args = small_mlp(dir.path(), 20, 0);
         args.extend(["--comm".to_string(), comm.to_string()]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut job = Proc::spawn_with_env(&refs, &[("TRAINER_SHM_DIR", missing)]);
+        let env = [("TRAINER_SHM_DIR", missing)];
+        let mut job = launch_with_env(2, 2, RELAXED_HEARTBEAT_S, &args, &env);
         let code = job.wait_exit(120);
         let events = job.events();
         if comm == "auto" {
