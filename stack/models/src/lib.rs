@@ -12,6 +12,12 @@
 //! safetensors file ([`mlp::Mlp::load`], [`lm::ByteLm::load`]; the architecture is inferred
 //! from tensor shapes) or from a seed ([`seeded_init`]), which is deterministic across runs.
 //!
+//! Trainable weights are candle `Var`s, and every operation on a `Var` records an autograd
+//! graph. A server calls `frozen()` ([`mlp::Mlp::frozen`], [`lm::ByteLm::frozen`]) once after
+//! loading: the frozen copy's weights are plain tensors, so inference records nothing. (A
+//! graph chained across continuous-batching decode steps once grew the server to 4 GB and
+//! overflowed the stack when dropped.)
+//!
 //! Not here: serving, batching policy, tokenisation beyond bytes, GPU support.
 
 pub mod lm;
@@ -19,9 +25,11 @@ pub mod mlp;
 pub mod sampling;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
+use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use candle_core;
 pub use candle_nn;
@@ -143,10 +151,56 @@ pub(crate) fn shape_of<'a>(
     Ok(t.dims())
 }
 
-/// Saves a varmap as safetensors, mapping the error to [`ModelError::Weights`].
-pub(crate) fn save_varmap(varmap: &VarMap, path: &Path) -> Result<()> {
-    varmap.save(path).map_err(|e| ModelError::Weights {
-        path: path.to_path_buf(),
-        message: format!("cannot write: {e}"),
-    })
+/// Where a model's weights live.
+#[derive(Clone)]
+pub(crate) enum Params {
+    /// Candle `Var`s in a trainer's (or a loader's) `VarMap`: forward passes record an
+    /// autograd graph.
+    Trainable(VarMap),
+    /// Plain tensors by variable name: forward passes record nothing.
+    Frozen(Arc<HashMap<String, Tensor>>),
+}
+
+impl Params {
+    /// Deep copies of every weight as plain tensors, and a `VarBuilder` over them that
+    /// rebuilds the same layers. A frozen set is returned as it is.
+    pub(crate) fn freeze(&self) -> Result<(VarBuilder<'static>, Params)> {
+        let tensors = match self {
+            Params::Frozen(t) => t.clone(),
+            Params::Trainable(varmap) => {
+                let data = varmap
+                    .data()
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut out = HashMap::with_capacity(data.len());
+                for (name, var) in data.iter() {
+                    // detach() drops the Var-ness; copy() gives storage the trainer can't touch.
+                    out.insert(name.clone(), var.as_tensor().detach().copy()?);
+                }
+                Arc::new(out)
+            }
+        };
+        let vb = VarBuilder::from_tensors((*tensors).clone(), DType::F32, &Device::Cpu);
+        Ok((vb, Params::Frozen(tensors)))
+    }
+
+    /// The trainable variables, if these are trainable.
+    pub(crate) fn varmap(&self) -> Option<&VarMap> {
+        match self {
+            Params::Trainable(v) => Some(v),
+            Params::Frozen(_) => None,
+        }
+    }
+
+    /// Saves every weight as safetensors, mapping the error to [`ModelError::Weights`].
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
+        let result = match self {
+            Params::Trainable(varmap) => varmap.save(path),
+            Params::Frozen(t) => candle_core::safetensors::save(t, path),
+        };
+        result.map_err(|e| ModelError::Weights {
+            path: path.to_path_buf(),
+            message: format!("cannot write: {e}"),
+        })
+    }
 }

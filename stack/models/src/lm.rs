@@ -48,7 +48,7 @@ pub struct ByteLm {
     gru: GRU,
     head: Linear,
     config: LmConfig,
-    varmap: VarMap,
+    params: crate::Params,
 }
 
 impl std::fmt::Debug for ByteLm {
@@ -62,6 +62,10 @@ impl std::fmt::Debug for ByteLm {
 impl ByteLm {
     /// Builds the layers through `vb`; `varmap` (the one behind `vb`) is kept for saving.
     pub fn new(config: LmConfig, vb: VarBuilder, varmap: VarMap) -> Result<Self> {
+        Self::build(config, vb, crate::Params::Trainable(varmap))
+    }
+
+    fn build(config: LmConfig, vb: VarBuilder, params: crate::Params) -> Result<Self> {
         for (field, v) in [
             ("embed_dim", config.embed_dim),
             ("hidden_dim", config.hidden_dim),
@@ -87,8 +91,16 @@ impl ByteLm {
             gru,
             head,
             config,
-            varmap,
+            params,
         })
+    }
+
+    /// A copy for serving: same weights as plain tensors (copied, so training `self` further
+    /// does not change it), so decoding records no autograd graph at all. A frozen model has
+    /// no [`ByteLm::varmap`]; it still [`ByteLm::save`]s.
+    pub fn frozen(&self) -> Result<Self> {
+        let (vb, params) = self.params.freeze()?;
+        Self::build(self.config, vb, params)
     }
 
     /// A model whose weights are a pure function of `seed`.
@@ -118,7 +130,7 @@ impl ByteLm {
 
     /// Writes all weights as safetensors.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::save_varmap(&self.varmap, path)
+        self.params.save(path)
     }
 
     /// Layer sizes.
@@ -126,9 +138,9 @@ impl ByteLm {
         self.config
     }
 
-    /// The variables, for an optimiser.
-    pub fn varmap(&self) -> &VarMap {
-        &self.varmap
+    /// The variables, for an optimiser; `None` for a [`ByteLm::frozen`] model.
+    pub fn varmap(&self) -> Option<&VarMap> {
+        self.params.varmap()
     }
 
     /// The state of a sequence that has seen nothing yet.
@@ -141,6 +153,11 @@ impl ByteLm {
     /// One decode step for a batch of independent sequences: feeds `tokens[i]` to the sequence
     /// whose state is `states[i]`, advances that state in place and returns the next-token
     /// logits, one `Vec` of [`VOCAB_SIZE`] per sequence.
+    ///
+    /// The new states are detached: no autograd graph links one step to the next, even on a
+    /// trainable model (which still records, and drops, one step's graph per call; serve a
+    /// [`ByteLm::frozen`] copy to record none). A sequence decoded for any number of steps
+    /// holds one `[1, hidden_dim]` tensor.
     ///
     /// Errors when the lengths differ or a token is ≥ [`VOCAB_SIZE`].
     pub fn step(&self, tokens: &[u32], states: &mut [&mut SeqState]) -> Result<Vec<Vec<f32>>> {
@@ -166,7 +183,7 @@ impl ByteLm {
         let next = self.gru.step(&x, &GRUState { h })?.h;
         let logits = self.head.forward(&next)?.to_vec2::<f32>()?;
         for (i, state) in states.iter_mut().enumerate() {
-            state.h = next.narrow(0, i, 1)?.contiguous()?;
+            state.h = next.narrow(0, i, 1)?.contiguous()?.detach();
         }
         Ok(logits)
     }
@@ -338,6 +355,50 @@ mod tests {
         for (s, a) in seqs.iter().zip(&alone) {
             assert_eq!(&s.out, a);
         }
+    }
+
+    /// The server's memory bug: each step's state used to hang off the previous step's
+    /// autograd graph, so a long decode held every step's tensors.
+    #[test]
+    fn decode_state_is_detached_even_on_a_trainable_model() {
+        let lm = ByteLm::seeded(small(), 4).expect("lm");
+        assert!(lm.varmap().is_some());
+        let mut s = lm.initial_state().expect("s");
+        for t in 0..50u32 {
+            lm.step(&[t], &mut [&mut s]).expect("step");
+            assert!(!s.h.track_op(), "state after step {t} records a graph");
+        }
+    }
+
+    #[test]
+    fn frozen_model_records_no_graph_and_generates_the_same_tokens() {
+        let lm = ByteLm::seeded(small(), 9).expect("lm");
+        let frozen = lm.frozen().expect("frozen");
+        assert!(frozen.varmap().is_none());
+        assert_eq!(
+            lm.generate(b"abc", 40, 0.8, 2).expect("trainable"),
+            frozen.generate(b"abc", 40, 0.8, 2).expect("frozen")
+        );
+        let x = Tensor::from_slice(&[1u32, 2, 3], (1, 3), &Device::Cpu).expect("x");
+        assert!(lm.forward_train(&x).expect("t").track_op());
+        assert!(!frozen.forward_train(&x).expect("f").track_op());
+        // Training the original further does not move the frozen copy.
+        let before = frozen.generate(b"q", 10, 0.0, 0).expect("before");
+        crate::seeded_init(lm.varmap().expect("trainable"), 77).expect("reinit");
+        assert_eq!(frozen.generate(b"q", 10, 0.0, 0).expect("after"), before);
+    }
+
+    #[test]
+    fn frozen_model_saves_weights_that_load_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lm.safetensors");
+        let frozen = ByteLm::seeded(small(), 5).expect("lm").frozen().expect("frozen");
+        frozen.save(&path).expect("save");
+        let loaded = ByteLm::load(&path).expect("load");
+        assert_eq!(
+            frozen.generate(b"hi", 20, 0.5, 1).expect("a"),
+            loaded.generate(b"hi", 20, 0.5, 1).expect("b")
+        );
     }
 
     #[test]

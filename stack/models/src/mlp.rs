@@ -57,7 +57,7 @@ impl MlpConfig {
 pub struct Mlp {
     layers: Vec<Linear>,
     config: MlpConfig,
-    varmap: VarMap,
+    params: crate::Params,
 }
 
 impl std::fmt::Debug for Mlp {
@@ -70,6 +70,10 @@ impl Mlp {
     /// Builds the layers through `vb` (creating variables in a trainer's `VarMap`, or reading
     /// them from a loaded one). `varmap` is kept for [`Mlp::save`]; pass the one behind `vb`.
     pub fn new(config: MlpConfig, vb: VarBuilder, varmap: VarMap) -> Result<Self> {
+        Self::build(config, vb, crate::Params::Trainable(varmap))
+    }
+
+    fn build(config: MlpConfig, vb: VarBuilder, params: crate::Params) -> Result<Self> {
         config.validate()?;
         let mut dims = vec![config.input_dim];
         dims.extend(&config.hidden);
@@ -82,8 +86,16 @@ impl Mlp {
         Ok(Self {
             layers,
             config,
-            varmap,
+            params,
         })
+    }
+
+    /// A copy for serving: same weights as plain tensors (copied, so training `self` further
+    /// does not change it), so [`Mlp::forward`] and [`Mlp::infer`] record no autograd graph.
+    /// A frozen model has no [`Mlp::varmap`]; it still [`Mlp::save`]s.
+    pub fn frozen(&self) -> Result<Self> {
+        let (vb, params) = self.params.freeze()?;
+        Self::build(self.config.clone(), vb, params)
     }
 
     /// A model whose weights are a pure function of `seed` (see [`crate::seeded_init`]).
@@ -133,7 +145,7 @@ impl Mlp {
 
     /// Writes all weights as safetensors.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::save_varmap(&self.varmap, path)
+        self.params.save(path)
     }
 
     /// Layer sizes.
@@ -141,9 +153,9 @@ impl Mlp {
         &self.config
     }
 
-    /// The variables, for an optimiser.
-    pub fn varmap(&self) -> &VarMap {
-        &self.varmap
+    /// The variables, for an optimiser; `None` for a [`Mlp::frozen`] model.
+    pub fn varmap(&self) -> Option<&VarMap> {
+        self.params.varmap()
     }
 
     /// The linear layers, input first (ReLU between them; none after the last).
@@ -238,6 +250,27 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn frozen_model_gives_the_same_logits_without_recording_a_graph() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mlp.safetensors");
+        let m = Mlp::seeded(small(), 6).expect("model");
+        let frozen = m.frozen().expect("frozen");
+        assert!(m.varmap().is_some() && frozen.varmap().is_none());
+        let x = Tensor::from_vec(input(3, 8), (3, 8), &Device::Cpu).expect("tensor");
+        assert!(m.forward(&x).expect("trainable").track_op());
+        assert!(!frozen.forward(&x).expect("frozen").track_op());
+        assert_eq!(
+            m.infer(&input(3, 8)).expect("a"),
+            frozen.infer(&input(3, 8)).expect("b")
+        );
+        frozen.save(&path).expect("save");
+        assert_eq!(
+            Mlp::load(&path).expect("load").infer(&input(3, 8)).expect("c"),
+            frozen.infer(&input(3, 8)).expect("d")
+        );
     }
 
     #[test]

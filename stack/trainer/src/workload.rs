@@ -220,9 +220,11 @@ impl Workload {
             }
         };
         let varmap = match &model {
-            Model::Mlp(m) => m.varmap().clone(),
-            Model::Lm(m) => m.varmap().clone(),
-        };
+            Model::Mlp(m) => m.varmap(),
+            Model::Lm(m) => m.varmap(),
+        }
+        .expect("a seeded model is trainable")
+        .clone();
         let data = varmap
             .data()
             .lock()
