@@ -3,22 +3,31 @@
 //! Handlers only move bytes: they validate, submit to an engine ([`crate::engine`]) and
 //! translate replies. Every model request holds an [`InFlight`] guard for its whole life
 //! (streams included), which the drain in [`crate::Server::serve`] waits on.
+//!
+//! Every request has a deadline (`--request-timeout-s` after its head arrived), enforced by
+//! one middleware ([`enforce_deadline`]): a request not answered by then gets `504` in the
+//! route's error shape, its handler is dropped, and the engine drops its work at the next
+//! batch or step. A stream that has started ends at the deadline with an error event and
+//! `[DONE]`. Each model request is counted once in `faultline_requests_total{model,status}`:
+//! by its handler, or as `504` by the middleware, or as `499` (nginx's "client closed
+//! request") when the client went away before an answer.
 
 use crate::config::{ModelKind, ServerConfig};
 use crate::engine::{LmEngine, LmJob, MlpEngine, SubmitError};
 use crate::metrics::Metrics;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use wire::error::{ErrorBody, ErrorDetail};
 use wire::health::HealthStatus;
@@ -73,6 +82,8 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     max_tokens_limit: u32,
     max_prompt_bytes: usize,
+    max_body_bytes: usize,
+    request_timeout: Duration,
     seed: u64,
     created_unix_s: u64,
     draining: AtomicBool,
@@ -92,6 +103,8 @@ impl AppState {
             metrics,
             max_tokens_limit: config.max_tokens_limit,
             max_prompt_bytes: config.max_prompt_bytes,
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout,
             seed: config.seed,
             created_unix_s: unix_now_s(),
             draining: AtomicBool::new(false),
@@ -192,13 +205,27 @@ impl ApiError {
         Self::unavailable("server is draining (shutting down); retry on another replica")
     }
 
-    fn from_body_rejection(r: BytesRejection) -> Self {
+    fn deadline_passed(timeout: Duration) -> Self {
+        Self {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            kind: "timeout",
+            message: format!(
+                "no answer within the request deadline of {} s (--request-timeout-s): the model is overloaded or stalled",
+                timeout.as_secs_f64()
+            ),
+            param: None,
+        }
+    }
+
+    fn from_body_rejection(r: BytesRejection, limit: usize) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 kind: "payload_too_large",
-                message: format!("request body exceeds --max-body-bytes: {}", r.body_text()),
-                param: None,
+                message: format!(
+                    "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+                ),
+                param: Some("body".into()),
             }
         } else {
             Self {
@@ -266,8 +293,80 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// All routes, with the body limit applied.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+/// When a request must be answered by: its arrival plus `--request-timeout-s`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub tokio::time::Instant);
+
+/// The model label a handler resolved, shared with [`enforce_deadline`] so a request it
+/// times out (or whose client leaves) is counted under the right model.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestLabel(Arc<Mutex<Option<String>>>);
+
+impl RequestLabel {
+    fn set(&self, label: &str) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(label.to_string());
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Counts a model request as `499` if it is dropped unanswered (the client went away).
+struct Unanswered {
+    app: Arc<AppState>,
+    label: RequestLabel,
+    armed: bool,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Some(label) = self.label.get() {
+                self.app.metrics.request_done(&label, CLIENT_CLOSED_REQUEST);
+            }
+        }
+    }
+}
+
+/// Status counted for a model request whose client left before its answer (nginx's 499).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// The per-request deadline (module docs).
+async fn enforce_deadline(
+    State(app): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + app.request_timeout;
+    let label = RequestLabel::default();
+    req.extensions_mut().insert(Deadline(deadline));
+    req.extensions_mut().insert(label.clone());
+    let mut unanswered = Unanswered {
+        app: app.clone(),
+        label: label.clone(),
+        armed: true,
+    };
+    let answer = tokio::time::timeout_at(deadline, next.run(req)).await;
+    unanswered.armed = false;
+    match answer {
+        Ok(resp) => resp,
+        Err(_) => {
+            if let Some(model) = label.get() {
+                app.metrics
+                    .request_done(&model, StatusCode::GATEWAY_TIMEOUT.as_u16());
+            }
+            ApiError::deadline_passed(app.request_timeout).into_response()
+        }
+    }
+}
+
+/// All routes, with the body limit and the deadline applied.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/v1/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/infer", post(infer))
@@ -279,6 +378,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            enforce_deadline,
+        ))
         .with_state(state)
 }
 
@@ -305,8 +408,9 @@ fn label_for(app: &AppState, name: &str) -> String {
 
 fn parse_json<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
+    max_body_bytes: usize,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(ApiError::from_body_rejection)?;
+    let bytes = body.map_err(|r| ApiError::from_body_rejection(r, max_body_bytes))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         let mut err = ApiError::bad_request("body", format!("invalid JSON body: {e}"));
         if let Some(field) = missing_field(&e.to_string()) {
@@ -326,11 +430,13 @@ fn missing_field(msg: &str) -> Option<String> {
 async fn infer(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Extension(request_label): Extension<RequestLabel>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let arrived = Instant::now();
     let _in_flight = app.enter();
     let label = label_for(&app, &name);
+    request_label.set(&label);
     let result = infer_inner(&app, &name, body).await;
     let status = match &result {
         Ok(_) => StatusCode::OK,
@@ -418,7 +524,7 @@ async fn infer_inner(
             ))
         }
     };
-    let req: InferRequest = parse_json(body)?;
+    let req: InferRequest = parse_json(body, app.max_body_bytes)?;
     let id = req.id.clone();
     let (rows, samples, batched) =
         validate_input(req, engine.input_dim(), engine.max_batch_size())?;
@@ -649,12 +755,21 @@ fn validate_completion(app: &AppState, req: CompletionRequest) -> Result<Complet
 /// `POST /v1/completions`.
 async fn completions(
     State(app): State<Arc<AppState>>,
+    Extension(request_label): Extension<RequestLabel>,
+    Extension(Deadline(deadline)): Extension<Deadline>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let arrived = Instant::now();
     let in_flight = app.enter();
     let mut label = UNKNOWN_MODEL_LABEL.to_string();
-    let result = completions_inner(&app, body, arrived, in_flight, &mut label).await;
+    request_label.set(&label);
+    let request = CompletionCtx {
+        arrived,
+        deadline,
+        in_flight,
+        request_label: &request_label,
+    };
+    let result = completions_inner(&app, body, request, &mut label).await;
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(e) => e.status,
@@ -666,19 +781,33 @@ async fn completions(
     }
 }
 
+/// What a completion handler carries besides its body.
+struct CompletionCtx<'a> {
+    arrived: Instant,
+    deadline: tokio::time::Instant,
+    in_flight: InFlight,
+    request_label: &'a RequestLabel,
+}
+
 async fn completions_inner(
     app: &Arc<AppState>,
     body: Result<Bytes, BytesRejection>,
-    arrived: Instant,
-    in_flight: InFlight,
+    request: CompletionCtx<'_>,
     label: &mut String,
 ) -> Result<Response, ApiError> {
+    let CompletionCtx {
+        arrived,
+        deadline,
+        in_flight,
+        request_label,
+    } = request;
     if app.draining.load(Ordering::Acquire) {
         app.metrics.request_shed(UNKNOWN_MODEL_LABEL, "draining");
         return Err(ApiError::draining());
     }
-    let req: CompletionRequest = parse_json(body)?;
+    let req: CompletionRequest = parse_json(body, app.max_body_bytes)?;
     *label = label_for(app, &req.model);
+    request_label.set(label);
     let c = validate_completion(app, req)?;
     let Some(Engine::Lm(engine)) = app.models.get(&c.model) else {
         return Err(ApiError::not_found(format!(
@@ -701,14 +830,20 @@ async fn completions_inner(
     let id = c.id;
     let created = unix_now_s();
     if c.stream {
-        return Ok(stream_response(
+        return Ok(stream_response(StreamState {
             rx,
             id,
             created,
-            c.model,
-            c.max_tokens,
-            in_flight,
-        ));
+            model: c.model,
+            max_tokens: c.max_tokens,
+            sent: 0,
+            ending: false,
+            finished: false,
+            deadline,
+            timeout: app.request_timeout,
+            metrics: app.metrics.clone(),
+            _in_flight: in_flight,
+        }));
     }
     let mut text = String::new();
     let mut n = 0u32;
@@ -742,6 +877,7 @@ async fn completions_inner(
     .into_response())
 }
 
+/// One SSE stream's state. Dropped before `finished` means the client went away.
 struct StreamState {
     rx: mpsc::UnboundedReceiver<u32>,
     id: String,
@@ -749,63 +885,70 @@ struct StreamState {
     model: String,
     max_tokens: u32,
     sent: u32,
+    /// The last event before `[DONE]` was sent (last token, or an error).
+    ending: bool,
+    /// `[DONE]` was sent.
     finished: bool,
+    deadline: tokio::time::Instant,
+    /// `--request-timeout-s`, for the deadline error's message.
+    timeout: Duration,
+    metrics: Arc<Metrics>,
     _in_flight: InFlight,
 }
 
-/// SSE: one `data: {chunk}` per token, then `data: [DONE]`. If the engine stops early, an
-/// `data: {"error":…}` event precedes `[DONE]`.
-fn stream_response(
-    rx: mpsc::UnboundedReceiver<u32>,
-    id: String,
-    created: u64,
-    model: String,
-    max_tokens: u32,
-    in_flight: InFlight,
-) -> Response {
-    let state = StreamState {
-        rx,
-        id,
-        created,
-        model,
-        max_tokens,
-        sent: 0,
-        finished: false,
-        _in_flight: in_flight,
-    };
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        if !self.ending {
+            self.metrics.stream_ended_early(&self.model, "client_gone");
+        }
+    }
+}
+
+/// SSE: one `data: {chunk}` per token, then `data: [DONE]`. If the engine stops early or
+/// the deadline passes, an `data: {"error":…}` event precedes `[DONE]`.
+fn stream_response(state: StreamState) -> Response {
     let events = futures_util::stream::unfold(state, |mut s| async move {
         if s.finished {
             return None;
         }
-        let event = match s.rx.recv().await {
-            Some(token) => {
-                s.sent += 1;
-                let chunk = CompletionChunk {
-                    id: s.id.clone(),
-                    object: "text_completion".into(),
-                    created: s.created,
-                    model: s.model.clone(),
-                    choices: vec![CompletionChoice {
-                        index: 0,
-                        text: models::lm::token_text(token).to_string(),
-                        logprobs: None,
-                        finish_reason: (s.sent >= s.max_tokens).then(|| "length".into()),
-                    }],
-                };
-                Event::default().json_data(chunk)
-            }
-            None if s.sent >= s.max_tokens => {
-                s.finished = true;
-                Ok(Event::default().data(STREAM_DONE))
-            }
-            None => {
-                // Engine stopped early: say so, then end the stream like vLLM does.
-                let err = ApiError::unavailable(format!(
-                    "model `{}`: engine stopped after {} of {} tokens",
-                    s.model, s.sent, s.max_tokens
-                ));
-                s.sent = s.max_tokens;
-                Event::default().json_data(err.body())
+        let event = if s.ending {
+            s.finished = true;
+            Ok(Event::default().data(STREAM_DONE))
+        } else {
+            let next = tokio::time::timeout_at(s.deadline, s.rx.recv()).await;
+            s.ending = true;
+            match next {
+                Ok(Some(token)) => {
+                    s.sent += 1;
+                    s.ending = s.sent >= s.max_tokens;
+                    Event::default().json_data(CompletionChunk {
+                        id: s.id.clone(),
+                        object: "text_completion".into(),
+                        created: s.created,
+                        model: s.model.clone(),
+                        choices: vec![CompletionChoice {
+                            index: 0,
+                            text: models::lm::token_text(token).to_string(),
+                            logprobs: None,
+                            finish_reason: s.ending.then(|| "length".into()),
+                        }],
+                    })
+                }
+                Ok(None) => {
+                    // Engine stopped early: say so, then end the stream like vLLM does.
+                    s.metrics.stream_ended_early(&s.model, "engine_stopped");
+                    let err = ApiError::unavailable(format!(
+                        "model `{}`: engine stopped after {} of {} tokens",
+                        s.model, s.sent, s.max_tokens
+                    ));
+                    Event::default().json_data(err.body())
+                }
+                Err(_) => {
+                    // Deadline: closing the channel stops generation at the engine's next step.
+                    s.rx.close();
+                    s.metrics.stream_ended_early(&s.model, "deadline");
+                    Event::default().json_data(ApiError::deadline_passed(s.timeout).body())
+                }
             }
         };
         let event =

@@ -85,37 +85,59 @@ pub struct Args {
     /// comma-separated). Default: `mlp=mlp` and `tiny-lm=lm`.
     #[arg(long = "model", env = "SERVER_MODEL", value_delimiter = ',')]
     pub models: Vec<ModelSpec>,
-    /// Most samples in one classifier batch.
+    /// Most samples in one classifier batch (1..=1024).
     #[arg(long, env = "SERVER_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
-    /// Longest a classifier request waits for a batch to fill, milliseconds.
+    /// Longest a classifier request waits for a batch to fill, milliseconds (0..=10000).
     #[arg(long, env = "SERVER_MAX_QUEUE_DELAY_MS", default_value_t = 2.0)]
     pub max_queue_delay_ms: f64,
     /// Batch sizes dispatched as soon as reached, comma-separated (e.g. `8,16`).
     #[arg(long, env = "SERVER_PREFERRED_BATCH_SIZES", value_delimiter = ',')]
     pub preferred_batch_sizes: Vec<usize>,
-    /// Most requests waiting per model; beyond it requests get 429.
+    /// Most requests waiting per model (1..=65536); beyond it requests get 429.
     #[arg(long, env = "SERVER_MAX_QUEUE", default_value_t = 256)]
     pub max_queue: usize,
-    /// Most sequences decoded together by the LM (continuous-batch width).
+    /// Most sequences decoded together by the LM, the continuous-batch width (1..=256).
     #[arg(long, env = "SERVER_LM_MAX_RUNNING", default_value_t = 16)]
     pub lm_max_running: usize,
-    /// Largest accepted `max_tokens`.
+    /// Largest accepted `max_tokens` (1..=65536); larger requests get 400.
     #[arg(long, env = "SERVER_MAX_TOKENS_LIMIT", default_value_t = 512)]
     pub max_tokens_limit: u32,
-    /// Longest accepted prompt, bytes (the byte-level LM prefills one byte per step).
+    /// Longest accepted prompt, bytes (1..=1048576); longer prompts get 400. The byte-level
+    /// LM prefills one byte per decode step.
     #[arg(long, env = "SERVER_MAX_PROMPT_BYTES", default_value_t = 8192)]
     pub max_prompt_bytes: usize,
-    /// Largest accepted request body, bytes; larger bodies get 413.
+    /// Largest accepted request body, bytes (1..=268435456); larger bodies get 413.
     #[arg(long, env = "SERVER_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// Longest a SIGTERM/Ctrl-C drain waits for in-flight requests, seconds.
+    /// Most open client connections (1..=65536); one more is answered 503 and closed.
+    /// Lowered to what the open-file limit allows, with a warning.
+    #[arg(long, env = "SERVER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most bytes of request head held per connection (8192..=1048576); a larger head
+    /// gets 431.
+    #[arg(long, env = "SERVER_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// A request head must be complete this long after its first byte (after the accept,
+    /// for a connection's first request), seconds (0 < s <= 3600); else the connection closes.
+    #[arg(long, env = "SERVER_HEADER_READ_TIMEOUT_S", default_value_t = 10.0)]
+    pub header_read_timeout_s: f64,
+    /// An idle keep-alive connection closes this long after its last response, seconds
+    /// (0 < s <= 3600).
+    #[arg(long, env = "SERVER_KEEP_ALIVE_TIMEOUT_S", default_value_t = 60.0)]
+    pub keep_alive_timeout_s: f64,
+    /// Deadline of every request from its head's arrival, seconds (0 < s <= 3600): a request
+    /// not answered by then gets 504; a stream still running ends with an error event.
+    #[arg(long, env = "SERVER_REQUEST_TIMEOUT_S", default_value_t = 60.0)]
+    pub request_timeout_s: f64,
+    /// Longest a SIGTERM/Ctrl-C drain waits for in-flight requests, seconds (0..=3600).
     #[arg(long, env = "SERVER_DRAIN_TIMEOUT_S", default_value_t = 10.0)]
     pub drain_timeout_s: f64,
     /// Seed for weights without a file and for sampling requests without a `seed`.
     #[arg(long, env = "SERVER_SEED", default_value_t = 0)]
     pub seed: u64,
-    /// Compute threads for candle's matmuls (sets RAYON_NUM_THREADS); default: all cores.
+    /// Compute threads for candle's matmuls (sets RAYON_NUM_THREADS; 1..=1024); default:
+    /// all cores.
     #[arg(long, env = "SERVER_THREADS")]
     pub threads: Option<usize>,
     /// An engine with work that has not progressed for this long is reported unhealthy, seconds.
@@ -160,6 +182,8 @@ pub struct ServerConfig {
     pub max_tokens_limit: u32,
     pub max_prompt_bytes: usize,
     pub max_body_bytes: usize,
+    pub conn: crate::conn::ConnLimits,
+    pub request_timeout: Duration,
     pub drain_timeout: Duration,
     pub seed: u64,
     pub threads: Option<usize>,
@@ -188,15 +212,35 @@ pub fn default_models() -> Vec<ModelSpec> {
     ]
 }
 
+/// Longest duration any flag accepts: an hour.
+const MAX_SECONDS: f64 = 3600.0;
+
 fn seconds(flag: &str, v: f64, problems: &mut Vec<String>) -> Duration {
     match Duration::try_from_secs_f64(v) {
-        Ok(d) => d,
-        Err(_) => {
+        Ok(d) if v <= MAX_SECONDS => d,
+        _ => {
             problems.push(format!(
-                "--{flag} = {v}: expected a finite number ≥ 0 (seconds)"
+                "--{flag} = {v}: expected a number of seconds in 0..={MAX_SECONDS}"
             ));
             Duration::ZERO
         }
+    }
+}
+
+/// A timeout: like [`seconds`] but zero is refused too.
+fn timeout(flag: &str, v: f64, problems: &mut Vec<String>) -> Duration {
+    let d = seconds(flag, v, problems);
+    if v == 0.0 {
+        problems.push(format!(
+            "--{flag} = 0: expected a number of seconds above 0 and at most {MAX_SECONDS}"
+        ));
+    }
+    d
+}
+
+fn within(flag: &str, v: usize, lo: usize, hi: usize, problems: &mut Vec<String>) {
+    if !(lo..=hi).contains(&v) {
+        problems.push(format!("--{flag} = {v}: expected {lo}..={hi}"));
     }
 }
 
@@ -204,19 +248,35 @@ impl Args {
     /// Checks every flag and reports all problems at once.
     pub fn validate(self) -> Result<ServerConfig, ConfigError> {
         let mut p = Vec::new();
-        let positive = |flag: &str, v: usize, p: &mut Vec<String>| {
-            if v == 0 {
-                p.push(format!("--{flag} = 0: expected ≥ 1"));
-            }
-        };
-        positive("max-batch-size", self.max_batch_size, &mut p);
-        positive("max-queue", self.max_queue, &mut p);
-        positive("lm-max-running", self.lm_max_running, &mut p);
-        positive("max-prompt-bytes", self.max_prompt_bytes, &mut p);
-        positive("max-body-bytes", self.max_body_bytes, &mut p);
-        positive("max-tokens-limit", self.max_tokens_limit as usize, &mut p);
-        if self.threads == Some(0) {
-            p.push("--threads = 0: expected ≥ 1".into());
+        within("max-batch-size", self.max_batch_size, 1, 1024, &mut p);
+        within("max-queue", self.max_queue, 1, 65536, &mut p);
+        within("lm-max-running", self.lm_max_running, 1, 256, &mut p);
+        within(
+            "max-prompt-bytes",
+            self.max_prompt_bytes,
+            1,
+            1 << 20,
+            &mut p,
+        );
+        within("max-body-bytes", self.max_body_bytes, 1, 1 << 28, &mut p);
+        within(
+            "max-tokens-limit",
+            self.max_tokens_limit as usize,
+            1,
+            65536,
+            &mut p,
+        );
+        within("max-connections", self.max_connections, 1, 65536, &mut p);
+        // hyper refuses read buffers under 8 KiB.
+        within(
+            "max-header-bytes",
+            self.max_header_bytes,
+            8192,
+            1 << 20,
+            &mut p,
+        );
+        if let Some(n) = self.threads {
+            within("threads", n, 1, 1024, &mut p);
         }
         for s in &self.preferred_batch_sizes {
             if *s == 0 || *s > self.max_batch_size {
@@ -232,6 +292,16 @@ impl Args {
             &mut p,
         );
         let drain_timeout = seconds("drain-timeout-s", self.drain_timeout_s, &mut p);
+        let header_read_timeout =
+            timeout("header-read-timeout-s", self.header_read_timeout_s, &mut p);
+        let keep_alive_timeout = timeout("keep-alive-timeout-s", self.keep_alive_timeout_s, &mut p);
+        let request_timeout = timeout("request-timeout-s", self.request_timeout_s, &mut p);
+        if self.max_queue_delay_ms > 10_000.0 {
+            p.push(format!(
+                "--max-queue-delay-ms = {}: expected 0..=10000",
+                self.max_queue_delay_ms
+            ));
+        }
         let engine_stall_threshold = seconds(
             "engine-stall-threshold-s",
             self.engine_stall_threshold_s,
@@ -267,6 +337,13 @@ impl Args {
             max_tokens_limit: self.max_tokens_limit,
             max_prompt_bytes: self.max_prompt_bytes,
             max_body_bytes: self.max_body_bytes,
+            conn: crate::conn::ConnLimits {
+                max_connections: self.max_connections,
+                max_header_bytes: self.max_header_bytes,
+                header_read_timeout,
+                keep_alive_timeout,
+            },
+            request_timeout,
             drain_timeout,
             seed: self.seed,
             threads: self.threads,
@@ -281,6 +358,27 @@ impl Args {
 }
 
 impl ServerConfig {
+    /// Every limit and timeout on one line, as logged at startup.
+    pub fn limits_line(&self) -> String {
+        format!(
+            "max-connections={} max-header-bytes={} header-read-timeout-s={} keep-alive-timeout-s={} \
+             request-timeout-s={} drain-timeout-s={} max-body-bytes={} max-prompt-bytes={} \
+             max-tokens-limit={} max-queue={} max-batch-size={} lm-max-running={}",
+            self.conn.max_connections,
+            self.conn.max_header_bytes,
+            self.conn.header_read_timeout.as_secs_f64(),
+            self.conn.keep_alive_timeout.as_secs_f64(),
+            self.request_timeout.as_secs_f64(),
+            self.drain_timeout.as_secs_f64(),
+            self.max_body_bytes,
+            self.max_prompt_bytes,
+            self.max_tokens_limit,
+            self.max_queue,
+            self.max_batch_size,
+            self.lm_max_running,
+        )
+    }
+
     /// Defaults as if `server` were run with no flags, listening on `listen`.
     pub fn with_defaults(listen: SocketAddr) -> Self {
         use clap::Parser;
@@ -343,5 +441,53 @@ mod tests {
         .validate()
         .expect_err("invalid");
         assert_eq!(e.0.len(), 4, "{e}");
+    }
+
+    #[test]
+    fn every_count_and_timeout_has_an_upper_bound_named_in_the_error() {
+        let e = Args::parse_from([
+            "server",
+            "--max-connections=100000",
+            "--max-header-bytes=100",
+            "--request-timeout-s=0",
+            "--keep-alive-timeout-s=NaN",
+            "--header-read-timeout-s=1e9",
+            "--lm-max-running=100000",
+            "--max-tokens-limit=1000000",
+            "--drain-timeout-s=-1",
+        ])
+        .validate()
+        .expect_err("invalid");
+        let text = e.to_string();
+        for needle in [
+            "--max-connections = 100000: expected 1..=65536",
+            "--max-header-bytes = 100: expected 8192..=1048576",
+            "--request-timeout-s = 0: expected",
+            "--keep-alive-timeout-s = NaN: expected",
+            "--header-read-timeout-s = 1000000000: expected",
+            "--lm-max-running = 100000: expected 1..=256",
+            "--max-tokens-limit = 1000000: expected 1..=65536",
+            "--drain-timeout-s = -1: expected",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+        }
+    }
+
+    #[test]
+    fn default_limits_are_all_on_the_startup_line() {
+        let cfg = Args::parse_from(["server"]).validate().expect("valid");
+        let line = cfg.limits_line();
+        for needle in [
+            "max-connections=1024",
+            "max-header-bytes=32768",
+            "header-read-timeout-s=10",
+            "keep-alive-timeout-s=60",
+            "request-timeout-s=60",
+            "max-body-bytes=1048576",
+            "max-prompt-bytes=8192",
+            "max-tokens-limit=512",
+        ] {
+            assert!(line.contains(needle), "missing {needle} in {line}");
+        }
     }
 }

@@ -230,6 +230,18 @@ fn mlp_loop(
             shared.health.set_load(q.len(), batch.len());
             batch
         };
+        // Requests whose handler is gone (client disconnected, deadline passed) are dropped
+        // here rather than computed.
+        let before = batch.len();
+        let batch: Vec<_> = batch
+            .into_iter()
+            .filter(|q| !q.item.reply.is_closed())
+            .collect();
+        metrics.requests_aborted(name, "client_gone", (before - batch.len()) as u64);
+        if batch.is_empty() {
+            shared.health.set_load(lock(&shared.queue).len(), 0);
+            continue;
+        }
         if !before_step(faults, steps_done, name) {
             return;
         }
@@ -429,7 +441,14 @@ fn lm_loop(
             }
         };
         let mut failed_to_start = 0;
+        let mut gone = 0u64;
         for a in admitted {
+            if a.item.tokens.is_closed() {
+                // Its handler gave up while it waited (client gone or deadline passed).
+                failed_to_start += 1;
+                gone += 1;
+                continue;
+            }
             metrics
                 .queue_time
                 .get_or_create(&labels)
@@ -452,8 +471,17 @@ fn lm_loop(
                 _ => failed_to_start += 1,
             }
         }
+        // A client that went away frees its slot now, not at its next token: while
+        // prefilling a long prompt a sequence sends nothing for up to --max-prompt-bytes steps.
+        let before = running.len();
+        running.retain(|r| !r.job.tokens.is_closed());
+        gone += (before - running.len()) as u64;
+        failed_to_start += before - running.len();
+        metrics.requests_aborted(name, "client_gone", gone);
         if failed_to_start > 0 {
-            lock(&shared.sched).finish(failed_to_start);
+            let mut s = lock(&shared.sched);
+            s.finish(failed_to_start);
+            shared.health.set_load(s.waiting(), s.running());
         }
         if running.is_empty() {
             continue;
@@ -527,6 +555,7 @@ fn advance(
     if r.job.tokens.send(token).is_err() {
         // The client went away: free the slot.
         r.done = true;
+        metrics.requests_aborted(&labels.model, "client_gone", 1);
         return;
     }
     if r.generated >= r.job.max_tokens {

@@ -12,13 +12,16 @@
 //! * [`engine`]: one OS thread per model driving those cores with candle; fault hooks.
 //! * [`health`]: per-engine liveness read by `/healthz` and `/readyz`.
 //! * [`metrics`]: the one `prometheus-client` registry.
-//! * [`api`]: axum routes, validation, error bodies, SSE.
+//! * [`api`]: axum routes, validation, error bodies, SSE, the per-request deadline.
+//! * [`conn`]: the accept loop and per-connection limits (cap, header bytes, header-read
+//!   and keep-alive timeouts), and how a drain closes connections.
 //!
 //! Not here: TLS, auth, GPU, tokenisers, multiple model versions.
 
 pub mod api;
 pub mod batcher;
 pub mod config;
+pub mod conn;
 pub mod engine;
 pub mod health;
 pub mod metrics;
@@ -35,7 +38,7 @@ use metrics::Metrics;
 use models::lm::{ByteLm, LmConfig};
 use models::mlp::{Mlp, MlpConfig};
 use std::collections::BTreeMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -75,6 +78,7 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     Some(p) => Mlp::load(p),
                     None => Mlp::seeded(MlpConfig::default(), config.seed),
                 }
+                .and_then(|m| m.frozen())
                 .with_context(|| format!("loading model `{}`", spec.name))?;
                 let batcher = BatcherConfig {
                     max_batch_size: config.max_batch_size,
@@ -104,6 +108,7 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     Some(p) => ByteLm::load(p),
                     None => ByteLm::seeded(LmConfig::default(), config.seed),
                 }
+                .and_then(|m| m.frozen())
                 .with_context(|| format!("loading model `{}`", spec.name))?;
                 tracing::info!(model = %spec.name, config = ?model.config(), "loaded language model");
                 let (e, t) = LmEngine::start(
@@ -153,8 +158,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then drains: `/readyz` and new model requests answer
-    /// 503 while in-flight requests (open streams included) finish, for at most the drain
-    /// timeout; then stops the engines.
+    /// 503, idle connections and half-received requests are closed at once, and in-flight
+    /// requests (open streams included) finish, for at most the drain timeout; then stops
+    /// the engines.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -167,34 +173,44 @@ impl Server {
             config,
             ..
         } = self;
-        let router = api::router(app.clone(), config.max_body_bytes);
-        let drain_started = Arc::new(tokio::sync::Notify::new());
-        let graceful = {
-            let app = app.clone();
-            let drain_started = drain_started.clone();
-            async move {
-                shutdown.await;
-                app.start_draining();
-                tracing::info!(in_flight = app.in_flight(), "draining");
-                drain_started.notify_one();
-                app.wait_idle().await;
+        let router = api::router(app.clone());
+        let drain = conn::DrainSignal::new();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut accept = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn::serve(
+            listener,
+            router,
+            config.conn,
+            app.metrics.clone(),
+            drain.clone(),
+            stop.clone(),
+        )));
+        tokio::select! {
+            () = shutdown => {}
+            r = &mut accept => {
+                // The accept loop only returns when stopped; a panic in it ends the server.
+                r.context("the accept loop failed")?;
             }
-        };
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(graceful)
-            .into_future();
-        let deadline = async {
-            drain_started.notified().await;
-            tokio::time::sleep(config.drain_timeout).await;
-        };
-        let outcome = tokio::select! {
-            r = serve => { r.context("serving HTTP")?; DrainOutcome::Complete }
-            () = deadline => {
+        }
+        app.start_draining();
+        drain.start();
+        tracing::info!(in_flight = app.in_flight(), "draining");
+        let outcome = match tokio::time::timeout(config.drain_timeout, app.wait_idle()).await {
+            Ok(()) => DrainOutcome::Complete,
+            Err(_) => {
                 let in_flight = app.in_flight();
                 tracing::warn!(in_flight, "drain timeout passed; stopping anyway");
                 DrainOutcome::TimedOut { in_flight }
             }
         };
+        // Stop accepting; let the last responses flush (bounded), then close the rest.
+        stop.cancel();
+        let linger = match outcome {
+            DrainOutcome::Complete => DRAIN_LINGER,
+            DrainOutcome::TimedOut { .. } => Duration::ZERO,
+        };
+        if tokio::time::timeout(linger, &mut accept).await.is_err() {
+            accept.abort();
+        }
         for e in &engines {
             match e {
                 Engine::Mlp(e) => e.shutdown(),
@@ -214,6 +230,27 @@ impl Server {
         tracing::info!(?outcome, "stopped");
         Ok(outcome)
     }
+}
+
+/// After a complete drain, how long connections get to flush their last response before
+/// they are closed.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// Open files the server keeps for itself beyond client connections (models, logs, the
+/// listener, the runtime).
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the open-file soft limit to the hard limit (as Go's runtime does) and returns
+/// how many client connections it allows.
+fn connection_budget() -> Option<usize> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    usize::try_from(limit.saturating_sub(RESERVED_FDS)).ok()
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
@@ -259,6 +296,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let mut config = config;
+    if let Some(budget) = connection_budget() {
+        if config.conn.max_connections > budget {
+            tracing::warn!(
+                requested = config.conn.max_connections,
+                allowed = budget,
+                "--max-connections is above what the open-file limit allows; lowered"
+            );
+            config.conn.max_connections = budget.max(1);
+        }
+    }
+    tracing::info!(limits = %config.limits_line(), "limits");
     runtime.block_on(async move {
         let server = Server::bind(config).await?;
         {

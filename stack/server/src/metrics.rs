@@ -28,6 +28,12 @@ pub struct ShedLabels {
     pub reason: String,
 }
 
+/// `{reason}` of a connection the server closed: `header_timeout`, `idle_timeout`, `drain`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub reason: String,
+}
+
 type HistogramFamily = Family<ModelLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -71,6 +77,19 @@ pub struct Metrics {
     pub waiting: Family<ModelLabels, Gauge>,
     /// `faultline_num_requests_running{model}`: in a batch being computed / sequences decoding.
     pub running: Family<ModelLabels, Gauge>,
+    /// `faultline_requests_aborted_total{model,reason}`: requests the engine dropped before
+    /// finishing them, `reason` `client_gone` (disconnected, or its deadline passed and the
+    /// handler gave up) — their slots are freed at the next batch or decode step.
+    pub aborted: Family<ShedLabels, Counter>,
+    /// `faultline_streams_ended_early_total{model,reason}`: streams cut before their last
+    /// token, `reason` `deadline`, `engine_stopped` or `client_gone`.
+    pub streams_ended_early: Family<ShedLabels, Counter>,
+    /// `faultline_connections_open`: client connections being served.
+    pub connections_open: Gauge,
+    /// `faultline_connections_rejected_total`: connections refused at `--max-connections`.
+    pub connections_rejected: Counter,
+    /// `faultline_connections_closed_total{reason}`: connections the server closed.
+    pub connections_closed: Family<CloseLabels, Counter>,
 }
 
 impl Metrics {
@@ -89,6 +108,36 @@ impl Metrics {
         let prompt_tokens = Family::default();
         let waiting = Family::default();
         let running = Family::default();
+        let aborted = Family::default();
+        let streams_ended_early = Family::default();
+        let connections_open = Gauge::default();
+        let connections_rejected = Counter::default();
+        let connections_closed = Family::default();
+        registry.register(
+            "requests_aborted",
+            "Requests the engine dropped unfinished because their client went away",
+            aborted.clone(),
+        );
+        registry.register(
+            "streams_ended_early",
+            "Streams cut before their last token, by reason",
+            streams_ended_early.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections being served",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections refused because --max-connections were open",
+            connections_rejected.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by the server, by reason",
+            connections_closed.clone(),
+        );
         registry.register(
             "requests",
             "Finished requests to model endpoints, by HTTP status",
@@ -159,6 +208,11 @@ impl Metrics {
             prompt_tokens,
             waiting,
             running,
+            aborted,
+            streams_ended_early,
+            connections_open,
+            connections_rejected,
+            connections_closed,
         }
     }
 
@@ -175,6 +229,37 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 model: model.to_string(),
                 status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one connection closed by the server.
+    pub fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&CloseLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts `n` requests the engine dropped unfinished.
+    pub fn requests_aborted(&self, model: &str, reason: &str, n: u64) {
+        if n > 0 {
+            self.aborted
+                .get_or_create(&ShedLabels {
+                    model: model.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Counts one stream cut before its last token.
+    pub fn stream_ended_early(&self, model: &str, reason: &str) {
+        self.streams_ended_early
+            .get_or_create(&ShedLabels {
+                model: model.to_string(),
+                reason: reason.to_string(),
             })
             .inc();
     }

@@ -331,7 +331,7 @@ async fn bad_inputs_get_4xx_naming_the_problem() {
         ("string data", "/v2/models/mlp/infer", r#"{"inputs":[{"name":"i","shape":[1],"datatype":"FP32","data":["x"]}]}"#.into(), 400, Some("body"), "invalid type"),
         ("unknown model infer", "/v2/models/nope/infer", fp32(json!([256]), 256).to_string().into(), 404, None, "nope"),
         ("lm on infer route", "/v2/models/tiny-lm/infer", fp32(json!([256]), 256).to_string().into(), 400, Some("model"), "/v1/completions"),
-        ("oversized body", "/v2/models/mlp/infer", fp32(json!([32, 256]), 40_000).to_string().into(), 413, None, "max-body-bytes"),
+        ("oversized body", "/v2/models/mlp/infer", fp32(json!([32, 256]), 40_000).to_string().into(), 413, Some("body"), "limit of 65536 bytes (--max-body-bytes)"),
         ("unknown model completion", "/v1/completions", json!({"model":"nope","prompt":"a"}).to_string().into(), 404, None, "nope"),
         ("classifier on completions", "/v1/completions", json!({"model":"mlp","prompt":"a"}).to_string().into(), 400, Some("model"), "/infer"),
         ("missing prompt", "/v1/completions", json!({"model":"tiny-lm"}).to_string().into(), 400, Some("prompt"), "missing field"),
