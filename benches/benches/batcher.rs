@@ -22,6 +22,7 @@ fn push_poll(c: &mut Criterion) {
                         max_queue_delay: Duration::from_millis(2),
                         preferred_batch_sizes: vec![],
                         max_queue: 4096,
+                        max_queue_wait: None,
                     });
                     let mut dispatched = 0usize;
                     for i in 0..requests {

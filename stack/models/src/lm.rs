@@ -392,7 +392,10 @@ mod tests {
     fn frozen_model_saves_weights_that_load_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("lm.safetensors");
-        let frozen = ByteLm::seeded(small(), 5).expect("lm").frozen().expect("frozen");
+        let frozen = ByteLm::seeded(small(), 5)
+            .expect("lm")
+            .frozen()
+            .expect("frozen");
         frozen.save(&path).expect("save");
         let loaded = ByteLm::load(&path).expect("load");
         assert_eq!(

@@ -268,7 +268,10 @@ mod tests {
         );
         frozen.save(&path).expect("save");
         assert_eq!(
-            Mlp::load(&path).expect("load").infer(&input(3, 8)).expect("c"),
+            Mlp::load(&path)
+                .expect("load")
+                .infer(&input(3, 8))
+                .expect("c"),
             frozen.infer(&input(3, 8)).expect("d")
         );
     }

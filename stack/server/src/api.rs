@@ -12,6 +12,7 @@
 //! by its handler, or as `504` by the middleware, or as `499` (nginx's "client closed
 //! request") when the client went away before an answer.
 
+use crate::admission::Overload;
 use crate::config::{ModelKind, ServerConfig};
 use crate::engine::{LmEngine, LmJob, MlpEngine, SubmitError};
 use crate::metrics::Metrics;
@@ -239,13 +240,25 @@ impl ApiError {
 
     fn from_submit(e: SubmitError, model: &str, metrics: &Metrics) -> Self {
         match e {
-            SubmitError::QueueFull(n) => {
+            SubmitError::Overloaded(Overload::QueueFull { waiting }) => {
                 metrics.request_shed(model, "queue_full");
                 Self {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     kind: "queue_full",
                     message: format!(
-                        "model `{model}` has {n} requests waiting (--max-queue); retry later"
+                        "model `{model}` has {waiting} requests waiting, the limit (--max-queue); retry later"
+                    ),
+                    param: None,
+                }
+            }
+            SubmitError::Overloaded(Overload::QueueWait { estimated }) => {
+                metrics.request_shed(model, "queue_wait");
+                Self {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    kind: "queue_full",
+                    message: format!(
+                        "model `{model}` is overloaded: this request would wait about {:.0} ms, past --max-queue-wait-ms; retry later",
+                        estimated.as_secs_f64().min(1e9) * 1000.0
                     ),
                     param: None,
                 }
@@ -524,6 +537,10 @@ async fn infer_inner(
             ))
         }
     };
+    // Shed before parsing: under overload most requests end here, cheaply.
+    engine
+        .admission()
+        .map_err(|e| ApiError::from_submit(e, name, &app.metrics))?;
     let req: InferRequest = parse_json(body, app.max_body_bytes)?;
     let id = req.id.clone();
     let (rows, samples, batched) =

@@ -9,10 +9,16 @@
 //! 2. a prefix of the queue adds up to one of `preferred_batch_sizes` (the largest such), or
 //! 3. the oldest request has waited `max_queue_delay`.
 //!
-//! Requests are never split and leave in FIFO order. The queue is bounded by `max_queue`
-//! requests: [`DynamicBatcher::push`] refuses beyond it, so waiting time stays bounded.
+//! Requests are never split and leave in FIFO order. [`DynamicBatcher::push`] refuses a
+//! request ([`Overload`]) when `max_queue` requests wait or when its estimated wait exceeds
+//! `max_queue_wait` (see [`crate::admission`]): the rest of the batch being computed, plus
+//! one batch time for every full batch queued ahead of the one the request will ride, at
+//! the time per batch measured from batches at least half full
+//! ([`DynamicBatcher::batch_done`]; a lightly loaded engine runs small batches, which say
+//! little about its saturated speed, and needs no shedding anyway).
 //! No clocks, threads or sockets here; the engine shell in [`crate::engine`] drives it.
 
+use crate::admission::{self, Overload, Throughput};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -27,6 +33,8 @@ pub struct BatcherConfig {
     pub preferred_batch_sizes: Vec<usize>,
     /// Most requests waiting (≥ 1).
     pub max_queue: usize,
+    /// Refuse a request whose estimated wait exceeds this; `None`: never.
+    pub max_queue_wait: Option<Duration>,
 }
 
 /// A request in the queue.
@@ -52,8 +60,8 @@ pub enum Decision<T> {
 /// Why [`DynamicBatcher::push`] refused a request; the request is handed back.
 #[derive(Debug)]
 pub enum PushError<T> {
-    /// `max_queue` requests are already waiting.
-    QueueFull(T),
+    /// The queue is overloaded.
+    Overloaded(T, Overload),
     /// The request has 0 samples or more than `max_batch_size`: it could never be dispatched.
     BadSize(T),
 }
@@ -64,6 +72,10 @@ pub struct DynamicBatcher<T> {
     config: BatcherConfig,
     queue: VecDeque<Queued<T>>,
     samples_waiting: usize,
+    /// Batches (at least half full) per second of compute.
+    batches: Throughput,
+    /// When the batch being computed was dispatched.
+    computing_since: Option<Instant>,
 }
 
 impl<T> DynamicBatcher<T> {
@@ -72,6 +84,8 @@ impl<T> DynamicBatcher<T> {
             config,
             queue: VecDeque::new(),
             samples_waiting: 0,
+            batches: Throughput::default(),
+            computing_since: None,
         }
     }
 
@@ -93,13 +107,45 @@ impl<T> DynamicBatcher<T> {
         self.samples_waiting
     }
 
+    /// About how long a request of `samples` samples arriving at `now` would wait for its
+    /// batch to start; `None` until a batch time has been measured.
+    pub fn estimated_wait(&self, samples: usize, now: Instant) -> Option<Duration> {
+        let batch = self.batches.time_for(1)?;
+        let position = self.samples_waiting + samples;
+        let batches_ahead = position
+            .div_ceil(self.config.max_batch_size)
+            .saturating_sub(1);
+        let in_progress = self.computing_since.map_or(Duration::ZERO, |t| {
+            batch.saturating_sub(now.saturating_duration_since(t))
+        });
+        Some(in_progress.saturating_add(self.batches.time_for(batches_ahead as u64)?))
+    }
+
+    /// Whether a request of `samples` samples would be refused as overloaded at `now`.
+    pub fn overload(&self, samples: usize, now: Instant) -> Option<Overload> {
+        admission::check(
+            self.queue.len(),
+            self.config.max_queue,
+            self.estimated_wait(samples, now),
+            self.config.max_queue_wait,
+        )
+    }
+
+    /// The batch last dispatched, of `samples` samples, took `exec` to compute.
+    pub fn batch_done(&mut self, samples: usize, exec: Duration) {
+        self.computing_since = None;
+        if samples * 2 >= self.config.max_batch_size {
+            self.batches.observe(1, exec);
+        }
+    }
+
     /// Queues a request of `samples` samples that arrived at `now`.
     pub fn push(&mut self, item: T, samples: usize, now: Instant) -> Result<(), PushError<T>> {
         if samples == 0 || samples > self.config.max_batch_size {
             return Err(PushError::BadSize(item));
         }
-        if self.queue.len() >= self.config.max_queue {
-            return Err(PushError::QueueFull(item));
+        if let Some(why) = self.overload(samples, now) {
+            return Err(PushError::Overloaded(item, why));
         }
         self.samples_waiting += samples;
         self.queue.push_back(Queued {
@@ -144,6 +190,7 @@ impl<T> DynamicBatcher<T> {
         };
         let batch: Vec<Queued<T>> = self.queue.drain(..take).collect();
         self.samples_waiting -= batch.iter().map(|q| q.samples).sum::<usize>();
+        self.computing_since = Some(now);
         Decision::Dispatch(batch)
     }
 
@@ -165,6 +212,7 @@ mod tests {
             max_queue_delay: Duration::from_millis(delay_ms),
             preferred_batch_sizes: preferred.to_vec(),
             max_queue,
+            max_queue_wait: None,
         }
     }
 
@@ -244,9 +292,52 @@ mod tests {
         let mut b = DynamicBatcher::new(cfg(4, 1, &[], 2));
         b.push(1, 1, t0).expect("room");
         b.push(2, 1, t0).expect("room");
-        assert!(matches!(b.push(3, 1, t0), Err(PushError::QueueFull(3))));
+        assert!(matches!(
+            b.push(3, 1, t0),
+            Err(PushError::Overloaded(3, Overload::QueueFull { waiting: 2 }))
+        ));
         assert!(matches!(b.push(4, 5, t0), Err(PushError::BadSize(4))));
         assert!(matches!(b.push(5, 0, t0), Err(PushError::BadSize(5))));
+    }
+
+    #[test]
+    fn requests_whose_estimated_wait_exceeds_the_budget_are_refused() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = DynamicBatcher::new(BatcherConfig {
+            max_queue_wait: Some(ms(50)),
+            ..cfg(4, 1, &[], 100)
+        });
+        // Small batches measure nothing; without a measurement only the count applies.
+        b.batch_done(1, ms(100));
+        assert_eq!(b.estimated_wait(1, t0), None);
+        for i in 0..8 {
+            b.push(i, 1, t0).expect("no batch time measured yet");
+        }
+        // A full batch of 4 took 20 ms.
+        b.batch_done(4, ms(20));
+        assert_eq!(
+            b.estimated_wait(1, t0),
+            Some(ms(40)),
+            "2 full batches ahead"
+        );
+        // A batch is being computed: 15 ms of it are left at t0 + 5 ms.
+        assert_eq!(ids(b.poll(t0)), vec![0, 1, 2, 3]);
+        assert_eq!(b.estimated_wait(1, t0 + ms(5)), Some(ms(15 + 20)));
+        for i in 8..12 {
+            b.push(i, 1, t0 + ms(5))
+                .expect("rides the next batch: 35 ms");
+        }
+        assert!(matches!(
+            b.push(12, 1, t0 + ms(5)),
+            Err(PushError::Overloaded(12, Overload::QueueWait { estimated })) if estimated == ms(55)
+        ));
+        b.batch_done(4, ms(20));
+        assert_eq!(
+            b.estimated_wait(1, t0 + ms(20)),
+            Some(ms(40)),
+            "nothing in progress"
+        );
     }
 
     proptest! {

@@ -97,6 +97,16 @@ pub struct Args {
     /// Most requests waiting per model (1..=65536); beyond it requests get 429.
     #[arg(long, env = "SERVER_MAX_QUEUE", default_value_t = 256)]
     pub max_queue: usize,
+    /// Refuse a classifier request (429) whose estimated queueing time — the batch in
+    /// progress and the full batches ahead of it, at the measured time per batch — exceeds
+    /// this, milliseconds (0..=60000; 0 turns it off).
+    #[arg(long, env = "SERVER_MAX_QUEUE_WAIT_MS", default_value_t = 50.0)]
+    pub max_queue_wait_ms: f64,
+    /// Refuse a completion (429) whose estimated wait for a decode slot — sequences ahead of
+    /// it, at the measured rate slots free up — exceeds this, milliseconds (0..=60000; 0
+    /// turns it off). Lower than the classifier's: an LM's cycle is one decode step.
+    #[arg(long, env = "SERVER_LM_MAX_QUEUE_WAIT_MS", default_value_t = 30.0)]
+    pub lm_max_queue_wait_ms: f64,
     /// Most sequences decoded together by the LM, the continuous-batch width (1..=256).
     #[arg(long, env = "SERVER_LM_MAX_RUNNING", default_value_t = 16)]
     pub lm_max_running: usize,
@@ -178,6 +188,10 @@ pub struct ServerConfig {
     pub max_queue_delay: Duration,
     pub preferred_batch_sizes: Vec<usize>,
     pub max_queue: usize,
+    /// `None` when `--max-queue-wait-ms 0`.
+    pub max_queue_wait: Option<Duration>,
+    /// `None` when `--lm-max-queue-wait-ms 0`.
+    pub lm_max_queue_wait: Option<Duration>,
     pub lm_max_running: usize,
     pub max_tokens_limit: u32,
     pub max_prompt_bytes: usize,
@@ -238,6 +252,15 @@ fn timeout(flag: &str, v: f64, problems: &mut Vec<String>) -> Duration {
     d
 }
 
+/// A queueing budget in milliseconds, 0..=60000; 0 turns it off (`None`).
+fn queue_wait(flag: &str, ms: f64, problems: &mut Vec<String>) -> Option<Duration> {
+    if ms > 60_000.0 {
+        problems.push(format!("--{flag} = {ms}: expected 0..=60000"));
+    }
+    let d = seconds(flag, ms / 1000.0, problems);
+    (!d.is_zero()).then_some(d)
+}
+
 fn within(flag: &str, v: usize, lo: usize, hi: usize, problems: &mut Vec<String>) {
     if !(lo..=hi).contains(&v) {
         problems.push(format!("--{flag} = {v}: expected {lo}..={hi}"));
@@ -296,6 +319,9 @@ impl Args {
             timeout("header-read-timeout-s", self.header_read_timeout_s, &mut p);
         let keep_alive_timeout = timeout("keep-alive-timeout-s", self.keep_alive_timeout_s, &mut p);
         let request_timeout = timeout("request-timeout-s", self.request_timeout_s, &mut p);
+        let max_queue_wait = queue_wait("max-queue-wait-ms", self.max_queue_wait_ms, &mut p);
+        let lm_max_queue_wait =
+            queue_wait("lm-max-queue-wait-ms", self.lm_max_queue_wait_ms, &mut p);
         if self.max_queue_delay_ms > 10_000.0 {
             p.push(format!(
                 "--max-queue-delay-ms = {}: expected 0..=10000",
@@ -333,6 +359,8 @@ impl Args {
             max_queue_delay,
             preferred_batch_sizes: preferred,
             max_queue: self.max_queue,
+            max_queue_wait,
+            lm_max_queue_wait,
             lm_max_running: self.lm_max_running,
             max_tokens_limit: self.max_tokens_limit,
             max_prompt_bytes: self.max_prompt_bytes,
@@ -363,7 +391,8 @@ impl ServerConfig {
         format!(
             "max-connections={} max-header-bytes={} header-read-timeout-s={} keep-alive-timeout-s={} \
              request-timeout-s={} drain-timeout-s={} max-body-bytes={} max-prompt-bytes={} \
-             max-tokens-limit={} max-queue={} max-batch-size={} lm-max-running={}",
+             max-tokens-limit={} max-queue={} max-queue-wait-ms={} lm-max-queue-wait-ms={} \
+             max-batch-size={} lm-max-running={}",
             self.conn.max_connections,
             self.conn.max_header_bytes,
             self.conn.header_read_timeout.as_secs_f64(),
@@ -374,6 +403,8 @@ impl ServerConfig {
             self.max_prompt_bytes,
             self.max_tokens_limit,
             self.max_queue,
+            self.max_queue_wait.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            self.lm_max_queue_wait.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             self.max_batch_size,
             self.lm_max_running,
         )

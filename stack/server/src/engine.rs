@@ -10,6 +10,7 @@
 //! Fault hooks ([`EngineFaults`]) wedge the loop, end the thread, or slow every step; they are
 //! off unless the hidden `SERVER_FAULT_*` flags are set.
 
+use crate::admission::Overload;
 use crate::batcher::{BatcherConfig, Decision, DynamicBatcher, PushError};
 use crate::config::EngineFaults;
 use crate::health::EngineHealth;
@@ -27,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    /// The bounded queue is full: answer 429.
-    #[error("queue full: {0} requests already waiting")]
-    QueueFull(usize),
+    /// The queue is overloaded: answer 429.
+    #[error("overloaded: {0:?}")]
+    Overloaded(Overload),
     /// The engine is dead, stalled or shutting down: answer 503.
     #[error("{0}")]
     Unavailable(String),
@@ -150,6 +151,22 @@ impl MlpEngine {
         &self.shared.health
     }
 
+    /// Whether a request would be refused now (shutting down, unhealthy, overloaded),
+    /// without queueing one: the handler asks before parsing a body, so shedding under
+    /// overload costs little CPU. [`MlpEngine::submit`] checks again.
+    pub fn admission(&self) -> Result<(), SubmitError> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(SubmitError::Unavailable("engine is shutting down".into()));
+        }
+        if let Some(problem) = self.shared.health.problem() {
+            return Err(SubmitError::Unavailable(problem));
+        }
+        match lock(&self.shared.queue).overload(1, Instant::now()) {
+            Some(why) => Err(SubmitError::Overloaded(why)),
+            None => Ok(()),
+        }
+    }
+
     /// Queues `samples` rows (`rows.len() == samples * input_dim`, checked by the caller).
     pub fn submit(
         &self,
@@ -177,7 +194,7 @@ impl MlpEngine {
                 self.shared.wake.notify_one();
                 Ok(rx)
             }
-            Err(PushError::QueueFull(_)) => Err(SubmitError::QueueFull(q.len())),
+            Err(PushError::Overloaded(_, why)) => Err(SubmitError::Overloaded(why)),
             Err(PushError::BadSize(_)) => Err(SubmitError::TooManySamples {
                 samples,
                 max: q.config().max_batch_size,
@@ -287,8 +304,9 @@ fn mlp_loop(
             }
         }
         steps_done += 1;
-        let waiting = lock(&shared.queue).len();
-        shared.health.set_load(waiting, 0);
+        let mut q = lock(&shared.queue);
+        q.batch_done(samples, dispatched.elapsed());
+        shared.health.set_load(q.len(), 0);
     }
 }
 
@@ -352,18 +370,21 @@ struct Running {
 
 impl LmEngine {
     /// Starts the engine thread for `model`: at most `max_running` sequences decode together,
-    /// at most `max_waiting` wait.
+    /// at most `max_waiting` wait, and none is queued while the oldest waiting has waited
+    /// longer than `max_wait`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         name: &str,
         model: ByteLm,
         max_running: usize,
         max_waiting: usize,
+        max_wait: Option<Duration>,
         faults: EngineFaults,
         stall_threshold: Duration,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let shared = Arc::new(LmShared {
-            sched: Mutex::new(ContinuousScheduler::new(max_running, max_waiting)),
+            sched: Mutex::new(ContinuousScheduler::new(max_running, max_waiting, max_wait)),
             wake: Condvar::new(),
             health: EngineHealth::new(name, stall_threshold),
             shutdown: AtomicBool::new(false),
@@ -402,7 +423,7 @@ impl LmEngine {
                 self.shared.wake.notify_one();
                 Ok(())
             }
-            Err(_) => Err(SubmitError::QueueFull(s.waiting())),
+            Err((_, why)) => Err(SubmitError::Overloaded(why)),
         }
     }
 
@@ -517,6 +538,11 @@ fn lm_loop(
         running.retain(|r| !r.done);
         let mut s = lock(&shared.sched);
         s.finish(before - running.len());
+        s.step_done(
+            before,
+            before - running.len(),
+            now.saturating_duration_since(started),
+        );
         shared.health.set_load(s.waiting(), s.running());
         drop(s);
         steps_done += 1;

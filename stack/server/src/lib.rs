@@ -7,6 +7,7 @@
 //!
 //! Codemap:
 //! * [`config`]: flags (`SERVER_*` env vars too) → validated [`ServerConfig`].
+//! * [`admission`]: sans-IO admission control (count bound, estimated wait vs budget).
 //! * [`batcher`]: sans-IO dynamic batcher (`push`/`poll` → `Dispatch | WaitUntil | Idle`).
 //! * [`scheduler`]: sans-IO continuous-batching scheduler for the LM.
 //! * [`engine`]: one OS thread per model driving those cores with candle; fault hooks.
@@ -18,6 +19,7 @@
 //!
 //! Not here: TLS, auth, GPU, tokenisers, multiple model versions.
 
+pub mod admission;
 pub mod api;
 pub mod batcher;
 pub mod config;
@@ -85,6 +87,7 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     max_queue_delay: config.max_queue_delay,
                     preferred_batch_sizes: config.preferred_batch_sizes.clone(),
                     max_queue: config.max_queue,
+                    max_queue_wait: config.max_queue_wait,
                 };
                 tracing::info!(model = %spec.name, config = ?model.config(), "loaded classifier");
                 // A batcher legitimately idles up to max_queue_delay with work queued.
@@ -116,6 +119,7 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     model,
                     config.lm_max_running,
                     config.max_queue,
+                    config.lm_max_queue_wait,
                     config.faults,
                     config.engine_stall_threshold,
                     metrics.clone(),

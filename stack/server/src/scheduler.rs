@@ -1,11 +1,15 @@
 //! Sans-IO continuous-batching scheduler for the language model.
 //!
-//! Sequences wait in a bounded FIFO queue ([`ContinuousScheduler::push`]) and are admitted
+//! Sequences wait in a bounded FIFO queue ([`ContinuousScheduler::push`], refusing with an
+//! [`Overload`] at `max_waiting`, or when the sequence would wait longer than `max_wait` for
+//! a slot: sequences ahead of it that find no free slot, at the rate slots free up, measured
+//! from decode steps run with every slot taken — [`crate::admission`]) and are admitted
 //! into the running set between decode steps ([`ContinuousScheduler::admit`]) while fewer than
 //! `max_running` run; finished or cancelled sequences leave the running set
 //! ([`ContinuousScheduler::finish`]), freeing their slot for the next step. The scheduler only
 //! counts running sequences; the engine shell in [`crate::engine`] owns their state.
 
+use crate::admission::{self, Overload, Throughput};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -23,26 +27,59 @@ pub struct ContinuousScheduler<T> {
     running: usize,
     max_running: usize,
     max_waiting: usize,
+    max_wait: Option<Duration>,
+    /// Sequences finished per second of decoding with every slot taken.
+    slot_frees: Throughput,
 }
 
 impl<T> ContinuousScheduler<T> {
-    /// `max_running` ≥ 1 sequences decode together; `max_waiting` ≥ 1 may wait.
-    pub fn new(max_running: usize, max_waiting: usize) -> Self {
+    /// `max_running` ≥ 1 sequences decode together; `max_waiting` ≥ 1 may wait; none is
+    /// admitted to the queue while the oldest waiting has waited longer than `max_wait`.
+    pub fn new(max_running: usize, max_waiting: usize, max_wait: Option<Duration>) -> Self {
         Self {
             waiting: VecDeque::new(),
             running: 0,
             max_running: max_running.max(1),
             max_waiting: max_waiting.max(1),
+            max_wait,
+            slot_frees: Throughput::default(),
         }
     }
 
-    /// Queues a sequence; hands it back when `max_waiting` are already waiting.
-    pub fn push(&mut self, item: T, now: Instant) -> Result<(), T> {
-        if self.waiting.len() >= self.max_waiting {
-            return Err(item);
+    /// Whether a sequence would be refused as overloaded now.
+    pub fn overload(&self) -> Option<Overload> {
+        let waiting = self.waiting.len();
+        if waiting >= self.max_waiting {
+            return Some(Overload::QueueFull { waiting });
+        }
+        let free = self.max_running.saturating_sub(self.running);
+        let ahead = (self.waiting.len() + 1).saturating_sub(free);
+        if ahead == 0 {
+            return None;
+        }
+        admission::check(
+            waiting,
+            self.max_waiting,
+            self.slot_frees.time_for(ahead as u64),
+            self.max_wait,
+        )
+    }
+
+    /// Queues a sequence; hands it back, with the reason, when the queue is overloaded.
+    pub fn push(&mut self, item: T, now: Instant) -> Result<(), (T, Overload)> {
+        if let Some(why) = self.overload() {
+            return Err((item, why));
         }
         self.waiting.push_back((item, now));
         Ok(())
+    }
+
+    /// A decode step with `ran` sequences took `busy` and ended `finished` of them.
+    /// Only steps with every slot taken measure how fast slots free up.
+    pub fn step_done(&mut self, ran: usize, finished: usize, busy: Duration) {
+        if ran >= self.max_running {
+            self.slot_frees.observe(finished as u64, busy);
+        }
     }
 
     /// Moves waiting sequences into the running set, oldest first, up to `max_running`.
@@ -87,7 +124,7 @@ mod tests {
     #[test]
     fn admits_up_to_max_running_in_fifo_order() {
         let t0 = Instant::now();
-        let mut s = ContinuousScheduler::new(2, 10);
+        let mut s = ContinuousScheduler::new(2, 10, None);
         for i in 0..3 {
             s.push(i, t0).expect("room");
         }
@@ -105,9 +142,36 @@ mod tests {
     #[test]
     fn full_queue_hands_the_sequence_back() {
         let t0 = Instant::now();
-        let mut s = ContinuousScheduler::new(1, 1);
+        let mut s = ContinuousScheduler::new(1, 1, None);
         s.push("a", t0).expect("room");
-        assert_eq!(s.push("b", t0), Err("b"));
+        assert_eq!(
+            s.push("b", t0),
+            Err(("b", Overload::QueueFull { waiting: 1 }))
+        );
+    }
+
+    #[test]
+    fn sequences_that_would_wait_past_the_budget_for_a_slot_are_refused() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = ContinuousScheduler::new(2, 100, Some(ms(10)));
+        s.push("a", t0).expect("free slot");
+        s.push("b", t0).expect("free slot");
+        assert_eq!(s.admit(t0).len(), 2);
+        // Steps with a free slot measure nothing.
+        s.step_done(1, 0, ms(50));
+        s.push("c", t0).expect("no rate measured: count bound only");
+        // Full steps: one sequence ends per 5 ms, so 10 ms of waiting is 2 ahead.
+        s.step_done(2, 1, ms(5));
+        s.step_done(2, 3, ms(15));
+        s.push("d", t0).expect("2 ahead: 10 ms");
+        assert_eq!(
+            s.push("e", t0),
+            Err(("e", Overload::QueueWait { estimated: ms(15) }))
+        );
+        s.finish(2);
+        assert_eq!(s.admit(t0).len(), 2, "c and d run");
+        s.push("f", t0).expect("1 ahead again");
     }
 
     proptest! {
@@ -121,7 +185,7 @@ mod tests {
             ops in proptest::collection::vec(0u8..3, 0..200),
         ) {
             let t0 = Instant::now();
-            let mut s = ContinuousScheduler::new(max_running, max_waiting);
+            let mut s = ContinuousScheduler::new(max_running, max_waiting, None);
             let (mut next, mut accepted, mut admitted) = (0usize, vec![], vec![]);
             for op in ops {
                 match op {

@@ -470,3 +470,78 @@ fn help_lists_every_limit_with_its_default() {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
+
+/// Under overload a model sheds by queueing time, not only by queue length: once a batch
+/// time has been measured, a request that would wait past `--max-queue-wait-ms` gets 429 at
+/// once, long before `--max-queue` requests wait.
+#[tokio::test]
+async fn requests_that_would_wait_past_the_budget_are_shed_at_once() {
+    let s = ServerProcess::start(
+        &[
+            "--max-batch-size",
+            "1",
+            "--max-queue-wait-ms",
+            "50",
+            // Each batch takes 2 s: once one has finished, a queued request would wait
+            // far past the budget.
+            "--fault-step-delay-ms",
+            "2000",
+            "--engine-stall-threshold-s",
+            "600",
+        ],
+        &[],
+    );
+    let c = client();
+    let send = |c: reqwest::Client| {
+        let url = s.url("/v2/models/mlp/infer");
+        tokio::spawn(async move {
+            c.post(url)
+                .json(&common::infer_body(1, 256))
+                .send()
+                .await
+                .expect("sent")
+        })
+    };
+    let _computing = send(c.clone());
+    let _waiting = send(c.clone());
+    eventually(Duration::from_secs(30), "one request waits", || {
+        let s = &s;
+        async move {
+            let m = metrics_text(s).await;
+            (metric(&m, "faultline_num_requests_waiting{model=\"mlp\"}")? >= 1.0).then_some(())
+        }
+    })
+    .await;
+    let shed = eventually(Duration::from_secs(30), "a request is shed", || {
+        let reply = send(c.clone());
+        async move {
+            let r = tokio::time::timeout(Duration::from_millis(200), reply)
+                .await
+                .ok()?
+                .expect("task");
+            (r.status() == 429).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(
+        shed.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let v: Value = shed.json().await.expect("json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--max-queue-wait-ms")),
+        "{v}"
+    );
+    let m = metrics_text(&s).await;
+    assert!(
+        metric(
+            &m,
+            "faultline_requests_shed_total{model=\"mlp\",reason=\"queue_wait\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}
