@@ -107,11 +107,12 @@ pub async fn build(
             } => {
                 let body = wire::openai::CompletionRequest {
                     model: model.clone(),
-                    prompt: prompt.clone(),
+                    prompt: wire::openai::Prompt::Text(prompt.clone()),
                     max_tokens: Some(*max_tokens),
                     temperature: Some(0.0),
                     stream: Some(*stream),
                     seed: Some(seed),
+                    ..Default::default()
                 };
                 RequestTemplate {
                     name: format!(

@@ -13,6 +13,7 @@
 //! * [`engine`]: one OS thread per model driving those cores with candle; fault hooks.
 //! * [`health`]: per-engine liveness read by `/healthz` and `/readyz`.
 //! * [`metrics`]: the one `prometheus-client` registry.
+//! * [`text`]: sans-IO byte → UTF-8 text assembly and stop sequences for generated tokens.
 //! * [`api`]: axum routes, validation, error bodies, SSE, the per-request deadline.
 //! * [`conn`]: the accept loop and per-connection limits (cap, header bytes, header-read
 //!   and keep-alive timeouts), and how a drain closes connections.
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod health;
 pub mod metrics;
 pub mod scheduler;
+pub mod text;
 
 pub use config::{Args, ServerConfig};
 
@@ -138,7 +140,7 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
 impl Server {
     /// Loads every model, starts its engine thread and binds `config.listen`.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_names(config.metrics_names));
         let (models, threads) = load_models(&config, &metrics)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -74,6 +74,27 @@ impl<T> ContinuousScheduler<T> {
         Ok(())
     }
 
+    /// Queues all of `items` (the choices of one request) or none: hands them all back, with
+    /// the reason, when any would be refused.
+    pub fn push_all(&mut self, items: Vec<T>, now: Instant) -> Result<(), (Vec<T>, Overload)> {
+        let mut pushed = 0;
+        let mut rest = items.into_iter();
+        for item in rest.by_ref() {
+            if let Err((item, why)) = self.push(item, now) {
+                let mut back: Vec<T> = self
+                    .waiting
+                    .drain(self.waiting.len() - pushed..)
+                    .map(|(t, _)| t)
+                    .collect();
+                back.push(item);
+                back.extend(rest);
+                return Err((back, why));
+            }
+            pushed += 1;
+        }
+        Ok(())
+    }
+
     /// A decode step with `ran` sequences took `busy` and ended `finished` of them.
     /// Only steps with every slot taken measure how fast slots free up.
     pub fn step_done(&mut self, ran: usize, finished: usize, busy: Duration) {
@@ -137,6 +158,21 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].item, 2);
         assert_eq!(a[0].queued_for, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn a_group_is_queued_whole_or_not_at_all() {
+        let now = Instant::now();
+        let mut s = ContinuousScheduler::new(1, 3, None);
+        s.push(0, now).expect("room");
+        let (back, why) = s
+            .push_all(vec![1, 2, 3], now)
+            .expect_err("only 2 places left");
+        assert_eq!(back, vec![1, 2, 3]);
+        assert_eq!(why, Overload::QueueFull { waiting: 3 });
+        assert_eq!(s.waiting(), 1, "nothing of the group stays queued");
+        s.push_all(vec![1, 2], now).expect("fits");
+        assert_eq!(s.waiting(), 3);
     }
 
     #[test]

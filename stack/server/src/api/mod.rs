@@ -23,7 +23,7 @@ mod ops;
 
 use crate::admission::Overload;
 use crate::config::{ModelKind, ServerConfig};
-use crate::engine::{LmEngine, LmJob, MlpEngine, SubmitError};
+use crate::engine::{LmEngine, MlpEngine, SubmitError};
 use crate::metrics::Metrics;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -61,6 +61,11 @@ impl Engine {
             Engine::Mlp(_) => ModelKind::Mlp,
             Engine::Lm(_) => ModelKind::Lm,
         }
+    }
+
+    /// The loaded version of the model's weights.
+    fn version(&self) -> &str {
+        "1"
     }
 
     fn problem(&self) -> Option<String> {
