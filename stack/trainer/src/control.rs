@@ -6,13 +6,16 @@
 //! | GET | `/healthz` | 200 `ok` while the process runs |
 //! | GET | `/readyz` | 200 once the worker is in a formed ring, else 503 |
 //! | GET | `/status` | JSON [`StatusView`] |
+//! | GET | `/metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0.0 when `Accept` prefers it ([`crate::metrics`]) |
 //! | POST | `/faults` | inject `{"kind":"gpu.ecc"\|"gpu.lost"\|"gpu.throttle"\|"gpu.oom", …}`; 400 with a message on a bad body |
 //! | DELETE | `/faults` | heal every fault |
 //! | DELETE | `/faults/{kind}` | heal one kind; 404 for an unknown kind |
 
 use crate::device::{FaultSpec, SimDevice};
+use crate::exposition;
+use crate::metrics::Metrics;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -37,6 +40,7 @@ pub struct Status {
     pub restores_total: u64,
     pub lost_steps_total: u64,
     pub checkpoints_written_total: u64,
+    pub checkpoints_failed_total: u64,
     pub last_step_s: f64,
     pub last_compute_s: f64,
 }
@@ -56,10 +60,25 @@ pub struct StatusView {
 }
 
 /// State shared by the training loop and the endpoint.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Shared {
     pub status: Arc<Mutex<Status>>,
     pub device: Arc<SimDevice>,
+    /// The process's registry; reads `status` and `device` at scrape time.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        let status = Arc::<Mutex<Status>>::default();
+        let device = Arc::<SimDevice>::default();
+        let metrics = Arc::new(Metrics::new(status.clone(), device.clone()));
+        Self {
+            status,
+            device,
+            metrics,
+        }
+    }
 }
 
 impl Shared {
@@ -105,6 +124,7 @@ fn router(shared: Shared) -> Router {
             "/status",
             get(|State(s): State<Shared>| async move { Json(s.view()) }),
         )
+        .route("/metrics", get(metrics))
         .route(
             "/faults",
             axum::routing::post(inject).delete(|State(s): State<Shared>| async move {
@@ -117,6 +137,16 @@ fn router(shared: Shared) -> Router {
         )
         .route("/faults/{kind}", delete(heal_one))
         .with_state(shared)
+}
+
+/// `GET /metrics`: text 0.0.4, or OpenMetrics when `Accept` prefers it.
+async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = exposition::negotiate(accept);
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        s.metrics.render(format),
+    )
 }
 
 async fn inject(State(s): State<Shared>, body: axum::body::Bytes) -> impl IntoResponse {

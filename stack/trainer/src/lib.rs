@@ -67,12 +67,13 @@
 //! `GET /healthz`, `GET /readyz` (200 once in a formed ring), `GET /status` (JSON: `rank`,
 //! `world`, `step`, `epoch`, `last_checkpoint_step`, `threads`, counters `steps_total`,
 //! `steps_skipped_total`, `restores_total`, `lost_steps_total`, `checkpoints_written_total`,
-//! `ecc_injected_total`, `ecc_detected_total`, `ecc_silent_total`, `oom_total`,
-//! `throttle_s_total`, `faults_active`), `POST /faults` with `{"kind":"gpu.lost"}`,
+//! `checkpoints_failed_total`, `ecc_injected_total`, `ecc_detected_total`,
+//! `ecc_silent_total`, `oom_total`, `throttle_s_total`, `faults_active`), `POST /faults` with `{"kind":"gpu.lost"}`,
 //! `{"kind":"gpu.ecc","mode":"nan"|"inf"|"bitflip","steps":1}`,
 //! `{"kind":"gpu.throttle","factor":3.0}` or
 //! `{"kind":"gpu.oom","limit_bytes":N,"backoff":true}`, `DELETE /faults`,
-//! `DELETE /faults/{kind}`.
+//! `DELETE /faults/{kind}`, `GET /metrics` (Prometheus: `faultline_trainer_*` names, text
+//! 0.0.4 unless `Accept` prefers OpenMetrics; see [`metrics`] and `docs/trainer.md`).
 //!
 //! # Events (JSON lines on stdout; every line has `event` and `t_unix_s`)
 //!
@@ -114,7 +115,9 @@
 //!   SHA-256 manifests still restore), an async writer at nice 19 on any core, verified
 //!   restore;
 //!   [`failpoint`] — named crash points.
-//! * [`device`] — the simulated GPU and its fault hooks; [`control`] — the HTTP endpoint.
+//! * [`device`] — the simulated GPU and its fault hooks; [`control`] — the HTTP endpoint;
+//!   [`metrics`] — its one Prometheus registry; [`exposition`] — `Accept` negotiation and
+//!   OpenMetrics → text 0.0.4.
 //! * [`worker`] — the worker process loop; [`launch`] — the local launcher.
 //!
 //! * [`nccl`] (feature `cuda`) — `NcclComm`, the NCCL communicator (cudarc, dynamic loading).
@@ -133,8 +136,10 @@ pub mod control;
 pub mod device;
 pub mod events;
 pub mod exit;
+pub mod exposition;
 pub mod failpoint;
 pub mod launch;
+pub mod metrics;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 pub mod optim;

@@ -48,6 +48,8 @@ pub struct StepStats {
     pub wait_s: f64,
     /// Gradient all-reduce time not overlapped with other work.
     pub comm_s: f64,
+    /// Gradient bytes handed to the communicator (f32 values plus one flag per bucket).
+    pub comm_bytes: u64,
     /// Optimiser and parameter write-back.
     pub update_s: f64,
     /// The step was skipped because some rank's gradient was not finite.
@@ -269,6 +271,10 @@ impl Trainer {
         ));
         let (reduced, flagged, ecc) = self.all_reduce_buckets(comm, &grads, &mut rng)?;
         stats.comm_s = t3.elapsed().as_secs_f64();
+        stats.comm_bytes = reduced
+            .iter()
+            .map(|(_, b)| std::mem::size_of_val(b.as_slice()) as u64)
+            .sum();
         stats.ecc = ecc;
         if ecc.is_some() && flagged > 0.0 {
             self.device

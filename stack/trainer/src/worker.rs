@@ -196,13 +196,19 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                     s.last_checkpoint_step = Some(rep.step);
                     s.checkpoints_written_total += 1;
                 });
+                writer_shared
+                    .metrics
+                    .observe_checkpoint(rep.write_s, rep.snapshot_s, rep.bytes);
                 emit(json!({
                     "event": "checkpoint", "step": rep.step, "path": rep.path, "bytes": rep.bytes,
                     "write_s": rep.write_s, "cpu_s": rep.cpu_s, "snapshot_s": rep.snapshot_s,
                     "pruned": rep.pruned.len(),
                 }));
             }
-            Err(e) => emit(json!({"event": "checkpoint", "error": e.to_string()})),
+            Err(e) => {
+                writer_shared.update(|s| s.checkpoints_failed_total += 1);
+                emit(json!({"event": "checkpoint", "error": e.to_string()}));
+            }
         },
     );
 
@@ -324,6 +330,8 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 }
             };
             let lost = step_before.saturating_sub(trainer.step);
+            let restore_s = restore_started.elapsed().as_secs_f64();
+            shared.metrics.observe_restore(restore_s);
             shared.update(|s| {
                 s.restores_total += 1;
                 s.lost_steps_total += lost;
@@ -333,19 +341,19 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 "event": "restore", "rank": rank, "epoch": epoch, "step": trainer.step,
                 "from_step": step_before, "lost_steps": lost, "source": source,
                 "fell_back": !skipped.is_empty(), "skipped": skipped_json,
-                "restore_s": restore_started.elapsed().as_secs_f64(),
+                "restore_s": restore_s,
             }));
         }
 
         // The gradient communicator of this epoch: `None` is the TCP ring itself.
         let key = format!("{}-e{epoch}", peers[0]);
-        let mut grads = match grad_comm(cfg.comm, &mut ring, &key) {
+        let (mut grads, transport) = match grad_comm(cfg.comm, &mut ring, &key) {
             Ok((g, transport, fallback)) => {
                 emit(json!({
                     "event": "comm", "rank": rank, "epoch": epoch, "world": world,
                     "transport": transport, "fallback": fallback,
                 }));
-                g
+                (g, (transport != "none").then_some(transport))
             }
             Err(GradCommError::Unavailable(reason)) => {
                 emit(
@@ -371,6 +379,7 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             &writer,
             &shared,
             epoch,
+            transport,
             &mut interrupted_at,
             detected_unix_s,
         )? {
@@ -408,6 +417,7 @@ fn train_epoch(
     writer: &AsyncWriter,
     shared: &Shared,
     epoch: u64,
+    transport: Option<&'static str>,
     interrupted_at: &mut Option<(Instant, f64)>,
     detected_unix_s: Option<f64>,
 ) -> anyhow::Result<Result<EpochEnd, i32>> {
@@ -433,6 +443,9 @@ fn train_epoch(
                     s.last_step_s = step_s;
                     s.last_compute_s = st.compute_s;
                 });
+                shared
+                    .metrics
+                    .observe_step(&st, step_s, cfg.batch_per_worker as u64, transport);
                 emit(json!({
                     "event": "step", "rank": rank, "step": step, "epoch": epoch, "world": world,
                     "loss": st.loss, "samples": st.samples, "compute_s": st.compute_s,

@@ -1,0 +1,241 @@
+//! Helpers shared by the trainer's process tests: a child whose JSON-line events are
+//! collected, the small MLP job they train, `trainer launch`, and a minimal HTTP client for
+//! the control endpoint.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trainer");
+
+/// A child process whose stdout events are collected; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    /// SIGTERM first on drop, so a launcher stops the workers it started.
+    graceful: bool,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn trainer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().expect("events lock").push(v);
+                }
+            }
+        });
+        Self {
+            child,
+            events,
+            graceful: false,
+        }
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().expect("events lock").clone()
+    }
+
+    /// Waits until an event satisfies `pred` (patience: `secs`).
+    pub fn wait_for(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = self.events().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait_exit(&mut self, secs: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                // Let the reader drain the pipe.
+                std::thread::sleep(Duration::from_millis(50));
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit in {secs} s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.graceful && matches!(self.child.try_wait(), Ok(None)) {
+            kill(
+                u64::from(self.child.id()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn is(v: &Value, event: &str) -> bool {
+    v["event"] == event
+}
+
+pub fn kill(pid: u64, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
+}
+
+pub fn small_mlp(run_dir: &Path, steps: u64, every: u64) -> Vec<String> {
+    [
+        "--run-dir",
+        run_dir.to_str().expect("utf-8 path"),
+        "--mlp-input",
+        "32",
+        "--mlp-hidden",
+        "64",
+        "--mlp-classes",
+        "4",
+        "--teacher-hidden",
+        "16",
+        "--batch",
+        "16",
+        "--lr",
+        "0.01",
+        "--seed",
+        "5",
+        "--steps",
+        &steps.to_string(),
+        "--checkpoint-every",
+        &every.to_string(),
+        "--keep",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Process tests run one at a time: each starts up to four processes, and a 2-core machine
+/// running several at once starves heartbeat threads past their timeout.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Heartbeat timeout for tests that do not measure detection: generous, so a loaded machine
+/// does not evict a slow worker.
+pub const RELAXED_HEARTBEAT_S: &str = "3";
+
+pub fn launch(nproc: usize, min: usize, worker_args: &[String]) -> Proc {
+    launch_with_heartbeat(nproc, min, RELAXED_HEARTBEAT_S, worker_args)
+}
+
+pub fn launch_with_heartbeat(
+    nproc: usize,
+    min: usize,
+    heartbeat_s: &str,
+    worker_args: &[String],
+) -> Proc {
+    launch_with_env(nproc, min, heartbeat_s, worker_args, &[])
+}
+
+pub fn launch_with_env(
+    nproc: usize,
+    min: usize,
+    heartbeat_s: &str,
+    worker_args: &[String],
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut args: Vec<String> = vec![
+        "launch".into(),
+        "--nproc".into(),
+        nproc.to_string(),
+        "--min-workers".into(),
+        min.to_string(),
+        "--replace-timeout-s".into(),
+        "0.3".into(),
+        "--heartbeat-timeout-s".into(),
+        heartbeat_s.into(),
+        "--".into(),
+    ];
+    args.extend(worker_args.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut job = Proc::spawn_with_env(&refs, env);
+    job.graceful = true; // a SIGKILLed launcher would leave its workers running
+    job
+}
+
+/// Minimal HTTP/1.1 request; returns (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = http_with(addr, method, path, &[], body);
+    (status, body)
+}
+
+/// Minimal HTTP/1.1 request with extra request headers; returns (status, response head,
+/// body).
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect control");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+pub fn status(addr: &str) -> Value {
+    serde_json::from_str(&http(addr, "GET", "/status", "").1).expect("status json")
+}
+
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    format!("127.0.0.1:{port}")
+}
