@@ -112,6 +112,12 @@ pub async fn build(
                     temperature: Some(0.0),
                     stream: Some(*stream),
                     seed: Some(seed),
+                    // Exact token counts for TPOT: a chunk carries the text of one or more
+                    // tokens (bytes of one UTF-8 character travel together).
+                    stream_options: stream.then(|| wire::openai::StreamOptions {
+                        include_usage: Some(true),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 };
                 RequestTemplate {

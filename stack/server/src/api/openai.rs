@@ -104,8 +104,14 @@ struct Plan {
     include_usage: bool,
 }
 
+/// A 400 naming `param`; the message starts with it unless it already names it.
 fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::bad_request(param, message)
+    let message = message.into();
+    if message.contains(param) {
+        ApiError::bad_request(param, message)
+    } else {
+        ApiError::bad_request(param, format!("`{param}`: {message}"))
+    }
 }
 
 /// Whether `v` is JSON null, `0`, `{}` or `[]`.
