@@ -25,6 +25,28 @@ impl ModelKind {
     }
 }
 
+/// The names `/metrics` exports (`--metrics-names`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsNames {
+    /// faultline's own: the `faultline_` namespace, label `model`.
+    #[default]
+    Faultline,
+    /// vLLM's (`vllm:num_requests_running`, label `model_name`, …) for the families vLLM
+    /// has, so dashboards and alerts built for vLLM work unchanged; the others keep their
+    /// faultline names.
+    Vllm,
+}
+
+impl MetricsNames {
+    /// `"faultline"` or `"vllm"`, as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsNames::Faultline => "faultline",
+            MetricsNames::Vllm => "vllm",
+        }
+    }
+}
+
 /// One `--model NAME=KIND[:PATH.safetensors]` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
@@ -33,13 +55,25 @@ pub struct ModelSpec {
     pub kind: ModelKind,
     /// Weights file; without it weights come from `--seed`.
     pub weights: Option<PathBuf>,
+    /// `@VERSION` given on the command line; else the weights' own (their safetensors
+    /// metadata `version`), else `1`.
+    pub version: Option<String>,
+}
+
+/// Whether `v` is a usable version: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 impl FromStr for ModelSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let expected = "expected NAME=KIND[:PATH.safetensors] with KIND `mlp` or `lm`, e.g. `mlp=mlp` or `tiny-lm=lm:/w/lm.safetensors`";
+        let expected = "expected NAME=KIND[:PATH.safetensors][@VERSION] with KIND `mlp` or `lm`, e.g. `mlp=mlp` or `tiny-lm=lm:/w/lm.safetensors@3`";
         let (name, rest) = s
             .split_once('=')
             .ok_or_else(|| format!("`{s}` has no `=`: {expected}"))?;
@@ -52,6 +86,17 @@ impl FromStr for ModelSpec {
                 "model name `{name}` must be non-empty and use only A-Z a-z 0-9 . _ -"
             ));
         }
+        let (rest, version) = match rest.rsplit_once('@') {
+            Some((r, v)) if !v.contains('/') => {
+                if !valid_version(v) {
+                    return Err(format!(
+                        "version `{v}` must be 1 to 64 of A-Z a-z 0-9 . _ -: {expected}"
+                    ));
+                }
+                (r, Some(v.to_string()))
+            }
+            _ => (rest, None),
+        };
         let (kind, path) = match rest.split_once(':') {
             Some((k, p)) if !p.is_empty() => (k, Some(PathBuf::from(p))),
             Some((_, _)) => return Err(format!("`{s}` has an empty weights path: {expected}")),
@@ -66,6 +111,7 @@ impl FromStr for ModelSpec {
             name: name.to_string(),
             kind,
             weights: path,
+            version,
         })
     }
 }
@@ -143,6 +189,16 @@ pub struct Args {
     /// Longest a SIGTERM/Ctrl-C drain waits for in-flight requests, seconds (0..=3600).
     #[arg(long, env = "SERVER_DRAIN_TIMEOUT_S", default_value_t = 10.0)]
     pub drain_timeout_s: f64,
+    /// Metric names on `/metrics`: `faultline` (the `faultline_` namespace) or `vllm`
+    /// (vLLM's `vllm:` names, `model_name` label and histogram buckets for the metrics vLLM
+    /// has; the rest keep faultline names). Any other value exits 2 naming the two.
+    #[arg(
+        long,
+        env = "SERVER_METRICS_NAMES",
+        value_enum,
+        default_value_t = MetricsNames::Faultline
+    )]
+    pub metrics_names: MetricsNames,
     /// Seed for weights without a file and for sampling requests without a `seed`.
     #[arg(long, env = "SERVER_SEED", default_value_t = 0)]
     pub seed: u64,
@@ -199,6 +255,7 @@ pub struct ServerConfig {
     pub conn: crate::conn::ConnLimits,
     pub request_timeout: Duration,
     pub drain_timeout: Duration,
+    pub metrics_names: MetricsNames,
     pub seed: u64,
     pub threads: Option<usize>,
     pub engine_stall_threshold: Duration,
@@ -373,6 +430,7 @@ impl Args {
             },
             request_timeout,
             drain_timeout,
+            metrics_names: self.metrics_names,
             seed: self.seed,
             threads: self.threads,
             engine_stall_threshold,
@@ -392,7 +450,7 @@ impl ServerConfig {
             "max-connections={} max-header-bytes={} header-read-timeout-s={} keep-alive-timeout-s={} \
              request-timeout-s={} drain-timeout-s={} max-body-bytes={} max-prompt-bytes={} \
              max-tokens-limit={} max-queue={} max-queue-wait-ms={} lm-max-queue-wait-ms={} \
-             max-batch-size={} lm-max-running={}",
+             max-batch-size={} lm-max-running={} metrics-names={}",
             self.conn.max_connections,
             self.conn.max_header_bytes,
             self.conn.header_read_timeout.as_secs_f64(),
@@ -407,6 +465,7 @@ impl ServerConfig {
             self.lm_max_queue_wait.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             self.max_batch_size,
             self.lm_max_running,
+            self.metrics_names.as_str(),
         )
     }
 
@@ -517,8 +576,24 @@ mod tests {
             "max-body-bytes=1048576",
             "max-prompt-bytes=8192",
             "max-tokens-limit=512",
+            "metrics-names=faultline",
         ] {
             assert!(line.contains(needle), "missing {needle} in {line}");
         }
+    }
+
+    #[test]
+    fn metrics_names_default_to_faultline_and_take_only_the_two_schemes() {
+        let cfg = Args::parse_from(["server"]).validate().expect("valid");
+        assert_eq!(cfg.metrics_names, MetricsNames::Faultline);
+        let cfg = Args::parse_from(["server", "--metrics-names", "vllm"])
+            .validate()
+            .expect("valid");
+        assert_eq!(cfg.metrics_names, MetricsNames::Vllm);
+        assert!(cfg.limits_line().contains("metrics-names=vllm"));
+        let e = Args::try_parse_from(["server", "--metrics-names", "triton"])
+            .expect_err("not a scheme")
+            .to_string();
+        assert!(e.contains("faultline") && e.contains("vllm"), "{e}");
     }
 }

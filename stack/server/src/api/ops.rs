@@ -1,6 +1,8 @@
 //! Operations routes: `/healthz`, `/readyz`, `/metrics`.
 
 use super::*;
+use crate::metrics::exposition;
+use axum::http::HeaderMap;
 use axum::routing::get;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
@@ -53,8 +55,9 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     health_response(StatusCode::OK, "ok", reasons)
 }
 
-/// `GET /metrics`.
-async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+/// `GET /metrics`: the classic text format 0.0.4, or OpenMetrics 1.0 when `Accept` prefers
+/// it (see [`crate::metrics::exposition::negotiate`]).
+async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     for (name, e) in &app.models {
         let (waiting, running) = e.load();
         let labels = Metrics::model(name);
@@ -67,12 +70,22 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .get_or_create(&labels)
             .set(running as i64);
     }
+    // Several `Accept` lines are one list (RFC 9110 §5.3); a value that is not visible
+    // ASCII is ignored.
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let format = exposition::negotiate(Some(&accept));
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            // The body depends on `Accept`: caches must not serve one format for the other.
+            (header::VARY, "accept"),
+        ],
+        app.metrics.render(format),
     )
         .into_response()
 }
