@@ -55,25 +55,13 @@ pub struct ModelSpec {
     pub kind: ModelKind,
     /// Weights file; without it weights come from `--seed`.
     pub weights: Option<PathBuf>,
-    /// `@VERSION` given on the command line; else the weights' own (their safetensors
-    /// metadata `version`), else `1`.
-    pub version: Option<String>,
-}
-
-/// Whether `v` is a usable version: 1 to 64 of `A-Z a-z 0-9 . _ -`.
-pub fn valid_version(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 64
-        && v
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 impl FromStr for ModelSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let expected = "expected NAME=KIND[:PATH.safetensors][@VERSION] with KIND `mlp` or `lm`, e.g. `mlp=mlp` or `tiny-lm=lm:/w/lm.safetensors@3`";
+        let expected = "expected NAME=KIND[:PATH.safetensors] with KIND `mlp` or `lm`, e.g. `mlp=mlp` or `tiny-lm=lm:/w/lm.safetensors`";
         let (name, rest) = s
             .split_once('=')
             .ok_or_else(|| format!("`{s}` has no `=`: {expected}"))?;
@@ -86,17 +74,6 @@ impl FromStr for ModelSpec {
                 "model name `{name}` must be non-empty and use only A-Z a-z 0-9 . _ -"
             ));
         }
-        let (rest, version) = match rest.rsplit_once('@') {
-            Some((r, v)) if !v.contains('/') => {
-                if !valid_version(v) {
-                    return Err(format!(
-                        "version `{v}` must be 1 to 64 of A-Z a-z 0-9 . _ -: {expected}"
-                    ));
-                }
-                (r, Some(v.to_string()))
-            }
-            _ => (rest, None),
-        };
         let (kind, path) = match rest.split_once(':') {
             Some((k, p)) if !p.is_empty() => (k, Some(PathBuf::from(p))),
             Some((_, _)) => return Err(format!("`{s}` has an empty weights path: {expected}")),
@@ -111,7 +88,6 @@ impl FromStr for ModelSpec {
             name: name.to_string(),
             kind,
             weights: path,
-            version,
         })
     }
 }
