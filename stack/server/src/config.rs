@@ -55,13 +55,24 @@ pub struct ModelSpec {
     pub kind: ModelKind,
     /// Weights file; without it weights come from `--seed`.
     pub weights: Option<PathBuf>,
+    /// `@VERSION` given on the command line; else the weights' own (their safetensors
+    /// metadata `version`), else `1`.
+    pub version: Option<String>,
+}
+
+/// Whether `v` is a usable version: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 impl FromStr for ModelSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let expected = "expected NAME=KIND[:PATH.safetensors] with KIND `mlp` or `lm`, e.g. `mlp=mlp` or `tiny-lm=lm:/w/lm.safetensors`";
+        let expected = "expected NAME=KIND[:PATH.safetensors][@VERSION] with KIND `mlp` or `lm`, e.g. `mlp=mlp` or `tiny-lm=lm:/w/lm.safetensors@3`";
         let (name, rest) = s
             .split_once('=')
             .ok_or_else(|| format!("`{s}` has no `=`: {expected}"))?;
@@ -74,6 +85,17 @@ impl FromStr for ModelSpec {
                 "model name `{name}` must be non-empty and use only A-Z a-z 0-9 . _ -"
             ));
         }
+        let (rest, version) = match rest.rsplit_once('@') {
+            Some((r, v)) if !v.contains('/') => {
+                if !valid_version(v) {
+                    return Err(format!(
+                        "version `{v}` must be 1 to 64 of A-Z a-z 0-9 . _ -: {expected}"
+                    ));
+                }
+                (r, Some(v.to_string()))
+            }
+            _ => (rest, None),
+        };
         let (kind, path) = match rest.split_once(':') {
             Some((k, p)) if !p.is_empty() => (k, Some(PathBuf::from(p))),
             Some((_, _)) => return Err(format!("`{s}` has an empty weights path: {expected}")),
@@ -88,6 +110,7 @@ impl FromStr for ModelSpec {
             name: name.to_string(),
             kind,
             weights: path,
+            version,
         })
     }
 }
@@ -103,8 +126,9 @@ pub struct Args {
     /// Address to listen on; port 0 picks a free port. Prints `listening on ADDR` once bound.
     #[arg(long, env = "SERVER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Model to load, NAME=KIND[:PATH.safetensors], KIND `mlp` or `lm`; repeatable (or
-    /// comma-separated). Default: `mlp=mlp` and `tiny-lm=lm`.
+    /// Model to load, NAME=KIND[:PATH.safetensors][@VERSION], KIND `mlp` or `lm`; repeatable
+    /// (or comma-separated). Default: `mlp=mlp` and `tiny-lm=lm`. The version is `@VERSION`,
+    /// else the weights' safetensors metadata `version`, else `1`.
     #[arg(long = "model", env = "SERVER_MODEL", value_delimiter = ',')]
     pub models: Vec<ModelSpec>,
     /// Most samples in one classifier batch (1..=1024).
@@ -175,6 +199,11 @@ pub struct Args {
         default_value_t = MetricsNames::Faultline
     )]
     pub metrics_names: MetricsNames,
+    /// Triton-style model repository, `DIR/NAME/VERSION/model.safetensors`: enables
+    /// `POST /v2/repository/index` and `POST /v2/repository/models/NAME/load`, which swaps in
+    /// another version of a loaded model without dropping requests. Must be a directory.
+    #[arg(long, env = "SERVER_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
     /// Seed for weights without a file and for sampling requests without a `seed`.
     #[arg(long, env = "SERVER_SEED", default_value_t = 0)]
     pub seed: u64,
@@ -232,6 +261,7 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub drain_timeout: Duration,
     pub metrics_names: MetricsNames,
+    pub model_repository: Option<PathBuf>,
     pub seed: u64,
     pub threads: Option<usize>,
     pub engine_stall_threshold: Duration,
@@ -250,11 +280,13 @@ pub fn default_models() -> Vec<ModelSpec> {
             name: "mlp".into(),
             kind: ModelKind::Mlp,
             weights: None,
+            version: None,
         },
         ModelSpec {
             name: "tiny-lm".into(),
             kind: ModelKind::Lm,
             weights: None,
+            version: None,
         },
     ]
 }
@@ -379,6 +411,14 @@ impl Args {
                 p.push(format!("--model: name `{}` is given twice", m.name));
             }
         }
+        if let Some(dir) = &self.model_repository {
+            if !dir.is_dir() {
+                p.push(format!(
+                    "--model-repository = {}: expected an existing directory",
+                    dir.display()
+                ));
+            }
+        }
         if !p.is_empty() {
             return Err(ConfigError(p));
         }
@@ -407,6 +447,7 @@ impl Args {
             request_timeout,
             drain_timeout,
             metrics_names: self.metrics_names,
+            model_repository: self.model_repository,
             seed: self.seed,
             threads: self.threads,
             engine_stall_threshold,

@@ -73,21 +73,21 @@ struct MlpJob {
 struct MlpShared {
     queue: Mutex<DynamicBatcher<MlpJob>>,
     wake: Condvar,
-    health: EngineHealth,
+    health: Arc<EngineHealth>,
     shutdown: AtomicBool,
 }
 
-/// Handle to a running classifier engine. Cheap to clone.
+/// One running classifier engine thread (one version of the model). Cheap to clone.
 #[derive(Clone)]
-pub struct MlpEngine {
+struct MlpWorker {
     shared: Arc<MlpShared>,
     input_dim: usize,
     num_classes: usize,
 }
 
-impl std::fmt::Debug for MlpEngine {
+impl std::fmt::Debug for MlpWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MlpEngine")
+        f.debug_struct("MlpWorker")
             .field("input_dim", &self.input_dim)
             .finish()
     }
@@ -105,9 +105,9 @@ impl Drop for MlpExitGuard {
     }
 }
 
-impl MlpEngine {
+impl MlpWorker {
     /// Starts the engine thread for `model`.
-    pub fn start(
+    fn start(
         name: &str,
         model: Mlp,
         batcher: BatcherConfig,
@@ -118,7 +118,7 @@ impl MlpEngine {
         let shared = Arc::new(MlpShared {
             queue: Mutex::new(DynamicBatcher::new(batcher)),
             wake: Condvar::new(),
-            health: EngineHealth::new(name, stall_threshold),
+            health: Arc::new(EngineHealth::new(name, stall_threshold)),
             shutdown: AtomicBool::new(false),
         });
         let engine = Self {
@@ -147,8 +147,8 @@ impl MlpEngine {
         lock(&self.shared.queue).config().max_batch_size
     }
 
-    pub fn health(&self) -> &EngineHealth {
-        &self.shared.health
+    fn health(&self) -> Arc<EngineHealth> {
+        self.shared.health.clone()
     }
 
     /// Whether a request would be refused now (shutting down, unhealthy, overloaded),
@@ -328,6 +328,190 @@ pub struct TokenLogprob {
     pub top: Vec<(u32, f32)>,
 }
 
+/// A model's serving slot: the engine thread of its current version. [`MlpEngine::replace`]
+/// and [`LmEngine::replace`] swap in a new version's engine; the old one finishes every
+/// request it holds (its queue and running work), then exits, so a reload drops nothing.
+#[derive(Debug)]
+struct Slot<W> {
+    current: std::sync::RwLock<(W, String)>,
+}
+
+impl<W: Clone> Slot<W> {
+    fn new(worker: W, version: String) -> Arc<Self> {
+        Arc::new(Self {
+            current: std::sync::RwLock::new((worker, version)),
+        })
+    }
+
+    fn worker(&self) -> W {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    fn version(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+
+    fn replace(&self, worker: W, version: String) -> W {
+        let mut c = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *c, (worker, version)).0
+    }
+}
+
+/// Handle to a served classifier: the engine of its current version. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MlpEngine {
+    slot: Arc<Slot<MlpWorker>>,
+}
+
+impl MlpEngine {
+    /// Starts the engine thread for version `version` of `model`.
+    pub fn start(
+        name: &str,
+        version: &str,
+        model: Mlp,
+        batcher: BatcherConfig,
+        faults: EngineFaults,
+        stall_threshold: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        let (w, t) = MlpWorker::start(name, model, batcher, faults, stall_threshold, metrics)?;
+        Ok((
+            Self {
+                slot: Slot::new(w, version.to_string()),
+            },
+            t,
+        ))
+    }
+
+    /// Serves `next` (a freshly started engine) from now on; the previous version's engine
+    /// finishes its queue and exits.
+    pub fn replace(&self, next: MlpEngine) {
+        let version = next.version();
+        let old = self.slot.replace(next.slot.worker(), version);
+        old.shutdown();
+    }
+
+    /// The version being served.
+    pub fn version(&self) -> String {
+        self.slot.version()
+    }
+
+    /// Features per sample.
+    pub fn input_dim(&self) -> usize {
+        self.slot.worker().input_dim()
+    }
+
+    /// Logits per sample.
+    pub fn num_classes(&self) -> usize {
+        self.slot.worker().num_classes()
+    }
+
+    pub fn max_batch_size(&self) -> usize {
+        self.slot.worker().max_batch_size()
+    }
+
+    pub fn health(&self) -> Arc<EngineHealth> {
+        self.slot.worker().health()
+    }
+
+    /// Whether a request would be refused now (shutting down, unhealthy, overloaded),
+    /// without queueing one: the handler asks before parsing a body, so shedding under
+    /// overload costs little CPU. [`MlpEngine::submit`] checks again.
+    pub fn admission(&self) -> Result<(), SubmitError> {
+        self.slot.worker().admission()
+    }
+
+    /// Queues `samples` rows (`rows.len() == samples * input_dim`, checked by the caller).
+    pub fn submit(
+        &self,
+        rows: Vec<f32>,
+        samples: usize,
+    ) -> Result<oneshot::Receiver<MlpReply>, SubmitError> {
+        self.slot.worker().submit(rows, samples)
+    }
+
+    /// Asks the current version's thread to exit once its queue is empty.
+    pub fn shutdown(&self) {
+        self.slot.worker().shutdown();
+    }
+}
+
+/// Handle to a served language model: the engine of its current version. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LmEngine {
+    slot: Arc<Slot<LmWorker>>,
+}
+
+impl LmEngine {
+    /// Starts the engine thread for version `version` of `model`: at most `max_running`
+    /// sequences decode together, at most `max_waiting` wait, and none is queued that would
+    /// wait longer than `max_wait` for a slot.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        name: &str,
+        version: &str,
+        model: ByteLm,
+        max_running: usize,
+        max_waiting: usize,
+        max_wait: Option<Duration>,
+        faults: EngineFaults,
+        stall_threshold: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        let (w, t) = LmWorker::start(
+            name,
+            model,
+            max_running,
+            max_waiting,
+            max_wait,
+            faults,
+            stall_threshold,
+            metrics,
+        )?;
+        Ok((
+            Self {
+                slot: Slot::new(w, version.to_string()),
+            },
+            t,
+        ))
+    }
+
+    /// Serves `next` from now on; the previous version's engine finishes the sequences it
+    /// holds (waiting and running) and exits.
+    pub fn replace(&self, next: LmEngine) {
+        let version = next.version();
+        let old = self.slot.replace(next.slot.worker(), version);
+        old.shutdown();
+    }
+
+    /// The version being served.
+    pub fn version(&self) -> String {
+        self.slot.version()
+    }
+
+    pub fn health(&self) -> Arc<EngineHealth> {
+        self.slot.worker().health()
+    }
+
+    /// Queues the sequences of one request (its choices) together: all or none.
+    pub fn submit(&self, jobs: Vec<LmJob>) -> Result<(), SubmitError> {
+        self.slot.worker().submit(jobs)
+    }
+
+    /// Asks the current version's thread to exit once nothing waits or runs.
+    pub fn shutdown(&self) {
+        self.slot.worker().shutdown();
+    }
+}
+
 /// One completion sequence for the LM engine.
 #[derive(Debug)]
 pub struct LmJob {
@@ -351,19 +535,19 @@ pub struct LmJob {
 struct LmShared {
     sched: Mutex<ContinuousScheduler<LmJob>>,
     wake: Condvar,
-    health: EngineHealth,
+    health: Arc<EngineHealth>,
     shutdown: AtomicBool,
 }
 
-/// Handle to a running LM engine. Cheap to clone.
+/// One running LM engine thread (one version of the model). Cheap to clone.
 #[derive(Clone)]
-pub struct LmEngine {
+struct LmWorker {
     shared: Arc<LmShared>,
 }
 
-impl std::fmt::Debug for LmEngine {
+impl std::fmt::Debug for LmWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LmEngine").finish_non_exhaustive()
+        f.debug_struct("LmWorker").finish_non_exhaustive()
     }
 }
 
@@ -392,12 +576,12 @@ struct Running {
     done: bool,
 }
 
-impl LmEngine {
+impl LmWorker {
     /// Starts the engine thread for `model`: at most `max_running` sequences decode together,
     /// at most `max_waiting` wait, and none is queued while the oldest waiting has waited
     /// longer than `max_wait`.
     #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    fn start(
         name: &str,
         model: ByteLm,
         max_running: usize,
@@ -410,7 +594,7 @@ impl LmEngine {
         let shared = Arc::new(LmShared {
             sched: Mutex::new(ContinuousScheduler::new(max_running, max_waiting, max_wait)),
             wake: Condvar::new(),
-            health: EngineHealth::new(name, stall_threshold),
+            health: Arc::new(EngineHealth::new(name, stall_threshold)),
             shutdown: AtomicBool::new(false),
         });
         let engine = Self {
@@ -423,8 +607,8 @@ impl LmEngine {
         Ok((engine, handle))
     }
 
-    pub fn health(&self) -> &EngineHealth {
-        &self.shared.health
+    fn health(&self) -> Arc<EngineHealth> {
+        self.shared.health.clone()
     }
 
     /// Queues the sequences of one request (its choices) together: all are admitted or

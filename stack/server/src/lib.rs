@@ -13,12 +13,14 @@
 //! * [`engine`]: one OS thread per model driving those cores with candle; fault hooks.
 //! * [`health`]: per-engine liveness read by `/healthz` and `/readyz`.
 //! * [`metrics`]: the one `prometheus-client` registry.
+//! * [`repository`]: model versions (flag, weights metadata) and the Triton-style model
+//!   repository that `POST /v2/repository/models/NAME/load` swaps versions in from.
 //! * [`text`]: sans-IO byte → UTF-8 text assembly and stop sequences for generated tokens.
 //! * [`api`]: axum routes, validation, error bodies, SSE, the per-request deadline.
 //! * [`conn`]: the accept loop and per-connection limits (cap, header bytes, header-read
 //!   and keep-alive timeouts), and how a drain closes connections.
 //!
-//! Not here: TLS, auth, GPU, tokenisers, multiple model versions.
+//! Not here: TLS, auth, GPU, tokenisers, serving two versions of one model at once.
 
 pub mod admission;
 pub mod api;
@@ -28,6 +30,7 @@ pub mod conn;
 pub mod engine;
 pub mod health;
 pub mod metrics;
+pub mod repository;
 pub mod scheduler;
 pub mod text;
 
@@ -71,19 +74,53 @@ pub struct Server {
 /// Engines by model name, and the threads running them.
 type LoadedModels = (BTreeMap<String, Engine>, Vec<JoinHandle<()>>);
 
-fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<LoadedModels> {
-    let mut engines = BTreeMap::new();
-    let mut threads = Vec::new();
-    for spec in &config.models {
-        let started = Instant::now();
-        let engine = match spec.kind {
+/// Starts model engines with the server's settings: at startup for every `--model`, and
+/// later for each version a repository load swaps in.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Loader {
+    pub fn new(config: &ServerConfig, metrics: &Arc<Metrics>) -> Self {
+        Self {
+            config: config.clone(),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// The repository directory, if `--model-repository` was given.
+    pub fn repository(&self) -> Option<&std::path::Path> {
+        self.config.model_repository.as_deref()
+    }
+
+    /// Loads `weights` (or seeded weights) as a `kind` model and starts its engine thread.
+    /// The version is `version`, else the weights' metadata version, else `1`. Blocking.
+    pub fn start(
+        &self,
+        name: &str,
+        kind: ModelKind,
+        weights: Option<&std::path::Path>,
+        version: Option<&str>,
+    ) -> anyhow::Result<(Engine, JoinHandle<()>)> {
+        let config = &self.config;
+        let metrics = &self.metrics;
+        let version = match (version, weights) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(p)) => repository::weights_version(p)
+                .map_err(anyhow::Error::msg)?
+                .unwrap_or_else(|| repository::DEFAULT_VERSION.to_string()),
+            (None, None) => repository::DEFAULT_VERSION.to_string(),
+        };
+        Ok(match kind {
             ModelKind::Mlp => {
-                let model = match &spec.weights {
+                let model = match weights {
                     Some(p) => Mlp::load(p),
                     None => Mlp::seeded(MlpConfig::default(), config.seed),
                 }
                 .and_then(|m| m.frozen())
-                .with_context(|| format!("loading model `{}`", spec.name))?;
+                .with_context(|| format!("loading model `{name}`"))?;
                 let batcher = BatcherConfig {
                     max_batch_size: config.max_batch_size,
                     max_queue_delay: config.max_queue_delay,
@@ -91,13 +128,14 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     max_queue: config.max_queue,
                     max_queue_wait: config.max_queue_wait,
                 };
-                tracing::info!(model = %spec.name, config = ?model.config(), "loaded classifier");
+                tracing::info!(model = %name, %version, config = ?model.config(), "loaded classifier");
                 // A batcher legitimately idles up to max_queue_delay with work queued.
                 let stall = config
                     .engine_stall_threshold
                     .max(config.max_queue_delay * 2);
                 let (e, t) = MlpEngine::start(
-                    &spec.name,
+                    name,
+                    &version,
                     model,
                     batcher,
                     config.faults,
@@ -105,19 +143,19 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     metrics.clone(),
                 )
                 .context("starting engine thread")?;
-                threads.push(t);
-                Engine::Mlp(e)
+                (Engine::Mlp(e), t)
             }
             ModelKind::Lm => {
-                let model = match &spec.weights {
+                let model = match weights {
                     Some(p) => ByteLm::load(p),
                     None => ByteLm::seeded(LmConfig::default(), config.seed),
                 }
                 .and_then(|m| m.frozen())
-                .with_context(|| format!("loading model `{}`", spec.name))?;
-                tracing::info!(model = %spec.name, config = ?model.config(), "loaded language model");
+                .with_context(|| format!("loading model `{name}`"))?;
+                tracing::info!(model = %name, %version, config = ?model.config(), "loaded language model");
                 let (e, t) = LmEngine::start(
-                    &spec.name,
+                    name,
+                    &version,
                     model,
                     config.lm_max_running,
                     config.max_queue,
@@ -127,10 +165,24 @@ fn load_models(config: &ServerConfig, metrics: &Arc<Metrics>) -> anyhow::Result<
                     metrics.clone(),
                 )
                 .context("starting engine thread")?;
-                threads.push(t);
-                Engine::Lm(e)
+                (Engine::Lm(e), t)
             }
-        };
+        })
+    }
+}
+
+fn load_models(loader: &Loader, config: &ServerConfig) -> anyhow::Result<LoadedModels> {
+    let mut engines = BTreeMap::new();
+    let mut threads = Vec::new();
+    for spec in &config.models {
+        let started = Instant::now();
+        let (engine, thread) = loader.start(
+            &spec.name,
+            spec.kind,
+            spec.weights.as_deref(),
+            spec.version.as_deref(),
+        )?;
+        threads.push(thread);
         tracing::debug!(model = %spec.name, elapsed_ms = started.elapsed().as_millis() as u64, "engine started");
         engines.insert(spec.name.clone(), engine);
     }
@@ -141,13 +193,14 @@ impl Server {
     /// Loads every model, starts its engine thread and binds `config.listen`.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::with_names(config.metrics_names));
-        let (models, threads) = load_models(&config, &metrics)?;
+        let loader = Loader::new(&config, &metrics);
+        let (models, threads) = load_models(&loader, &config)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let engines = models.values().cloned().collect();
-        let app = Arc::new(AppState::new(&config, models, metrics));
+        let app = Arc::new(AppState::new(&config, models, metrics, loader));
         Ok(Self {
             listener,
             addr,

@@ -20,6 +20,7 @@
 mod kserve;
 mod openai;
 mod ops;
+mod repository;
 
 use crate::admission::Overload;
 use crate::config::{ModelKind, ServerConfig};
@@ -63,9 +64,12 @@ impl Engine {
         }
     }
 
-    /// The loaded version of the model's weights.
-    fn version(&self) -> &str {
-        "1"
+    /// The version of the model's weights being served.
+    fn version(&self) -> String {
+        match self {
+            Engine::Mlp(e) => e.version(),
+            Engine::Lm(e) => e.version(),
+        }
     }
 
     fn problem(&self) -> Option<String> {
@@ -99,6 +103,10 @@ pub struct AppState {
     in_flight: AtomicUsize,
     idle: Notify,
     counter: AtomicU64,
+    /// Starts engines for repository loads.
+    loader: crate::Loader,
+    /// One repository load at a time.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -106,6 +114,7 @@ impl AppState {
         config: &ServerConfig,
         models: BTreeMap<String, Engine>,
         metrics: Arc<Metrics>,
+        loader: crate::Loader,
     ) -> Self {
         Self {
             models,
@@ -120,6 +129,8 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             counter: AtomicU64::new(0),
+            loader,
+            loading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -450,6 +461,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(kserve::routes())
         .merge(openai::routes())
         .merge(ops::routes())
+        .merge(repository::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
