@@ -296,7 +296,7 @@ impl<'de> Deserialize<'de> for TensorData {
 pub struct InferResponse {
     /// The model that answered.
     pub model_name: String,
-    /// The version that answered (the server's models each have one, `"1"`).
+    /// The version that answered: the one the model serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_version: Option<String>,
     /// Echo of the request id, if one was given.
@@ -339,7 +339,7 @@ pub struct ServerMetadata {
 pub struct ModelMetadata {
     /// Model name as routed.
     pub name: String,
-    /// Available versions (the server has only `"1"`).
+    /// Versions that may be asked for: the one being served (the server keeps one).
     pub versions: Vec<String>,
     /// Backend description, e.g. `candle_cpu`.
     pub platform: String,
