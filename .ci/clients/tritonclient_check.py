@@ -72,7 +72,9 @@ if meta is not None:
         D, C = int(inp["shape"][1]), int(out["shape"][-1])
         INPUT, OUTPUT = inp["name"], out["name"]
 
-if D is not None:
+if D is None:
+    check("infer on mlp", False, "skipped: no usable model metadata to size the input")
+else:
     x = (np.arange(D, dtype=np.float32) % 7 * 0.1).reshape(1, D)
 
     def infer(binary, version=""):
