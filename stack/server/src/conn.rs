@@ -419,7 +419,9 @@ async fn serve_connection(
         .header_read_timeout(None);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let mut draining = false;
+    // A connection accepted during a drain is not closed for it: it answers its one request
+    // (keep-alive is off) and closes, as the module docs promise.
+    let mut draining = drain.started();
     loop {
         let recheck_at = match shared.clock().decide(Instant::now(), &limits) {
             Verdict::Close(reason) => {

@@ -799,6 +799,7 @@ fn advance(
         // The client went away: free the slot.
         r.done = true;
         metrics.requests_aborted(&labels.model, "client_gone", 1);
+        metrics.request_finished(&labels.model, crate::metrics::FinishedReason::Abort);
         return;
     }
     let longest_stop = r.job.stops.iter().map(Vec::len).max().unwrap_or(0);
@@ -808,8 +809,17 @@ fn advance(
         }
         r.tail.push(u8::try_from(token).unwrap_or(u8::MAX));
     }
-    if r.generated >= r.job.max_tokens || crate::text::ends_with_stop(&r.tail, &r.job.stops) {
+    let stopped = crate::text::ends_with_stop(&r.tail, &r.job.stops);
+    if r.generated >= r.job.max_tokens || stopped {
         r.done = true;
+        metrics.request_finished(
+            &labels.model,
+            if stopped {
+                crate::metrics::FinishedReason::Stop
+            } else {
+                crate::metrics::FinishedReason::Length
+            },
+        );
         metrics
             .e2e_latency
             .get_or_create(labels)

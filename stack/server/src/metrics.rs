@@ -4,16 +4,13 @@
 //! ending `_total`), or with `--metrics-names vllm` ([`MetricsNames::Vllm`]) vLLM's names,
 //! labels (`model_name`, `engine`) and histogram buckets for the families vLLM has, so
 //! dashboards built for vLLM work unchanged; the families vLLM has not keep their faultline
-//! names. Formats ([`exposition`]): the classic text format 0.0.4 by default, OpenMetrics
+//! names. Formats ([`promtext`]): the classic text format 0.0.4 by default, OpenMetrics
 //! 1.0 when the scraper's `Accept` prefers it.
 //!
 //! Not here: the `/metrics` handler (`api::ops`), which refreshes the queue gauges from the
 //! engines and picks the format.
 
-pub mod exposition;
-
 pub use crate::config::MetricsNames;
-use exposition::Format;
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -21,12 +18,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry, Unit};
+use promtext::Format;
 use std::ops::Deref;
 
 /// `{model}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
     pub model: String,
+}
+
+/// `{model, version}` of `faultline_model_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelInfoLabels {
+    pub model: String,
+    pub version: String,
 }
 
 /// `{model, status}`; `status` is the HTTP status code.
@@ -268,6 +273,9 @@ pub struct Metrics {
     /// `faultline_num_requests_running{model}` (`vllm:num_requests_running`): in a batch
     /// being computed / sequences decoding.
     pub running: ModelFamily<Gauge>,
+    /// `faultline_model_info{model,version}`: 1 for the version each model serves (set at
+    /// every scrape; a replaced version's series disappears).
+    pub model_info: Family<ModelInfoLabels, Gauge>,
     /// `faultline_requests_aborted_total{model,reason}`: requests the engine dropped before
     /// finishing them, `reason` `client_gone` (disconnected, or its deadline passed and the
     /// handler gave up) — their slots are freed at the next batch or decode step.
@@ -472,6 +480,12 @@ impl Metrics {
             unit: None,
         }
         .register(&mut registry, names, running.clone());
+        let model_info = Family::<ModelInfoLabels, Gauge>::default();
+        registry.register(
+            "faultline_model_info",
+            "The version each loaded model serves (always 1)",
+            model_info.clone(),
+        );
         if let Some(success) = &request_success {
             registry.register(
                 "vllm:request_success",
@@ -493,6 +507,7 @@ impl Metrics {
             prompt_tokens,
             waiting,
             running,
+            model_info,
             aborted,
             streams_ended_early,
             connections_open,
@@ -583,7 +598,7 @@ impl Metrics {
         }
         match format {
             Format::OpenMetrics => om,
-            Format::Text004 => exposition::to_text_004(&om),
+            Format::Text004 => promtext::to_text_004(&om),
         }
     }
 }

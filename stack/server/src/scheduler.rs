@@ -77,9 +77,8 @@ impl<T> ContinuousScheduler<T> {
     /// Queues all of `items` (the choices of one request) or none: hands them all back, with
     /// the reason, when any would be refused.
     pub fn push_all(&mut self, items: Vec<T>, now: Instant) -> Result<(), (Vec<T>, Overload)> {
-        let mut pushed = 0;
         let mut rest = items.into_iter();
-        for item in rest.by_ref() {
+        for (pushed, item) in rest.by_ref().enumerate() {
             if let Err((item, why)) = self.push(item, now) {
                 let mut back: Vec<T> = self
                     .waiting
@@ -90,7 +89,6 @@ impl<T> ContinuousScheduler<T> {
                 back.extend(rest);
                 return Err((back, why));
             }
-            pushed += 1;
         }
         Ok(())
     }

@@ -601,5 +601,6 @@ async fn metrics_expose_the_documented_names() {
         ),
         Some(2.0)
     );
-    assert!(m.contains("# TYPE faultline_requests_shed counter"));
+    assert!(m.contains("# TYPE faultline_requests_shed_total counter"));
+    assert!(m.contains("faultline_model_info{model=\"tiny-lm\",version=\"1\"} 1"));
 }

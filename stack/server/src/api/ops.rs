@@ -1,7 +1,6 @@
 //! Operations routes: `/healthz`, `/readyz`, `/metrics`.
 
 use super::*;
-use crate::metrics::exposition;
 use axum::http::HeaderMap;
 use axum::routing::get;
 
@@ -56,8 +55,18 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: the classic text format 0.0.4, or OpenMetrics 1.0 when `Accept` prefers
-/// it (see [`crate::metrics::exposition::negotiate`]).
+/// it (see [`promtext::negotiate`]).
 async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    app.metrics.model_info.clear();
+    for (name, e) in &app.models {
+        app.metrics
+            .model_info
+            .get_or_create(&crate::metrics::ModelInfoLabels {
+                model: name.clone(),
+                version: e.version(),
+            })
+            .set(1);
+    }
     for (name, e) in &app.models {
         let (waiting, running) = e.load();
         let labels = Metrics::model(name);
@@ -78,7 +87,7 @@ async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
         .filter_map(|v| v.to_str().ok())
         .collect::<Vec<_>>()
         .join(",");
-    let format = exposition::negotiate(Some(&accept));
+    let format = promtext::negotiate(Some(&accept));
     (
         [
             (header::CONTENT_TYPE, format.content_type()),
