@@ -12,7 +12,6 @@
 //! | DELETE | `/faults/{kind}` | heal one kind; 404 for an unknown kind |
 
 use crate::device::{FaultSpec, SimDevice};
-use crate::exposition;
 use crate::metrics::Metrics;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -142,7 +141,7 @@ fn router(shared: Shared) -> Router {
 /// `GET /metrics`: text 0.0.4, or OpenMetrics when `Accept` prefers it.
 async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = exposition::negotiate(accept);
+    let format = promtext::negotiate(accept);
     (
         [(header::CONTENT_TYPE, format.content_type())],
         s.metrics.render(format),

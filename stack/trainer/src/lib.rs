@@ -116,8 +116,8 @@
 //!   restore;
 //!   [`failpoint`] — named crash points.
 //! * [`device`] — the simulated GPU and its fault hooks; [`control`] — the HTTP endpoint;
-//!   [`metrics`] — its one Prometheus registry; [`exposition`] — `Accept` negotiation and
-//!   OpenMetrics → text 0.0.4.
+//!   [`metrics`] — its one Prometheus registry (`Accept` negotiation and
+//!   OpenMetrics → text 0.0.4 are the `promtext` crate's, shared with the server).
 //! * [`worker`] — the worker process loop; [`launch`] — the local launcher.
 //!
 //! * [`nccl`] (feature `cuda`) — `NcclComm`, the NCCL communicator (cudarc, dynamic loading).
@@ -136,7 +136,6 @@ pub mod control;
 pub mod device;
 pub mod events;
 pub mod exit;
-pub mod exposition;
 pub mod failpoint;
 pub mod launch;
 pub mod metrics;

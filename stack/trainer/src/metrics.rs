@@ -1,5 +1,5 @@
 //! The worker's one Prometheus registry, served by `GET /metrics` on the control endpoint
-//! (see [`crate::control`]; the format follows the scraper's `Accept`, [`crate::exposition`]).
+//! (see [`crate::control`]; the format follows the scraper's `Accept`, [`promtext`]).
 //!
 //! Names are `faultline_trainer_*`: the reference server's namespace (`faultline_`) plus the
 //! component, so one dashboard or recording rule can select the whole stack
@@ -21,7 +21,6 @@
 
 use crate::control::Status;
 use crate::device::{SimDevice, FAULT_KINDS};
-use crate::exposition::{self, Format};
 use crate::train::StepStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -30,6 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use promtext::Format;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -214,7 +214,7 @@ impl Metrics {
         }
         match format {
             Format::OpenMetrics => om,
-            Format::Text004 => exposition::to_text_004(&om),
+            Format::Text004 => promtext::to_text_004(&om),
         }
     }
 }

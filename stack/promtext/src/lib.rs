@@ -1,4 +1,6 @@
-//! The two text formats Prometheus reads, and which one a scraper asked for.
+//! The two text formats Prometheus reads, and which one a scraper asked for: shared by
+//! every `GET /metrics` in the stack (the inference server's and the trainer's control
+//! endpoint), so both answer the same `Accept` header the same way.
 //!
 //! `prometheus-client` encodes OpenMetrics 1.0 only (prometheus/client_rust#51 asks for
 //! the classic format; it is open). `promtool check metrics`, `curl` users and older
@@ -7,7 +9,7 @@
 //! registry's OpenMetrics text into it.
 //!
 //! Why a converter and not a crate: the `prometheus` crate writes 0.0.4, but only from its
-//! own registry, so every metric would be kept twice or the server would leave
+//! own registry, so every metric would be kept twice or a process would leave
 //! `prometheus-client` (one registry per process, STYLE.md rule 10). What differs between
 //! the formats for what `prometheus-client` writes is a handful of line rules (below), so
 //! the converter is small and unit-tested; `promtool` and a real Prometheus scrape check
@@ -15,8 +17,10 @@
 //! hand-written for the same reason it is small: the `mime` crate in the lock file parses
 //! one media type, not a list with q-values.
 //!
-//! Not here: the HTTP handler (`api::ops`), or a general OpenMetrics parser: the converter
-//! handles the lines `prometheus-client` writes (no timestamps, help text unescaped).
+//! Not here: the HTTP handlers (the server's `api::ops`, the trainer's `control`), the
+//! registries and metric names (each process's `metrics` module), or a general OpenMetrics
+//! parser: the converter handles the lines `prometheus-client` writes (no timestamps, help
+//! text unescaped). No I/O and no dependencies: plain functions of strings.
 
 /// A text exposition format `/metrics` can answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
