@@ -62,7 +62,11 @@ async fn completion_clients(s: &ServerProcess, clients: usize, per_client: usize
                 let text = r.text().await.expect("body");
                 if stream {
                     let events = sse_data(&text);
-                    assert_eq!(events.len(), 25, "24 tokens and [DONE]: {text}");
+                    // Bytes of one UTF-8 character travel in one chunk: at most 24 chunks.
+                    assert!(
+                        (2..=25).contains(&events.len()),
+                        "24 tokens and [DONE]: {text}"
+                    );
                     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
                 } else {
                     let v: Value = serde_json::from_str(&text).expect("json");
