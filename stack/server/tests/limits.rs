@@ -302,11 +302,10 @@ async fn requests_behind_a_wedged_engine_get_504_at_their_deadline() {
         .await
         .expect("sent");
     assert_eq!(infer.status(), 504);
+    // `/v2` routes answer in KServe's shape: `{"error": "message"}`.
     let v: Value = infer.json().await.expect("json");
-    assert_eq!(v["error"]["code"], 504, "{v}");
-    assert_eq!(v["error"]["type"], "timeout", "{v}");
     assert!(
-        v["error"]["message"]
+        v["error"]
             .as_str()
             .is_some_and(|m| m.contains("--request-timeout-s")),
         "{v}"
@@ -531,9 +530,10 @@ async fn requests_that_would_wait_past_the_budget_are_shed_at_once() {
         shed.headers().get("retry-after").map(|v| v.as_bytes()),
         Some(&b"1"[..])
     );
+    // `/v2` routes answer in KServe's shape: `{"error": "message"}`.
     let v: Value = shed.json().await.expect("json");
     assert!(
-        v["error"]["message"]
+        v["error"]
             .as_str()
             .is_some_and(|m| m.contains("--max-queue-wait-ms")),
         "{v}"
