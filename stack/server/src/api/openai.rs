@@ -190,8 +190,12 @@ struct Common {
 /// Checked common parameters: `(n, sampling, stops, seed, stream, include_usage)`.
 type CommonChecked = (u32, Sampling, Vec<Vec<u8>>, u64, bool, bool);
 
+/// The request's number: its id (`cmpl-N`, `chatcmpl-N`) and, without a `seed`, its seed.
+type RequestNumber = u64;
+
 fn check_common(
     app: &AppState,
+    number: RequestNumber,
     c: Common,
     max_tokens_param: &str,
 ) -> Result<CommonChecked, ApiError> {
@@ -264,10 +268,9 @@ fn check_common(
         }
     };
     let sampling = Sampling { temperature, top_p };
-    let id = app.next_id();
     let seed = c
         .seed
-        .unwrap_or_else(|| app.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        .unwrap_or_else(|| app.seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     Ok((n, sampling, stops, seed, stream, include_usage))
 }
 
@@ -302,7 +305,11 @@ fn token_ids_to_bytes(param: &str, ids: &[i64]) -> Result<Vec<u8>, ApiError> {
         .collect()
 }
 
-fn plan_completion(app: &AppState, req: CompletionRequest) -> Result<Plan, ApiError> {
+fn plan_completion(
+    app: &AppState,
+    number: RequestNumber,
+    req: CompletionRequest,
+) -> Result<Plan, ApiError> {
     check_lm(app, &req.model)?;
     let prompts: Vec<Vec<u8>> = match &req.prompt {
         Prompt::Text(s) => vec![s.as_bytes().to_vec()],
@@ -357,6 +364,7 @@ fn plan_completion(app: &AppState, req: CompletionRequest) -> Result<Plan, ApiEr
     }
     let (n, sampling, stops, seed, stream, include_usage) = check_common(
         app,
+        number,
         Common {
             n: req.n,
             max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
@@ -452,7 +460,11 @@ pub fn chat_prompt(messages: &[ChatMessage]) -> Result<Vec<u8>, ApiError> {
     Ok(out.into_bytes())
 }
 
-fn plan_chat(app: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiError> {
+fn plan_chat(
+    app: &AppState,
+    number: RequestNumber,
+    req: ChatCompletionRequest,
+) -> Result<Plan, ApiError> {
     check_lm(app, &req.model)?;
     let prompt = chat_prompt(&req.messages)?;
     check_prompt_bytes(app, "messages", &prompt)?;
@@ -481,6 +493,7 @@ fn plan_chat(app: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiErro
     };
     let (n, sampling, stops, seed, stream, include_usage) = check_common(
         app,
+        number,
         Common {
             n: req.n,
             max_tokens,
@@ -586,18 +599,19 @@ async fn generate_inner(
         return Err(ApiError::draining());
     }
     require_json(headers)?;
+    let number = app.next_id();
     let plan = match flavor {
         Flavor::Completion => {
             let req: CompletionRequest = parse_json(body, app.max_body_bytes)?;
             *label = label_for(app, &req.model);
             ctx.request_label.set(label);
-            plan_completion(app, req)?
+            plan_completion(app, number, req)?
         }
         Flavor::Chat => {
             let req: ChatCompletionRequest = parse_json(body, app.max_body_bytes)?;
             *label = label_for(app, &req.model);
             ctx.request_label.set(label);
-            plan_chat(app, req)?
+            plan_chat(app, number, req)?
         }
     };
     let Some(Engine::Lm(engine)) = app.models.get(&plan.model) else {
@@ -638,6 +652,8 @@ async fn generate_inner(
                 shown: echo.len(),
                 echo,
                 deadline: ctx.deadline,
+                timeout: app.request_timeout,
+                model: plan.model.clone(),
                 done: false,
             });
         }
@@ -645,10 +661,9 @@ async fn generate_inner(
     engine
         .submit(jobs)
         .map_err(|e| ApiError::from_submit(e, &plan.model, &app.metrics))?;
-    let n = app.next_id();
     let id = match plan.flavor {
-        Flavor::Completion => format!("cmpl-{n}"),
-        Flavor::Chat => format!("chatcmpl-{n}"),
+        Flavor::Completion => format!("cmpl-{number}"),
+        Flavor::Chat => format!("chatcmpl-{number}"),
     };
     let head = Head {
         flavor: plan.flavor,
@@ -684,6 +699,9 @@ struct ChoiceGen {
     /// Bytes of text this choice has shown (the echo included), for `text_offset`.
     shown: usize,
     deadline: tokio::time::Instant,
+    /// `--request-timeout-s` and the model, for the error a failed choice shows.
+    timeout: Duration,
+    model: String,
     done: bool,
 }
 
@@ -704,7 +722,7 @@ enum ChoiceEvent {
         logprobs: Vec<ShownToken>,
         finish: Option<&'static str>,
     },
-    /// The choice cannot finish: the error to show and the metric reason.
+    /// The choice cannot finish: the error to answer with and the metric reason.
     Failed(ApiError, &'static str),
 }
 
@@ -741,8 +759,8 @@ impl ChoiceGen {
                     self.done = true;
                     return Some(ChoiceEvent::Failed(
                         ApiError::unavailable(format!(
-                            "engine stopped after {} of {} tokens",
-                            self.received, self.max_tokens
+                            "model `{}`: engine stopped after {} of {} tokens",
+                            self.model, self.received, self.max_tokens
                         )),
                         "engine_stopped",
                     ));
@@ -752,7 +770,7 @@ impl ChoiceGen {
                     self.done = true;
                     self.rx.close();
                     return Some(ChoiceEvent::Failed(
-                        ApiError::deadline_passed(Duration::ZERO),
+                        ApiError::deadline_passed(self.timeout),
                         "deadline",
                     ));
                 }
@@ -871,51 +889,63 @@ impl Head {
         })
     }
 
+    /// A completions stream chunk.
+    fn completion_chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> Event {
+        sse_json(&CompletionChunk {
+            id: self.id.clone(),
+            object: "text_completion".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        })
+    }
+
+    /// A chat stream chunk.
+    fn chat_chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Event {
+        sse_json(&ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        })
+    }
+
     /// One stream chunk for one choice.
     fn chunk(&self, index: u32, text: String, shown: &[ShownToken], finish: Option<&str>) -> Event {
-        let event = match self.flavor {
-            Flavor::Completion => Event::default().json_data(CompletionChunk {
-                id: self.id.clone(),
-                object: "text_completion".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![CompletionChoice {
+        let finish_reason = finish.map(str::to_string);
+        match self.flavor {
+            Flavor::Completion => self.completion_chunk(
+                vec![CompletionChoice {
                     index,
                     text,
                     logprobs: self.completion_logprobs(shown),
-                    finish_reason: finish.map(str::to_string),
+                    finish_reason,
                 }],
-                usage: None,
-            }),
-            Flavor::Chat => Event::default().json_data(ChatCompletionChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![ChatChunkChoice {
+                None,
+            ),
+            Flavor::Chat => self.chat_chunk(
+                vec![ChatChunkChoice {
                     index,
                     delta: ChatDelta {
                         role: None,
                         content: (!text.is_empty()).then_some(text),
                     },
                     logprobs: self.chat_logprobs(shown),
-                    finish_reason: finish.map(str::to_string),
+                    finish_reason,
                 }],
-                usage: None,
-            }),
-        };
-        event.unwrap_or_else(|e| Event::default().comment(format!("encode error: {e}")))
+                None,
+            ),
+        }
     }
 
     /// A chat stream's first chunk for a choice: the assistant role; or a completion's echo.
     fn opening(&self, index: u32, echo: &str) -> Option<Event> {
-        let event = match self.flavor {
-            Flavor::Chat => Event::default().json_data(ChatCompletionChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![ChatChunkChoice {
+        match self.flavor {
+            Flavor::Chat => Some(self.chat_chunk(
+                vec![ChatChunkChoice {
                     index,
                     delta: ChatDelta {
                         role: Some("assistant".into()),
@@ -924,39 +954,30 @@ impl Head {
                     logprobs: None,
                     finish_reason: None,
                 }],
-                usage: None,
-            }),
+                None,
+            )),
             Flavor::Completion if !echo.is_empty() => {
-                return Some(self.chunk(index, echo.to_string(), &[], None))
+                Some(self.chunk(index, echo.to_string(), &[], None))
             }
-            Flavor::Completion => return None,
-        };
-        Some(event.unwrap_or_else(|e| Event::default().comment(format!("encode error: {e}"))))
+            Flavor::Completion => None,
+        }
     }
 
     /// The last chunk before `[DONE]` with `stream_options.include_usage`: no choices.
     fn usage_chunk(&self, completion_tokens: u32) -> Event {
         let usage = Some(self.usage(completion_tokens));
-        let event = match self.flavor {
-            Flavor::Completion => Event::default().json_data(CompletionChunk {
-                id: self.id.clone(),
-                object: "text_completion".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![],
-                usage,
-            }),
-            Flavor::Chat => Event::default().json_data(ChatCompletionChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![],
-                usage,
-            }),
-        };
-        event.unwrap_or_else(|e| Event::default().comment(format!("encode error: {e}")))
+        match self.flavor {
+            Flavor::Completion => self.completion_chunk(vec![], usage),
+            Flavor::Chat => self.chat_chunk(vec![], usage),
+        }
     }
+}
+
+/// An SSE `data:` event holding `value` as JSON (a comment if it cannot be encoded).
+fn sse_json<T: serde::Serialize>(value: &T) -> Event {
+    Event::default()
+        .json_data(value)
+        .unwrap_or_else(|e| Event::default().comment(format!("encode error: {e}")))
 }
 
 /// Every choice's events, merged as they come.
@@ -996,13 +1017,7 @@ async fn collect_response(head: Head, choices: Vec<ChoiceGen>) -> Result<Respons
                     a.finish = finish.or(a.finish);
                 }
             }
-            ChoiceEvent::Failed(err, _) => {
-                return Err(if err.status == StatusCode::GATEWAY_TIMEOUT {
-                    ApiError::deadline_passed(Duration::ZERO)
-                } else {
-                    ApiError::unavailable(format!("model `{}`: {}", head.model, err.message))
-                });
-            }
+            ChoiceEvent::Failed(err, _) => return Err(err),
         }
     }
     let usage = head.usage(completion_tokens);
@@ -1060,7 +1075,6 @@ struct StreamState {
     completion_tokens: u32,
     /// `[DONE]` is queued: nothing more is generated.
     finished: bool,
-    timeout: Duration,
     metrics: Arc<Metrics>,
     _in_flight: InFlight,
 }
@@ -1095,7 +1109,6 @@ fn stream_response(
         include_usage,
         completion_tokens: 0,
         finished: false,
-        timeout: app.request_timeout,
         metrics: app.metrics.clone(),
         _in_flight: in_flight,
     };
@@ -1121,15 +1134,7 @@ fn stream_response(
                 }
                 Some(ChoiceEvent::Failed(err, reason)) => {
                     s.metrics.stream_ended_early(&s.head.model, reason);
-                    let err = if err.status == StatusCode::GATEWAY_TIMEOUT {
-                        ApiError::deadline_passed(s.timeout)
-                    } else {
-                        ApiError::unavailable(format!("model `{}`: {}", s.head.model, err.message))
-                    };
-                    let event = Event::default()
-                        .json_data(err.body())
-                        .unwrap_or_else(|e| Event::default().comment(format!("encode error: {e}")));
-                    s.queue.push_back(event);
+                    s.queue.push_back(sse_json(&err.body()));
                     s.queue.push_back(Event::default().data(STREAM_DONE));
                     // Dropping the other choices closes their channels: the engine stops them.
                     s.merged = futures_util::stream::select_all(Vec::new());
