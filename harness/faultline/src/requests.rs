@@ -109,15 +109,18 @@ pub async fn build(
                     model: model.clone(),
                     prompt: wire::openai::Prompt::Text(prompt.clone()),
                     max_tokens: Some(*max_tokens),
-                    temperature: Some(0.0),
-                    stream: Some(*stream),
-                    seed: Some(seed),
-                    // Exact token counts for TPOT: a chunk carries the text of one or more
-                    // tokens (bytes of one UTF-8 character travel together).
-                    stream_options: stream.then(|| wire::openai::StreamOptions {
-                        include_usage: Some(true),
+                    params: wire::openai::GenerationParams {
+                        temperature: Some(0.0),
+                        stream: Some(*stream),
+                        seed: Some(seed),
+                        // Exact token counts for TPOT: a chunk carries the text of one or
+                        // more tokens (bytes of one UTF-8 character travel together).
+                        stream_options: stream.then(|| wire::openai::StreamOptions {
+                            include_usage: Some(true),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
+                    },
                     ..Default::default()
                 };
                 RequestTemplate {

@@ -52,6 +52,6 @@ mod tests {
         let r: openai::CompletionRequest =
             serde_json::from_str(r#"{"model":"tiny-lm","prompt":"hi"}"#).expect("valid");
         assert_eq!(r.max_tokens, None);
-        assert_eq!(r.stream, None);
+        assert_eq!(r.params.stream, None);
     }
 }

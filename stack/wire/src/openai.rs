@@ -62,6 +62,31 @@ pub struct StreamOptions {
     pub extra: Extra,
 }
 
+/// The parameters completions and chat completions share. Flattened into both request
+/// bodies: its fields are taken out before the rest lands in `extra`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationParams {
+    /// `0` (default) = greedy; `> 0` = seeded sampling from softmax(logits / temperature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass, `(0, 1]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Choices per prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// `true` = answer as SSE chunks, then `data: [DONE]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// Sampling seed; without it the server derives one from its `--seed` and a counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
 /// `POST /v1/completions` request body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompletionRequest {
@@ -72,31 +97,15 @@ pub struct CompletionRequest {
     /// Tokens (bytes) to generate: `1..=server limit`; the server's default is 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// `0` (default) = greedy; `> 0` = seeded sampling from softmax(logits / temperature).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling mass, `(0, 1]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    /// Choices per prompt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
-    /// `true` = answer as SSE chunks, one per token, then `data: [DONE]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
     /// Return this many most likely alternatives per token with its log-probability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
     /// Prefix the prompt to the generated text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<bool>,
-    /// Sampling seed; without it the server derives one from its `--seed` and a counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
+    /// Sampling and streaming parameters both endpoints share.
+    #[serde(flatten)]
+    pub params: GenerationParams,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -239,26 +248,15 @@ pub struct ChatCompletionRequest {
     pub max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
     /// Return each token's log-probability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// With `logprobs`: this many most likely alternatives per token (0..=20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
+    /// Sampling and streaming parameters both endpoints share.
+    #[serde(flatten)]
+    pub params: GenerationParams,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -395,9 +393,24 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_kept_for_the_server_to_refuse() {
-        let r: CompletionRequest =
-            serde_json::from_str(r#"{"model":"m","prompt":"p","best_of":3}"#).expect("valid");
+        let r: CompletionRequest = serde_json::from_str(
+            r#"{"model":"m","prompt":"p","best_of":3,"n":2,"temperature":0.5,"stop":"x"}"#,
+        )
+        .expect("valid");
         assert_eq!(r.extra.keys().collect::<Vec<_>>(), vec!["best_of"]);
+        assert_eq!(r.params.n, Some(2));
+        assert_eq!(r.params.temperature, Some(0.5));
+        assert_eq!(r.params.stop, Some(Stop::One("x".into())));
+        let c: ChatCompletionRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[],"seed":7,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .expect("valid");
+        assert!(c.extra.is_empty(), "{:?}", c.extra);
+        assert_eq!(c.params.seed, Some(7));
+        assert_eq!(
+            c.params.stream_options.and_then(|o| o.include_usage),
+            Some(true)
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use wire::openai::{
     ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatContent, ChatDelta, ChatLogprobs, ChatMessage, ChatResponseMessage,
     ChatTokenLogprob, ChatTopLogprob, CompletionChoice, CompletionChunk, CompletionLogprobs,
-    CompletionRequest, CompletionResponse, Extra, ModelCard, ModelList, Prompt, Stop,
-    StreamOptions, TopLogprobs, Usage, STREAM_DONE,
+    CompletionRequest, CompletionResponse, Extra, GenerationParams, ModelCard, ModelList, Prompt,
+    TopLogprobs, Usage, STREAM_DONE,
 };
 
 /// Most choices one request may ask for: prompts × `n`.
@@ -175,18 +175,6 @@ fn check_lm(app: &AppState, model: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The parameters the two endpoints share, checked the same way.
-struct Common {
-    n: Option<u32>,
-    max_tokens: u32,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    stop: Option<Stop>,
-    seed: Option<u64>,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
-}
-
 /// Checked common parameters: `(n, sampling, stops, seed, stream, include_usage)`.
 type CommonChecked = (u32, Sampling, Vec<Vec<u8>>, u64, bool, bool);
 
@@ -196,15 +184,16 @@ type RequestNumber = u64;
 fn check_common(
     app: &AppState,
     number: RequestNumber,
-    c: Common,
+    c: GenerationParams,
+    max_tokens: u32,
     max_tokens_param: &str,
 ) -> Result<CommonChecked, ApiError> {
-    if c.max_tokens == 0 || c.max_tokens > app.max_tokens_limit {
+    if max_tokens == 0 || max_tokens > app.max_tokens_limit {
         return Err(bad(
             max_tokens_param,
             format!(
                 "expected 1..={} (--max-tokens-limit), got {}",
-                app.max_tokens_limit, c.max_tokens
+                app.max_tokens_limit, max_tokens
             ),
         ));
     }
@@ -333,7 +322,7 @@ fn plan_completion(
             };
         check_prompt_bytes(app, &param, p)?;
     }
-    let n = req.n.unwrap_or(1);
+    let n = req.params.n.unwrap_or(1);
     check_extra(&req.extra, "", n)?;
     let choices = prompts.len() as u64 * u64::from(n);
     if choices > u64::from(MAX_CHOICES) {
@@ -365,16 +354,8 @@ fn plan_completion(
     let (n, sampling, stops, seed, stream, include_usage) = check_common(
         app,
         number,
-        Common {
-            n: req.n,
-            max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            temperature: req.temperature,
-            top_p: req.top_p,
-            stop: req.stop,
-            seed: req.seed,
-            stream: req.stream,
-            stream_options: req.stream_options,
-        },
+        req.params,
+        req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
         "max_tokens",
     )?;
     Ok(Plan {
@@ -468,7 +449,7 @@ fn plan_chat(
     check_lm(app, &req.model)?;
     let prompt = chat_prompt(&req.messages)?;
     check_prompt_bytes(app, "messages", &prompt)?;
-    check_extra(&req.extra, "", req.n.unwrap_or(1))?;
+    check_extra(&req.extra, "", req.params.n.unwrap_or(1))?;
     let (max_tokens, param) = match (req.max_completion_tokens, req.max_tokens) {
         (Some(m), _) => (m, "max_completion_tokens"),
         (None, Some(m)) => (m, "max_tokens"),
@@ -491,21 +472,8 @@ fn plan_chat(
             Some(k as usize)
         }
     };
-    let (n, sampling, stops, seed, stream, include_usage) = check_common(
-        app,
-        number,
-        Common {
-            n: req.n,
-            max_tokens,
-            temperature: req.temperature,
-            top_p: req.top_p,
-            stop: req.stop,
-            seed: req.seed,
-            stream: req.stream,
-            stream_options: req.stream_options,
-        },
-        param,
-    )?;
+    let (n, sampling, stops, seed, stream, include_usage) =
+        check_common(app, number, req.params, max_tokens, param)?;
     Ok(Plan {
         flavor: Flavor::Chat,
         model: req.model,
