@@ -40,8 +40,8 @@ pub const DEFAULT_CHAT_MAX_TOKENS: u32 = 64;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/completions", post(completions))
-        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(generation_route::<false>))
+        .route("/v1/chat/completions", post(generation_route::<true>))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
 }
@@ -490,8 +490,8 @@ fn plan_chat(
     })
 }
 
-/// `POST /v1/completions`.
-async fn completions(
+/// `POST /v1/completions` (`CHAT = false`) and `POST /v1/chat/completions` (`CHAT = true`).
+async fn generation_route<const CHAT: bool>(
     State(app): State<Arc<AppState>>,
     Extension(request_label): Extension<RequestLabel>,
     Extension(Deadline(deadline)): Extension<Deadline>,
@@ -504,24 +504,12 @@ async fn completions(
         in_flight: app.enter(),
         request_label: &request_label,
     };
-    generate(&app, ctx, &headers, body, Flavor::Completion).await
-}
-
-/// `POST /v1/chat/completions`.
-async fn chat_completions(
-    State(app): State<Arc<AppState>>,
-    Extension(request_label): Extension<RequestLabel>,
-    Extension(Deadline(deadline)): Extension<Deadline>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let ctx = GenCtx {
-        arrived: Instant::now(),
-        deadline,
-        in_flight: app.enter(),
-        request_label: &request_label,
+    let flavor = if CHAT {
+        Flavor::Chat
+    } else {
+        Flavor::Completion
     };
-    generate(&app, ctx, &headers, body, Flavor::Chat).await
+    generate(&app, ctx, &headers, body, flavor).await
 }
 
 /// What a generation handler carries besides its body.
