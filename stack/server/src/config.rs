@@ -23,6 +23,14 @@ impl ModelKind {
             ModelKind::Lm => "lm",
         }
     }
+
+    /// The flag that sets this kind's queueing-time budget (the admission rule).
+    pub fn queue_wait_flag(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "--max-queue-wait-ms",
+            ModelKind::Lm => "--lm-max-queue-wait-ms",
+        }
+    }
 }
 
 /// The names `/metrics` exports (`--metrics-names`).

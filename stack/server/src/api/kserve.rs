@@ -366,7 +366,7 @@ async fn infer_inner(
     // Shed before parsing: under overload most requests end here, cheaply.
     engine
         .admission()
-        .map_err(|e| ApiError::from_submit(e, name, &app.metrics))?;
+        .map_err(|e| ApiError::from_submit(e, name, ModelKind::Mlp, &app.metrics))?;
     let bytes = body.map_err(|r| ApiError::from_body_rejection(r, app.max_body_bytes))?;
     let model = ModelShape {
         input_dim: engine.input_dim(),
@@ -375,7 +375,7 @@ async fn infer_inner(
     let job = parse_infer(headers, bytes, app.max_body_bytes, model)?;
     let rx = engine
         .submit(job.rows, job.samples)
-        .map_err(|e| ApiError::from_submit(e, name, &app.metrics))?;
+        .map_err(|e| ApiError::from_submit(e, name, ModelKind::Mlp, &app.metrics))?;
     let logits = match rx.await {
         Ok(Ok(v)) => v,
         Ok(Err(msg)) => {

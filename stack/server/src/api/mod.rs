@@ -301,7 +301,7 @@ impl ApiError {
         }
     }
 
-    fn from_submit(e: SubmitError, model: &str, metrics: &Metrics) -> Self {
+    fn from_submit(e: SubmitError, model: &str, kind: ModelKind, metrics: &Metrics) -> Self {
         match e {
             SubmitError::Overloaded(Overload::QueueFull { waiting }) => {
                 metrics.request_shed(model, "queue_full");
@@ -321,8 +321,9 @@ impl ApiError {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     kind: "queue_full",
                     message: format!(
-                        "model `{model}` is overloaded: this request would wait about {:.0} ms, past --max-queue-wait-ms; retry later",
-                        estimated.as_secs_f64().min(1e9) * 1000.0
+                        "model `{model}` is overloaded: this request would wait about {:.0} ms, past {}; retry later",
+                        estimated.as_secs_f64().min(1e9) * 1000.0,
+                        kind.queue_wait_flag()
                     ),
                     param: None,
                     shape: ErrorShape::OpenAi,

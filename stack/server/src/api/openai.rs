@@ -616,7 +616,7 @@ async fn generate_inner(
     }
     engine
         .submit(jobs)
-        .map_err(|e| ApiError::from_submit(e, &plan.model, &app.metrics))?;
+        .map_err(|e| ApiError::from_submit(e, &plan.model, ModelKind::Lm, &app.metrics))?;
     let id = match plan.flavor {
         Flavor::Completion => format!("cmpl-{number}"),
         Flavor::Chat => format!("chatcmpl-{number}"),
