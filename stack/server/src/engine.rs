@@ -795,13 +795,6 @@ fn advance(
     metrics.generation_tokens.get_or_create(labels).inc();
     r.generated += 1;
     r.input = token;
-    if r.job.tokens.send(GenToken { id: token, logprob }).is_err() {
-        // The client went away: free the slot.
-        r.done = true;
-        metrics.requests_aborted(&labels.model, "client_gone", 1);
-        metrics.request_finished(&labels.model, crate::metrics::FinishedReason::Abort);
-        return;
-    }
     let longest_stop = r.job.stops.iter().map(Vec::len).max().unwrap_or(0);
     if longest_stop > 0 {
         if r.tail.len() == longest_stop {
@@ -810,8 +803,10 @@ fn advance(
         r.tail.push(u8::try_from(token).unwrap_or(u8::MAX));
     }
     let stopped = crate::text::ends_with_stop(&r.tail, &r.job.stops);
-    if r.generated >= r.job.max_tokens || stopped {
-        r.done = true;
+    let last = r.generated >= r.job.max_tokens || stopped;
+    if last {
+        // Recorded before the last token leaves, so a client that has its whole answer and then
+        // scrapes /metrics always finds this request's latency observed.
         metrics.request_finished(
             &labels.model,
             if stopped {
@@ -824,5 +819,14 @@ fn advance(
             .e2e_latency
             .get_or_create(labels)
             .observe(now.saturating_duration_since(r.job.arrived).as_secs_f64());
+    }
+    let sent = r.job.tokens.send(GenToken { id: token, logprob }).is_ok();
+    if last {
+        r.done = true;
+    } else if !sent {
+        // The client went away mid-generation: free the slot.
+        r.done = true;
+        metrics.requests_aborted(&labels.model, "client_gone", 1);
+        metrics.request_finished(&labels.model, crate::metrics::FinishedReason::Abort);
     }
 }
