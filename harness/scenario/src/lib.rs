@@ -9,6 +9,7 @@
 //! Not here: running a scenario (that is the `faultline` crate's runner).
 
 pub mod error;
+pub mod kinds;
 pub mod locate;
 pub mod model;
 pub mod validate;
@@ -16,6 +17,7 @@ pub mod validate;
 use std::path::Path;
 
 pub use error::{Diagnostic, ScenarioError};
+pub use kinds::{FaultDomain, KindSpec, ProbeKind, Role, KINDS};
 pub use locate::{locate, FieldPath, LineCol, Segment};
 pub use model::*;
 pub use validate::{validate, Problem};

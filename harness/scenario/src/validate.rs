@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::kinds::{kind_names, FaultDomain, KindSpec, ProbeKind, Role, KINDS};
 use crate::locate::FieldPath;
 use crate::model::*;
 
@@ -20,8 +21,12 @@ pub struct Problem {
 /// HTTP methods accepted by `kind = "http"` requests.
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-/// Placeholders the runner replaces in component and variant `args` (see [`Component::args`]).
+/// Placeholders the runner replaces in component and variant `args` and in component `env`
+/// values (see [`Component::args`]).
 pub const PLACEHOLDERS: &[&str] = &[
+    "{addr}",
+    "{host}",
+    "{port}",
     "{NAME.addr}",
     "{NAME.addrs}",
     "{run_dir}",
@@ -81,15 +86,6 @@ fn placeholders(arg: &str) -> Vec<&str> {
         }
     }
     found
-}
-
-/// The name of a component kind as written in scenario files.
-fn kind_name(kind: ComponentKind) -> &'static str {
-    match kind {
-        ComponentKind::Server => "server",
-        ComponentKind::TrainerRendezvous => "trainer-rendezvous",
-        ComponentKind::TrainerWorker => "trainer-worker",
-    }
 }
 
 fn quoted_list<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
@@ -165,12 +161,12 @@ impl<'a> Validator<'a> {
         found
     }
 
-    /// Names of the components of one kind.
-    fn components_of(&self, kind: ComponentKind) -> Vec<&'a str> {
+    /// Names of the components whose kind satisfies `pred`.
+    fn components_with(&self, pred: impl Fn(&KindSpec) -> bool) -> Vec<&'a str> {
         self.scenario
             .components
             .iter()
-            .filter(|c| c.kind == kind)
+            .filter(|c| pred(c.kind.spec()))
             .map(|c| c.name.as_str())
             .collect()
     }
@@ -178,27 +174,36 @@ impl<'a> Validator<'a> {
     /// Placeholders in `args` (at `path[j]`) are known and name existing components.
     fn args(&mut self, path: &FieldPath, args: &[String]) {
         for (j, arg) in args.iter().enumerate() {
-            for inner in placeholders(arg) {
-                if matches!(inner, "run_dir" | "replica" | "replicas" | "seed") {
-                    continue;
+            self.placeholders_in(path.index(j), arg);
+        }
+    }
+
+    /// Placeholders in one argument or environment value are known and name existing
+    /// components.
+    fn placeholders_in(&mut self, path: FieldPath, text: &str) {
+        for inner in placeholders(text) {
+            if matches!(
+                inner,
+                "addr" | "host" | "port" | "run_dir" | "replica" | "replicas" | "seed"
+            ) {
+                continue;
+            }
+            match inner.rsplit_once('.') {
+                Some((name, "addr" | "addrs")) if self.scenario.component(name).is_none() => {
+                    let names = quoted_list(self.component_names());
+                    self.problem(
+                        path.clone(),
+                        format!("unknown component \"{name}\" in placeholder {{{inner}}}; expected one of: {names}"),
+                    );
                 }
-                match inner.rsplit_once('.') {
-                    Some((name, "addr" | "addrs")) if self.scenario.component(name).is_none() => {
-                        let names = quoted_list(self.component_names());
-                        self.problem(
-                            path.index(j),
-                            format!("unknown component \"{name}\" in placeholder {{{inner}}}; expected one of: {names}"),
-                        );
-                    }
-                    Some((_, "addr" | "addrs")) => {}
-                    _ => self.problem(
-                        path.index(j),
-                        format!(
-                            "unknown placeholder {{{inner}}}; expected one of {} (NAME a component)",
-                            PLACEHOLDERS.join(", ")
-                        ),
+                Some((_, "addr" | "addrs")) => {}
+                _ => self.problem(
+                    path.clone(),
+                    format!(
+                        "unknown placeholder {{{inner}}}; expected one of {} (NAME a component)",
+                        PLACEHOLDERS.join(", ")
                     ),
-                }
+                ),
             }
         }
     }
@@ -259,7 +264,7 @@ impl<'a> Validator<'a> {
                 self.problem(path.key("replicas"), "0 replicas; expected at least 1");
             }
             // A rendezvous is probed by TCP connect: its readiness path is never used.
-            if c.kind != ComponentKind::TrainerRendezvous && !c.readiness.path.starts_with('/') {
+            if c.kind.spec().probe == ProbeKind::Http && !c.readiness.path.starts_with('/') {
                 self.problem(
                     path.key("readiness").key("path"),
                     format!(
@@ -270,7 +275,8 @@ impl<'a> Validator<'a> {
             }
             self.nonzero_duration(path.key("readiness").key("timeout"), c.readiness.timeout);
             self.args(&path.key("args"), &c.args);
-            for key in c.env.keys() {
+            for (key, value) in &c.env {
+                self.placeholders_in(path.key("env").key(key), value);
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
                     self.problem(
                         path.key("env").key(key),
@@ -286,26 +292,30 @@ impl<'a> Validator<'a> {
         let path = root().key("workload");
         let training = w.mode == LoadMode::Training;
         if let Some(target) = self.known_component(path.key("target"), &w.target) {
-            match (training, target.kind) {
-                (true, ComponentKind::TrainerWorker) | (false, ComponentKind::Server) => {}
-                (true, kind) => {
-                    let workers = quoted_list(self.components_of(ComponentKind::TrainerWorker));
+            let role = target.kind.spec().role;
+            match (training, role) {
+                (true, Role::Train) | (false, Role::Serve) => {}
+                (true, _) => {
+                    let kinds = kind_names(|k| k.role == Role::Train);
+                    let workers = quoted_list(self.components_with(|k| k.role == Role::Train));
                     self.problem(
                         path.key("target"),
                         format!(
-                            "\"{}\" is a {} component and mode = \"training\" trains on the target's replicas; expected a trainer-worker component: {workers}",
+                            "\"{}\" is a {} component and mode = \"training\" trains on the target's replicas; expected a {kinds} component: {workers}",
                             w.target,
-                            kind_name(kind)
+                            target.kind.name()
                         ),
                     );
                 }
-                (false, kind) => self.problem(
+                (false, _) => self.problem(
                     path.key("target"),
                     format!(
-                        "\"{}\" is a {} component, which takes no HTTP load (mode is \"{}\"); expected a server component, or mode = \"training\" with a trainer-worker",
+                        "\"{}\" is a {} component, which takes no HTTP load (mode is \"{}\"); expected a {} component, or mode = \"training\" with a {}",
                         w.target,
-                        kind_name(kind),
-                        w.mode.name()
+                        target.kind.name(),
+                        w.mode.name(),
+                        kind_names(|k| k.role == Role::Serve),
+                        kind_names(|k| k.role == Role::Train),
                     ),
                 ),
             }
@@ -515,38 +525,29 @@ impl<'a> Validator<'a> {
                 seen.insert(id, i);
             }
 
-            match f.kind {
-                FaultKind::ProcessKill | FaultKind::ProcessPause => match &f.target {
-                    None => self.problem(
-                        path.key("target"),
-                        format!(
-                            "missing target; expected \"component\" or \"component/replica\" for {}",
-                            f.kind.name()
-                        ),
-                    ),
-                    Some(target) => self.fault_target(path.key("target"), target),
-                },
-                FaultKind::LoadSpike => {
+            match f.kind.domain() {
+                FaultDomain::Load => {
                     if f.target.is_some() {
                         self.problem(
                             path.key("target"),
-                            "not used by load.spike (it changes the offered rate); expected no target",
+                            format!(
+                                "not used by {} (it changes the offered rate); expected no target",
+                                f.kind.name()
+                            ),
                         );
                     }
                     if matches!(w.mode, LoadMode::ClosedLoop | LoadMode::Training) {
                         self.problem(
                             path.key("kind"),
                             format!(
-                                "load.spike multiplies the offered rate, which mode = \"{}\" does not have; expected mode = \"open-loop\" or \"max-throughput\"",
+                                "{} multiplies the offered rate, which mode = \"{}\" does not have; expected mode = \"open-loop\" or \"max-throughput\"",
+                                f.kind.name(),
                                 w.mode.name()
                             ),
                         );
                     }
                 }
-                FaultKind::GpuLost
-                | FaultKind::GpuEcc
-                | FaultKind::GpuThrottle
-                | FaultKind::GpuOom => self.gpu_fault(&path, f),
+                domain => self.targeted_fault(&path, f, domain),
             }
 
             let needs_until = matches!(
@@ -685,25 +686,34 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// gpu.* faults: training mode only, aimed at trainer-worker replicas.
-    fn gpu_fault(&mut self, path: &FieldPath, f: &Fault) {
+    /// Faults aimed at components: a target whose kind takes the fault's domain (see
+    /// [`crate::kinds::KINDS`]); `gpu.*` faults also need training mode.
+    fn targeted_fault(&mut self, path: &FieldPath, f: &Fault, domain: FaultDomain) {
         let mode = self.scenario.workload.mode;
-        if mode != LoadMode::Training {
+        if domain == FaultDomain::Gpu && mode != LoadMode::Training {
             self.problem(
                 path.key("kind"),
                 format!(
-                    "{} is injected into trainer workers (mode is \"{}\"); expected workload.mode = \"training\"",
+                    "{} {} (mode is \"{}\"); expected workload.mode = \"training\"",
                     f.kind.name(),
+                    domain.acts_on(),
                     mode.name()
                 ),
             );
         }
-        let workers = quoted_list(self.components_of(ComponentKind::TrainerWorker));
+        let every_kind = KINDS.iter().all(|k| k.takes(domain));
+        let kinds = kind_names(|k| k.takes(domain));
+        let eligible = quoted_list(self.components_with(|k| k.takes(domain)));
         let Some(target) = &f.target else {
+            let naming = if every_kind {
+                String::new()
+            } else {
+                format!(", naming a {kinds} component: {eligible}")
+            };
             self.problem(
                 path.key("target"),
                 format!(
-                    "missing target; expected \"component\" or \"component/replica\" for {}, naming a trainer-worker component: {workers}",
+                    "missing target; expected \"component\" or \"component/replica\" for {}{naming}",
                     f.kind.name()
                 ),
             );
@@ -712,13 +722,14 @@ impl<'a> Validator<'a> {
         self.fault_target(path.key("target"), target);
         let name = target.split('/').next().unwrap_or(target);
         if let Some(c) = self.scenario.component(name) {
-            if c.kind != ComponentKind::TrainerWorker {
+            if !c.kind.spec().takes(domain) {
                 self.problem(
                     path.key("target"),
                     format!(
-                        "\"{name}\" is a {} component and {} is injected into trainer workers; expected a trainer-worker component: {workers}",
-                        kind_name(c.kind),
-                        f.kind.name()
+                        "\"{name}\" is a {} component and {} {}; expected a {kinds} component: {eligible}",
+                        c.kind.name(),
+                        f.kind.name(),
+                        domain.acts_on(),
                     ),
                 );
             }

@@ -653,6 +653,15 @@ fn placeholders_in_args_are_known() {
 }
 
 #[test]
+fn placeholders_in_env_values_are_known_and_own_address_ones_are_accepted() {
+    let src = edit(
+        &[("replicas = 2", "replicas = 2\nargs = [\"--port={port}\", \"--host\", \"{host}\"]\nenv = { LISTEN = \"{addr}\", PEER = \"{servr.addr}\", N = \"{nope}\" }")],
+        "",
+    );
+    insta::assert_snapshot!(errors(&src));
+}
+
+#[test]
 fn gpu_faults_need_training_mode_and_a_trainer_worker_target() {
     let extra = "\n[[faults]]\nat = \"6s\"\nkind = \"gpu.lost\"\ntarget = \"server/0\"\n\n[[faults]]\nat = \"6s\"\nkind = \"gpu.lost\"\n";
     insta::assert_snapshot!(errors(&edit(&[], extra)));
