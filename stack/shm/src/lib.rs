@@ -7,12 +7,28 @@
 //! - Offsets are byte offsets into the region; every accessor checks bounds and alignment
 //!   and panics on a violation, which is a bug in the caller's layout, not bad input.
 //! - The atomics are ordinary Rust atomics on shared memory (valid across processes on the
-//!   same kernel; the futex is the non-private kind, so it works across processes too).
-//! - Bulk data accesses are plain loads and stores. The caller orders them with the atomics
-//!   (a writer stores data, then a counter with `Release`; a reader loads the counter with
-//!   `Acquire`, then the data). If a caller breaks that protocol, readers see stale or torn
-//!   `f32` values — every bit pattern is a valid `f32`, so that is wrong data, never memory
-//!   unsafety in this process: the mapping stays valid for as long as the `Region` lives.
+//!   same kernel; the futex is the non-private kind, so it works across processes too). A
+//!   word used as an atomic is only ever accessed atomically, by every process.
+//! - Bulk data (`f32`s) is never seen through a reference: this crate forms no `&[f32]`,
+//!   `&mut [f32]` or `&f32` over the mapping, not even inside a call, and hands none out.
+//!   A reference would promise the compiler that the bytes do not change (or that nobody
+//!   else reads them) while it lives, and another process's accesses break that promise.
+//!   [`Region::write_f32`], [`Region::read_f32`] and [`Region::add_f32`] read and write the
+//!   mapping through raw pointers, one call at a time.
+//! - Those bulk accesses are plain (non-atomic) loads and stores, so they are race-free only
+//!   under the caller's protocol, which this crate cannot check: no process or thread writes
+//!   bytes while another reads or writes them, and every hand-over is ordered by the
+//!   atomics (a writer stores data, then a counter with `Release`; a reader loads the
+//!   counter with `Acquire`, then the data). A caller that breaks the protocol has a data
+//!   race, which Rust's memory model leaves undefined; on the hardware this runs on
+//!   (x86-64, aarch64) the reader gets stale or torn `f32` values. The mapping itself stays
+//!   valid for as long as the `Region` lives.
+//!
+//! Why not atomics for the data too: relaxed per-element atomic loads and stores would make
+//! a broken protocol merely wrong data, but they do not vectorize and cost 2–5× the copy
+//! bandwidth of `copy_nonoverlapping` and of a plain add loop (an x86-64 micro-benchmark),
+//! and bandwidth is what this transport exists for; a bulk atomic copy (RFC 3301) is not in
+//! stable Rust.
 
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::{File, OpenOptions};
@@ -174,38 +190,49 @@ impl Region {
         }
     }
 
-    /// Copies `src` into the region at byte `offset` (4-byte aligned).
+    /// Copies `src` into the region at byte `offset` (4-byte aligned). Panics when the
+    /// destination is not inside the region or not aligned. No other process or thread may
+    /// access these bytes during the call (the crate's protocol).
     pub fn write_f32(&self, offset: usize, src: &[f32]) {
-        let ptr = self.at(offset, std::mem::size_of_val(src), 4);
+        let ptr = self.at(offset, std::mem::size_of_val(src), 4).cast::<f32>();
         // SAFETY: the destination is inside the live mapping and aligned (checked by `at`);
-        // it cannot overlap `src`, a Rust slice in this process's private memory (a shared
-        // mapping is never handed out as a slice by this crate).
+        // it cannot overlap `src`, a Rust slice, because this crate never forms a slice over
+        // the mapping. Under the protocol nothing else accesses the destination meanwhile.
         #[allow(unsafe_code)]
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), ptr.cast::<f32>(), src.len());
+            std::ptr::copy_nonoverlapping(src.as_ptr(), ptr, src.len());
         }
     }
 
-    /// Copies `dst.len()` values from the region at byte `offset` into `dst`.
+    /// Copies `dst.len()` values from the region at byte `offset` (4-byte aligned) into
+    /// `dst`. Panics as [`Region::write_f32`] does; no one may write these bytes during the
+    /// call (the crate's protocol).
     pub fn read_f32(&self, offset: usize, dst: &mut [f32]) {
-        let ptr = self.at(offset, std::mem::size_of_val(dst), 4);
+        let ptr = self.at(offset, std::mem::size_of_val(dst), 4).cast::<f32>();
         // SAFETY: as in `write_f32`, in the other direction.
         #[allow(unsafe_code)]
         unsafe {
-            std::ptr::copy_nonoverlapping(ptr.cast::<f32>(), dst.as_mut_ptr(), dst.len());
+            std::ptr::copy_nonoverlapping(ptr.cast_const(), dst.as_mut_ptr(), dst.len());
         }
     }
 
-    /// Adds the region's values at byte `offset` into `dst`, element by element.
+    /// Adds the region's `dst.len()` values at byte `offset` (4-byte aligned) into `dst`,
+    /// element by element. Panics as [`Region::write_f32`] does; no one may write these
+    /// bytes during the call (the crate's protocol).
     pub fn add_f32(&self, offset: usize, dst: &mut [f32]) {
-        let ptr = self.at(offset, std::mem::size_of_val(dst), 4);
-        // SAFETY: the source is inside the live mapping and aligned (checked by `at`); the
-        // slice lives only for this loop, during which the caller's protocol guarantees no
-        // process writes these bytes (see the crate contract).
-        #[allow(unsafe_code)]
-        let src = unsafe { std::slice::from_raw_parts(ptr.cast::<f32>(), dst.len()) };
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d += *s;
+        let src = self
+            .at(offset, std::mem::size_of_val(dst), 4)
+            .cast::<f32>()
+            .cast_const();
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: `at` checked that `dst.len()` aligned f32s from `src` lie inside the
+            // live mapping, so `src + i` (i < dst.len()) is in bounds and aligned, and every
+            // bit pattern is a valid f32. Each value is read by value through the raw pointer
+            // (no reference to the mapping); the protocol keeps writers off these bytes
+            // during the call.
+            #[allow(unsafe_code)]
+            let value = unsafe { src.add(i).read() };
+            *d += value;
         }
     }
 }
@@ -304,6 +331,73 @@ mod tests {
         assert_eq!(b.u64_at(0).load(Ordering::Acquire), 7);
         b.u32_at(8).fetch_add(3, Ordering::SeqCst);
         assert_eq!(a.u32_at(8).load(Ordering::SeqCst), 3);
+    }
+
+    /// Waits until `word` holds `want`, sleeping on the futex; panics after 30 s so a lost
+    /// hand-over fails the test instead of hanging it.
+    fn wait_for(word: &AtomicU32, want: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = word.load(Ordering::Acquire);
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {want}, word is {now}"
+            );
+            futex_wait(word, now, Duration::from_millis(100));
+        }
+    }
+
+    /// The protocol the crate documents, run for real: one thread writes through its own
+    /// mapping and releases a counter, another acquires it and adds from a second mapping.
+    /// Every round rewrites the same bytes, so the reader must see each round's values, never
+    /// an earlier round's.
+    #[test]
+    fn add_f32_sees_each_round_that_another_mapping_wrote_under_the_protocol() {
+        const ROUNDS: u32 = 200;
+        const LEN: usize = 1001; // not a multiple of any vector width
+        const DATA: usize = 64;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r");
+        let writer = Region::create(&path, DATA + LEN * 4).expect("create");
+        let reader = Region::open(&path, DATA + LEN * 4).expect("open");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let word = writer.u32_at(0);
+                for round in 0..ROUNDS {
+                    let values: Vec<f32> = (0..LEN).map(|i| (round as usize * i) as f32).collect();
+                    writer.write_f32(DATA, &values);
+                    word.store(2 * round + 1, Ordering::Release);
+                    futex_wake_all(word);
+                    wait_for(word, 2 * round + 2);
+                }
+            });
+            let word = reader.u32_at(0);
+            for round in 0..ROUNDS {
+                wait_for(word, 2 * round + 1);
+                let mut acc = vec![0.5f32; LEN];
+                reader.add_f32(DATA, &mut acc);
+                for (i, v) in acc.iter().enumerate() {
+                    assert_eq!(
+                        *v,
+                        (round as usize * i) as f32 + 0.5,
+                        "round {round}, index {i}"
+                    );
+                }
+                word.store(2 * round + 2, Ordering::Release);
+                futex_wake_all(word);
+            }
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "not 4-byte aligned")]
+    fn a_misaligned_add_panics_instead_of_reading_across_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Region::create(&dir.path().join("r"), 64).expect("create");
+        a.add_f32(2, &mut [0.0; 2]);
     }
 
     #[test]
