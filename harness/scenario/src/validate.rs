@@ -21,6 +21,10 @@ pub struct Problem {
 /// HTTP methods accepted by `kind = "http"` requests.
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
+/// Most replicas one stack may have, all components together: the runner gives each its
+/// own loopback address from one block of 254 (see `docs/scenarios.md`, "Addresses").
+pub const MAX_REPLICAS: u32 = 254;
+
 /// Placeholders the runner replaces in component and variant `args` and in component `env`
 /// values (see [`Component::args`]).
 pub const PLACEHOLDERS: &[&str] = &[
@@ -238,6 +242,15 @@ impl<'a> Validator<'a> {
                 "no components; expected at least one [[components]] table",
             );
         }
+        let total: u64 = s.components.iter().map(|c| u64::from(c.replicas)).sum();
+        if total > u64::from(MAX_REPLICAS)
+            && s.components.iter().all(|c| c.replicas <= MAX_REPLICAS)
+        {
+            self.problem(
+                root().key("components"),
+                format!("{total} replicas in all components together; expected at most {MAX_REPLICAS} (each replica gets its own loopback address)"),
+            );
+        }
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, c) in s.components.iter().enumerate() {
             let path = root().key("components").index(i);
@@ -262,6 +275,11 @@ impl<'a> Validator<'a> {
             }
             if c.replicas == 0 {
                 self.problem(path.key("replicas"), "0 replicas; expected at least 1");
+            } else if c.replicas > MAX_REPLICAS {
+                self.problem(
+                    path.key("replicas"),
+                    format!("{} replicas; expected at most {MAX_REPLICAS}", c.replicas),
+                );
             }
             // A rendezvous is probed by TCP connect: its readiness path is never used.
             if c.kind.spec().probe == ProbeKind::Http && !c.readiness.path.starts_with('/') {
@@ -1109,6 +1127,19 @@ impl<'a> Validator<'a> {
                     ),
                 );
             }
+            let total: u64 = s
+                .components
+                .iter()
+                .map(|c| u64::from(*variant.replicas.get(&c.name).unwrap_or(&c.replicas)))
+                .sum();
+            let own_problem = s.components.iter().any(|c| c.replicas > MAX_REPLICAS)
+                || variant.replicas.values().any(|&r| r > MAX_REPLICAS);
+            if total > u64::from(MAX_REPLICAS) && !own_problem {
+                self.problem(
+                    path.key("replicas"),
+                    format!("{total} replicas in all components together; expected at most {MAX_REPLICAS} (each replica gets its own loopback address)"),
+                );
+            }
             for (component, args) in &variant.args {
                 let args_path = path.key("args").key(component);
                 self.known_component(args_path.clone(), component);
@@ -1121,6 +1152,11 @@ impl<'a> Validator<'a> {
                 };
                 if replicas == 0 {
                     self.problem(replicas_path, "0 replicas; expected at least 1");
+                } else if replicas > MAX_REPLICAS {
+                    self.problem(
+                        replicas_path,
+                        format!("{replicas} replicas; expected at most {MAX_REPLICAS}"),
+                    );
                 } else if variant.inject_faults {
                     self.variant_fault_targets(replicas_path, component, replicas);
                 }

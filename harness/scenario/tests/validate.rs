@@ -653,6 +653,23 @@ fn placeholders_in_args_are_known() {
 }
 
 #[test]
+fn replica_counts_are_bounded_by_the_loopback_block() {
+    let src = edit(
+        &[("replicas = 2", "replicas = 255\n\n[[components]]\nname = \"b\"\nkind = \"server\"\nreplicas = 200\n\n[[components]]\nname = \"c\"\nkind = \"server\"\nreplicas = 100")],
+        "",
+    );
+    insta::assert_snapshot!(errors(&src));
+    let src = edit(
+        &[(
+            "replicas = 2",
+            "replicas = 200\n\n[[components]]\nname = \"b\"\nkind = \"server\"\nreplicas = 100",
+        )],
+        "",
+    );
+    insta::assert_snapshot!("replica_total", errors(&src));
+}
+
+#[test]
 fn placeholders_in_env_values_are_known_and_own_address_ones_are_accepted() {
     let src = edit(
         &[("replicas = 2", "replicas = 2\nargs = [\"--port={port}\", \"--host\", \"{host}\"]\nenv = { LISTEN = \"{addr}\", PEER = \"{servr.addr}\", N = \"{nope}\" }")],
