@@ -1,4 +1,5 @@
-//! Wire types shared by the reference inference server and the faultline harness.
+//! Wire types shared by the reference stack (inference server, trainer) and the faultline
+//! harness.
 //!
 //! Plain serde data, no behaviour. The families:
 //!
@@ -8,6 +9,10 @@
 //!   (`POST /v1/completions`, `GET /v1/models`), including SSE stream chunks.
 //! * [`error`]: the error body every non-2xx answer carries,
 //!   `{"error":{"message","type","code","param"}}`.
+//! * [`trainer`]: the reference trainer's contract: its JSON-line events on stdout
+//!   (`EventLine`, `Event`), its control endpoint's `GET /status` body (`Status`) and
+//!   `POST /faults` body (`FaultRequest`), and `EccMode`, which the scenario format
+//!   re-exports. Feature `schemars` derives `JsonSchema` for `EccMode`.
 //!
 //! This crate is not a client: it does not know URLs or do I/O.
 
@@ -15,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod kserve;
 pub mod openai;
+pub mod trainer;
 
 #[cfg(test)]
 mod tests {
