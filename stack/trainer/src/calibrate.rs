@@ -11,27 +11,13 @@ use candle_core::{Device, Tensor};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Result of [`run`]. Rates in GFLOP/s (10⁹ floating-point operations per second).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ComputeReport {
-    pub threads: usize,
-    /// `batch × input · input × hidden` style matmul shapes `(m, k, n)` timed.
-    pub matmul_shape: (usize, usize, usize),
-    /// The best median of the matmul blocks timed around the steps.
-    pub matmul_gflops: f64,
-    /// FLOPs one step needs: 2 · batch · in · out per linear layer for the forward pass, the
-    /// same for its weight gradient, and the same for its input gradient except in the first
-    /// layer (nothing needs the gradient of the data): 6 · batch · Σ(in·out) minus
-    /// 2 · batch · in₀ · out₀. Bias and activation work is not counted.
-    pub step_flops: f64,
-    /// Median forward+backward time of the measured steps.
-    pub step_compute_s: f64,
-    pub step_gflops: f64,
-    /// `step_gflops / matmul_gflops`.
-    pub ratio: f64,
-    pub warmup_steps: usize,
-    pub measured_steps: usize,
-}
+/// Result of [`run`], printed as the `compute_bench` event. Rates in GFLOP/s (10⁹
+/// floating-point operations per second). `step_flops` counts 2 · batch · in · out per
+/// linear layer for the forward pass, the same for its weight gradient, and the same for its
+/// input gradient except in the first layer (nothing needs the gradient of the data):
+/// 6 · batch · Σ(in·out) minus 2 · batch · in₀ · out₀. Bias and activation work is not
+/// counted.
+pub type ComputeReport = wire::trainer::ComputeBench;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

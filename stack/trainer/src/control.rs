@@ -5,13 +5,15 @@
 //! |---|---|---|
 //! | GET | `/healthz` | 200 `ok` while the process runs |
 //! | GET | `/readyz` | 200 once the worker is in a formed ring, else 503 |
-//! | GET | `/status` | JSON [`StatusView`] |
+//! | GET | `/status` | JSON [`wire::trainer::Status`] |
 //! | GET | `/metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0.0 when `Accept` prefers it ([`crate::metrics`]) |
-//! | POST | `/faults` | inject `{"kind":"gpu.ecc"\|"gpu.lost"\|"gpu.throttle"\|"gpu.oom", …}`; 400 with a message on a bad body |
-//! | DELETE | `/faults` | heal every fault |
-//! | DELETE | `/faults/{kind}` | heal one kind; 404 for an unknown kind |
+//! | POST | `/faults` | inject a [`FaultRequest`], `{"kind":"gpu.ecc"\|"gpu.lost"\|"gpu.throttle"\|"gpu.oom", …}`; [`ActiveFaults`]; 400 with a message on a bad body |
+//! | DELETE | `/faults` | heal every fault; [`ActiveFaults`] |
+//! | DELETE | `/faults/{kind}` | heal one kind; [`ActiveFaults`]; 404 for an unknown kind |
+//!
+//! The bodies are `wire::trainer`'s types, shared with the harness.
 
-use crate::device::{FaultSpec, SimDevice};
+use crate::device::{self, FaultRequest, GpuFaultKind, SimDevice};
 use crate::metrics::Metrics;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,47 +23,13 @@ use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-
-/// What the training loop publishes for `/status`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Status {
-    pub rank: Option<usize>,
-    pub world: usize,
-    pub step: u64,
-    pub total_steps: u64,
-    pub epoch: u64,
-    pub ready: bool,
-    pub last_checkpoint_step: Option<u64>,
-    pub threads: usize,
-    pub pid: u32,
-    pub steps_total: u64,
-    pub steps_skipped_total: u64,
-    pub restores_total: u64,
-    pub lost_steps_total: u64,
-    pub checkpoints_written_total: u64,
-    pub checkpoints_failed_total: u64,
-    pub last_step_s: f64,
-    pub last_compute_s: f64,
-}
-
-/// `/status` body: [`Status`] plus the device's faults and counters.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StatusView {
-    #[serde(flatten)]
-    pub status: Status,
-    pub faults_active: Vec<&'static str>,
-    pub throttle_factor: f64,
-    pub ecc_injected_total: u64,
-    pub ecc_detected_total: u64,
-    pub ecc_silent_total: u64,
-    pub oom_total: u64,
-    pub throttle_s_total: f64,
-}
+use wire::trainer::{ActiveFaults, DeviceStatus, FaultEvent, Progress, Status};
 
 /// State shared by the training loop and the endpoint.
 #[derive(Debug, Clone)]
 pub struct Shared {
-    pub status: Arc<Mutex<Status>>,
+    /// What the training loop publishes for `/status`.
+    pub status: Arc<Mutex<Progress>>,
     pub device: Arc<SimDevice>,
     /// The process's registry; reads `status` and `device` at scrape time.
     pub metrics: Arc<Metrics>,
@@ -69,7 +37,7 @@ pub struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
-        let status = Arc::<Mutex<Status>>::default();
+        let status = Arc::<Mutex<Progress>>::default();
         let device = Arc::<SimDevice>::default();
         let metrics = Arc::new(Metrics::new(status.clone(), device.clone()));
         Self {
@@ -81,28 +49,40 @@ impl Default for Shared {
 }
 
 impl Shared {
-    /// Updates the status under its lock.
-    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+    /// Updates the progress under its lock.
+    pub fn update(&self, f: impl FnOnce(&mut Progress)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    pub fn view(&self) -> StatusView {
-        let status = self
-            .status
+    /// A copy of the progress.
+    pub fn progress(&self) -> Progress {
+        self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .clone()
+    }
+
+    /// The `/status` body: the progress and the device's faults and counters.
+    pub fn view(&self) -> Status {
         let c = &self.device.counters;
-        StatusView {
-            status,
-            faults_active: self.device.active_kinds(),
-            throttle_factor: self.device.throttle_factor(),
-            ecc_injected_total: c.ecc_injected_total.load(Ordering::Relaxed),
-            ecc_detected_total: c.ecc_detected_total.load(Ordering::Relaxed),
-            ecc_silent_total: c.ecc_silent_total.load(Ordering::Relaxed),
-            oom_total: c.oom_total.load(Ordering::Relaxed),
-            throttle_s_total: c.throttle_us_total.load(Ordering::Relaxed) as f64 / 1e6,
+        Status {
+            progress: self.progress(),
+            device: DeviceStatus {
+                faults_active: self.device.active_kinds(),
+                throttle_factor: self.device.throttle_factor(),
+                ecc_injected_total: c.ecc_injected_total.load(Ordering::Relaxed),
+                ecc_detected_total: c.ecc_detected_total.load(Ordering::Relaxed),
+                ecc_silent_total: c.ecc_silent_total.load(Ordering::Relaxed),
+                oom_total: c.oom_total.load(Ordering::Relaxed),
+                throttle_s_total: c.throttle_us_total.load(Ordering::Relaxed) as f64 / 1e6,
+            },
         }
+    }
+
+    fn active(&self) -> Json<ActiveFaults> {
+        Json(ActiveFaults {
+            active: self.device.active_kinds(),
+        })
     }
 }
 
@@ -112,7 +92,7 @@ fn router(shared: Shared) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<Shared>| async move {
-                if s.view().status.ready {
+                if s.progress().ready {
                     (StatusCode::OK, "ready")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not in a formed ring")
@@ -128,10 +108,8 @@ fn router(shared: Shared) -> Router {
             "/faults",
             axum::routing::post(inject).delete(|State(s): State<Shared>| async move {
                 s.device.heal(None);
-                crate::events::emit(
-                    serde_json::json!({"event": "fault", "kind": "all", "action": "healed"}),
-                );
-                Json(serde_json::json!({"active": s.device.active_kinds()}))
+                crate::events::emit(FaultEvent::Healed { kind: None });
+                s.active()
             }),
         )
         .route("/faults/{kind}", delete(heal_one))
@@ -149,54 +127,40 @@ async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> impl IntoRespon
 }
 
 async fn inject(State(s): State<Shared>, body: axum::body::Bytes) -> impl IntoResponse {
-    let spec: FaultSpec = match serde_json::from_slice(&body) {
-        Ok(spec) => spec,
+    let request: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
         Err(e) => {
-            return (
+            return refuse(
                 StatusCode::BAD_REQUEST,
-                Json(
-                    serde_json::json!({"error": format!("bad fault body: {e}; expected {{\"kind\":\"gpu.ecc\"|\"gpu.lost\"|\"gpu.throttle\"|\"gpu.oom\", …}}")}),
-                ),
+                format!("bad fault body: {e}; expected {{\"kind\":\"gpu.ecc\"|\"gpu.lost\"|\"gpu.throttle\"|\"gpu.oom\", …}}"),
             )
         }
     };
-    if let Err(e) = spec.validate() {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": e})),
-        );
+    if let Err(e) = device::check(&request) {
+        return refuse(StatusCode::BAD_REQUEST, e);
     }
-    s.device.inject(&spec);
-    let mut event = serde_json::to_value(&spec).unwrap_or_default();
-    if let Some(o) = event.as_object_mut() {
-        o.insert("event".into(), "fault".into());
-        o.insert("action".into(), "injected".into());
-        o.insert("rank".into(), s.view().status.rank.into());
-    }
-    crate::events::emit(event);
-    (
-        StatusCode::OK,
-        Json(serde_json::json!({"active": s.device.active_kinds()})),
-    )
+    s.device.inject(&request);
+    crate::events::emit(FaultEvent::Injected {
+        request,
+        rank: s.progress().rank,
+    });
+    s.active().into_response()
 }
 
 async fn heal_one(State(s): State<Shared>, Path(kind): Path<String>) -> impl IntoResponse {
-    if s.device.heal(Some(&kind)) {
-        crate::events::emit(
-            serde_json::json!({"event": "fault", "kind": kind, "action": "healed"}),
-        );
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({"active": s.device.active_kinds()})),
-        )
-    } else {
-        (
-            StatusCode::NOT_FOUND,
-            Json(
-                serde_json::json!({"error": format!("unknown fault kind {kind:?}; expected one of {:?}", crate::device::FAULT_KINDS)}),
-            ),
-        )
+    match kind.parse::<GpuFaultKind>() {
+        Ok(kind) => {
+            s.device.heal(Some(kind));
+            crate::events::emit(FaultEvent::Healed { kind: Some(kind) });
+            s.active().into_response()
+        }
+        Err(e) => refuse(StatusCode::NOT_FOUND, e.to_string()),
     }
+}
+
+/// An error answer, `{"error": message}`.
+fn refuse(code: StatusCode, message: String) -> axum::response::Response {
+    (code, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 /// The running endpoint. [`ControlServer::shutdown`] (or drop) stops it gracefully: requests

@@ -15,80 +15,26 @@
 //!
 //! On CPU the "device" is candle's CPU backend; on a real GPU the same hooks sit next to real
 //! telemetry. Faults are pure state here; the training loop asks this layer for verdicts.
+//! The request and kind types ([`FaultRequest`], [`GpuFaultKind`], [`EccMode`]) are
+//! `wire::trainer`'s, shared with the harness.
 
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// How `gpu.ecc` corrupts a gradient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EccMode {
-    /// One value becomes NaN (detected by the finite check).
-    #[default]
-    Nan,
-    /// One value becomes +Inf (detected).
-    Inf,
-    /// One mantissa bit of one value flips (stays finite: silent corruption).
-    Bitflip,
-}
+pub use wire::trainer::{EccMode, FaultRequest, GpuFaultKind};
 
-fn one() -> u32 {
-    1
-}
-
-/// A fault to inject, as posted to `POST /faults`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", deny_unknown_fields)]
-pub enum FaultSpec {
-    #[serde(rename = "gpu.lost")]
-    Lost,
-    #[serde(rename = "gpu.ecc")]
-    Ecc {
-        #[serde(default)]
-        mode: EccMode,
-        /// Number of consecutive steps whose gradients are corrupted.
-        #[serde(default = "one")]
-        steps: u32,
-    },
-    #[serde(rename = "gpu.throttle")]
-    Throttle {
-        /// Slow-down factor (≥ 1): 2 means each step's compute takes twice as long.
-        factor: f64,
-    },
-    #[serde(rename = "gpu.oom")]
-    Oom {
-        limit_bytes: u64,
-        /// Split the batch into micro-batches until a step fits, instead of exiting.
-        #[serde(default)]
-        backoff: bool,
-    },
-}
-
-impl FaultSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FaultSpec::Lost => "gpu.lost",
-            FaultSpec::Ecc { .. } => "gpu.ecc",
-            FaultSpec::Throttle { .. } => "gpu.throttle",
-            FaultSpec::Oom { .. } => "gpu.oom",
-        }
-    }
-
-    /// Checks parameter ranges; the message names the field and what is expected.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            FaultSpec::Throttle { factor } if !(factor.is_finite() && *factor >= 1.0) => Err(
-                format!("gpu.throttle factor = {factor}: expected a finite number ≥ 1"),
-            ),
-            FaultSpec::Ecc { steps: 0, .. } => Err("gpu.ecc steps = 0: expected at least 1".into()),
-            _ => Ok(()),
-        }
+/// Checks a [`FaultRequest`]'s parameter ranges (serde has checked its shape); the message
+/// names the field and what is expected.
+pub fn check(request: &FaultRequest) -> Result<(), String> {
+    match *request {
+        FaultRequest::Throttle { factor } if !(factor.is_finite() && factor >= 1.0) => Err(
+            format!("gpu.throttle factor = {factor}: expected a finite number ≥ 1"),
+        ),
+        FaultRequest::Ecc { steps: 0, .. } => Err("gpu.ecc steps = 0: expected at least 1".into()),
+        _ => Ok(()),
     }
 }
-
-/// Kinds accepted by `DELETE /faults/{kind}`.
-pub const FAULT_KINDS: [&str; 4] = ["gpu.lost", "gpu.ecc", "gpu.throttle", "gpu.oom"];
 
 /// A device operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -140,50 +86,43 @@ impl SimDevice {
     }
 
     /// Activates a fault (replacing an active one of the same kind).
-    pub fn inject(&self, spec: &FaultSpec) {
+    pub fn inject(&self, request: &FaultRequest) {
         let mut a = self.active();
-        match *spec {
-            FaultSpec::Lost => a.lost = true,
-            FaultSpec::Ecc { mode, steps } => a.ecc = Some((mode, steps)),
-            FaultSpec::Throttle { factor } => a.throttle = Some(factor),
-            FaultSpec::Oom {
+        match *request {
+            FaultRequest::Lost => a.lost = true,
+            FaultRequest::Ecc { mode, steps } => a.ecc = Some((mode, steps)),
+            FaultRequest::Throttle { factor } => a.throttle = Some(factor),
+            FaultRequest::Oom {
                 limit_bytes,
                 backoff,
             } => a.oom = Some((limit_bytes, backoff)),
         }
     }
 
-    /// Heals one kind, or every fault when `kind` is `None`. Returns whether `kind` is known.
-    pub fn heal(&self, kind: Option<&str>) -> bool {
+    /// Heals one kind, or every fault when `kind` is `None`.
+    pub fn heal(&self, kind: Option<GpuFaultKind>) {
         let mut a = self.active();
         match kind {
             None => *a = Active::default(),
-            Some("gpu.lost") => a.lost = false,
-            Some("gpu.ecc") => a.ecc = None,
-            Some("gpu.throttle") => a.throttle = None,
-            Some("gpu.oom") => a.oom = None,
-            Some(_) => return false,
+            Some(GpuFaultKind::Lost) => a.lost = false,
+            Some(GpuFaultKind::Ecc) => a.ecc = None,
+            Some(GpuFaultKind::Throttle) => a.throttle = None,
+            Some(GpuFaultKind::Oom) => a.oom = None,
         }
-        true
     }
 
-    /// Names of the active faults.
-    pub fn active_kinds(&self) -> Vec<&'static str> {
+    /// The active faults, in [`GpuFaultKind::ALL`] order.
+    pub fn active_kinds(&self) -> Vec<GpuFaultKind> {
         let a = self.active();
-        let mut v = Vec::new();
-        if a.lost {
-            v.push("gpu.lost");
-        }
-        if a.ecc.is_some() {
-            v.push("gpu.ecc");
-        }
-        if a.throttle.is_some() {
-            v.push("gpu.throttle");
-        }
-        if a.oom.is_some() {
-            v.push("gpu.oom");
-        }
-        v
+        GpuFaultKind::ALL
+            .into_iter()
+            .filter(|k| match k {
+                GpuFaultKind::Lost => a.lost,
+                GpuFaultKind::Ecc => a.ecc.is_some(),
+                GpuFaultKind::Throttle => a.throttle.is_some(),
+                GpuFaultKind::Oom => a.oom.is_some(),
+            })
+            .collect()
     }
 
     /// Every device operation starts here: fails once the device is lost.
@@ -267,22 +206,16 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn fault_specs_parse_from_the_control_api_json() {
-        let f: FaultSpec =
-            serde_json::from_str(r#"{"kind":"gpu.ecc","mode":"bitflip","steps":2}"#).expect("ecc");
-        assert_eq!(
-            f,
-            FaultSpec::Ecc {
-                mode: EccMode::Bitflip,
-                steps: 2
-            }
-        );
-        let f: FaultSpec = serde_json::from_str(r#"{"kind":"gpu.lost"}"#).expect("lost");
-        assert_eq!(f, FaultSpec::Lost);
-        assert!(serde_json::from_str::<FaultSpec>(r#"{"kind":"gpu.melt"}"#).is_err());
-        let f: FaultSpec =
-            serde_json::from_str(r#"{"kind":"gpu.throttle","factor":0.5}"#).expect("parse");
-        assert!(f.validate().is_err());
+    fn fault_parameters_out_of_range_are_refused_naming_the_field() {
+        let e = check(&FaultRequest::Throttle { factor: 0.5 }).expect_err("factor < 1");
+        assert!(e.contains("gpu.throttle factor = 0.5"), "{e}");
+        let e = check(&FaultRequest::Ecc {
+            mode: EccMode::Nan,
+            steps: 0,
+        })
+        .expect_err("no steps");
+        assert!(e.contains("gpu.ecc steps = 0"), "{e}");
+        assert!(check(&FaultRequest::Throttle { factor: 1.0 }).is_ok());
     }
 
     #[test]
@@ -291,7 +224,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut g = vec![0.5f32; 8];
         assert_eq!(dev.corrupt(&mut g, &mut rng), None);
-        dev.inject(&FaultSpec::Ecc {
+        dev.inject(&FaultRequest::Ecc {
             mode: EccMode::Nan,
             steps: 1,
         });
@@ -299,7 +232,7 @@ mod tests {
         assert!(g.iter().any(|v| !v.is_finite()));
         assert_eq!(dev.corrupt(&mut g, &mut rng), None, "one step only");
         let mut g = vec![0.5f32; 8];
-        dev.inject(&FaultSpec::Ecc {
+        dev.inject(&FaultRequest::Ecc {
             mode: EccMode::Bitflip,
             steps: 1,
         });
@@ -312,18 +245,17 @@ mod tests {
     #[test]
     fn lost_device_fails_every_op_until_healed_and_oom_names_the_limit() {
         let dev = SimDevice::default();
-        dev.inject(&FaultSpec::Lost);
+        dev.inject(&FaultRequest::Lost);
         assert_eq!(dev.check_alive(), Err(DeviceError::Lost));
         assert_eq!(dev.check_alloc(1), Err(DeviceError::Lost));
-        assert!(dev.heal(Some("gpu.lost")));
-        dev.inject(&FaultSpec::Oom {
+        dev.heal(Some(GpuFaultKind::Lost));
+        dev.inject(&FaultRequest::Oom {
             limit_bytes: 100,
             backoff: false,
         });
         assert!(dev.check_alloc(50).is_ok());
         let e = dev.check_alloc(150).expect_err("over the limit");
         assert!(e.to_string().contains("150 bytes"), "{e}");
-        assert!(!dev.heal(Some("gpu.nope")));
         dev.heal(None);
         assert!(dev.active_kinds().is_empty());
     }

@@ -1,8 +1,11 @@
-//! Progress events: one JSON object per line on stdout, the contract with the harness (see
-//! the crate docs for every event and field). Lines are written whole under the stdout lock,
-//! so events from different threads never interleave.
+//! Progress events: one JSON object per line on stdout, the contract with the harness. The
+//! types are [`wire::trainer::Event`] (see the crate docs for every event and field), so the
+//! harness reads exactly what is written here. Lines are written whole under the stdout
+//! lock, so events from different threads never interleave.
 
 use std::io::Write;
+
+pub use wire::trainer::{Event, EventLine};
 
 /// Seconds since the Unix epoch, as a float (the `t_unix_s` field).
 pub fn unix_s() -> f64 {
@@ -12,15 +15,19 @@ pub fn unix_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Writes `event` (a JSON object) as one line, adding `t_unix_s` when absent.
-pub fn emit(mut event: serde_json::Value) {
-    if let Some(obj) = event.as_object_mut() {
-        obj.entry("t_unix_s").or_insert_with(|| unix_s().into());
-    }
-    let mut line = event.to_string();
-    line.push('\n');
+/// Writes `event` as one line, stamped with the current `t_unix_s`.
+pub fn emit(event: impl Into<Event>) {
+    let line = EventLine {
+        t_unix_s: unix_s(),
+        event: event.into(),
+    };
+    // Plain data with string keys: serializing cannot fail (a non-finite float is `null`).
+    let Ok(mut text) = serde_json::to_string(&line) else {
+        return;
+    };
+    text.push('\n');
     let mut out = std::io::stdout().lock();
     // A closed stdout (harness gone) must not kill training.
-    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 }

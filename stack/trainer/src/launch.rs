@@ -120,11 +120,13 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
     let threads = cfg
         .threads_per_worker
         .unwrap_or_else(|| fair_threads(cores, cfg.nproc));
-    crate::events::emit(serde_json::json!({
-        "event": "launch", "nproc": cfg.nproc, "threads_per_worker": threads,
-        "rendezvous": format!("127.0.0.1:{port}"), "min_workers": cfg.min_workers,
-        "pinned": cfg.pin && pinned_cores(0, cfg.nproc, threads, cores).is_some(),
-    }));
+    crate::events::emit(wire::trainer::Launch {
+        nproc: cfg.nproc,
+        threads_per_worker: threads,
+        rendezvous: format!("127.0.0.1:{port}"),
+        min_workers: cfg.min_workers,
+        pinned: cfg.pin && pinned_cores(0, cfg.nproc, threads, cores).is_some(),
+    });
     let mut children = Children::default();
     let rdzv = Command::new(&exe)
         .args([

@@ -74,8 +74,13 @@
 //! `{"kind":"gpu.oom","limit_bytes":N,"backoff":true}`, `DELETE /faults`,
 //! `DELETE /faults/{kind}`, `GET /metrics` (Prometheus: `faultline_trainer_*` names, text
 //! 0.0.4 unless `Accept` prefers OpenMetrics; see [`metrics`] and `docs/trainer.md`).
+//! The bodies are `wire::trainer`'s types, shared with the harness: `Status` (`/status`),
+//! `FaultRequest` (`POST /faults`), `ActiveFaults` (the answer to `POST`/`DELETE /faults`).
 //!
 //! # Events (JSON lines on stdout; every line has `event` and `t_unix_s`)
+//!
+//! Every line is a `wire::trainer::EventLine` (one `Event` variant per row below), the type
+//! the harness parses, so the two cannot drift apart; [`events::emit`] writes one.
 //!
 //! | event | fields |
 //! |---|---|

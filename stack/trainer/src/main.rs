@@ -217,11 +217,7 @@ fn main() {
             }
             match trainer::calibrate::run(a.width, a.batch, a.steps) {
                 Ok(r) => {
-                    let mut v = serde_json::to_value(&r).unwrap_or_default();
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("event".into(), "compute_bench".into());
-                    }
-                    trainer::events::emit(v);
+                    trainer::events::emit(r);
                     exit::DONE
                 }
                 Err(e) => {

@@ -19,8 +19,7 @@
 //! wire bytes (the bytes are the gradient payload handed to the communicator; a ring moves
 //! about 2·(N−1)/N of it per rank each way), process metrics (CPU, memory).
 
-use crate::control::Status;
-use crate::device::{SimDevice, FAULT_KINDS};
+use crate::device::{GpuFaultKind, SimDevice};
 use crate::train::StepStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -32,6 +31,7 @@ use prometheus_client::registry::Registry;
 use promtext::Format;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use wire::trainer::Progress;
 
 /// `{phase}` of a step: `data`, `compute`, `wait`, `comm`, `update` (the `step` event's
 /// `*_s` fields).
@@ -95,7 +95,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// A registry holding the instruments and a collector over `status` and `device`.
-    pub fn new(status: Arc<Mutex<Status>>, device: Arc<SimDevice>) -> Self {
+    pub fn new(status: Arc<Mutex<Progress>>, device: Arc<SimDevice>) -> Self {
         let mut m = Self {
             registry: Registry::with_prefix("faultline_trainer"),
             step: seconds_histogram(),
@@ -222,7 +222,7 @@ impl Metrics {
 /// Reads `/status` and the device on each scrape.
 #[derive(Debug)]
 struct StatusCollector {
-    status: Arc<Mutex<Status>>,
+    status: Arc<Mutex<Progress>>,
     device: Arc<SimDevice>,
 }
 
@@ -372,9 +372,12 @@ impl Collector for StatusCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for kind in FAULT_KINDS {
-            ConstGauge::new(i64::from(active.contains(&kind)))
-                .encode(faults.encode_family(&KindLabels { kind })?)?;
+        for kind in GpuFaultKind::ALL {
+            ConstGauge::new(i64::from(active.contains(&kind))).encode(faults.encode_family(
+                &KindLabels {
+                    kind: kind.as_str(),
+                },
+            )?)?;
         }
         Ok(())
     }
@@ -383,10 +386,10 @@ impl Collector for StatusCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::FaultSpec;
+    use crate::device::FaultRequest;
 
-    fn metrics() -> (Metrics, Arc<Mutex<Status>>, Arc<SimDevice>) {
-        let status = Arc::new(Mutex::new(Status::default()));
+    fn metrics() -> (Metrics, Arc<Mutex<Progress>>, Arc<SimDevice>) {
+        let status = Arc::new(Mutex::new(Progress::default()));
         let device = Arc::new(SimDevice::default());
         (Metrics::new(status.clone(), device.clone()), status, device)
     }
@@ -403,7 +406,7 @@ mod tests {
             s.world = 3;
             s.rank = Some(1);
         }
-        device.inject(&FaultSpec::Throttle { factor: 2.5 });
+        device.inject(&FaultRequest::Throttle { factor: 2.5 });
         let text = m.render(Format::Text004);
         for needle in [
             "# TYPE faultline_trainer_steps_total counter\n",

@@ -24,6 +24,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+use wire::trainer::{Event, FaultEvent, JobDone, Rendezvous, RendezvousJoin, Shutdown};
 
 /// Membership policy and timeouts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,7 +97,7 @@ pub type MemberId = u64;
 pub enum Output {
     Send(MemberId, ToWorker),
     Close(MemberId),
-    Event(serde_json::Value),
+    Event(Event),
 }
 
 #[derive(Debug, Clone)]
@@ -171,8 +172,10 @@ impl Coordinator {
                         last_seen: now,
                     },
                 );
-                out.push(Output::Event(serde_json::json!({
-                    "event": "rendezvous_join", "worker": id, "pid": pid, "rank_hint": rank_hint,
+                out.push(Output::Event(Event::RendezvousJoin(RendezvousJoin {
+                    worker: id,
+                    pid,
+                    rank_hint,
                 })));
                 let running = self.gathering_since.is_none() && !self.members.is_empty();
                 if running && self.members.len() < self.policy.max_workers && !self.finished {
@@ -188,8 +191,9 @@ impl Coordinator {
                 self.done.insert(id);
                 if !self.members.is_empty() && self.members.iter().all(|m| self.done.contains(m)) {
                     self.finished = true;
-                    out.push(Output::Event(serde_json::json!({
-                        "event": "job_done", "epoch": self.epoch, "step": step,
+                    out.push(Output::Event(Event::JobDone(JobDone {
+                        epoch: self.epoch,
+                        step,
                     })));
                 }
             }
@@ -255,9 +259,7 @@ impl Coordinator {
                         },
                     ));
                 }
-                out.push(Output::Event(
-                    serde_json::json!({"event": "shutdown", "reason": reason}),
-                ));
+                out.push(Output::Event(Event::Shutdown(Shutdown { reason })));
             }
         }
         out
@@ -272,9 +274,12 @@ impl Coordinator {
         out: &mut Vec<Output>,
     ) {
         let rank = self.members.iter().position(|m| *m == id);
-        out.push(Output::Event(serde_json::json!({
-            "event": "fault", "kind": "worker_lost", "worker": id, "rank": rank,
-            "epoch": self.epoch, "reason": reason, "detected_unix_s": unix_s,
+        out.push(Output::Event(Event::Fault(FaultEvent::WorkerLost {
+            worker: id,
+            rank,
+            epoch: self.epoch,
+            reason: reason.to_owned(),
+            detected_unix_s: unix_s,
         })));
         if rank.is_some() && self.gathering_since.is_none() && !self.finished {
             self.end_epoch(reason, now, unix_s, out);
@@ -327,10 +332,11 @@ impl Coordinator {
                 },
             ));
         }
-        out.push(Output::Event(serde_json::json!({
-            "event": "rendezvous", "epoch": self.epoch, "world": self.members.len(),
-            "pids": self.members.iter().map(|id| self.alive[id].pid).collect::<Vec<_>>(),
-            "detected_unix_s": self.detected_unix_s,
+        out.push(Output::Event(Event::Rendezvous(Rendezvous::Coordinator {
+            epoch: self.epoch,
+            world: self.members.len(),
+            pids: self.members.iter().map(|id| self.alive[id].pid).collect(),
+            detected_unix_s: self.detected_unix_s,
         })));
         self.gathering_since = None;
         self.formed_once = true;

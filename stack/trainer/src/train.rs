@@ -453,7 +453,7 @@ mod tests {
                         let mut skipped = Vec::new();
                         for step in 0..6 {
                             if step == 3 && ring.rank() == 1 {
-                                t.device.inject(&crate::device::FaultSpec::Ecc {
+                                t.device.inject(&crate::device::FaultRequest::Ecc {
                                     mode: EccMode::Nan,
                                     steps: 1,
                                 });
@@ -476,13 +476,13 @@ mod tests {
     fn oom_back_off_splits_the_batch_and_oom_without_it_is_a_clear_error() {
         let mut t = trainer(small_spec(), 1000);
         let full = t.workload.step_bytes(32);
-        t.device.inject(&crate::device::FaultSpec::Oom {
+        t.device.inject(&crate::device::FaultRequest::Oom {
             limit_bytes: full - 1,
             backoff: true,
         });
         let s = t.step(&mut Solo).expect("backs off");
         assert!(s.micro_batches >= 2);
-        t.device.inject(&crate::device::FaultSpec::Oom {
+        t.device.inject(&crate::device::FaultRequest::Oom {
             limit_bytes: 1,
             backoff: false,
         });

@@ -15,10 +15,13 @@ use crate::rendezvous::{parse_peers, Client, FromWorker, Notice, ToWorker};
 use crate::shm_comm::ShmComm;
 use crate::train::{StepConfig, StepError, Trainer};
 use crate::workload::{ModelSpec, Workload};
-use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use wire::trainer::{
+    Checkpoint, Comm, Exit, FaultEvent, Publish, Recovered, Rendezvous, Restore, SkippedCheckpoint,
+    Start, Step, StepDetail, Transport,
+};
 
 /// Everything a worker needs; built by the CLI from flags and environment variables.
 #[derive(Debug, Clone)]
@@ -120,9 +123,12 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     match run_inner(&cfg) {
         Ok(code) => code,
         Err(e) => {
-            emit(
-                json!({"event": "exit", "rank": cfg.rank_hint, "code": exit::ERROR, "reason": format!("{e:#}")}),
-            );
+            emit(Exit {
+                rank: cfg.rank_hint,
+                code: exit::ERROR,
+                reason: format!("{e:#}"),
+                step: None,
+            });
             exit::ERROR
         }
     }
@@ -165,12 +171,21 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
         s.world = cfg.world_size;
         s.rank = cfg.rank_hint;
     });
-    emit(json!({
-        "event": "start", "rank": cfg.rank_hint, "pid": std::process::id(),
-        "control": control_addr.to_string(), "data_addr": data_addr.to_string(),
-        "threads": cfg.threads, "cpus": cfg.cpus, "model": cfg.spec, "params": trainer.params.len(),
-        "seed": cfg.seed, "steps": cfg.steps, "batch_per_worker": cfg.batch_per_worker,
-    }));
+    emit(Start {
+        rank: cfg.rank_hint,
+        pid: std::process::id(),
+        control: Some(control_addr.to_string()),
+        data_addr: Some(data_addr.to_string()),
+        threads: Some(cfg.threads),
+        cpus: Some(cfg.cpus.clone()),
+        model: serde_json::to_value(&cfg.spec).context("describing the model")?,
+        params: Some(trainer.params.len()),
+        path: None,
+        device: None,
+        seed: cfg.seed,
+        steps: cfg.steps,
+        batch_per_worker: cfg.batch_per_worker,
+    });
 
     let client = Client::connect(
         &cfg.rendezvous,
@@ -199,15 +214,21 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 writer_shared
                     .metrics
                     .observe_checkpoint(rep.write_s, rep.snapshot_s, rep.bytes);
-                emit(json!({
-                    "event": "checkpoint", "step": rep.step, "path": rep.path, "bytes": rep.bytes,
-                    "write_s": rep.write_s, "cpu_s": rep.cpu_s, "snapshot_s": rep.snapshot_s,
-                    "pruned": rep.pruned.len(),
-                }));
+                emit(Checkpoint::Written {
+                    step: rep.step,
+                    path: rep.path.display().to_string(),
+                    bytes: rep.bytes,
+                    write_s: rep.write_s,
+                    cpu_s: rep.cpu_s,
+                    snapshot_s: rep.snapshot_s,
+                    pruned: rep.pruned.len(),
+                });
             }
             Err(e) => {
                 writer_shared.update(|s| s.checkpoints_failed_total += 1);
-                emit(json!({"event": "checkpoint", "error": e.to_string()}));
+                emit(Checkpoint::Failed {
+                    error: e.to_string(),
+                });
             }
         },
     );
@@ -231,16 +252,13 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 interrupted_at.get_or_insert((Instant::now(), unix_s()));
                 continue;
             }
-            Notice::Message(ToWorker::Shutdown { reason }) => {
-                emit(
-                    json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}),
-                );
-                return Ok(exit::RENDEZVOUS);
-            }
-            Notice::Lost(reason) => {
-                emit(
-                    json!({"event": "exit", "rank": shared.view().status.rank, "code": exit::RENDEZVOUS, "reason": reason}),
-                );
+            Notice::Message(ToWorker::Shutdown { reason }) | Notice::Lost(reason) => {
+                emit(Exit {
+                    rank: shared.progress().rank,
+                    code: exit::RENDEZVOUS,
+                    reason,
+                    step: None,
+                });
                 return Ok(exit::RENDEZVOUS);
             }
         };
@@ -253,21 +271,18 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             Err(e) => anyhow::bail!("bad membership from the rendezvous: {e}"),
         };
         let formed_at = Instant::now();
-        let mut ring = match TcpRing::connect(
-            &listener,
-            rank,
-            &peers,
-            epoch,
-            Duration::from_secs(10),
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                emit(
-                    json!({"event": "fault", "kind": "ring_connect", "rank": rank, "epoch": epoch, "error": e.to_string()}),
-                );
-                continue;
-            }
-        };
+        let mut ring =
+            match TcpRing::connect(&listener, rank, &peers, epoch, Duration::from_secs(10)) {
+                Ok(r) => r,
+                Err(e) => {
+                    emit(FaultEvent::RingConnect {
+                        rank,
+                        epoch,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
         if !client.install_ring(epoch, ring.abort_handle()) {
             continue;
         }
@@ -277,11 +292,13 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             s.epoch = epoch;
             s.ready = true;
         });
-        emit(json!({
-            "event": "rendezvous", "rank": rank, "world": world, "epoch": epoch,
-            "detected_unix_s": detected_unix_s,
-            "rendezvous_s": interrupted_at.map(|(t, _)| formed_at.duration_since(t).as_secs_f64()),
-        }));
+        emit(Rendezvous::Worker {
+            rank,
+            world,
+            epoch,
+            detected_unix_s,
+            rendezvous_s: interrupted_at.map(|(t, _)| formed_at.duration_since(t).as_secs_f64()),
+        });
 
         // Agree on the checkpoint to restore: rank 0 picks the newest good one, after its own
         // pending writes land, and broadcasts its step.
@@ -297,9 +314,12 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
             }
         }
         if let Err(e) = ring.broadcast(&mut code, 0) {
-            emit(
-                json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "error": e.to_string()}),
-            );
+            emit(FaultEvent::PeerLost {
+                rank,
+                epoch,
+                step: None,
+                error: e.to_string(),
+            });
             interrupted_at.get_or_insert((Instant::now(), unix_s()));
             continue;
         }
@@ -314,19 +334,23 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 ),
                 None => (None, Vec::new()),
             };
-            let skipped_json: Vec<_> = skipped
-                .iter()
-                .map(|s| json!({"step": s.step, "path": s.path, "reason": s.reason}))
+            let skipped: Vec<SkippedCheckpoint> = skipped
+                .into_iter()
+                .map(|s| SkippedCheckpoint {
+                    step: s.step,
+                    path: s.path.display().to_string(),
+                    reason: s.reason,
+                })
                 .collect();
             let source = match found {
                 Some(r) => {
-                    let path = r.path.clone();
+                    let path = r.path.display().to_string();
                     trainer.restore(r)?;
-                    json!(path)
+                    path
                 }
                 None => {
                     trainer.reset()?;
-                    json!("seed")
+                    "seed".to_owned()
                 }
             };
             let lost = step_before.saturating_sub(trainer.step);
@@ -337,34 +361,51 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                 s.lost_steps_total += lost;
                 s.step = trainer.step;
             });
-            emit(json!({
-                "event": "restore", "rank": rank, "epoch": epoch, "step": trainer.step,
-                "from_step": step_before, "lost_steps": lost, "source": source,
-                "fell_back": !skipped.is_empty(), "skipped": skipped_json,
-                "restore_s": restore_s,
-            }));
+            emit(Restore {
+                rank,
+                epoch,
+                step: trainer.step,
+                from_step: step_before,
+                lost_steps: lost,
+                source,
+                fell_back: !skipped.is_empty(),
+                skipped,
+                restore_s,
+            });
         }
 
         // The gradient communicator of this epoch: `None` is the TCP ring itself.
         let key = format!("{}-e{epoch}", peers[0]);
         let (mut grads, transport) = match grad_comm(cfg.comm, &mut ring, &key) {
             Ok((g, transport, fallback)) => {
-                emit(json!({
-                    "event": "comm", "rank": rank, "epoch": epoch, "world": world,
-                    "transport": transport, "fallback": fallback,
-                }));
-                (g, (transport != "none").then_some(transport))
+                emit(Comm {
+                    rank,
+                    epoch,
+                    world,
+                    transport,
+                    fallback,
+                });
+                (
+                    g,
+                    (transport != Transport::Solo).then_some(transport.as_str()),
+                )
             }
             Err(GradCommError::Unavailable(reason)) => {
-                emit(
-                    json!({"event": "exit", "rank": rank, "code": exit::ERROR, "step": trainer.step, "reason": reason}),
-                );
+                emit(Exit {
+                    rank: Some(rank),
+                    code: exit::ERROR,
+                    reason,
+                    step: Some(trainer.step),
+                });
                 return Ok(exit::ERROR);
             }
-            Err(GradCommError::PeerLost(e)) => {
-                emit(
-                    json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "error": e}),
-                );
+            Err(GradCommError::PeerLost(error)) => {
+                emit(FaultEvent::PeerLost {
+                    rank,
+                    epoch,
+                    step: None,
+                    error,
+                });
                 interrupted_at.get_or_insert((Instant::now(), unix_s()));
                 continue;
             }
@@ -392,9 +433,12 @@ fn run_inner(cfg: &WorkerConfig) -> anyhow::Result<i32> {
                     publish(cfg, &trainer, rank)?;
                 }
                 let _ = client.send(&FromWorker::Done { step: trainer.step });
-                emit(
-                    json!({"event": "exit", "rank": rank, "code": exit::DONE, "step": trainer.step, "reason": "done"}),
-                );
+                emit(Exit {
+                    rank: Some(rank),
+                    code: exit::DONE,
+                    reason: "done".into(),
+                    step: Some(trainer.step),
+                });
                 return Ok(exit::DONE);
             }
             Ok(EpochEnd::Interrupted) => {
@@ -446,25 +490,44 @@ fn train_epoch(
                 shared
                     .metrics
                     .observe_step(&st, step_s, cfg.batch_per_worker as u64, transport);
-                emit(json!({
-                    "event": "step", "rank": rank, "step": step, "epoch": epoch, "world": world,
-                    "loss": st.loss, "samples": st.samples, "compute_s": st.compute_s,
-                    "comm_s": st.comm_s, "wait_s": st.wait_s, "data_s": st.data_s,
-                    "update_s": st.update_s, "throttle_s": st.throttle_s, "step_s": step_s,
-                    "skipped": st.skipped, "ecc": st.ecc, "micro_batches": st.micro_batches,
-                }));
+                emit(Step {
+                    rank,
+                    step,
+                    epoch,
+                    world,
+                    loss: finite(st.loss),
+                    samples: st.samples,
+                    step_s,
+                    detail: Some(StepDetail {
+                        compute_s: st.compute_s,
+                        comm_s: st.comm_s,
+                        wait_s: st.wait_s,
+                        data_s: st.data_s,
+                        update_s: st.update_s,
+                        throttle_s: st.throttle_s,
+                        skipped: st.skipped,
+                        ecc: st.ecc,
+                        micro_batches: st.micro_batches,
+                    }),
+                });
                 if st.skipped {
-                    emit(
-                        json!({"event": "fault", "kind": "gpu.ecc", "action": "detected", "rank": rank, "step": step, "epoch": epoch, "local": st.ecc.is_some()}),
-                    );
+                    emit(FaultEvent::EccDetected {
+                        rank,
+                        step,
+                        epoch,
+                        local: st.ecc.is_some(),
+                    });
                 }
                 if let Some((t, _)) = interrupted_at.take() {
-                    emit(json!({
-                        "event": "recovered", "rank": rank, "epoch": epoch, "world": world,
-                        "step": step, "detected_unix_s": detected_unix_s,
-                        "since_interrupt_s": t.elapsed().as_secs_f64(),
-                        "since_detect_s": detected_unix_s.map(|d| unix_s() - d),
-                    }));
+                    emit(Recovered {
+                        rank,
+                        epoch,
+                        world,
+                        step,
+                        detected_unix_s,
+                        since_interrupt_s: t.elapsed().as_secs_f64(),
+                        since_detect_s: detected_unix_s.map(|d| unix_s() - d),
+                    });
                 }
                 if rank == 0 && cfg.checkpoint_every > 0 && trainer.step % cfg.checkpoint_every == 0
                 {
@@ -475,23 +538,27 @@ fn train_epoch(
                 }
             }
             Err(StepError::Comm(e)) => {
-                emit(
-                    json!({"event": "fault", "kind": "peer_lost", "rank": rank, "epoch": epoch, "step": trainer.step, "error": e.to_string()}),
-                );
+                emit(FaultEvent::PeerLost {
+                    rank,
+                    epoch,
+                    step: Some(trainer.step),
+                    error: e.to_string(),
+                });
                 return Ok(Ok(EpochEnd::Interrupted));
             }
             Err(StepError::PipelineStopped) => return Ok(Ok(EpochEnd::Interrupted)),
-            Err(StepError::Device(DeviceError::Lost)) => {
-                emit(
-                    json!({"event": "exit", "rank": rank, "code": exit::GPU_LOST, "step": trainer.step, "reason": DeviceError::Lost.to_string()}),
-                );
-                return Ok(Err(exit::GPU_LOST));
-            }
-            Err(StepError::Device(e @ DeviceError::Oom { .. })) => {
-                emit(
-                    json!({"event": "exit", "rank": rank, "code": exit::GPU_OOM, "step": trainer.step, "reason": e.to_string()}),
-                );
-                return Ok(Err(exit::GPU_OOM));
+            Err(StepError::Device(e)) => {
+                let code = match e {
+                    DeviceError::Lost => exit::GPU_LOST,
+                    DeviceError::Oom { .. } => exit::GPU_OOM,
+                };
+                emit(Exit {
+                    rank: Some(rank),
+                    code,
+                    reason: e.to_string(),
+                    step: Some(trainer.step),
+                });
+                return Ok(Err(code));
             }
             Err(StepError::Workload(e)) => return Err(e.into()),
         }
@@ -548,9 +615,12 @@ pub fn run_torchscript(cfg: &TorchScriptConfig) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            emit(
-                json!({"event": "exit", "rank": 0, "code": exit::ERROR, "reason": format!("{e:#}")}),
-            );
+            emit(Exit {
+                rank: Some(0),
+                code: exit::ERROR,
+                reason: format!("{e:#}"),
+                step: None,
+            });
             exit::ERROR
         }
     }
@@ -570,11 +640,21 @@ fn torchscript_inner(cfg: &TorchScriptConfig) -> anyhow::Result<i32> {
     tch::manual_seed(cfg.seed as i64);
     let dev = device(cfg.cuda)?;
     let mut trainer = TorchScriptTrainer::load(&cfg.path, cfg.lr, dev)?;
-    emit(json!({
-        "event": "start", "rank": 0, "pid": std::process::id(), "model": "torchscript",
-        "path": cfg.path, "device": format!("{dev:?}"), "seed": cfg.seed, "steps": cfg.steps,
-        "batch_per_worker": cfg.batch,
-    }));
+    emit(Start {
+        rank: Some(0),
+        pid: std::process::id(),
+        control: None,
+        data_addr: None,
+        threads: None,
+        cpus: None,
+        model: "torchscript".into(),
+        params: None,
+        path: Some(cfg.path.display().to_string()),
+        device: Some(format!("{dev:?}")),
+        seed: cfg.seed,
+        steps: cfg.steps,
+        batch_per_worker: cfg.batch,
+    });
     let (batch, input, classes) = (cfg.batch as i64, cfg.input_dim as i64, cfg.classes as i64);
     let teacher = Tensor::randn([input, classes], (Kind::Float, dev));
     let mut comm = Solo;
@@ -585,10 +665,16 @@ fn torchscript_inner(cfg: &TorchScriptConfig) -> anyhow::Result<i32> {
         let loss = trainer
             .step(&mut comm, &x, &y)
             .with_context(|| format!("step {step} of {}", cfg.path.display()))?;
-        emit(json!({
-            "event": "step", "rank": 0, "step": step, "epoch": 0, "world": 1, "loss": loss,
-            "samples": cfg.batch, "step_s": started.elapsed().as_secs_f64(),
-        }));
+        emit(Step {
+            rank: 0,
+            step,
+            epoch: 0,
+            world: 1,
+            loss: Some(f64::from(loss)).filter(|l: &f64| l.is_finite()),
+            samples: cfg.batch as u64,
+            step_s: started.elapsed().as_secs_f64(),
+            detail: None,
+        });
     }
     let dir = cfg.run_dir.join("final");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -596,10 +682,18 @@ fn torchscript_inner(cfg: &TorchScriptConfig) -> anyhow::Result<i32> {
     trainer
         .save(&path)
         .with_context(|| format!("writing {}", path.display()))?;
-    emit(json!({"event": "publish", "rank": 0, "step": cfg.steps, "path": path}));
-    emit(
-        json!({"event": "exit", "rank": 0, "code": exit::DONE, "step": cfg.steps, "reason": "done"}),
-    );
+    emit(Publish {
+        rank: 0,
+        step: cfg.steps,
+        path: path.display().to_string(),
+        server_model: None,
+    });
+    emit(Exit {
+        rank: Some(0),
+        code: exit::DONE,
+        reason: "done".into(),
+        step: Some(cfg.steps),
+    });
     Ok(exit::DONE)
 }
 
@@ -613,7 +707,7 @@ enum GradCommError {
 
 /// The gradient communicator of an epoch (`None`: the TCP ring itself), the transport's
 /// name, and why `auto` fell back to TCP.
-type GradComm = (Option<Box<dyn Communicator>>, &'static str, Option<String>);
+type GradComm = (Option<Box<dyn Communicator>>, Transport, Option<String>);
 
 /// Sets up the gradient communicator of an epoch over `ring`. Every rank calls it right
 /// after the ring forms; `key` names the epoch's shared-memory segment.
@@ -623,12 +717,18 @@ fn grad_comm(
     key: &str,
 ) -> Result<GradComm, GradCommError> {
     match backend {
-        CommBackend::Tcp => Ok((None, "tcp", None)),
-        CommBackend::Nccl { device } => nccl_comm(device, ring).map(|c| (Some(c), "nccl", None)),
-        CommBackend::Auto | CommBackend::Shm if ring.world() == 1 => Ok((None, "none", None)),
+        CommBackend::Tcp => Ok((None, Transport::Tcp, None)),
+        CommBackend::Nccl { device } => {
+            nccl_comm(device, ring).map(|c| (Some(c), Transport::Nccl, None))
+        }
+        CommBackend::Auto | CommBackend::Shm if ring.world() == 1 => {
+            Ok((None, Transport::Solo, None))
+        }
         CommBackend::Auto | CommBackend::Shm => match ShmComm::connect(ring, key) {
-            Ok(Ok(c)) => Ok((Some(Box::new(c)), "shm", None)),
-            Ok(Err(reason)) if backend == CommBackend::Auto => Ok((None, "tcp", Some(reason))),
+            Ok(Ok(c)) => Ok((Some(Box::new(c)), Transport::Shm, None)),
+            Ok(Err(reason)) if backend == CommBackend::Auto => {
+                Ok((None, Transport::Tcp, Some(reason)))
+            }
             Ok(Err(reason)) => Err(GradCommError::Unavailable(format!(
                 "--comm shm: {reason}; use --comm tcp (or auto) when ranks do not share a host"
             ))),
@@ -683,11 +783,22 @@ fn publish(cfg: &WorkerConfig, trainer: &Trainer, rank: usize) -> anyhow::Result
         .with_context(|| format!("fsync {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
     let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
-    emit(json!({
-        "event": "publish", "rank": rank, "step": trainer.step, "path": path,
-        "server_model": format!("trained={}:{}", cfg.spec.server_kind(), path.display()),
-    }));
+    emit(Publish {
+        rank,
+        step: trainer.step,
+        path: path.display().to_string(),
+        server_model: Some(format!(
+            "trained={}:{}",
+            cfg.spec.server_kind(),
+            path.display()
+        )),
+    });
     Ok(())
+}
+
+/// The loss as the `step` event carries it: `None` when it is not finite.
+fn finite(loss: f32) -> Option<f64> {
+    Some(f64::from(loss)).filter(|l| l.is_finite())
 }
 
 /// A step number (or none) as five f32 values that survive a broadcast exactly.

@@ -219,7 +219,7 @@ fn metrics_move_with_training_and_follow_a_gpu_fault_and_a_lost_worker() {
     );
 
     // Losing rank 1: rank 0 re-forms alone in a new epoch and restores.
-    let pid = status(&rank1)["pid"].as_u64().expect("pid");
+    let pid = u64::from(status(&rank1).progress.pid);
     kill(pid, nix::sys::signal::Signal::SIGKILL);
     let reformed = scrape_until(&rank0, 60, "epoch 2 with world 1", |s| {
         s.must("faultline_trainer_epoch", "") >= 2.0

@@ -7,6 +7,7 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use wire::trainer::{ActiveFaults, FaultRequest, GpuFaultKind};
 
 #[test]
 fn sigkilled_worker_leaves_two_survivors_that_restore_and_finish_with_every_step_accounted() {
@@ -271,7 +272,7 @@ fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3()
         200
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&addr)["ecc_silent_total"] != 1 {
+    while status(&addr).device.ecc_silent_total != 1 {
         assert!(
             Instant::now() < deadline,
             "bit flip never counted as silent"
@@ -279,19 +280,16 @@ fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3()
         std::thread::sleep(Duration::from_millis(10));
     }
     let st = status(&addr);
-    assert_eq!(st["ecc_detected_total"], 1);
-    assert_eq!(st["steps_skipped_total"], 1);
+    assert_eq!(st.device.ecc_detected_total, 1);
+    assert_eq!(st.progress.steps_skipped_total, 1);
 
-    assert_eq!(
-        http(
-            &addr,
-            "POST",
-            "/faults",
-            r#"{"kind":"gpu.throttle","factor":3}"#
-        )
-        .0,
-        200
-    );
+    // The harness's typed body, and the typed answer.
+    let throttle = serde_json::to_string(&FaultRequest::Throttle { factor: 3.0 }).expect("json");
+    let (code, body) = http(&addr, "POST", "/faults", &throttle);
+    assert_eq!(code, 200, "{body}");
+    let active: ActiveFaults = serde_json::from_str(&body).expect("an ActiveFaults answer");
+    assert_eq!(active.active, vec![GpuFaultKind::Throttle]);
+    assert_eq!(status(&addr).device.faults_active, active.active);
     worker.wait_for(30, "throttled step", |v| {
         is(v, "step") && v["throttle_s"].as_f64().is_some_and(|t| t > 0.0)
     });

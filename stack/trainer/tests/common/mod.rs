@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_trainer");
 
-/// A child process whose stdout events are collected; killed on drop.
+/// A child process whose stdout events are collected; killed on drop. Every stdout line
+/// must read as a `wire::trainer::EventLine` (the harness's parser): [`Proc::events`] fails
+/// the test naming a line that does not.
 pub struct Proc {
     pub child: Child,
     events: Arc<Mutex<Vec<Value>>>,
+    /// Lines that are not `EventLine`s, with serde's reason.
+    unparsed: Arc<Mutex<Vec<String>>>,
     /// SIGTERM first on drop, so a launcher stops the workers it started.
     graceful: bool,
 }
@@ -36,9 +40,15 @@ impl Proc {
             .expect("spawn trainer");
         let stdout = child.stdout.take().expect("piped stdout");
         let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
+        let unparsed = Arc::new(Mutex::new(Vec::new()));
+        let (sink, bad) = (events.clone(), unparsed.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Err(e) = serde_json::from_str::<wire::trainer::EventLine>(&line) {
+                    bad.lock()
+                        .expect("unparsed lock")
+                        .push(format!("{e}: {line}"));
+                }
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     sink.lock().expect("events lock").push(v);
                 }
@@ -47,11 +57,19 @@ impl Proc {
         Self {
             child,
             events,
+            unparsed,
             graceful: false,
         }
     }
 
+    /// The events so far; fails if a line was not a `wire::trainer::EventLine`.
     pub fn events(&self) -> Vec<Value> {
+        let unparsed = self.unparsed.lock().expect("unparsed lock");
+        assert!(
+            unparsed.is_empty(),
+            "stdout lines the harness cannot read:\n{}",
+            unparsed.join("\n")
+        );
         self.events.lock().expect("events lock").clone()
     }
 
@@ -227,8 +245,10 @@ pub fn http_with(
     (status, head.to_string(), body.to_string())
 }
 
-pub fn status(addr: &str) -> Value {
-    serde_json::from_str(&http(addr, "GET", "/status", "").1).expect("status json")
+/// `GET /status`, read as the harness reads it.
+pub fn status(addr: &str) -> wire::trainer::Status {
+    let body = http(addr, "GET", "/status", "").1;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("a /status body: {e}: {body}"))
 }
 
 pub fn free_addr() -> String {
