@@ -190,17 +190,9 @@ fn default_warmup_steps() -> u32 {
     3
 }
 
-/// How `gpu.ecc` corrupts a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum EccMode {
-    /// Write NaN into the tensor (detected by the finite check).
-    Nan,
-    /// Write +Inf into the tensor (detected by the finite check).
-    Inf,
-    /// Flip bits; a flip that stays finite escapes the check (silent data corruption).
-    Bitflip,
-}
+/// How `gpu.ecc` corrupts a tensor (`nan`, `inf`, `bitflip`): the trainer's own type, so a
+/// scenario can only name a mode the trainer's `POST /faults` accepts.
+pub use wire::trainer::EccMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
