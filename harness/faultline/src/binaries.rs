@@ -6,12 +6,9 @@ use std::path::{Path, PathBuf};
 
 use scenario::ComponentKind;
 
-/// The binary name of a component kind.
+/// The binary name of a component kind (its `binary` in `scenario::KINDS`).
 pub fn binary_name(kind: ComponentKind) -> &'static str {
-    match kind {
-        ComponentKind::Server => "server",
-        ComponentKind::TrainerRendezvous | ComponentKind::TrainerWorker => "trainer",
-    }
+    kind.spec().binary
 }
 
 /// The stack binary was not found anywhere it is looked for.

@@ -7,7 +7,9 @@
 //! [`events`] (run clock and `events.jsonl`), [`requests`] (request bodies),
 //! [`binaries`] (finding stack binaries), [`training`] (trainer events → training figures).
 
+pub mod addrs;
 pub mod analysis;
+pub mod assemble;
 pub mod binaries;
 pub mod cli;
 pub mod events;
@@ -16,6 +18,8 @@ mod pdeathsig;
 pub mod requests;
 pub mod runner;
 pub mod slo;
+pub mod stack;
 pub mod supervisor;
+pub mod timeline;
 pub mod training;
 pub mod wait;

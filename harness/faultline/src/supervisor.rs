@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use scenario::{ComponentKind, Readiness, Restart, RestartPolicy};
+use scenario::{ComponentKind, ProbeKind, Readiness, Restart, RestartPolicy};
 use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -58,13 +58,11 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// The probe a component kind needs.
+    /// The probe a component kind needs (its `probe` in `scenario::KINDS`).
     pub fn for_kind(kind: ComponentKind, readiness: &Readiness) -> Probe {
-        match kind {
-            ComponentKind::TrainerRendezvous => Probe::Tcp,
-            ComponentKind::Server | ComponentKind::TrainerWorker => {
-                Probe::Http(readiness.path.clone())
-            }
+        match kind.spec().probe {
+            ProbeKind::Tcp => Probe::Tcp,
+            ProbeKind::Http => Probe::Http(readiness.path.clone()),
         }
     }
 }

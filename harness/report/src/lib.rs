@@ -15,6 +15,7 @@ mod percentiles;
 pub mod plots;
 mod summary;
 pub mod svg;
+pub mod training;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,370 @@
+//! Report assembly: a pure function from the scenario, the run's identity and what each
+//! stack lifetime produced ([`StackResult`]) to the report model ([`RunMetrics`]). The
+//! runner measures; this decides what the report says, and its unit tests pin that down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use loadgen::LoadReport;
+use report::{
+    FaultSpan, HostInfo, ProcessLife, ProcessRecord, Recovery, RunInfo, RunMetrics, SearchResult,
+    Span, WorkloadInfo,
+};
+use scenario::{LatencyMeasure, LoadMode, Scenario, Slo};
+
+use crate::analysis::{self, PhaseData};
+use crate::events::round_us;
+use crate::slo::{self, Evidence};
+use crate::supervisor::{Life, Replica};
+use crate::timeline::FaultEvent;
+
+/// Who the run is: everything in the report's header that is not in the scenario.
+#[derive(Debug, Clone)]
+pub struct RunIdentity {
+    /// The scenario's display name (report folder).
+    pub name: String,
+    pub file: PathBuf,
+    pub run_id: String,
+    pub seed: u64,
+    pub commit: String,
+    pub started: SystemTime,
+    pub wall_s: f64,
+    pub host: HostInfo,
+}
+
+impl RunIdentity {
+    /// This machine, as the report describes it.
+    pub fn this_host() -> HostInfo {
+        HostInfo {
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// One replica as the report shows it: its record once the stack has stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaRecord {
+    /// `component/replica`.
+    pub name: String,
+    pub component: String,
+    pub binary: &'static str,
+    pub addr: SocketAddr,
+    /// Its log (stdout and stderr of every life), under the run folder's `logs/`.
+    pub log_path: PathBuf,
+    pub lives: Vec<Life>,
+}
+
+impl ReplicaRecord {
+    /// The record of a supervised replica, as it stands now.
+    pub fn of(r: &Replica) -> Self {
+        let spec = r.spec();
+        ReplicaRecord {
+            name: spec.name.clone(),
+            component: spec.component.clone(),
+            binary: spec.kind.spec().binary,
+            addr: spec.addr,
+            log_path: spec.log_path.clone(),
+            lives: r.lives(),
+        }
+    }
+
+    /// Restarts made (starts after the first).
+    pub fn restarts(&self) -> u32 {
+        u32::try_from(self.lives.len().saturating_sub(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// What one stack lifetime (the scenario, or one of its variants) produced.
+#[derive(Debug, Default)]
+pub struct StackResult {
+    pub load: Option<LoadReport>,
+    /// Scenario t = 0 of this lifetime, on the run clock.
+    pub load_t0_s: Option<f64>,
+    pub faults: Vec<FaultEvent>,
+    pub search: Option<SearchResult>,
+    pub training: Option<report::TrainingResult>,
+    pub replicas: Vec<ReplicaRecord>,
+    pub failures: Vec<String>,
+}
+
+/// The tightest corrected-latency bound of the SLOs, for goodput.
+fn goodput_bound_us(slos: &[Slo]) -> Option<u64> {
+    slos.iter()
+        .filter_map(|s| match s {
+            Slo::Latency {
+                measure: LatencyMeasure::Corrected,
+                latency_ms_max: Some(max),
+                ..
+            } => Some((max * 1000.0) as u64),
+            _ => None,
+        })
+        .min()
+}
+
+/// The report of a run: a pure function of the scenario, the run's identity and what each
+/// stack lifetime produced.
+pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) -> RunMetrics {
+    let w = &scenario.workload;
+    let mut failures: Vec<String> = results.iter().flat_map(|r| r.failures.clone()).collect();
+    let searches: Vec<SearchResult> = results.iter().filter_map(|r| r.search.clone()).collect();
+    // Scenario clock: t = 0 at the first intended request of the (single) load run.
+    // With variants, the clock of the first lifetime that injected faults.
+    let t0 = results
+        .iter()
+        .find(|r| !r.faults.is_empty())
+        .and_then(|r| r.load_t0_s)
+        .or_else(|| results.iter().find_map(|r| r.load_t0_s))
+        .unwrap_or(0.0);
+    let to_scn = |s: f64| round_us(s - t0);
+
+    let processes = results
+        .iter()
+        .flat_map(|r| &r.replicas)
+        .map(|rep| ProcessRecord {
+            name: rep.name.clone(),
+            kind: rep.binary.to_owned(),
+            address: rep.addr.to_string(),
+            lives: rep
+                .lives
+                .iter()
+                .map(|l| ProcessLife {
+                    pid: l.pid,
+                    started_s: to_scn(l.started_s),
+                    ready_s: l.ready_s.map(to_scn),
+                    ended_s: l.ended_s.map(to_scn),
+                    how: l.how.clone(),
+                })
+                .collect(),
+            log: format!(
+                "logs/{}",
+                rep.log_path
+                    .file_name()
+                    .map(|f| f.to_string_lossy())
+                    .unwrap_or_default()
+            ),
+        })
+        .collect();
+
+    let mut metrics = RunMetrics {
+        schema_version: report::SCHEMA_VERSION,
+        run: RunInfo {
+            scenario: id.name.clone(),
+            description: scenario.description.clone(),
+            scenario_file: id.file.display().to_string(),
+            run_id: id.run_id.clone(),
+            started_at: humantime::format_rfc3339_seconds(id.started).to_string(),
+            wall_s: round_us(id.wall_s),
+            seed: id.seed,
+            git_commit: id.commit.clone(),
+            faultline_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: id.host.clone(),
+            workload: WorkloadInfo {
+                mode: format!("{:?}", w.mode),
+                arrival: format!("{:?}", w.arrival),
+                rate_per_s: w.rate_per_s,
+                connections: w.connections,
+                warmup_s: w.warmup.as_secs_f64(),
+                duration_s: w.duration.as_secs_f64(),
+                timeout_s: w.timeout.as_secs_f64(),
+                target: w.target.clone(),
+            },
+        },
+        phases: Vec::new(),
+        faults: Vec::new(),
+        windows: Vec::new(),
+        summaries: Vec::new(),
+        distribution: Vec::new(),
+        recoveries: Vec::new(),
+        accounting: report::Accounting::default(),
+        processes,
+        searches,
+        figures: Vec::new(),
+        charts: Vec::new(),
+        training: Vec::new(),
+        slos: Vec::new(),
+        failures: Vec::new(),
+    };
+
+    let mut phases: Vec<PhaseData> = Vec::new();
+    let mut balanced = true;
+    let mut unbalanced_windows = Vec::new();
+    if let Some(r) = results.iter().find(|r| r.load.is_some()) {
+        let load = r.load.as_ref().expect("filtered on load.is_some()");
+        let fine_width = load
+            .fine
+            .get(1)
+            .zip(load.fine.first())
+            .map(|(b, a)| b.start - a.start)
+            .unwrap_or(loadgen::DEFAULT_FINE_WINDOW);
+        let window_s = load.windows.first().map_or(1.0, |w| w.width.as_secs_f64());
+        let measured_end = load.measured.end.as_secs_f64();
+        let mut affected = Vec::new();
+        for f in &r.faults {
+            let Some(inj) = f.injected_s else { continue };
+            let start_s = to_scn(inj);
+            let healed = f.healed_s.map(to_scn);
+            let recovery = analysis::recovery_s(&load.fine, fine_width, start_s);
+            let end = healed
+                .unwrap_or(start_s)
+                .max(recovery.map_or(measured_end, |rec| start_s + rec));
+            affected.push((start_s, end + window_s));
+            let restarts = r
+                .replicas
+                .iter()
+                .filter(|rep| {
+                    f.target
+                        .as_deref()
+                        .is_some_and(|t| crate::faults::names(t, &rep.component, &rep.name))
+                })
+                .flat_map(|rep| &rep.lives)
+                .filter(|l| to_scn(l.started_s) >= start_s && to_scn(l.started_s) <= end)
+                .count() as u32;
+            metrics.recoveries.push(Recovery {
+                fault_id: f.id.clone(),
+                kind: f.kind.name().to_owned(),
+                start_s,
+                recovery_s: recovery.map(round_us),
+                failed_requests: analysis::failed_between(
+                    &load.fine,
+                    fine_width,
+                    start_s,
+                    recovery.map_or(f64::INFINITY, |rec| start_s + rec),
+                ),
+                restarts,
+            });
+            metrics.faults.push(FaultSpan {
+                id: f.id.clone(),
+                kind: f.kind.name().to_owned(),
+                target: f.target.clone(),
+                start_s,
+                end_s: Some(round_us(end)),
+                detail: f.detail.clone(),
+            });
+        }
+        phases = analysis::phases(load, &affected);
+        metrics.phases = vec![
+            Span {
+                name: "warmup".into(),
+                start_s: load.warmup.start.as_secs_f64(),
+                end_s: load.warmup.end.as_secs_f64(),
+            },
+            Span {
+                name: "measured".into(),
+                start_s: load.measured.start.as_secs_f64(),
+                end_s: measured_end,
+            },
+        ];
+        let bound = goodput_bound_us(&scenario.slo);
+        metrics.windows = load
+            .windows
+            .iter()
+            .map(|w| analysis::window_metrics(w, bound))
+            .collect();
+        for w in &load.windows {
+            if !w.counts.balanced() {
+                balanced = false;
+                unbalanced_windows.push(w.start.as_secs_f64());
+            }
+        }
+        balanced &= load.accounting.balanced();
+        metrics.summaries = phases.iter().map(PhaseData::summary).collect();
+        metrics.distribution = report::distribution_from_histograms(
+            &load.measured.stats.latency,
+            &load.measured.stats.service,
+        );
+        metrics.accounting = analysis::accounting(&load.accounting);
+    } else if !metrics.searches.is_empty() {
+        let mut total = report::Accounting {
+            balanced: true,
+            ..report::Accounting::default()
+        };
+        for t in metrics.searches.iter().flat_map(|s| s.trials.iter()) {
+            let a = &t.accounting;
+            total.sent += a.sent;
+            total.ok += a.ok;
+            total.timeouts += a.timeouts;
+            total.dropped_by_generator += a.dropped_by_generator;
+            total.balanced &= a.balanced;
+            for (kind, n) in &a.errors {
+                *total.errors.entry(kind.clone()).or_insert(0) += n;
+            }
+        }
+        balanced = total.balanced;
+        metrics.accounting = total;
+    } else if w.mode == LoadMode::Training {
+        balanced = training_section(&mut metrics, results, &to_scn);
+    } else if failures.is_empty() {
+        failures.push("the workload produced no measurements".to_owned());
+    }
+    if !balanced && w.mode == LoadMode::Training {
+        failures.push(
+            "step accounting does not balance: a step number between 0 and the last completed step never completed, or the job stopped before its last step".to_owned(),
+        );
+    } else if !balanced {
+        failures.push(format!(
+            "request accounting does not balance (sent ≠ ok + errors + timeouts + dropped) in windows starting at {unbalanced_windows:?} s"
+        ));
+    }
+    let evidence = Evidence {
+        phases: &phases,
+        recoveries: &metrics.recoveries,
+        searches: &metrics.searches,
+        training: &metrics.training,
+        accounting_balanced: balanced,
+        unbalanced_windows,
+    };
+    metrics.slos = slo::evaluate(&scenario.slo, &evidence);
+    metrics.failures = failures;
+    metrics
+}
+
+/// Fills the training results, their faults and recoveries, charts and figures; returns
+/// whether every job's steps are accounted.
+fn training_section(
+    metrics: &mut RunMetrics,
+    results: &[StackResult],
+    to_scn: &dyn Fn(f64) -> f64,
+) -> bool {
+    let mut accounted = true;
+    for r in results {
+        let Some(t) = &r.training else { continue };
+        accounted &= t.steps_accounted;
+        for f in &r.faults {
+            let Some(inj) = f.injected_s else { continue };
+            let start_s = to_scn(inj);
+            let rec = t.recoveries.iter().find(|x| x.fault_id == f.id);
+            let end = f
+                .healed_s
+                .map(to_scn)
+                .or_else(|| rec.and_then(|x| x.total_s).map(|d| start_s + d));
+            metrics.faults.push(FaultSpan {
+                id: f.id.clone(),
+                kind: f.kind.name().to_owned(),
+                target: f.target.clone(),
+                start_s,
+                end_s: end.map(round_us),
+                detail: f.detail.clone(),
+            });
+            if let Some(x) = rec {
+                metrics.recoveries.push(Recovery {
+                    fault_id: f.id.clone(),
+                    kind: f.kind.name().to_owned(),
+                    start_s,
+                    recovery_s: x.total_s.map(round_us),
+                    failed_requests: 0,
+                    restarts: r.replicas.iter().map(ReplicaRecord::restarts).sum(),
+                });
+            }
+        }
+        metrics.training.push(t.clone());
+    }
+    let (charts, figures) = report::training::charts_and_figures(&metrics.training);
+    metrics.charts.extend(charts);
+    metrics.figures.extend(figures);
+    accounted
+}
