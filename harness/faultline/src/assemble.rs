@@ -368,3 +368,277 @@ fn training_section(
     metrics.figures.extend(figures);
     accounted
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use loadgen::{Counts, ErrorKind, FineWindow, LatencyStats, PhaseStats, WindowStats};
+    use scenario::FaultKind;
+
+    use super::*;
+
+    const OPEN_LOOP: &str = r#"
+[[components]]
+name = "server"
+kind = "server"
+
+[workload]
+target = "server"
+rate_per_s = 10
+warmup = "1s"
+duration = "4s"
+requests = [{ kind = "infer", model = "mlp" }]
+
+[[faults]]
+id = "kill"
+at = "2s"
+kind = "process.kill"
+target = "server"
+
+[[slo]]
+kind = "availability"
+phase = "measured"
+ratio_min = 0.5
+"#;
+
+    const TRAINING: &str = r#"
+[[components]]
+name = "rendezvous"
+kind = "trainer-rendezvous"
+
+[[components]]
+name = "worker"
+kind = "trainer-worker"
+replicas = 2
+args = ["--rendezvous", "{rendezvous.addr}"]
+
+[workload]
+target = "worker"
+mode = "training"
+duration = "10s"
+
+[[faults]]
+id = "kill"
+at = "3s"
+kind = "process.kill"
+target = "worker/1"
+"#;
+
+    fn identity() -> RunIdentity {
+        RunIdentity {
+            name: "t".into(),
+            file: PathBuf::from("scenarios/t.toml"),
+            run_id: "r1".into(),
+            seed: 7,
+            commit: "abc".into(),
+            started: SystemTime::UNIX_EPOCH,
+            wall_s: 12.345_678_9,
+            host: HostInfo {
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                cpus: 2,
+            },
+        }
+    }
+
+    fn counts(sent: u64, ok: u64, refused: u64) -> Counts {
+        let mut c = Counts {
+            sent,
+            ok,
+            ..Counts::default()
+        };
+        if refused > 0 {
+            c.errors.insert(ErrorKind::ConnectRefused, refused);
+        }
+        c
+    }
+
+    /// Five 1 s windows of 10 requests; the fault at 2 s fails the first 300 ms.
+    fn load_report() -> LoadReport {
+        let s = Duration::from_secs;
+        let windows = (0..5)
+            .map(|i| WindowStats {
+                start: s(i),
+                width: s(1),
+                counts: if i == 2 {
+                    counts(10, 7, 3)
+                } else {
+                    counts(10, 10, 0)
+                },
+                completed: 10,
+                stats: LatencyStats::default(),
+            })
+            .collect();
+        let fine = (0..50)
+            .map(|i| FineWindow {
+                start: Duration::from_millis(100 * i),
+                sent: 1,
+                ok: u64::from(!(20..23).contains(&i)),
+                failed: u64::from((20..23).contains(&i)),
+            })
+            .collect();
+        LoadReport {
+            started_at: SystemTime::UNIX_EPOCH,
+            seed: 7,
+            windows,
+            fine,
+            warmup: PhaseStats {
+                start: s(0),
+                end: s(1),
+                counts: counts(10, 10, 0),
+                completed: 10,
+                stats: LatencyStats::default(),
+            },
+            measured: PhaseStats {
+                start: s(1),
+                end: s(5),
+                counts: counts(40, 37, 3),
+                completed: 37,
+                stats: LatencyStats::default(),
+            },
+            accounting: counts(50, 47, 3),
+        }
+    }
+
+    fn life(pid: u32, started_s: f64, ended_s: Option<f64>) -> Life {
+        Life {
+            pid,
+            started_s,
+            ready_s: Some(started_s + 0.1),
+            ended_s,
+            how: ended_s.map(|_| "signal 9".to_owned()),
+        }
+    }
+
+    fn server(lives: Vec<Life>) -> ReplicaRecord {
+        ReplicaRecord {
+            name: "server/0".into(),
+            component: "server".into(),
+            binary: "server",
+            addr: "127.9.1.1:7100".parse().expect("addr"),
+            log_path: PathBuf::from("/run/logs/server-0.log"),
+            lives,
+        }
+    }
+
+    fn kill_at(run_s: f64) -> FaultEvent {
+        FaultEvent {
+            id: "kill".into(),
+            kind: FaultKind::ProcessKill,
+            target: Some("server".into()),
+            injected_s: Some(run_s),
+            healed_s: None,
+            detail: "SIGKILL pids [1]".into(),
+        }
+    }
+
+    #[test]
+    fn a_load_run_is_put_on_the_scenario_clock_with_its_recovery_and_restarts() {
+        let scenario = scenario::parse(OPEN_LOOP, "t.toml").expect("valid");
+        // The load started 10 s into the run; the kill came 2 s later.
+        let result = StackResult {
+            load: Some(load_report()),
+            load_t0_s: Some(10.0),
+            faults: vec![kill_at(12.0)],
+            replicas: vec![server(vec![life(1, 9.0, Some(12.0)), life(2, 12.2, None)])],
+            ..StackResult::default()
+        };
+        let m = assemble(&scenario, &identity(), &[result]);
+        assert!(m.failures.is_empty(), "{:?}", m.failures);
+        assert!(m.passed());
+        assert_eq!(m.run.wall_s, 12.345_679);
+        assert_eq!(m.run.host.cpus, 2);
+        let p = &m.processes[0];
+        assert_eq!(p.log, "logs/server-0.log");
+        assert_eq!(p.address, "127.9.1.1:7100");
+        assert_eq!(p.lives[0].started_s, -1.0);
+        assert_eq!(p.lives[1].started_s, 2.2);
+        assert_eq!(m.faults.len(), 1);
+        assert_eq!(m.faults[0].start_s, 2.0);
+        let r = &m.recoveries[0];
+        assert_eq!(r.restarts, 1);
+        assert_eq!(r.failed_requests, 3);
+        assert!(
+            r.recovery_s.is_some_and(|s| (s - 0.3).abs() < 1e-9),
+            "{r:?}"
+        );
+        assert_eq!(m.accounting.sent, 50);
+        assert!(m.accounting.balanced);
+        assert_eq!(m.windows.len(), 5);
+        assert_eq!(m.slos.len(), 1);
+    }
+
+    #[test]
+    fn an_unbalanced_window_fails_the_run_and_names_the_window() {
+        let scenario = scenario::parse(OPEN_LOOP, "t.toml").expect("valid");
+        let mut load = load_report();
+        load.windows[3].counts.sent += 1;
+        let result = StackResult {
+            load: Some(load),
+            load_t0_s: Some(0.0),
+            ..StackResult::default()
+        };
+        let m = assemble(&scenario, &identity(), &[result]);
+        assert!(!m.passed());
+        assert_eq!(
+            m.failures,
+            ["request accounting does not balance (sent ≠ ok + errors + timeouts + dropped) in windows starting at [3.0] s"]
+        );
+    }
+
+    #[test]
+    fn a_run_without_measurements_fails_unless_it_failed_already() {
+        let scenario = scenario::parse(OPEN_LOOP, "t.toml").expect("valid");
+        let m = assemble(&scenario, &identity(), &[StackResult::default()]);
+        assert_eq!(m.failures, ["the workload produced no measurements"]);
+        let failed = StackResult {
+            failures: vec!["server/0 did not become ready".into()],
+            ..StackResult::default()
+        };
+        let m = assemble(&scenario, &identity(), &[failed]);
+        assert_eq!(m.failures, ["server/0 did not become ready"]);
+    }
+
+    #[test]
+    fn a_training_run_reports_its_job_recoveries_and_step_accounting() {
+        let scenario = scenario::parse(TRAINING, "t.toml").expect("valid");
+        let job = report::TrainingResult {
+            variant: "default".into(),
+            workers: 2,
+            steps_accounted: true,
+            throughput_samples_per_s: Some(100.0),
+            recoveries: vec![report::TrainingRecovery {
+                fault_id: "kill".into(),
+                kind: "process.kill".into(),
+                total_s: Some(1.5),
+                ..report::TrainingRecovery::default()
+            }],
+            ..report::TrainingResult::default()
+        };
+        let mut fault = kill_at(5.0);
+        fault.target = Some("worker/1".into());
+        let ok = StackResult {
+            load_t0_s: Some(2.0),
+            faults: vec![fault],
+            training: Some(job.clone()),
+            ..StackResult::default()
+        };
+        let m = assemble(&scenario, &identity(), &[ok]);
+        assert!(m.failures.is_empty(), "{:?}", m.failures);
+        assert_eq!(m.faults[0].start_s, 3.0);
+        assert_eq!(m.faults[0].end_s, Some(4.5));
+        assert_eq!(m.recoveries[0].recovery_s, Some(1.5));
+        assert!(m.charts.iter().any(|c| c.id == "recovery-default-kill"));
+        let gap = StackResult {
+            training: Some(report::TrainingResult {
+                steps_accounted: false,
+                ..job
+            }),
+            ..StackResult::default()
+        };
+        let m = assemble(&scenario, &identity(), &[gap]);
+        assert_eq!(m.failures.len(), 1);
+        assert!(m.failures[0].starts_with("step accounting does not balance"));
+    }
+}
