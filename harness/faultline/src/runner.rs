@@ -213,13 +213,20 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
         .map(ReplicaRecord::of)
         .collect();
     if ctx.scenario.workload.mode == LoadMode::Training {
-        out.training = Some(training_result(ctx, v, &out));
+        let (result, broken) = training_result(ctx, v, &out);
+        out.training = Some(result);
+        out.failures.extend(broken);
     }
     out
 }
 
-/// Reads the trainer's events from every replica's log and analyses the job.
-fn training_result(ctx: &Ctx<'_>, v: &Variant, out: &StackResult) -> report::TrainingResult {
+/// Reads the trainer's events from every replica's log and analyses the job; the second
+/// value names log lines that look like events but break the contract (a run with any fails).
+fn training_result(
+    ctx: &Ctx<'_>,
+    v: &Variant,
+    out: &StackResult,
+) -> (report::TrainingResult, Vec<String>) {
     let clock = ctx.events.clock();
     let unix = |run_s: f64| {
         clock
@@ -228,14 +235,24 @@ fn training_result(ctx: &Ctx<'_>, v: &Variant, out: &StackResult) -> report::Tra
             .map_or(0.0, |d| d.as_secs_f64())
             + run_s
     };
+    let mut broken = Vec::new();
     let procs: Vec<ProcessEvents> = out
         .replicas
         .iter()
-        .map(|r| ProcessEvents {
-            name: r.name.clone(),
-            events: std::fs::read_to_string(&r.log_path)
-                .map(|t| training::parse_log(&t))
-                .unwrap_or_default(),
+        .map(|r| {
+            let text = std::fs::read_to_string(&r.log_path).unwrap_or_default();
+            let (events, unreadable) = training::parse_log_reporting(&text);
+            broken.extend(unreadable.into_iter().take(3).map(|why| {
+                format!(
+                    "{}: a line of {} is not a trainer event ({why}); trainer and harness disagree on wire::trainer",
+                    r.name,
+                    r.log_path.display()
+                )
+            }));
+            ProcessEvents {
+                name: r.name.clone(),
+                events,
+            }
         })
         .collect();
     let faults: Vec<InjectedFault> = out
@@ -269,7 +286,7 @@ fn training_result(ctx: &Ctx<'_>, v: &Variant, out: &StackResult) -> report::Tra
     for p in &mut result.throughput_curve {
         p.0 = round_us(p.0 - t0);
     }
-    result
+    (result, broken)
 }
 
 /// Runs the workload against a ready stack.

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use scenario::{ComponentKind, Fault, FaultKind};
+use scenario::{Fault, FaultKind, Role};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -198,12 +198,12 @@ async fn heal(
     rec.healed_s = Some(events.emit("fault.heal", event));
 }
 
-/// Returns once some trainer worker's `GET /status` reports `step >= step` (polled every
-/// 20 ms; workers not up yet or gone are skipped).
+/// Returns once some training replica's `GET /status` ([`wire::trainer::Status`]) reports
+/// `step >= step` (polled every 20 ms; replicas not up yet or gone are skipped).
 async fn wait_for_step(client: &reqwest::Client, replicas: &[Replica], step: u64) {
     let addrs: Vec<SocketAddr> = replicas
         .iter()
-        .filter(|r| r.spec().kind == ComponentKind::TrainerWorker)
+        .filter(|r| r.spec().kind.spec().role == Role::Train)
         .map(|r| r.spec().addr)
         .collect();
     loop {
@@ -214,8 +214,8 @@ async fn wait_for_step(client: &reqwest::Client, replicas: &[Replica], step: u64
                 .send()
                 .await;
             if let Ok(r) = status {
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                if body["step"].as_u64().is_some_and(|s| s >= step) {
+                let body = r.json::<wire::trainer::Status>().await;
+                if body.is_ok_and(|s| s.progress.step >= step) {
                     return;
                 }
             }

@@ -13,37 +13,30 @@ use std::time::Duration;
 
 use scenario::{Fault, FaultKind};
 use serde_json::json;
+use wire::trainer::FaultRequest;
 
 use super::{Heal, HealGuard, Injection, Injector, Target};
 
 /// Connect, read and write limit of one control request.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The JSON body that injects a `gpu.*` fault through a trainer worker's control endpoint
-/// (`POST /faults`; see `stack/trainer`'s crate docs).
-pub fn gpu_fault_body(fault: &Fault) -> serde_json::Value {
-    let mut body = serde_json::json!({ "kind": fault.kind.name() });
-    let obj = body.as_object_mut().expect("built as an object above");
-    match fault.kind {
-        FaultKind::GpuEcc => {
-            let mode = match fault.mode.unwrap_or(scenario::EccMode::Nan) {
-                scenario::EccMode::Nan => "nan",
-                scenario::EccMode::Inf => "inf",
-                scenario::EccMode::Bitflip => "bitflip",
-            };
-            obj.insert("mode".into(), mode.into());
-            obj.insert("steps".into(), fault.steps.unwrap_or(1).into());
-        }
-        FaultKind::GpuThrottle => {
-            obj.insert("factor".into(), fault.factor.unwrap_or(1.0).into());
-        }
-        FaultKind::GpuOom => {
-            obj.insert("limit_bytes".into(), fault.limit_bytes.unwrap_or(0).into());
-            obj.insert("backoff".into(), fault.backoff.unwrap_or(false).into());
-        }
-        _ => {}
-    }
-    body
+/// The `POST /faults` body of a `gpu.*` fault (`None` for other kinds).
+pub fn fault_request(fault: &Fault) -> Option<FaultRequest> {
+    Some(match fault.kind {
+        FaultKind::GpuLost => FaultRequest::Lost,
+        FaultKind::GpuEcc => FaultRequest::Ecc {
+            mode: fault.mode.unwrap_or_default(),
+            steps: fault.steps.unwrap_or(1),
+        },
+        FaultKind::GpuThrottle => FaultRequest::Throttle {
+            factor: fault.factor.unwrap_or(1.0),
+        },
+        FaultKind::GpuOom => FaultRequest::Oom {
+            limit_bytes: fault.limit_bytes.unwrap_or(0),
+            backoff: fault.backoff.unwrap_or(false),
+        },
+        FaultKind::ProcessKill | FaultKind::ProcessPause | FaultKind::LoadSpike => return None,
+    })
 }
 
 /// One request to a worker's control endpoint; returns the HTTP status.
@@ -111,8 +104,14 @@ pub struct GpuInjector;
 
 impl Injector for GpuInjector {
     fn inject(&self, fault: &Fault, targets: &[Target]) -> Injection {
-        let body = gpu_fault_body(fault);
-        let text = body.to_string();
+        let Some(request) = fault_request(fault) else {
+            return Injection {
+                detail: format!("{} is not a gpu fault", fault.kind.name()),
+                ..Injection::default()
+            };
+        };
+        let body = json!(request);
+        let text = serde_json::to_string(&request).unwrap_or_default();
         let results: Vec<String> = targets
             .iter()
             .map(
@@ -143,22 +142,29 @@ mod tests {
     use crate::faults::tests::fault;
 
     #[test]
-    fn gpu_fault_bodies_match_the_trainer_control_api() {
+    fn gpu_fault_requests_follow_the_scenario_with_the_documented_defaults() {
         let mut f = fault(FaultKind::GpuEcc, 1, None, None);
         f.mode = Some(scenario::EccMode::Bitflip);
         assert_eq!(
-            gpu_fault_body(&f),
-            serde_json::json!({"kind": "gpu.ecc", "mode": "bitflip", "steps": 1})
+            fault_request(&f),
+            Some(FaultRequest::Ecc {
+                mode: scenario::EccMode::Bitflip,
+                steps: 1
+            })
         );
         let mut f = fault(FaultKind::GpuOom, 1, Some(2), None);
         f.limit_bytes = Some(1 << 20);
         assert_eq!(
-            gpu_fault_body(&f),
-            serde_json::json!({"kind": "gpu.oom", "limit_bytes": 1048576, "backoff": false})
+            json!(fault_request(&f)),
+            json!({"kind": "gpu.oom", "limit_bytes": 1048576, "backoff": false})
         );
         assert_eq!(
-            gpu_fault_body(&fault(FaultKind::GpuLost, 1, None, None)),
-            serde_json::json!({"kind": "gpu.lost"})
+            fault_request(&fault(FaultKind::GpuLost, 1, None, None)),
+            Some(FaultRequest::Lost)
+        );
+        assert_eq!(
+            fault_request(&fault(FaultKind::ProcessKill, 1, None, None)),
+            None
         );
     }
 
@@ -218,7 +224,7 @@ mod tests {
         assert_eq!(
             seen,
             [
-                r#"POST /faults HTTP/1.1 {"factor":3.0,"kind":"gpu.throttle"}"#.to_owned(),
+                r#"POST /faults HTTP/1.1 {"kind":"gpu.throttle","factor":3.0}"#.to_owned(),
                 "DELETE /faults/gpu.throttle HTTP/1.1 ".to_owned(),
             ]
         );
