@@ -148,3 +148,56 @@ fn a_panicking_runner_leaves_no_process_behind() {
         "pid {pid} outlived the panic"
     );
 }
+
+/// The state letter of a process (`T` when stopped).
+fn state(pid: u32) -> Option<char> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next()))
+        .flatten()
+}
+
+#[test]
+fn a_dropped_timeline_heals_the_faults_it_injected() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events =
+        EventLog::create(&dir.path().join("events.jsonl"), RunClock::start()).expect("log");
+    runtime().block_on(async {
+        let sup = Supervisor::start(
+            vec![spec(dir.path(), RestartPolicy::Never)],
+            &events,
+            Duration::from_secs(5),
+        );
+        sup.wait_ready(&CancellationToken::new())
+            .await
+            .expect("ready");
+        let pid = sup.replicas()[0].pid().expect("running");
+        let pause = scenario::Fault {
+            id: None,
+            at: Duration::ZERO,
+            kind: scenario::FaultKind::ProcessPause,
+            target: Some("server".into()),
+            until: Some(Duration::from_secs(3600)),
+            multiplier: None,
+            mode: None,
+            steps: None,
+            factor: None,
+            limit_bytes: None,
+            backoff: None,
+            after_step: None,
+        };
+        let timeline = faultline::timeline::Timeline::start(vec![pause], &sup, &events);
+        assert!(
+            common::eventually_async(Duration::from_secs(5), || state(pid) == Some('T')).await,
+            "the timeline paused the server"
+        );
+        // An early return, a panic or an aborted runner task: the timeline is dropped
+        // without `finish`, long before the fault's `until`.
+        drop(timeline);
+        assert!(
+            common::eventually_async(Duration::from_secs(5), || state(pid) != Some('T')).await,
+            "dropping the timeline resumed the server"
+        );
+        sup.shutdown().await;
+    });
+}
