@@ -50,17 +50,19 @@ pub struct Component {
     pub name: String,
     /// Which stack binary to run.
     pub kind: ComponentKind,
-    /// Number of identical processes (`name/0`, `name/1`, ...), each on its own port.
+    /// Number of identical processes (`name/0`, `name/1`, ...), each on a loopback address
+    /// of its own; at most 254 in all components together.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
     /// Extra command-line arguments passed to every replica. Placeholders are replaced:
+    /// `{addr}`, `{host}` and `{port}` by this replica's own address, IP and port,
     /// `{NAME.addr}` by the address of component NAME's replica 0, `{NAME.addrs}` by all
     /// of its replicas' addresses joined with ',', `{run_dir}` by the run folder,
     /// `{replica}` by this replica's index, `{replicas}` by this component's replica
     /// count, `{seed}` by the run's seed.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Extra environment variables.
+    /// Extra environment variables; values take the same placeholders as `args`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// What happens when a replica exits or is killed.
