@@ -1,11 +1,14 @@
 //! faultline's harness: runs scenarios against a stack of real processes, injects faults
 //! on a timeline, analyses the load generator's measurements and writes reports.
 //!
-//! Module map: [`cli`] (commands), [`runner`] (one scenario end to end), [`supervisor`]
-//! (processes, readiness, restarts), [`faults`] (self-healing fault guards and the pure
-//! timeline), [`analysis`] (phases, recovery, window figures), [`slo`] (verdicts),
-//! [`events`] (run clock and `events.jsonl`), [`requests`] (request bodies),
-//! [`binaries`] (finding stack binaries), [`training`] (trainer events → training figures).
+//! Module map (docs/ARCHITECTURE.md has the details): [`cli`] (commands), [`runner`] (one
+//! scenario end to end), [`stack`] (replica specs from the scenario and the kind table),
+//! [`addrs`] (a loopback address per replica), [`supervisor`] (processes, readiness,
+//! restarts), [`faults`] (injectors and healing guards), [`timeline`] (plays the faults),
+//! [`assemble`] (pure report assembly), [`analysis`] (phases, recovery, window figures),
+//! [`slo`] (verdicts), [`events`] (run clock and `events.jsonl`), [`requests`] (request
+//! bodies), [`binaries`] (finding stack binaries), [`training`] (trainer events → training
+//! figures), [`wait`] (polling with a patience).
 
 pub mod addrs;
 pub mod analysis;
