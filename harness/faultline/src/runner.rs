@@ -323,22 +323,26 @@ async fn drive(
         scenario::Arrival::Constant => loadgen::Arrival::Constant,
         scenario::Arrival::Poisson => loadgen::Arrival::Poisson,
     };
+    // One LoadSpec for every mode; open loop and the search add a schedule to it.
+    let load = loadgen::LoadSpec {
+        targets: uris,
+        requests: templates,
+        connections: w.connections as usize,
+        warmup: w.warmup,
+        duration: w.duration,
+        timeout: w.timeout,
+        seed: ctx.seed,
+        window: loadgen::DEFAULT_WINDOW,
+        fine_window: loadgen::DEFAULT_FINE_WINDOW,
+    };
     let spec = loadgen::OpenLoopSpec {
-        targets: uris.clone(),
-        requests: templates.clone(),
+        load,
         rate_per_s: w
             .rate_per_s
             .or(w.search.as_ref().map(|s| s.rate_per_s_min))
             .unwrap_or(1.0),
         arrival,
-        warmup: w.warmup,
-        duration: w.duration,
         rate_steps: faults::rate_steps(&faults_to_inject),
-        connections: w.connections as usize,
-        timeout: w.timeout,
-        seed: ctx.seed,
-        window: loadgen::DEFAULT_WINDOW,
-        fine_window: loadgen::DEFAULT_FINE_WINDOW,
     };
     let (tx, rx) = watch::channel(Progress::default());
     let shown = progress_task(rx, ctx.opts.progress, format!("[{}]", ctx.name));
@@ -399,18 +403,7 @@ async fn drive(
             let result = if w.mode == LoadMode::OpenLoop {
                 loadgen::run_open_loop(&spec, ctx.cancel.clone(), Some(tx)).await
             } else {
-                let closed = loadgen::ClosedLoopSpec {
-                    targets: uris,
-                    requests: templates,
-                    connections: spec.connections,
-                    warmup: spec.warmup,
-                    duration: spec.duration,
-                    timeout: spec.timeout,
-                    seed: spec.seed,
-                    window: spec.window,
-                    fine_window: spec.fine_window,
-                };
-                loadgen::run_closed_loop(&closed, ctx.cancel.clone(), Some(tx)).await
+                loadgen::run_closed_loop(&spec.load, ctx.cancel.clone(), Some(tx)).await
             };
             out.faults = match timeline.finish().await {
                 Ok(f) => f,

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::record::{HistogramSummary, LoadReport, ReportSummary};
 use crate::search::{SearchCriteria, SearchReport};
 use crate::{
-    run_closed_loop_on, run_open_loop, search_max_throughput, Arrival, ClosedLoopSpec,
-    OpenLoopSpec, RequestTemplate,
+    run_closed_loop_on, run_open_loop, search_max_throughput, Arrival, LoadSpec, OpenLoopSpec,
+    RequestTemplate,
 };
 
 /// Arrival process flag values.
@@ -222,19 +222,29 @@ impl LoadArgs {
         Ok((targets, vec![request]))
     }
 
-    fn open_loop_spec(&self, rate: f64) -> anyhow::Result<OpenLoopSpec> {
+    /// The flags every run shares: targets, request, connections, phases, timeout, seed.
+    fn load_spec(&self) -> anyhow::Result<LoadSpec> {
         let (targets, requests) = self.targets_and_requests()?;
-        let mut spec = OpenLoopSpec::new(targets, requests, rate);
-        spec.arrival = match self.arrival {
+        let mut load = LoadSpec::new(targets, requests);
+        load.warmup = self.warmup;
+        load.duration = self.duration;
+        load.connections = self.connections;
+        load.timeout = self.timeout;
+        load.seed = self.seed;
+        Ok(load)
+    }
+
+    fn open_loop_spec(&self, rate: f64) -> anyhow::Result<OpenLoopSpec> {
+        let arrival = match self.arrival {
             ArrivalArg::Constant => Arrival::Constant,
             ArrivalArg::Poisson => Arrival::Poisson,
         };
-        spec.warmup = self.warmup;
-        spec.duration = self.duration;
-        spec.connections = self.connections;
-        spec.timeout = self.timeout;
-        spec.seed = self.seed;
-        Ok(spec)
+        Ok(OpenLoopSpec {
+            load: self.load_spec()?,
+            rate_per_s: rate,
+            arrival,
+            rate_steps: Vec::new(),
+        })
     }
 }
 
@@ -288,13 +298,7 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
         });
     }
     let (report, header) = if args.closed_loop {
-        let (targets, requests) = args.targets_and_requests()?;
-        let mut spec = ClosedLoopSpec::new(targets, requests);
-        spec.warmup = args.warmup;
-        spec.duration = args.duration;
-        spec.connections = args.connections;
-        spec.timeout = args.timeout;
-        spec.seed = args.seed;
+        let spec = args.load_spec()?;
         let header = format!(
             "closed loop, {} connection(s) per target, seed {}",
             args.connections, args.seed
@@ -494,12 +498,12 @@ mod tests {
         ])
         .expect("valid");
         let spec = a.open_loop_spec(500.0).expect("spec");
-        assert_eq!(spec.targets[0], "http://127.0.0.1:8080");
-        assert_eq!(spec.requests[0].path, "/v1/x?y=1");
-        assert_eq!(spec.requests[0].method, Method::POST);
+        assert_eq!(spec.load.targets[0], "http://127.0.0.1:8080");
+        assert_eq!(spec.load.requests[0].path, "/v1/x?y=1");
+        assert_eq!(spec.load.requests[0].method, Method::POST);
         assert_eq!(spec.arrival, Arrival::Poisson);
-        assert_eq!(spec.connections, 4);
-        assert_eq!(spec.requests[0].headers[0].0, "x-test");
+        assert_eq!(spec.load.connections, 4);
+        assert_eq!(spec.load.requests[0].headers[0].0, "x-test");
     }
 
     #[test]

@@ -43,6 +43,6 @@ pub use record::{
 pub use run::{run_closed_loop, run_closed_loop_on, run_open_loop, Progress};
 pub use search::{search_max_throughput, SearchCriteria, SearchReport, Trial};
 pub use spec::{
-    Arrival, ClosedLoopSpec, LoadError, OpenLoopSpec, RateStep, RequestTemplate, SpecProblem,
+    Arrival, LoadError, LoadSpec, OpenLoopSpec, RateStep, RequestTemplate, SpecProblem,
     DEFAULT_FINE_WINDOW, DEFAULT_WINDOW,
 };

@@ -23,7 +23,7 @@ use crate::conn::{prepare, resolve, Conn, Prepared};
 use crate::counts::Completion;
 use crate::record::{LoadReport, Outcome, Recorder};
 use crate::schedule::{Mix, RateCurve, Schedule, Scheduled};
-use crate::spec::{ClosedLoopSpec, LoadError, OpenLoopSpec};
+use crate::spec::{LoadError, LoadSpec, OpenLoopSpec};
 
 /// A live view of a run, published about every 200 ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -197,18 +197,16 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(
-        targets: &[http::Uri],
-        requests: &[crate::RequestTemplate],
-        window: Duration,
-        fine_window: Duration,
-        warmup: Duration,
-        duration: Duration,
-    ) -> Result<Self, LoadError> {
-        let resolved = resolve(targets).await?;
-        let prepared = Arc::new(prepare(targets, requests)?);
-        let end = warmup + duration;
-        let shared = Arc::new(Shared::new(Recorder::new(window, fine_window, warmup, end)));
+    async fn new(load: &LoadSpec) -> Result<Self, LoadError> {
+        let resolved = resolve(&load.targets).await?;
+        let prepared = Arc::new(prepare(&load.targets, &load.requests)?);
+        let end = load.warmup + load.duration;
+        let shared = Arc::new(Shared::new(Recorder::new(
+            load.window,
+            load.fine_window,
+            load.warmup,
+            end,
+        )));
         Ok(Setup {
             targets: resolved,
             prepared,
@@ -231,21 +229,14 @@ pub async fn run_open_loop(
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<LoadReport, LoadError> {
     spec.validate()?;
+    let load = &spec.load;
     let Setup {
         targets,
         prepared,
         end,
         shared,
-    } = Setup::new(
-        &spec.targets,
-        &spec.requests,
-        spec.window,
-        spec.fine_window,
-        spec.warmup,
-        spec.duration,
-    )
-    .await?;
-    let conns = open_connections(&targets, spec.connections, spec.timeout).await;
+    } = Setup::new(load).await?;
+    let conns = open_connections(&targets, load.connections, load.timeout).await;
 
     let queues: Arc<[JobQueue]> = targets.iter().map(|_| JobQueue::default()).collect();
 
@@ -258,7 +249,7 @@ pub async fn run_open_loop(
         let prepared = prepared.clone();
         let shared = shared.clone();
         let cancel = cancel.clone();
-        let timeout = spec.timeout;
+        let timeout = load.timeout;
         workers.spawn(async move {
             loop {
                 let Some(job) = queues[ti].pop().await else {
@@ -290,9 +281,9 @@ pub async fn run_open_loop(
         RateCurve::new(spec.rate_per_s, &spec.rate_steps),
         spec.arrival,
         end,
-        &spec.requests.iter().map(|r| r.weight).collect::<Vec<_>>(),
+        &load.requests.iter().map(|r| r.weight).collect::<Vec<_>>(),
         targets.len(),
-        spec.seed,
+        load.seed,
     );
     let sched_shared = shared.clone();
     let sched_cancel = cancel.clone();
@@ -310,7 +301,7 @@ pub async fn run_open_loop(
         .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
     Ok(shared
         .into_recorder()
-        .finish(started_at, spec.seed, stopped))
+        .finish(started_at, load.seed, stopped))
 }
 
 /// Releases scheduled requests at their intended instants; returns the offset at which
@@ -413,39 +404,31 @@ impl Drop for CloseOnDrop<'_> {
 /// Uses one event-loop thread per available core, like wrk's `-t`; see
 /// [`run_closed_loop_on`] to choose.
 pub async fn run_closed_loop(
-    spec: &ClosedLoopSpec,
+    load: &LoadSpec,
     cancel: CancellationToken,
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<LoadReport, LoadError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    run_closed_loop_on(spec, threads, cancel, progress).await
+    run_closed_loop_on(load, threads, cancel, progress).await
 }
 
 /// [`run_closed_loop`] on `threads` OS threads, each with its own single-threaded event
 /// loop owning an equal share of the connections (no cross-thread wake-ups per request).
 pub async fn run_closed_loop_on(
-    spec: &ClosedLoopSpec,
+    load: &LoadSpec,
     threads: usize,
     cancel: CancellationToken,
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<LoadReport, LoadError> {
-    spec.validate()?;
+    load.validate()?;
     let Setup {
         targets,
         prepared,
         end,
         shared,
-    } = Setup::new(
-        &spec.targets,
-        &spec.requests,
-        spec.window,
-        spec.fine_window,
-        spec.warmup,
-        spec.duration,
-    )
-    .await?;
-    let weights: Arc<[f64]> = spec.requests.iter().map(|r| r.weight).collect();
-    let total = targets.len() * spec.connections;
+    } = Setup::new(load).await?;
+    let weights: Arc<[f64]> = load.requests.iter().map(|r| r.weight).collect();
+    let total = targets.len() * load.connections;
     let threads = threads.clamp(1, total);
     // Every thread opens its connections, then all start together at the same t0.
     let barrier = Arc::new(std::sync::Barrier::new(threads));
@@ -469,8 +452,8 @@ pub async fn run_closed_loop_on(
             t0: t0_cell.clone(),
             t0_tx: t0_tx.take(),
             shard: th,
-            timeout: spec.timeout,
-            seed: spec.seed,
+            timeout: load.timeout,
+            seed: load.seed,
             end,
         };
         let handle = std::thread::Builder::new()
@@ -505,7 +488,7 @@ pub async fn run_closed_loop_on(
         .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
     Ok(shared
         .into_recorder()
-        .finish(started_at, spec.seed, stopped))
+        .finish(started_at, load.seed, stopped))
 }
 
 struct ClosedCtx {

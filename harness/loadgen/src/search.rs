@@ -212,8 +212,8 @@ pub async fn search_max_throughput(
         }
         let mut spec = base.clone();
         spec.rate_per_s = rate;
-        spec.warmup = criteria.trial_warmup;
-        spec.duration = criteria.trial_duration;
+        spec.load.warmup = criteria.trial_warmup;
+        spec.load.duration = criteria.trial_duration;
         spec.rate_steps.clear();
         let report = run_open_loop(&spec, cancel.clone(), None).await?;
         let trial = evaluate(criteria, rate, report);

@@ -62,26 +62,28 @@ pub struct RateStep {
     pub multiplier: f64,
 }
 
-/// An open-loop (fixed-schedule, coordinated-omission corrected) run.
+/// What every run needs, however it is paced: where to send, what to send, over how many
+/// connections, for how long, and how to window the results.
+///
+/// On its own it describes a closed-loop run ([`crate::run_closed_loop`]): each
+/// connection sends its next request as soon as the previous one completes (like `wrk`),
+/// so latency equals service time and there is no schedule to omit. An open-loop run adds
+/// a schedule to it ([`OpenLoopSpec`]).
 #[derive(Debug, Clone)]
-pub struct OpenLoopSpec {
+pub struct LoadSpec {
     /// Base URLs (`http://host:port[/prefix]`), used round-robin.
     pub targets: Vec<Uri>,
     /// Weighted request mix; the choice per request comes from the seeded RNG.
     pub requests: Vec<RequestTemplate>,
-    /// Base offered rate, requests per second across all targets.
-    pub rate_per_s: f64,
-    pub arrival: Arrival,
+    /// Keep-alive connections per target (like `wrk -c`). Closed loop: each has one
+    /// request in flight.
+    pub connections: usize,
     /// Unmeasured phase before `duration`.
     pub warmup: Duration,
     /// Measured phase, after warm-up.
     pub duration: Duration,
-    /// Rate multipliers over time (load spikes); sorted by `at`.
-    pub rate_steps: Vec<RateStep>,
-    /// Keep-alive connections per target (like `wrk -c`).
-    pub connections: usize,
-    /// Per-request limit; also the longest a request may wait for a free connection
-    /// before it is counted as `dropped_by_generator`.
+    /// Per-request limit. Open loop: also the longest a request may wait for a free
+    /// connection before it is counted as `dropped_by_generator`.
     pub timeout: Duration,
     pub seed: u64,
     /// Width of [`crate::WindowStats`].
@@ -90,19 +92,16 @@ pub struct OpenLoopSpec {
     pub fine_window: Duration,
 }
 
-impl OpenLoopSpec {
-    /// A spec with the documented defaults: constant arrival, no warm-up, 10 s, 10
-    /// connections, 10 s timeout, seed 0, 1 s and 100 ms windows.
-    pub fn new(targets: Vec<Uri>, requests: Vec<RequestTemplate>, rate_per_s: f64) -> Self {
-        OpenLoopSpec {
+impl LoadSpec {
+    /// A spec with the documented defaults: 10 connections, no warm-up, 10 s, 10 s
+    /// timeout, seed 0, [`DEFAULT_WINDOW`] and [`DEFAULT_FINE_WINDOW`].
+    pub fn new(targets: Vec<Uri>, requests: Vec<RequestTemplate>) -> Self {
+        LoadSpec {
             targets,
             requests,
-            rate_per_s,
-            arrival: Arrival::Constant,
+            connections: 10,
             warmup: Duration::ZERO,
             duration: Duration::from_secs(10),
-            rate_steps: Vec::new(),
-            connections: 10,
             timeout: Duration::from_secs(10),
             seed: 0,
             window: DEFAULT_WINDOW,
@@ -113,16 +112,88 @@ impl OpenLoopSpec {
     /// Checks every field and reports every problem at once.
     pub fn validate(&self) -> Result<(), LoadError> {
         let mut p = Problems::default();
-        check_common(
-            &mut p,
-            &self.targets,
-            &self.requests,
-            self.connections,
-            self.timeout,
-            self.window,
-            self.fine_window,
-            self.warmup + self.duration,
-        );
+        self.check(&mut p);
+        p.into_result()
+    }
+
+    fn check(&self, p: &mut Problems) {
+        if self.targets.is_empty() {
+            p.push("targets", "[]", "at least one base URL");
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.scheme_str() != Some("http") || t.authority().is_none() {
+                p.push(
+                    format!("targets[{i}]"),
+                    t,
+                    "an http:// URL with a host (https is not supported)",
+                );
+            }
+        }
+        if self.requests.is_empty() {
+            p.push("requests", "[]", "at least one request template");
+        }
+        for (i, r) in self.requests.iter().enumerate() {
+            if !(r.weight.is_finite() && r.weight > 0.0) {
+                p.push(
+                    format!("requests[{i}].weight"),
+                    r.weight,
+                    "a finite number > 0",
+                );
+            }
+            if !r.path.starts_with('/') {
+                p.push(
+                    format!("requests[{i}].path"),
+                    &r.path,
+                    "a path starting with '/'",
+                );
+            }
+        }
+        if self.connections == 0 {
+            p.push("connections", 0, "at least 1");
+        }
+        if self.timeout.is_zero() {
+            p.push("timeout", "0s", "a duration > 0");
+        }
+        if self.window.is_zero() {
+            p.push("window", "0s", "a duration > 0");
+        }
+        if self.fine_window.is_zero() {
+            p.push("fine_window", "0s", "a duration > 0");
+        }
+        if (self.warmup + self.duration).is_zero() {
+            p.push("duration", "0s", "warmup + duration > 0");
+        }
+    }
+}
+
+/// An open-loop (fixed-schedule, coordinated-omission corrected) run: a [`LoadSpec`]
+/// plus the schedule its requests are released on.
+#[derive(Debug, Clone)]
+pub struct OpenLoopSpec {
+    /// Targets, mix, connections, phases, timeout, seed and windows.
+    pub load: LoadSpec,
+    /// Base offered rate, requests per second across all targets.
+    pub rate_per_s: f64,
+    pub arrival: Arrival,
+    /// Rate multipliers over time (load spikes); sorted by `at`.
+    pub rate_steps: Vec<RateStep>,
+}
+
+impl OpenLoopSpec {
+    /// A spec with [`LoadSpec::new`]'s defaults, constant arrival and no rate steps.
+    pub fn new(targets: Vec<Uri>, requests: Vec<RequestTemplate>, rate_per_s: f64) -> Self {
+        OpenLoopSpec {
+            load: LoadSpec::new(targets, requests),
+            rate_per_s,
+            arrival: Arrival::Constant,
+            rate_steps: Vec::new(),
+        }
+    }
+
+    /// Checks every field, the shared ones first, and reports every problem at once.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let mut p = Problems::default();
+        self.load.check(&mut p);
         if !(self.rate_per_s.is_finite() && self.rate_per_s > 0.0) {
             p.push("rate_per_s", self.rate_per_s, "a finite number > 0");
         }
@@ -145,114 +216,6 @@ impl OpenLoopSpec {
             last = s.at;
         }
         p.into_result()
-    }
-}
-
-/// A closed-loop run: each connection sends its next request as soon as the previous one
-/// completes (like `wrk`). Latency equals service time; there is no schedule to omit.
-#[derive(Debug, Clone)]
-pub struct ClosedLoopSpec {
-    pub targets: Vec<Uri>,
-    pub requests: Vec<RequestTemplate>,
-    /// Connections per target; each has one request in flight.
-    pub connections: usize,
-    pub warmup: Duration,
-    pub duration: Duration,
-    pub timeout: Duration,
-    pub seed: u64,
-    pub window: Duration,
-    pub fine_window: Duration,
-}
-
-impl ClosedLoopSpec {
-    /// A spec with the same defaults as [`OpenLoopSpec::new`].
-    pub fn new(targets: Vec<Uri>, requests: Vec<RequestTemplate>) -> Self {
-        ClosedLoopSpec {
-            targets,
-            requests,
-            connections: 10,
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(10),
-            timeout: Duration::from_secs(10),
-            seed: 0,
-            window: DEFAULT_WINDOW,
-            fine_window: DEFAULT_FINE_WINDOW,
-        }
-    }
-
-    /// Checks every field and reports every problem at once.
-    pub fn validate(&self) -> Result<(), LoadError> {
-        let mut p = Problems::default();
-        check_common(
-            &mut p,
-            &self.targets,
-            &self.requests,
-            self.connections,
-            self.timeout,
-            self.window,
-            self.fine_window,
-            self.warmup + self.duration,
-        );
-        p.into_result()
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_common(
-    p: &mut Problems,
-    targets: &[Uri],
-    requests: &[RequestTemplate],
-    connections: usize,
-    timeout: Duration,
-    window: Duration,
-    fine_window: Duration,
-    total: Duration,
-) {
-    if targets.is_empty() {
-        p.push("targets", "[]", "at least one base URL");
-    }
-    for (i, t) in targets.iter().enumerate() {
-        if t.scheme_str() != Some("http") || t.authority().is_none() {
-            p.push(
-                format!("targets[{i}]"),
-                t,
-                "an http:// URL with a host (https is not supported)",
-            );
-        }
-    }
-    if requests.is_empty() {
-        p.push("requests", "[]", "at least one request template");
-    }
-    for (i, r) in requests.iter().enumerate() {
-        if !(r.weight.is_finite() && r.weight > 0.0) {
-            p.push(
-                format!("requests[{i}].weight"),
-                r.weight,
-                "a finite number > 0",
-            );
-        }
-        if !r.path.starts_with('/') {
-            p.push(
-                format!("requests[{i}].path"),
-                &r.path,
-                "a path starting with '/'",
-            );
-        }
-    }
-    if connections == 0 {
-        p.push("connections", 0, "at least 1");
-    }
-    if timeout.is_zero() {
-        p.push("timeout", "0s", "a duration > 0");
-    }
-    if window.is_zero() {
-        p.push("window", "0s", "a duration > 0");
-    }
-    if fine_window.is_zero() {
-        p.push("fine_window", "0s", "a duration > 0");
-    }
-    if total.is_zero() {
-        p.push("duration", "0s", "warmup + duration > 0");
     }
 }
 
@@ -346,7 +309,7 @@ mod tests {
             }],
             -1.0,
         );
-        spec.connections = 0;
+        spec.load.connections = 0;
         let err = spec.validate().expect_err("invalid");
         let LoadError::InvalidSpec(problems) = &err else {
             panic!("unexpected {err}")
@@ -365,5 +328,25 @@ mod tests {
         assert!(err
             .to_string()
             .contains("rate_per_s = -1: expected a finite number > 0"));
+    }
+
+    #[test]
+    fn closed_and_open_loop_report_the_same_shared_problems() {
+        let mut load = LoadSpec::new(Vec::new(), vec![RequestTemplate::get("/")]);
+        load.timeout = Duration::ZERO;
+        load.duration = Duration::ZERO;
+        let fields = |r: Result<(), LoadError>| match r {
+            Err(LoadError::InvalidSpec(problems)) => {
+                problems.into_iter().map(|p| p.field).collect::<Vec<_>>()
+            }
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        };
+        let closed = fields(load.validate());
+        assert_eq!(closed, ["targets", "timeout", "duration"]);
+        let open = OpenLoopSpec {
+            load,
+            ..OpenLoopSpec::new(Vec::new(), Vec::new(), 1.0)
+        };
+        assert_eq!(fields(open.validate()), closed);
     }
 }

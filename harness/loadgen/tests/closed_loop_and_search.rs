@@ -7,15 +7,14 @@ use std::sync::Arc;
 use common::*;
 use http::StatusCode;
 use loadgen::{
-    run_closed_loop, search_max_throughput, ClosedLoopSpec, OpenLoopSpec, RequestTemplate,
-    SearchCriteria,
+    run_closed_loop, search_max_throughput, LoadSpec, OpenLoopSpec, RequestTemplate, SearchCriteria,
 };
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_keeps_every_connection_busy_and_balances() {
     let server = ok_server().await;
-    let mut s = ClosedLoopSpec::new(vec![server.uri()], vec![RequestTemplate::get("/")]);
+    let mut s = LoadSpec::new(vec![server.uri()], vec![RequestTemplate::get("/")]);
     s.connections = 2;
     s.warmup = ms(200);
     s.duration = ms(800);
@@ -32,7 +31,7 @@ async fn closed_loop_keeps_every_connection_busy_and_balances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_against_a_refused_port_balances() {
-    let mut s = ClosedLoopSpec::new(vec![refused_uri().await], vec![RequestTemplate::get("/")]);
+    let mut s = LoadSpec::new(vec![refused_uri().await], vec![RequestTemplate::get("/")]);
     s.connections = 1;
     s.duration = ms(200);
     let r = run_closed_loop(&s, CancellationToken::new(), None)
@@ -57,8 +56,8 @@ async fn search_finds_the_knee_of_a_concurrency_limited_server() {
     })
     .await;
     let mut base = OpenLoopSpec::new(vec![server.uri()], vec![RequestTemplate::get("/")], 1.0);
-    base.connections = 16;
-    base.timeout = ms(500);
+    base.load.connections = 16;
+    base.load.timeout = ms(500);
     let criteria = SearchCriteria {
         percentile: 99.0,
         latency_max: ms(100),

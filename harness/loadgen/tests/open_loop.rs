@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 fn spec(target: Uri, rate: f64, duration: Duration) -> OpenLoopSpec {
     let mut s = OpenLoopSpec::new(vec![target], vec![RequestTemplate::get("/")], rate);
-    s.duration = duration;
-    s.connections = 4;
-    s.timeout = Duration::from_secs(2);
+    s.load.duration = duration;
+    s.load.connections = 4;
+    s.load.timeout = Duration::from_secs(2);
     s
 }
 
@@ -38,7 +38,7 @@ fn quantile_ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
 async fn constant_rate_sends_rate_times_duration_and_all_succeed() {
     let server = ok_server().await;
     let mut s = spec(server.uri(), 200.0, ms(2_000));
-    s.warmup = ms(500);
+    s.load.warmup = ms(500);
     let r = run(&s).await;
     assert_eq!(r.accounting.sent, 500, "i/rate over [0, 2.5 s)");
     assert_eq!(r.accounting.ok, 500);
@@ -58,7 +58,7 @@ async fn poisson_schedule_is_seeded_and_near_the_rate() {
     let server = ok_server().await;
     let mut s = spec(server.uri(), 300.0, ms(2_000));
     s.arrival = Arrival::Poisson;
-    s.seed = 42;
+    s.load.seed = 42;
     let a = run(&s).await;
     let b = run(&s).await;
     assert_eq!(
@@ -73,7 +73,7 @@ async fn poisson_schedule_is_seeded_and_near_the_rate() {
         "{}",
         a.accounting.sent
     );
-    s.seed = 43;
+    s.load.seed = 43;
     let c = run(&s).await;
     let fine_c: Vec<u64> = c.fine.iter().map(|f| f.sent).collect();
     assert_ne!(fine_a, fine_c);
@@ -90,7 +90,7 @@ async fn non_2xx_statuses_are_counted_by_code() {
     })
     .await;
     let mut s = spec(server.uri(), 300.0, ms(1_000));
-    s.requests = ["/500", "/429", "/ok"]
+    s.load.requests = ["/500", "/429", "/ok"]
         .into_iter()
         .map(RequestTemplate::get)
         .collect();
@@ -135,8 +135,8 @@ async fn reset_connections_count_connection_reset() {
 async fn silent_server_gives_timeouts_and_generator_drops() {
     let server = silent().await;
     let mut s = spec(server.uri(), 100.0, ms(1_000));
-    s.connections = 2;
-    s.timeout = ms(300);
+    s.load.connections = 2;
+    s.load.timeout = ms(300);
     let r = run(&s).await;
     assert_eq!(r.accounting.sent, 100);
     assert_eq!(r.accounting.ok, 0);
@@ -196,8 +196,8 @@ async fn stalled_server_is_charged_in_corrected_latency_not_service_time() {
     })
     .await;
     let mut s = spec(server.uri(), 200.0, ms(3_000));
-    s.connections = 2;
-    s.timeout = ms(5_000);
+    s.load.connections = 2;
+    s.load.timeout = ms(5_000);
     let r = run(&s).await;
     assert_eq!(r.accounting.ok, 600);
     let lat = &r.measured.stats.latency;
@@ -229,7 +229,7 @@ async fn streaming_records_ttft_itl_and_tpot() {
     })
     .await;
     let mut s = spec(server.uri(), 50.0, ms(1_000));
-    s.requests[0].streaming = true;
+    s.load.requests[0].streaming = true;
     let r = run(&s).await;
     let ok = r.accounting.ok;
     assert_eq!(ok, 50);
@@ -320,8 +320,8 @@ async fn targets_share_the_schedule_round_robin_and_the_mix_follows_weights() {
     let a = server(a_n.clone(), a_heavy.clone()).await;
     let b = server(b_n.clone(), b_heavy.clone()).await;
     let mut s = spec(a.uri(), 400.0, ms(1_000));
-    s.targets.push(b.uri());
-    s.requests = vec![
+    s.load.targets.push(b.uri());
+    s.load.requests = vec![
         RequestTemplate::get("/light"),
         RequestTemplate {
             weight: 3.0,
