@@ -83,6 +83,13 @@ pub struct KindSpec {
     /// a component).
     pub fault_domains: &'static [FaultDomain],
     pub role: Role,
+    /// Exit codes a fault explains on the replica it targets (besides the SIGKILL of
+    /// `process.kill`, which every kind shares): the first such exit after the fault is
+    /// charged to it; any other exit the runner did not ask for fails the run.
+    pub fault_exits: &'static [(FaultKind, i32)],
+    /// The exit code that means "the workload is finished" (a training job's end), not a
+    /// failure; `None`: the kind never exits on its own in a healthy run.
+    pub done_code: Option<i32>,
 }
 
 impl KindSpec {
@@ -114,6 +121,8 @@ pub const KINDS: &[KindSpec] = &[
         seed_flag: Some("--seed"),
         fault_domains: &[FaultDomain::Process],
         role: Role::Serve,
+        fault_exits: &[],
+        done_code: None,
     },
     KindSpec {
         kind: ComponentKind::TrainerRendezvous,
@@ -124,6 +133,9 @@ pub const KINDS: &[KindSpec] = &[
         seed_flag: None,
         fault_domains: &[FaultDomain::Process],
         role: Role::Coordinate,
+        fault_exits: &[],
+        // `--exit-when-done`: the job finished.
+        done_code: Some(0),
     },
     KindSpec {
         kind: ComponentKind::TrainerWorker,
@@ -144,6 +156,14 @@ pub const KINDS: &[KindSpec] = &[
         seed_flag: Some("--seed"),
         fault_domains: &[FaultDomain::Process, FaultDomain::Gpu],
         role: Role::Train,
+        // stack/trainer/src/exit.rs: 3 device lost, 4 out of memory without back-off, 5
+        // evicted by the rendezvous (a paused worker misses its heartbeats).
+        fault_exits: &[
+            (FaultKind::GpuLost, 3),
+            (FaultKind::GpuOom, 4),
+            (FaultKind::ProcessPause, 5),
+        ],
+        done_code: Some(0),
     },
 ];
 

@@ -366,10 +366,34 @@ pub enum Phase {
     Warmup,
     /// The whole measured phase.
     Measured,
-    /// Measured windows untouched by any fault or its recovery.
+    /// Measured windows touched by no fault and no recovery.
     Steady,
-    /// Measured windows overlapping a fault (from `at` to `until`, or to recovery).
+    /// Measured windows overlapping a fault while it acts: `[at, until)`, or for an instant
+    /// fault (a kill) `[at, recovered)` by the success rule.
     Faulted,
+    /// Measured windows after a fault has healed but before it has recovered (by success
+    /// rate and by latency, whichever is later), and not faulted.
+    Recovering,
+}
+
+/// Which recovery a `recovery` SLO reads (docs/metrics.md "Recovery").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMeasure {
+    /// Success rate back at ≥ 99 % for 1 s (failover time).
+    #[default]
+    Success,
+    /// p99 corrected latency back within 2 × its pre-fault value for 2 windows.
+    Latency,
+}
+
+impl RecoveryMeasure {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoveryMeasure::Success => "success",
+            RecoveryMeasure::Latency => "latency",
+        }
+    }
 }
 
 /// Which latency an SLO reads.
@@ -429,8 +453,14 @@ pub enum Slo {
         phase: Phase,
         rps_min: f64,
     },
-    /// Fault instant → recovered (metrics.md "failover time" rule) within this.
-    Recovery { fault: String, recovery_s_max: f64 },
+    /// Fault instant → recovered within this, by success rate (metrics.md "failover
+    /// time") or by latency (p99 back near its pre-fault value).
+    Recovery {
+        fault: String,
+        recovery_s_max: f64,
+        #[serde(default)]
+        measure: RecoveryMeasure,
+    },
     /// `sent = ok + errors + timeouts + dropped` in every window and overall.
     Accounting {},
     /// max-throughput mode: the best rate of a variant (or of the run) at least this.
@@ -616,6 +646,16 @@ impl Scenario {
     }
 }
 
+impl Arrival {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrival::Constant => "constant",
+            Arrival::Poisson => "poisson",
+        }
+    }
+}
+
 impl LoadMode {
     /// The name used in scenario files.
     pub fn name(self) -> &'static str {
@@ -636,6 +676,7 @@ impl Phase {
             Phase::Measured => "measured",
             Phase::Steady => "steady",
             Phase::Faulted => "faulted",
+            Phase::Recovering => "recovering",
         }
     }
 }

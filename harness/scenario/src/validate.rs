@@ -875,6 +875,7 @@ impl<'a> Validator<'a> {
                 Slo::Recovery {
                     fault,
                     recovery_s_max,
+                    ..
                 } => {
                     self.known_fault(path.key("fault"), fault, &fault_ids);
                     self.positive(
@@ -1020,10 +1021,10 @@ impl<'a> Validator<'a> {
 
     fn phase(&mut self, path: FieldPath, phase: Phase) {
         let s = self.scenario;
-        if phase == Phase::Faulted && s.faults.is_empty() {
+        if matches!(phase, Phase::Faulted | Phase::Recovering) && s.faults.is_empty() {
             self.problem(
                 path,
-                "phase \"faulted\" is empty because the scenario has no faults; expected \"measured\" or \"steady\", or add a [[faults]] entry",
+                format!("phase \"{}\" is empty because the scenario has no faults; expected \"measured\" or \"steady\", or add a [[faults]] entry", phase.name()),
             );
         } else if phase == Phase::Warmup && s.workload.warmup.is_zero() {
             self.problem(
