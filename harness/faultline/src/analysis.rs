@@ -5,9 +5,15 @@
 //! - windows are keyed by *intended* send time, so a stall shows where it was caused;
 //! - recovery time follows metrics.md's failover rule on 100 ms windows: fault instant →
 //!   start of the first window after which every window of the next 1 s has ≥ 99 % success;
-//! - a fault's affected span runs from injection to the later of its heal and its recovery,
-//!   plus one window to settle; `faulted` = measured windows overlapping any affected span,
-//!   `steady` = the other measured windows.
+//! - windows are `[t, t + width)`; a window belongs to a span `[a, b)` when they overlap;
+//! - `faulted`: measured windows overlapping a fault while it acts, `[at, until)` (the heal),
+//!   or `[at, recovered)` by the success rule for an instant fault such as a kill;
+//!   `recovering`: measured windows after that until the fault has recovered by success
+//!   rate and by latency, whichever is later (not faulted); `steady`: the rest;
+//! - latency recovery: the first window, from the one holding the heal (or the fault
+//!   instant) on, from which p99 corrected latency stays within
+//!   [`LATENCY_RECOVERED_FACTOR`] × the pre-fault p99 for [`LATENCY_RECOVERED_WINDOWS`]
+//!   windows; reported as fault instant → the later of that window's start and the heal.
 
 use std::time::Duration;
 
@@ -18,6 +24,44 @@ use report::{Accounting, Percentiles, PhaseSummary, WindowMetrics};
 pub const RECOVERED_SUCCESS_MIN: f64 = 0.99;
 /// How long success must hold to call a fault recovered.
 pub const RECOVERED_HOLD_S: f64 = 1.0;
+/// Latency has recovered when p99 is back within this factor of the pre-fault p99 ...
+pub const LATENCY_RECOVERED_FACTOR: f64 = 2.0;
+/// ... for this many consecutive windows.
+pub const LATENCY_RECOVERED_WINDOWS: usize = 2;
+/// The pre-fault p99 counts as at least this (ms), so microsecond noise does not keep a
+/// fast service "unrecovered".
+pub const LATENCY_BASELINE_FLOOR_MS: f64 = 1.0;
+
+/// One injected fault on the scenario clock, with its recoveries (seconds after `start_s`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultTimes {
+    pub start_s: f64,
+    pub heal_s: Option<f64>,
+    /// By success rate ([`recovery_s`]); None: not recovered.
+    pub recovery_s: Option<f64>,
+    /// By latency ([`latency_recovery_s`]); None: not recovered or no baseline.
+    pub latency_recovery_s: Option<f64>,
+}
+
+impl FaultTimes {
+    /// `[start, end)` while the fault acts: to its heal, or for an instant fault to its
+    /// success recovery (the end of the measured phase if it never recovered).
+    pub fn faulted(&self, measured_end_s: f64) -> (f64, f64) {
+        let end = self
+            .heal_s
+            .unwrap_or_else(|| self.recovery_s.map_or(measured_end_s, |r| self.start_s + r));
+        (self.start_s, end.max(self.start_s))
+    }
+
+    /// `[end of faulted, recovered)`: recovered by success and by latency; a recovery that
+    /// never came runs to the end of the measured phase.
+    pub fn recovering(&self, measured_end_s: f64) -> (f64, f64) {
+        let (_, from) = self.faulted(measured_end_s);
+        let by = |r: Option<f64>| r.map_or(measured_end_s, |r| self.start_s + r);
+        let to = by(self.recovery_s).max(by(self.latency_recovery_s));
+        (from, to.max(from))
+    }
+}
 
 /// One phase's raw data, mergeable from windows.
 #[derive(Debug, Clone)]
@@ -116,6 +160,7 @@ pub fn window_metrics(w: &WindowStats, goodput_bound_us: Option<u64>) -> WindowM
     let width = w.width.as_secs_f64().max(f64::EPSILON);
     WindowMetrics {
         start_s: w.start.as_secs_f64(),
+        phase: None,
         width_s: w.width.as_secs_f64(),
         counts: accounting(&w.counts),
         throughput_rps: w.completed as f64 / width,
@@ -158,32 +203,73 @@ pub fn failed_between(fine: &[FineWindow], width: Duration, from_s: f64, to_s: f
         .sum()
 }
 
-/// Splits the measured windows into `steady` and `faulted` given affected spans.
-pub fn split_measured<'a>(
-    report: &'a LoadReport,
-    affected: &[(f64, f64)],
-) -> (Vec<&'a WindowStats>, Vec<&'a WindowStats>) {
+/// p99 corrected latency (ms) of the measured windows that end by `fault_s`; None when no
+/// request completed there.
+pub fn baseline_p99_ms(report: &LoadReport, fault_s: f64) -> Option<f64> {
     let m_start = report.measured.start.as_secs_f64();
-    let m_end = report.measured.end.as_secs_f64();
-    let mut steady = Vec::new();
-    let mut faulted = Vec::new();
+    let mut merged = LatencyStats::default();
     for w in &report.windows {
         let s = w.start.as_secs_f64();
-        let e = s + w.width.as_secs_f64();
-        if s < m_start - 1e-9 || s >= m_end - 1e-9 {
-            continue;
-        }
-        if affected.iter().any(|&(a, b)| s < b && e > a) {
-            faulted.push(w);
-        } else {
-            steady.push(w);
+        if s >= m_start - 1e-9 && s + w.width.as_secs_f64() <= fault_s + 1e-9 {
+            merged.merge(&w.stats);
         }
     }
-    (steady, faulted)
+    (!merged.latency.is_empty()).then(|| merged.latency.value_at_quantile(0.99) as f64 / 1000.0)
 }
 
-/// Phase data for `warmup`, `measured` (exact, from the generator), `steady`, `faulted`.
-pub fn phases(report: &LoadReport, affected: &[(f64, f64)]) -> Vec<PhaseData> {
+/// Latency recovery of a fault at `fault_s` healed at `heal_s` (None: an instant fault),
+/// seconds after `fault_s`, per the module rule; None when it never held before the
+/// measured phase ended.
+pub fn latency_recovery_s(
+    report: &LoadReport,
+    fault_s: f64,
+    heal_s: Option<f64>,
+    baseline_ms: f64,
+) -> Option<f64> {
+    let from = heal_s.unwrap_or(fault_s).max(fault_s);
+    let m_end = report.measured.end.as_secs_f64();
+    let bound_us = LATENCY_RECOVERED_FACTOR * baseline_ms.max(LATENCY_BASELINE_FLOOR_MS) * 1000.0;
+    let windows: Vec<&WindowStats> = report
+        .windows
+        .iter()
+        .filter(|w| {
+            let s = w.start.as_secs_f64();
+            s < m_end - 1e-9 && s + w.width.as_secs_f64() > from + 1e-9
+        })
+        .collect();
+    let ok = |w: &WindowStats| {
+        w.stats.latency.is_empty() || w.stats.latency.value_at_quantile(0.99) as f64 <= bound_us
+    };
+    let hold = LATENCY_RECOVERED_WINDOWS;
+    (0..windows.len())
+        .find(|&i| i + hold <= windows.len() && windows[i..i + hold].iter().all(|w| ok(w)))
+        .map(|i| (windows[i].start.as_secs_f64().max(from) - fault_s).max(0.0))
+}
+
+/// The phase of the window `[s, e)` given the faults (see the module rules): `warmup`,
+/// `steady`, `faulted`, `recovering`, or `after` for trailing windows past the measured phase.
+pub fn window_phase(report: &LoadReport, s: f64, e: f64, faults: &[FaultTimes]) -> &'static str {
+    let m_start = report.measured.start.as_secs_f64();
+    let m_end = report.measured.end.as_secs_f64();
+    if s < m_start - 1e-9 {
+        return "warmup";
+    }
+    if s >= m_end - 1e-9 {
+        return "after";
+    }
+    let overlaps = |(a, b): (f64, f64)| s < b - 1e-9 && e > a + 1e-9;
+    if faults.iter().any(|f| overlaps(f.faulted(m_end))) {
+        "faulted"
+    } else if faults.iter().any(|f| overlaps(f.recovering(m_end))) {
+        "recovering"
+    } else {
+        "steady"
+    }
+}
+
+/// Phase data for `warmup`, `measured` (exact, from the generator), `steady`, `faulted`
+/// and `recovering` (from the measured windows).
+pub fn phases(report: &LoadReport, faults: &[FaultTimes]) -> Vec<PhaseData> {
     let exact = |name: &str, p: &loadgen::PhaseStats| PhaseData {
         name: name.to_owned(),
         start_s: p.start.as_secs_f64(),
@@ -192,13 +278,28 @@ pub fn phases(report: &LoadReport, affected: &[(f64, f64)]) -> Vec<PhaseData> {
         completed: p.completed,
         stats: p.stats.clone(),
     };
-    let (steady, faulted) = split_measured(report, affected);
-    vec![
+    let mut by_phase: [(&str, Vec<&WindowStats>); 3] = [
+        ("steady", Vec::new()),
+        ("faulted", Vec::new()),
+        ("recovering", Vec::new()),
+    ];
+    for w in &report.windows {
+        let s = w.start.as_secs_f64();
+        let phase = window_phase(report, s, s + w.width.as_secs_f64(), faults);
+        if let Some((_, list)) = by_phase.iter_mut().find(|(name, _)| *name == phase) {
+            list.push(w);
+        }
+    }
+    let mut out = vec![
         exact("warmup", &report.warmup),
         exact("measured", &report.measured),
-        PhaseData::from_windows("steady", &steady),
-        PhaseData::from_windows("faulted", &faulted),
-    ]
+    ];
+    out.extend(
+        by_phase
+            .iter()
+            .map(|(name, list)| PhaseData::from_windows(name, list)),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -253,5 +354,122 @@ mod tests {
         p.extend(vec![(0, 0); 10]);
         let r = recovery_s(&fine(&p), Duration::from_millis(100), 0.0);
         assert_eq!(r, Some(0.3));
+    }
+
+    /// 15 windows of 1 s, measured from 1 s; `p99_ms[i]` is every latency in window i.
+    fn report(p99_ms: &[f64]) -> LoadReport {
+        let s = Duration::from_secs;
+        let windows: Vec<WindowStats> = p99_ms
+            .iter()
+            .enumerate()
+            .map(|(i, &ms)| {
+                let mut stats = LatencyStats::default();
+                for _ in 0..10 {
+                    stats
+                        .latency
+                        .record((ms * 1000.0) as u64)
+                        .expect("in range");
+                }
+                WindowStats {
+                    start: s(i as u64),
+                    width: s(1),
+                    counts: Counts {
+                        sent: 10,
+                        ok: 10,
+                        ..Counts::default()
+                    },
+                    completed: 10,
+                    stats,
+                }
+            })
+            .collect();
+        let phase = |start, end| loadgen::PhaseStats {
+            start: s(start),
+            end: s(end),
+            counts: Counts::default(),
+            completed: 0,
+            stats: LatencyStats::default(),
+        };
+        LoadReport {
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            seed: 1,
+            windows,
+            fine: Vec::new(),
+            warmup: phase(0, 1),
+            measured: phase(1, p99_ms.len() as u64),
+            accounting: Counts::default(),
+        }
+    }
+
+    #[test]
+    fn a_pause_marks_its_own_windows_faulted_and_its_slow_aftermath_recovering() {
+        // Paused 5–9 s: 2 s latencies while paused, a backlog in 9 and 10, normal from 11.
+        let mut ms = vec![2.0; 15];
+        for w in &mut ms[5..9] {
+            *w = 2000.0;
+        }
+        ms[9] = 500.0;
+        ms[10] = 10.0;
+        let r = report(&ms);
+        let baseline = baseline_p99_ms(&r, 5.0).expect("windows before the fault");
+        assert!((baseline - 2.0).abs() < 0.02, "{baseline}");
+        let lat = latency_recovery_s(&r, 5.0, Some(9.0), baseline);
+        assert_eq!(
+            lat,
+            Some(6.0),
+            "window 11 is the first of two within 2 × 2 ms"
+        );
+        let pause = FaultTimes {
+            start_s: 5.0,
+            heal_s: Some(9.0),
+            recovery_s: Some(0.0),
+            latency_recovery_s: lat,
+        };
+        let phases: Vec<&str> = (0..15)
+            .map(|i| window_phase(&r, i as f64, i as f64 + 1.0, &[pause]))
+            .collect();
+        let mut expected = vec!["warmup"];
+        expected.extend(["steady"; 4]);
+        expected.extend(["faulted"; 4]);
+        expected.extend(["recovering"; 2]);
+        expected.extend(["steady"; 4]);
+        assert_eq!(phases, expected);
+        let data = phases_of(&r, &[pause]);
+        assert_eq!(data["faulted"], (5.0, 9.0));
+        assert_eq!(data["recovering"], (9.0, 11.0));
+    }
+
+    fn phases_of(
+        r: &LoadReport,
+        faults: &[FaultTimes],
+    ) -> std::collections::BTreeMap<String, (f64, f64)> {
+        phases(r, faults)
+            .into_iter()
+            .map(|p| (p.name, (p.start_s, p.end_s)))
+            .collect()
+    }
+
+    #[test]
+    fn an_instant_fault_acts_until_success_recovers_and_a_never_recovered_one_to_the_end() {
+        let r = report(&[2.0; 10]);
+        let kill = FaultTimes {
+            start_s: 3.0,
+            heal_s: None,
+            recovery_s: Some(1.4),
+            latency_recovery_s: Some(0.0),
+        };
+        assert_eq!(kill.faulted(10.0), (3.0, 4.4));
+        assert_eq!(kill.recovering(10.0), (4.4, 4.4));
+        assert_eq!(window_phase(&r, 4.0, 5.0, &[kill]), "faulted");
+        assert_eq!(window_phase(&r, 5.0, 6.0, &[kill]), "steady");
+        let lost = FaultTimes {
+            recovery_s: None,
+            ..kill
+        };
+        assert_eq!(lost.faulted(10.0), (3.0, 10.0));
+        assert_eq!(window_phase(&r, 9.0, 10.0, &[lost]), "faulted");
+        assert_eq!(window_phase(&r, 10.0, 11.0, &[lost]), "after");
+        // No request before the fault: no baseline, so no latency recovery to state.
+        assert_eq!(baseline_p99_ms(&r, 1.0), None);
     }
 }

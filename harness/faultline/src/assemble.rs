@@ -11,12 +11,12 @@ use report::{
     FaultSpan, HostInfo, ProcessLife, ProcessRecord, Recovery, RunInfo, RunMetrics, SearchResult,
     Span, WorkloadInfo,
 };
-use scenario::{LatencyMeasure, LoadMode, Scenario, Slo};
+use scenario::{ComponentKind, FaultKind, LatencyMeasure, LoadMode, Scenario, Slo};
 
 use crate::analysis::{self, PhaseData};
 use crate::events::round_us;
 use crate::slo::{self, Evidence};
-use crate::supervisor::{Life, Replica};
+use crate::supervisor::{End, Life, Replica};
 use crate::timeline::FaultEvent;
 
 /// Who the run is: everything in the report's header that is not in the scenario.
@@ -52,7 +52,7 @@ pub struct ReplicaRecord {
     /// `component/replica`.
     pub name: String,
     pub component: String,
-    pub binary: &'static str,
+    pub kind: ComponentKind,
     pub addr: SocketAddr,
     /// Its log (stdout and stderr of every life), under the run folder's `logs/`.
     pub log_path: PathBuf,
@@ -66,7 +66,7 @@ impl ReplicaRecord {
         ReplicaRecord {
             name: spec.name.clone(),
             component: spec.component.clone(),
-            binary: spec.kind.spec().binary,
+            kind: spec.kind,
             addr: spec.addr,
             log_path: spec.log_path.clone(),
             lives: r.lives(),
@@ -90,6 +90,111 @@ pub struct StackResult {
     pub training: Option<report::TrainingResult>,
     pub replicas: Vec<ReplicaRecord>,
     pub failures: Vec<String>,
+}
+
+/// Why a process life ended, as the verdict sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Still running when the record was taken.
+    Running,
+    /// The runner stopped it (end of the run, Ctrl-C).
+    Runner,
+    /// It exited with its kind's "workload finished" code (a training job's end).
+    Done,
+    /// The fault with this id explains it (see [`scenario::KindSpec::fault_exits`]).
+    Fault(String),
+    /// Nothing planned explains it: the run fails.
+    Unplanned,
+}
+
+impl Cause {
+    /// The report's wording; `None` while running.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Cause::Running => None,
+            Cause::Runner => Some("stopped by the runner".into()),
+            Cause::Done => Some("workload finished".into()),
+            Cause::Fault(id) => Some(format!("fault {id}")),
+            Cause::Unplanned => Some("UNPLANNED".into()),
+        }
+    }
+}
+
+/// Whether a fault of `kind` explains an end `end` of a replica of `component_kind`.
+fn explains(kind: FaultKind, end: End, component_kind: ComponentKind) -> bool {
+    match (kind, end) {
+        (FaultKind::ProcessKill, End::Signal(9)) => true,
+        (_, End::Code(code)) => component_kind
+            .spec()
+            .fault_exits
+            .iter()
+            .any(|&(k, c)| k == kind && c == code),
+        _ => false,
+    }
+}
+
+/// The cause of every life of every replica, in order. Each injected fault explains at
+/// most one end per replica it targets: the first matching one after its injection.
+pub fn life_causes(replicas: &[ReplicaRecord], faults: &[FaultEvent]) -> Vec<Vec<Cause>> {
+    replicas
+        .iter()
+        .map(|rep| {
+            let mut used = vec![false; faults.len()];
+            rep.lives
+                .iter()
+                .map(|l| {
+                    let (Some(end), Some(ended)) = (l.end, l.ended_s) else {
+                        return Cause::Running;
+                    };
+                    if end == End::Runner {
+                        return Cause::Runner;
+                    }
+                    if matches!(end, End::Code(c) if rep.kind.spec().done_code == Some(c)) {
+                        return Cause::Done;
+                    }
+                    let by = faults.iter().enumerate().find(|(i, f)| {
+                        !used[*i]
+                            && f.injected_s.is_some_and(|t| t <= ended)
+                            && f.target
+                                .as_deref()
+                                .is_some_and(|t| crate::faults::names(t, &rep.component, &rep.name))
+                            && explains(f.kind, end, rep.kind)
+                    });
+                    match by {
+                        Some((i, f)) => {
+                            used[i] = true;
+                            Cause::Fault(f.id.clone())
+                        }
+                        None => Cause::Unplanned,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Faults of a lifetime that did not happen as planned: never injected (the workload
+/// ended first), or cut short by the end of the run.
+pub fn fault_coverage(faults: &[FaultEvent]) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in faults {
+        match (f.injected_s, f.healed_s) {
+            (None, _) => out.push(format!(
+                "fault {} ({}) was never injected: the workload ended (or the run was stopped) before its time; move it earlier or lengthen the workload",
+                f.id,
+                f.kind.name()
+            )),
+            (Some(inj), Some(healed)) if f.cut_short => out.push(format!(
+                "fault {} ({}) was planned to last {:.3} s but lasted {:.3} s: the workload ended first; shorten the fault or lengthen the workload",
+                f.id,
+                f.kind.name(),
+                f.planned_s.unwrap_or(0.0),
+                healed - inj
+            )),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The tightest corrected-latency bound of the SLOs, for goodput.
@@ -122,33 +227,46 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
         .unwrap_or(0.0);
     let to_scn = |s: f64| round_us(s - t0);
 
-    let processes = results
-        .iter()
-        .flat_map(|r| &r.replicas)
-        .map(|rep| ProcessRecord {
-            name: rep.name.clone(),
-            kind: rep.binary.to_owned(),
-            address: rep.addr.to_string(),
-            lives: rep
-                .lives
-                .iter()
-                .map(|l| ProcessLife {
+    let mut processes = Vec::new();
+    for r in results {
+        let causes = life_causes(&r.replicas, &r.faults);
+        for (rep, causes) in r.replicas.iter().zip(causes) {
+            let mut lives = Vec::new();
+            for (l, cause) in rep.lives.iter().zip(causes) {
+                if cause == Cause::Unplanned {
+                    failures.push(format!(
+                        "{} (pid {}) ended at {} s ({}), which no fault on the timeline explains and the runner did not ask for",
+                        rep.name,
+                        l.pid,
+                        l.ended_s.map_or_else(|| "?".to_owned(), |t| format!("{:.3}", to_scn(t))),
+                        l.how.as_deref().unwrap_or("unknown"),
+                    ));
+                }
+                lives.push(ProcessLife {
                     pid: l.pid,
                     started_s: to_scn(l.started_s),
                     ready_s: l.ready_s.map(to_scn),
                     ended_s: l.ended_s.map(to_scn),
                     how: l.how.clone(),
-                })
-                .collect(),
-            log: format!(
-                "logs/{}",
-                rep.log_path
-                    .file_name()
-                    .map(|f| f.to_string_lossy())
-                    .unwrap_or_default()
-            ),
-        })
-        .collect();
+                    cause: cause.text(),
+                });
+            }
+            processes.push(ProcessRecord {
+                name: rep.name.clone(),
+                kind: rep.kind.spec().binary.to_owned(),
+                address: rep.addr.to_string(),
+                lives,
+                log: format!(
+                    "logs/{}",
+                    rep.log_path
+                        .file_name()
+                        .map(|f| f.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        failures.extend(fault_coverage(&r.faults));
+    }
 
     let mut metrics = RunMetrics {
         schema_version: report::SCHEMA_VERSION,
@@ -164,8 +282,8 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
             faultline_version: env!("CARGO_PKG_VERSION").to_owned(),
             host: id.host.clone(),
             workload: WorkloadInfo {
-                mode: format!("{:?}", w.mode),
-                arrival: format!("{:?}", w.arrival),
+                mode: w.mode.name().to_owned(),
+                arrival: w.arrival.name().to_owned(),
                 rate_per_s: w.rate_per_s,
                 connections: w.connections,
                 warmup_s: w.warmup.as_secs_f64(),
@@ -201,18 +319,25 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
             .zip(load.fine.first())
             .map(|(b, a)| b.start - a.start)
             .unwrap_or(loadgen::DEFAULT_FINE_WINDOW);
-        let window_s = load.windows.first().map_or(1.0, |w| w.width.as_secs_f64());
         let measured_end = load.measured.end.as_secs_f64();
-        let mut affected = Vec::new();
+        let mut times = Vec::new();
         for f in &r.faults {
             let Some(inj) = f.injected_s else { continue };
             let start_s = to_scn(inj);
             let healed = f.healed_s.map(to_scn);
             let recovery = analysis::recovery_s(&load.fine, fine_width, start_s);
-            let end = healed
-                .unwrap_or(start_s)
-                .max(recovery.map_or(measured_end, |rec| start_s + rec));
-            affected.push((start_s, end + window_s));
+            let baseline = analysis::baseline_p99_ms(load, start_s);
+            let latency_recovery =
+                baseline.and_then(|b| analysis::latency_recovery_s(load, start_s, healed, b));
+            let t = analysis::FaultTimes {
+                start_s,
+                heal_s: healed,
+                recovery_s: recovery,
+                latency_recovery_s: latency_recovery,
+            };
+            times.push(t);
+            let (_, acting_end) = t.faulted(measured_end);
+            let (_, recovered) = t.recovering(measured_end);
             let restarts = r
                 .replicas
                 .iter()
@@ -222,13 +347,15 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
                         .is_some_and(|t| crate::faults::names(t, &rep.component, &rep.name))
                 })
                 .flat_map(|rep| &rep.lives)
-                .filter(|l| to_scn(l.started_s) >= start_s && to_scn(l.started_s) <= end)
+                .filter(|l| to_scn(l.started_s) >= start_s && to_scn(l.started_s) <= recovered)
                 .count() as u32;
             metrics.recoveries.push(Recovery {
                 fault_id: f.id.clone(),
                 kind: f.kind.name().to_owned(),
                 start_s,
                 recovery_s: recovery.map(round_us),
+                latency_recovery_s: latency_recovery.map(round_us),
+                latency_baseline_ms: baseline.map(round_us),
                 failed_requests: analysis::failed_between(
                     &load.fine,
                     fine_width,
@@ -242,11 +369,11 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
                 kind: f.kind.name().to_owned(),
                 target: f.target.clone(),
                 start_s,
-                end_s: Some(round_us(end)),
+                end_s: Some(round_us(acting_end)),
                 detail: f.detail.clone(),
             });
         }
-        phases = analysis::phases(load, &affected);
+        phases = analysis::phases(load, &times);
         metrics.phases = vec![
             Span {
                 name: "warmup".into(),
@@ -263,7 +390,13 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
         metrics.windows = load
             .windows
             .iter()
-            .map(|w| analysis::window_metrics(w, bound))
+            .map(|w| {
+                let s = w.start.as_secs_f64();
+                let mut m = analysis::window_metrics(w, bound);
+                let phase = analysis::window_phase(load, s, s + w.width.as_secs_f64(), &times);
+                m.phase = Some(phase.to_owned());
+                m
+            })
             .collect();
         for w in &load.windows {
             if !w.counts.balanced() {
@@ -356,6 +489,8 @@ fn training_section(
                     kind: f.kind.name().to_owned(),
                     start_s,
                     recovery_s: x.total_s.map(round_us),
+                    latency_recovery_s: None,
+                    latency_baseline_ms: None,
                     failed_requests: 0,
                     restarts: r.replicas.iter().map(ReplicaRecord::restarts).sum(),
                 });
@@ -507,7 +642,8 @@ target = "worker/1"
             started_s,
             ready_s: Some(started_s + 0.1),
             ended_s,
-            how: ended_s.map(|_| "signal 9".to_owned()),
+            how: ended_s.map(|_| "signal 9 (SIGKILL)".to_owned()),
+            end: ended_s.map(|_| End::Signal(9)),
         }
     }
 
@@ -515,7 +651,7 @@ target = "worker/1"
         ReplicaRecord {
             name: "server/0".into(),
             component: "server".into(),
-            binary: "server",
+            kind: ComponentKind::Server,
             addr: "127.9.1.1:7100".parse().expect("addr"),
             log_path: PathBuf::from("/run/logs/server-0.log"),
             lives,
@@ -530,6 +666,8 @@ target = "worker/1"
             injected_s: Some(run_s),
             healed_s: None,
             detail: "SIGKILL pids [1]".into(),
+            planned_s: None,
+            cut_short: false,
         }
     }
 
@@ -640,5 +778,141 @@ target = "worker/1"
         let m = assemble(&scenario, &identity(), &[gap]);
         assert_eq!(m.failures.len(), 1);
         assert!(m.failures[0].starts_with("step accounting does not balance"));
+    }
+
+    fn ended(pid: u32, at: f64, end: End) -> Life {
+        Life {
+            pid,
+            started_s: 0.0,
+            ready_s: Some(0.1),
+            ended_s: Some(at),
+            how: Some(format!("{end:?}")),
+            end: Some(end),
+        }
+    }
+
+    fn replica(name: &str, kind: ComponentKind, lives: Vec<Life>) -> ReplicaRecord {
+        ReplicaRecord {
+            name: name.into(),
+            component: name.split('/').next().unwrap_or(name).into(),
+            kind,
+            addr: "127.9.1.1:7100".parse().expect("addr"),
+            log_path: PathBuf::from(format!("/run/logs/{name}.log")),
+            lives,
+        }
+    }
+
+    fn fault(id: &str, kind: FaultKind, target: &str, at: f64) -> FaultEvent {
+        FaultEvent {
+            id: id.into(),
+            kind,
+            target: Some(target.into()),
+            injected_s: Some(at),
+            healed_s: None,
+            detail: String::new(),
+            planned_s: None,
+            cut_short: false,
+        }
+    }
+
+    #[test]
+    fn an_exit_no_fault_explains_fails_the_run_however_loose_the_slos() {
+        let scenario = scenario::parse(OPEN_LOOP, "t.toml").expect("valid");
+        let result = StackResult {
+            load: Some(load_report()),
+            load_t0_s: Some(0.0),
+            replicas: vec![replica(
+                "server/0",
+                ComponentKind::Server,
+                vec![ended(41, 3.0, End::Signal(6)), ended(42, 9.0, End::Runner)],
+            )],
+            ..StackResult::default()
+        };
+        let m = assemble(&scenario, &identity(), &[result]);
+        assert!(!m.passed());
+        assert_eq!(
+            m.failures,
+            ["server/0 (pid 41) ended at 3.000 s (Signal(6)), which no fault on the timeline explains and the runner did not ask for"]
+        );
+        let causes: Vec<_> = m.processes[0]
+            .lives
+            .iter()
+            .map(|l| l.cause.clone())
+            .collect();
+        assert_eq!(
+            causes,
+            [
+                Some("UNPLANNED".to_owned()),
+                Some("stopped by the runner".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn each_fault_explains_the_one_exit_its_kind_causes_on_the_replicas_it_targets() {
+        use ComponentKind::{Server, TrainerRendezvous, TrainerWorker};
+        let replicas = [
+            replica(
+                "server/0",
+                Server,
+                vec![
+                    ended(1, 2.5, End::Signal(9)),
+                    ended(2, 4.0, End::Signal(9)),
+                    ended(3, 9.0, End::Code(0)),
+                ],
+            ),
+            replica(
+                "rendezvous/0",
+                TrainerRendezvous,
+                vec![ended(4, 9.0, End::Code(0))],
+            ),
+            replica("worker/1", TrainerWorker, vec![ended(5, 5.0, End::Code(3))]),
+            replica("worker/2", TrainerWorker, vec![ended(6, 7.0, End::Code(5))]),
+            replica("worker/3", TrainerWorker, vec![ended(7, 1.0, End::Code(3))]),
+        ];
+        let faults = [
+            fault("kill", FaultKind::ProcessKill, "server", 2.0),
+            fault("lost", FaultKind::GpuLost, "worker/1", 4.0),
+            fault("hang", FaultKind::ProcessPause, "worker/2", 1.0),
+            fault("lost3", FaultKind::GpuLost, "worker/3", 2.0),
+        ];
+        let causes = life_causes(&replicas, &faults);
+        let text: Vec<Vec<String>> = causes
+            .iter()
+            .map(|c| c.iter().map(|c| c.text().unwrap_or_default()).collect())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                // One kill explains one SIGKILL; a server's own exit 0 is not "done".
+                vec!["fault kill", "UNPLANNED", "UNPLANNED"],
+                vec!["workload finished"],
+                vec!["fault lost"],
+                // A paused worker evicted by the rendezvous exits 5.
+                vec!["fault hang"],
+                // An exit before the fault's injection is not its doing.
+                vec!["UNPLANNED"],
+            ]
+        );
+    }
+
+    #[test]
+    fn faults_never_injected_or_cut_short_fail_the_run() {
+        let mut never = fault("late", FaultKind::ProcessKill, "server", 0.0);
+        never.injected_s = None;
+        let mut short = fault("slow", FaultKind::GpuThrottle, "worker/0", 1.0);
+        short.healed_s = Some(1.5);
+        short.planned_s = Some(5.0);
+        short.cut_short = true;
+        let mut whole = fault("pause", FaultKind::ProcessPause, "worker/0", 1.0);
+        whole.healed_s = Some(3.0);
+        whole.planned_s = Some(2.0);
+        assert_eq!(
+            fault_coverage(&[never, short, whole]),
+            [
+                "fault late (process.kill) was never injected: the workload ended (or the run was stopped) before its time; move it earlier or lengthen the workload",
+                "fault slow (gpu.throttle) was planned to last 5.000 s but lasted 0.500 s: the workload ended first; shorten the fault or lengthen the workload",
+            ]
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use hdrhistogram::Histogram;
 use report::{Recovery, SearchResult, SloVerdict};
-use scenario::{LatencyMeasure, Phase, Slo};
+use scenario::{LatencyMeasure, Phase, RecoveryMeasure, Slo};
 
 use crate::analysis::PhaseData;
 
@@ -27,6 +27,7 @@ pub fn phase_name(p: Phase) -> &'static str {
         Phase::Measured => "measured",
         Phase::Steady => "steady",
         Phase::Faulted => "faulted",
+        Phase::Recovering => "recovering",
     }
 }
 
@@ -213,6 +214,7 @@ fn evaluate_one(i: usize, slo: &Slo, ev: &Evidence<'_>) -> SloVerdict {
         Slo::Recovery {
             fault,
             recovery_s_max,
+            measure,
         } => {
             let value = ev
                 .recoveries
@@ -220,13 +222,25 @@ fn evaluate_one(i: usize, slo: &Slo, ev: &Evidence<'_>) -> SloVerdict {
                 .find(|r| &r.fault_id == fault)
                 .ok_or_else(|| format!("fault {fault} was not injected"))
                 .and_then(|r| {
-                    r.recovery_s
-                        .ok_or_else(|| "did not recover before the run ended".to_owned())
+                    match measure {
+                        RecoveryMeasure::Success => r.recovery_s,
+                        RecoveryMeasure::Latency => r.latency_recovery_s,
+                    }
+                    .ok_or_else(|| match (measure, r.latency_baseline_ms) {
+                        (RecoveryMeasure::Latency, None) => {
+                            "no pre-fault latency to compare with (no completed request before the fault)".to_owned()
+                        }
+                        _ => "did not recover before the run ended".to_owned(),
+                    })
                 });
             let pass = value.as_ref().is_ok_and(|&v| v <= *recovery_s_max);
+            let what = match measure {
+                RecoveryMeasure::Success => "recovery time",
+                RecoveryMeasure::Latency => "latency recovery time",
+            };
             verdict(
                 i,
-                format!("recovery time after {fault}"),
+                format!("{what} after {fault}"),
                 None,
                 format!("≤ {recovery_s_max} s"),
                 value.map(|v| format!("{v:.2} s")),
@@ -483,6 +497,8 @@ mod tests {
             kind: "process.kill".into(),
             start_s: 3.0,
             recovery_s: None,
+            latency_recovery_s: Some(2.0),
+            latency_baseline_ms: Some(3.0),
             failed_requests: 10,
             restarts: 0,
         }];
@@ -490,10 +506,18 @@ mod tests {
             recoveries: &rec,
             ..evidence(&[])
         };
-        let slo = Slo::Recovery {
+        let slo = |measure| Slo::Recovery {
             fault: "crash".into(),
             recovery_s_max: 5.0,
+            measure,
         };
-        assert!(!evaluate(&[slo], &ev)[0].pass);
+        let v = evaluate(
+            &[slo(RecoveryMeasure::Success), slo(RecoveryMeasure::Latency)],
+            &ev,
+        );
+        assert!(!v[0].pass);
+        assert_eq!(v[0].observed, "n/a (did not recover before the run ended)");
+        assert!(v[1].pass, "{v:?}");
+        assert_eq!(v[1].description, "latency recovery time after crash");
     }
 }

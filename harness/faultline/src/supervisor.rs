@@ -74,7 +74,36 @@ pub struct Life {
     pub started_s: f64,
     pub ready_s: Option<f64>,
     pub ended_s: Option<f64>,
+    /// For people: "exit 3", "signal 9 (SIGKILL)", "stopped by runner: …".
     pub how: Option<String>,
+    /// For verdicts: how it ended (None while it runs).
+    pub end: Option<End>,
+}
+
+/// How a process life ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// It exited on its own with this code.
+    Code(i32),
+    /// A signal ended it (not one the runner sent to stop it).
+    Signal(i32),
+    /// The runner stopped it (end of the run, Ctrl-C).
+    Runner,
+    /// Waiting for it failed.
+    Unknown,
+}
+
+impl End {
+    fn of(status: &std::io::Result<ExitStatus>) -> End {
+        match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => End::Code(code),
+                (None, Some(sig)) => End::Signal(sig),
+                (None, None) => End::Unknown,
+            },
+            Err(_) => End::Unknown,
+        }
+    }
 }
 
 /// Where a replica stands.
@@ -355,6 +384,7 @@ async fn supervise(
                 ready_s: None,
                 ended_s: None,
                 how: None,
+                end: None,
             });
         }
         replica.0.health.send_replace(Health::Starting);
@@ -382,7 +412,11 @@ async fn supervise(
                 () = stop.cancelled() => {
                     let how = stop_gracefully(&mut child, pid, grace).await;
                     let t = events.emit("process.stop", json!({"name": spec.name, "pid": pid, "how": how}));
-                    replica.update_life(|l| { l.ended_s = Some(t); l.how = Some(how); });
+                    replica.update_life(|l| {
+                        l.ended_s = Some(t);
+                        l.how = Some(how);
+                        l.end = Some(End::Runner);
+                    });
                     return;
                 }
             }
@@ -398,6 +432,7 @@ async fn supervise(
         replica.update_life(|l| {
             l.ended_s = Some(t);
             l.how = Some(how.clone());
+            l.end = Some(End::of(&status));
         });
         let restart = status.is_ok_and(|s| should_restart(spec.restart.policy, s))
             && replica.restarts() < spec.restart.max_restarts;

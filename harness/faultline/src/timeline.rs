@@ -31,6 +31,10 @@ pub struct FaultEvent {
     pub injected_s: Option<f64>,
     pub healed_s: Option<f64>,
     pub detail: String,
+    /// `until - at`: how long the scenario meant it to last (None: until the run ends).
+    pub planned_s: Option<f64>,
+    /// The run ended before the fault's `until`: it lasted less than planned.
+    pub cut_short: bool,
 }
 
 /// The fault timeline of one stack lifetime, from `t0` (scenario t = 0).
@@ -94,6 +98,8 @@ async fn play(
             injected_s: None,
             healed_s: None,
             detail: String::new(),
+            planned_s: f.until.map(|u| u.saturating_sub(f.at).as_secs_f64()),
+            cut_short: false,
         })
         .collect();
     let mut guards: BTreeMap<usize, HealGuard> = BTreeMap::new();
@@ -157,16 +163,21 @@ async fn play(
     if !guards.is_empty() {
         cancel.cancelled().await;
     }
-    let left: Vec<usize> = guards.keys().copied().collect();
-    for index in left {
-        heal(
-            &mut guards,
-            index,
-            &mut records[index],
-            &events,
-            Some("run ended"),
-        )
-        .await;
+    // What is still injected now is healed because the run ended; a fault whose `until`
+    // had not come yet was cut short.
+    for (index, rec) in records.iter_mut().enumerate() {
+        // Guards left, and faults with an `until` not reached (a load spike has no guard).
+        let open = guards.contains_key(&index)
+            || (rec.planned_s.is_some() && rec.injected_s.is_some() && rec.healed_s.is_none());
+        if !open {
+            continue;
+        }
+        if let (Some(planned), Some(injected)) = (rec.planned_s, rec.injected_s) {
+            // Heals run on a blocking thread: allow them 100 ms of slack.
+            let lasted = events.clock().now_s() - injected;
+            rec.cut_short = lasted + 0.1 < planned;
+        }
+        heal(&mut guards, index, rec, &events, Some("run ended")).await;
     }
     records
 }

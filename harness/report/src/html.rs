@@ -365,6 +365,7 @@ fn processes(metrics: &RunMetrics) -> String {
                 t(opt_s(life.ready_s)),
                 t(opt_s(life.ended_s)),
                 t(life.how.clone().unwrap_or_else(|| "–".into())),
+                t(life.cause.clone().unwrap_or_else(|| "–".into())),
                 Cell::Html(format!("<a href=\"{}\">{}</a>", esc(&p.log), esc(&p.log))),
             ]);
         }
@@ -379,13 +380,15 @@ fn processes(metrics: &RunMetrics) -> String {
                 t("–"),
                 t("–"),
                 t("–"),
+                t("–"),
                 Cell::Html(format!("<a href=\"{}\">{}</a>", esc(&p.log), esc(&p.log))),
             ]);
         }
     }
     table(
         &[
-            "process", "kind", "address", "life", "pid", "started", "ready", "ended", "how", "log",
+            "process", "kind", "address", "life", "pid", "started", "ready", "ended", "how",
+            "cause", "log",
         ],
         rows,
     )

@@ -57,7 +57,8 @@ pub struct RunInfo {
     pub started_at: String,
     pub wall_s: f64,
     pub seed: u64,
-    /// `git rev-parse HEAD` of the faultline checkout, or "unknown".
+    /// The commit the faultline binary was built from (12 hex digits), with `-dirty` when
+    /// the build had uncommitted changes to tracked files, or "unknown".
     pub git_commit: String,
     pub faultline_version: String,
     pub host: HostInfo,
@@ -74,7 +75,9 @@ pub struct HostInfo {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadInfo {
+    /// As in scenario files: `open-loop`, `closed-loop`, `max-throughput`, `training`.
     pub mode: String,
+    /// `poisson` or `constant`.
     pub arrival: String,
     pub rate_per_s: Option<f64>,
     pub connections: u32,
@@ -131,6 +134,10 @@ pub struct Percentiles {
 pub struct WindowMetrics {
     pub start_s: f64,
     pub width_s: f64,
+    /// `warmup`, `steady`, `faulted`, `recovering`, or `after` (trailing windows that only
+    /// hold completions); absent in reports written before phases were per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
     pub counts: Accounting,
     /// Completions per second by completion time.
     pub throughput_rps: f64,
@@ -175,6 +182,14 @@ pub struct Recovery {
     pub start_s: f64,
     /// Fault instant → start of the first 100 ms window after which success ≥ 99 % for ≥ 1 s.
     pub recovery_s: Option<f64>,
+    /// Fault instant → start of the first 1 s window, at or after the heal, from which p99
+    /// corrected latency stays within 2 × `latency_baseline_ms` for 2 windows (metrics.md).
+    #[serde(default)]
+    pub latency_recovery_s: Option<f64>,
+    /// p99 corrected latency of the measured windows before the fault (ms); None when no
+    /// request completed there.
+    #[serde(default)]
+    pub latency_baseline_ms: Option<f64>,
     /// Requests intended between the fault and recovery that did not succeed.
     pub failed_requests: u64,
     /// Restarts the runner made of the fault's target during recovery.
@@ -201,6 +216,10 @@ pub struct ProcessLife {
     pub ended_s: Option<f64>,
     /// e.g. "exit 0", "signal 9 (SIGKILL)", "stopped by runner".
     pub how: Option<String>,
+    /// Why it ended as the verdict sees it: "stopped by the runner", "workload finished",
+    /// "fault ID", or "UNPLANNED" (which fails the run); absent while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

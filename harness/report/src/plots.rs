@@ -86,7 +86,7 @@ pub fn chart_stem(id: &str) -> String {
     }
 }
 
-/// Warm-up phases and faults as shaded intervals.
+/// Warm-up phases, faults and runs of `recovering` windows as shaded intervals.
 fn bands(metrics: &RunMetrics) -> Vec<Band> {
     let warmup = metrics
         .phases
@@ -104,7 +104,25 @@ fn bands(metrics: &RunMetrics) -> Vec<Band> {
         label: f.id.clone(),
         kind: BandKind::Fault,
     });
-    warmup.chain(faults).collect()
+    let mut recovering: Vec<Band> = Vec::new();
+    for w in metrics
+        .windows
+        .iter()
+        .filter(|w| w.phase.as_deref() == Some("recovering"))
+    {
+        match recovering.last_mut() {
+            Some(b) if b.end.is_some_and(|e| (e - w.start_s).abs() < 1e-9) => {
+                b.end = Some(w.start_s + w.width_s);
+            }
+            _ => recovering.push(Band {
+                start: w.start_s,
+                end: Some(w.start_s + w.width_s),
+                label: "recovering".into(),
+                kind: BandKind::Recovering,
+            }),
+        }
+    }
+    warmup.chain(faults).chain(recovering).collect()
 }
 
 fn mid(w: &WindowMetrics) -> f64 {

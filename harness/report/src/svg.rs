@@ -29,6 +29,7 @@ pub const PALETTE: [RGBColor; 10] = [
 ];
 const FAULT: RGBColor = RGBColor(214, 39, 40);
 const WARMUP: RGBColor = RGBColor(120, 120, 120);
+const RECOVERING: RGBColor = RGBColor(255, 127, 14);
 const BOUND: RGBColor = RGBColor(200, 0, 0);
 
 /// One series; a `None` y leaves a gap.
@@ -57,6 +58,8 @@ pub struct Band {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BandKind {
     Fault,
+    /// After a fault's heal, before it has recovered (the `recovering` phase).
+    Recovering,
     Warmup,
 }
 
@@ -273,6 +276,7 @@ fn draw<'a>(root: &Area<'a>, chart: &LineChart) -> DrawResult<'a> {
     for band in &chart.bands {
         let (color, alpha) = match band.kind {
             BandKind::Fault => (FAULT, 0.16),
+            BandKind::Recovering => (RECOVERING, 0.14),
             BandKind::Warmup => (WARMUP, 0.14),
         };
         let start = band.start.max(x0);
@@ -386,6 +390,7 @@ fn legend<'a>(area: &Area<'a>, chart: &LineChart, bounds: &[(f64, &str)]) -> Dra
     for (kind, color, alpha, label) in [
         (BandKind::Warmup, WARMUP, 0.14, "warm-up"),
         (BandKind::Fault, FAULT, 0.16, "fault (injected → healed)"),
+        (BandKind::Recovering, RECOVERING, 0.14, "recovering"),
     ] {
         if chart.x_axis == XAxis::Time && chart.bands.iter().any(|b| b.kind == kind) {
             area.draw(&Rectangle::new(

@@ -8,9 +8,11 @@ use serde_json::json;
 
 use super::{Heal, HealGuard, Injection, Injector, Target};
 
-/// Sends `sig` to `pid`; a process that is already gone is not an error.
+/// Sends `sig` to `pid`; a process that is already gone is not an error. Pid 0 (which
+/// `kill(2)` reads as "my whole process group") and pids beyond `i32` are refused with
+/// `EINVAL`: only a real child's pid may reach `kill`.
 pub fn signal(pid: u32, sig: Signal) -> Result<(), nix::Error> {
-    let Ok(raw) = i32::try_from(pid) else {
+    let Some(raw) = i32::try_from(pid).ok().filter(|p| *p > 0) else {
         return Err(nix::Error::EINVAL);
     };
     match kill(Pid::from_raw(raw), sig) {
@@ -123,6 +125,12 @@ mod tests {
             .ok()
             .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next()))
             .flatten()
+    }
+
+    #[test]
+    fn pid_zero_and_pids_beyond_i32_never_reach_kill() {
+        assert_eq!(signal(0, Signal::SIGKILL), Err(nix::Error::EINVAL));
+        assert_eq!(signal(u32::MAX, Signal::SIGKILL), Err(nix::Error::EINVAL));
     }
 
     #[test]
