@@ -102,17 +102,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
-fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
+/// The commit this binary was built from (see `build.rs`), `-dirty` if the build had
+/// uncommitted changes to tracked files.
+pub const BUILD_COMMIT: &str = env!("FAULTLINE_BUILD_COMMIT");
 
 fn run_id(started: SystemTime, seed: u64) -> String {
     let stamp = humantime::format_rfc3339_millis(started).to_string();
@@ -363,9 +355,36 @@ async fn drive(
                 trial_duration: s.trial,
             };
             ctx.events.emit("search.start", json!({"variant": variant}));
-            let result = loadgen::search_max_throughput(&spec, &criteria, ctx.cancel.clone())
-                .await
-                .map_err(|e| format!("load generator: {e}"));
+            // The fault timeline plays again in every trial, on the trial's clock.
+            let mut trial_no = 0u32;
+            let mut trial_faults = Vec::new();
+            let mut timeline_errors = Vec::new();
+            let result = loadgen::search_max_throughput_with(
+                &spec,
+                &criteria,
+                ctx.cancel.clone(),
+                async |trial: loadgen::OpenLoopSpec| {
+                    trial_no += 1;
+                    ctx.events.emit(
+                        "search.trial",
+                        json!({"variant": variant, "trial": trial_no, "rate_per_s": trial.rate_per_s}),
+                    );
+                    let timeline = Timeline::start(faults_to_inject.clone(), stack, &ctx.events);
+                    let report = loadgen::run_open_loop(&trial, ctx.cancel.clone(), None).await;
+                    match timeline.finish().await {
+                        Ok(events) => trial_faults.extend(events.into_iter().map(|mut f| {
+                            f.detail = format!("trial {trial_no}: {}", f.detail);
+                            f
+                        })),
+                        Err(e) => timeline_errors.push(e),
+                    }
+                    report
+                },
+            )
+            .await
+            .map_err(|e| format!("load generator: {e}"));
+            out.faults = trial_faults;
+            out.failures.extend(timeline_errors);
             drop(tx);
             let _ = shown.await;
             let report = result?;
@@ -500,7 +519,7 @@ pub async fn run_file(
     let clock = RunClock::start();
     let events_path = dir.join("events.jsonl");
     let events = EventLog::create(&events_path, clock).map_err(io_err(&events_path))?;
-    let commit = git_commit();
+    let commit = BUILD_COMMIT.to_owned();
     events.emit(
         "run.start",
         json!({"scenario": name, "file": path.display().to_string(), "seed": seed, "git_commit": commit, "run_id": id}),

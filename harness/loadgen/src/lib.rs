@@ -17,6 +17,8 @@
 //! - `conn`: one HTTP/1.1 keep-alive connection on that codec, error classification.
 //! - `run`: the async drivers (scheduler thread, connection workers).
 //! - [`cli`]: `faultline load` arguments and human / JSON output.
+//! - `fuzzing` (hidden): drives the `http1` reader for the cargo-fuzz targets in
+//!   `harness/fuzz`.
 //!
 //! Not here: HTTPS, HTTP/2, pipelining, retries (a failed request is counted, never
 //! retried).
@@ -27,6 +29,8 @@ pub use hdrhistogram;
 pub mod cli;
 mod conn;
 mod counts;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http1;
 pub mod record;
 mod run;
@@ -41,7 +45,9 @@ pub use record::{
     ReportSummary, WindowStats, WindowSummary,
 };
 pub use run::{run_closed_loop, run_closed_loop_on, run_open_loop, Progress};
-pub use search::{search_max_throughput, SearchCriteria, SearchReport, Trial};
+pub use search::{
+    search_max_throughput, search_max_throughput_with, SearchCriteria, SearchReport, Trial,
+};
 pub use spec::{
     Arrival, LoadError, LoadSpec, OpenLoopSpec, RateStep, RequestTemplate, SpecProblem,
     DEFAULT_FINE_WINDOW, DEFAULT_WINDOW,

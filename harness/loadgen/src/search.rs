@@ -195,13 +195,28 @@ impl Bisection {
 }
 
 /// Finds the highest open-loop rate meeting `criteria`, one trial per bisection step.
-/// `base` supplies targets, mix, arrival, connections, timeout and seed; its rate,
-/// warm-up, duration and rate steps are replaced per trial. Cancellation ends the
-/// search after the current trial (which is itself cut short).
+/// `base` supplies targets, mix, arrival, connections, timeout, seed and rate steps (load
+/// spikes, on each trial's clock); its rate, warm-up and duration are replaced per trial.
+/// Cancellation ends the search after the current trial (which is itself cut short).
 pub async fn search_max_throughput(
     base: &OpenLoopSpec,
     criteria: &SearchCriteria,
     cancel: CancellationToken,
+) -> Result<SearchReport, LoadError> {
+    let trial_cancel = cancel.clone();
+    search_max_throughput_with(base, criteria, cancel, async |spec: OpenLoopSpec| {
+        run_open_loop(&spec, trial_cancel.clone(), None).await
+    })
+    .await
+}
+
+/// [`search_max_throughput`] with the caller running each trial's spec: a harness plays
+/// its fault timeline around the load of every trial this way.
+pub async fn search_max_throughput_with(
+    base: &OpenLoopSpec,
+    criteria: &SearchCriteria,
+    cancel: CancellationToken,
+    mut run_trial: impl AsyncFnMut(OpenLoopSpec) -> Result<LoadReport, LoadError>,
 ) -> Result<SearchReport, LoadError> {
     criteria.validate()?;
     let mut bisect = Bisection::new(criteria.rate_min, criteria.rate_max, criteria.steps);
@@ -214,8 +229,7 @@ pub async fn search_max_throughput(
         spec.rate_per_s = rate;
         spec.load.warmup = criteria.trial_warmup;
         spec.load.duration = criteria.trial_duration;
-        spec.rate_steps.clear();
-        let report = run_open_loop(&spec, cancel.clone(), None).await?;
+        let report = run_trial(spec).await?;
         let trial = evaluate(criteria, rate, report);
         tracing::info!(
             rate_per_s = rate,
