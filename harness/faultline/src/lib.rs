@@ -5,7 +5,7 @@
 //! scenario end to end), [`stack`] (replica specs from the scenario and the kind table),
 //! [`addrs`] (a loopback address per replica), [`supervisor`] (processes, readiness,
 //! restarts), [`faults`] (injectors and healing guards), [`timeline`] (plays the faults),
-//! [`assemble`] (pure report assembly), [`analysis`] (phases, recovery, window figures),
+//! [`assemble`] (pure report assembly), [`drain`] (isolating search trials), [`analysis`] (phases, recovery, window figures),
 //! [`slo`] (verdicts), [`events`] (run clock and `events.jsonl`), [`requests`] (request
 //! bodies), [`binaries`] (finding stack binaries), [`training`] (trainer events → training
 //! figures), [`wait`] (polling with a patience).
@@ -15,6 +15,7 @@ pub mod analysis;
 pub mod assemble;
 pub mod binaries;
 pub mod cli;
+pub mod drain;
 pub mod events;
 pub mod faults;
 mod pdeathsig;

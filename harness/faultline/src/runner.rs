@@ -22,6 +22,7 @@ use crate::addrs::{AddrError, RunBlock};
 use crate::analysis;
 use crate::assemble::{assemble, ReplicaRecord, RunIdentity, StackResult};
 use crate::binaries::{self, MissingBinary};
+use crate::drain;
 use crate::events::{round_us, EventLog, RunClock};
 use crate::faults;
 use crate::requests;
@@ -359,15 +360,33 @@ async fn drive(
             let mut trial_no = 0u32;
             let mut trial_faults = Vec::new();
             let mut timeline_errors = Vec::new();
+            // Trials are isolated: each after the first waits until one request of the mix
+            // is answered at the latency it had before the search (the previous trial's
+            // backlog drained, a killed replica back).
+            let probe = drain::Probe::new(&spec.load)?;
+            let baseline = probe.baseline(ctx.cancel).await;
             let result = loadgen::search_max_throughput_with(
                 &spec,
                 &criteria,
                 ctx.cancel.clone(),
                 async |trial: loadgen::OpenLoopSpec| {
                     trial_no += 1;
+                    let drained_for = if trial_no > 1 {
+                        let waited = probe.wait_drained(baseline, ctx.cancel).await;
+                        if waited.timed_out {
+                            timeline_errors.push(format!(
+                                "trial {trial_no}: the target was not back at its pre-search latency after {} s; the trial ran anyway",
+                                drain::DRAIN_MAX.as_secs()
+                            ));
+                        }
+                        Some(waited.waited)
+                    } else {
+                        None
+                    };
                     ctx.events.emit(
                         "search.trial",
-                        json!({"variant": variant, "trial": trial_no, "rate_per_s": trial.rate_per_s}),
+                        json!({"variant": variant, "trial": trial_no, "rate_per_s": trial.rate_per_s,
+                               "drained_s": drained_for.map(|d| round_us(d.as_secs_f64()))}),
                     );
                     let timeline = Timeline::start(faults_to_inject.clone(), stack, &ctx.events);
                     let report = loadgen::run_open_loop(&trial, ctx.cancel.clone(), None).await;
@@ -378,7 +397,10 @@ async fn drive(
                         })),
                         Err(e) => timeline_errors.push(e),
                     }
-                    report
+                    Ok(loadgen::TrialRun {
+                        report: report?,
+                        drained_for,
+                    })
                 },
             )
             .await
@@ -398,11 +420,14 @@ async fn drive(
                 latency_ms_max: s.latency_ms_max,
                 error_ratio_max: s.error_ratio_max,
                 best_rate_per_s: report.best_rate_per_s,
+                not_found: report.not_found.clone(),
                 trials: report
                     .trials
                     .iter()
                     .map(|t| TrialResult {
                         rate_per_s: t.rate_per_s,
+                        purpose: t.purpose.name().to_owned(),
+                        drain_s: t.drained_for.map(|d| round_us(d.as_secs_f64())),
                         achieved_rps: t.achieved_rps,
                         latency_ms: t.latency_at_percentile.as_secs_f64() * 1000.0,
                         error_ratio: t.error_ratio,
@@ -416,7 +441,7 @@ async fn drive(
         LoadMode::OpenLoop | LoadMode::ClosedLoop => {
             out.load_t0_s = Some(
                 ctx.events
-                    .emit("load.start", json!({"mode": format!("{:?}", w.mode)})),
+                    .emit("load.start", json!({"mode": w.mode.name()})),
             );
             let timeline = Timeline::start(faults_to_inject, stack, &ctx.events);
             let result = if w.mode == LoadMode::OpenLoop {

@@ -102,9 +102,16 @@ fn best_rate(ev: &Evidence<'_>, variant: Option<&str>) -> Result<f64, String> {
         None => ev.searches.first(),
     }
     .ok_or_else(|| format!("no search for variant {}", variant.unwrap_or("(default)")))?;
-    search
-        .best_rate_per_s
-        .ok_or_else(|| format!("no rate of variant {} met the bounds", search.variant))
+    search.best_rate_per_s.ok_or_else(|| {
+        format!(
+            "variant {}: {}",
+            search.variant,
+            search
+                .not_found
+                .as_deref()
+                .unwrap_or("no rate met the bounds")
+        )
+    })
 }
 
 /// Evaluates every SLO, in file order.

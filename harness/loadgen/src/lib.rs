@@ -47,6 +47,7 @@ pub use record::{
 pub use run::{run_closed_loop, run_closed_loop_on, run_open_loop, Progress};
 pub use search::{
     search_max_throughput, search_max_throughput_with, SearchCriteria, SearchReport, Trial,
+    TrialPurpose, TrialRun,
 };
 pub use spec::{
     Arrival, LoadError, LoadSpec, OpenLoopSpec, RateStep, RequestTemplate, SpecProblem,

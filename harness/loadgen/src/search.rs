@@ -2,10 +2,14 @@
 //! scenario searches its target QPS).
 //!
 //! [`Bisection`] and [`evaluate`] are pure; [`search_max_throughput`] runs one open-loop
-//! trial per step. A trial passes when the measured latency at the percentile is within
-//! the bound, the error ratio is within its bound and completions kept up: at least
-//! [`ACHIEVED_MIN_RATIO`] × the requests the schedule offered in the phase, less those
-//! legitimately in flight at its end (rate × latency bound).
+//! trial per step: the bracket (`rate_min`, then `rate_max`), then `steps` bisection
+//! trials, then up to [`CONFIRM_TRIALS`] repeats of the best rate (LoadGen's early-stopping
+//! idea: one lucky trial is not a result; a candidate that fails a repeat is dropped and
+//! the next passing rate below it is confirmed instead). A trial passes when the measured
+//! latency at the percentile is within the bound, the error ratio is within its bound and
+//! completions kept up: at least [`ACHIEVED_MIN_RATIO`] × the requests the schedule offered
+//! in the phase, less those in flight at its end by Little's law (rate × the trial's own
+//! p50 latency). A search whose only passing rate is its floor has not found anything.
 
 use std::time::Duration;
 
@@ -17,6 +21,41 @@ use crate::spec::{LoadError, OpenLoopSpec, SpecProblem};
 
 /// A trial fails when it completes fewer than this fraction of the offered rate.
 pub const ACHIEVED_MIN_RATIO: f64 = 0.98;
+/// Repeats of the best rate before it is reported.
+pub const CONFIRM_TRIALS: u32 = 2;
+/// Candidates tried in the confirmation phase before the search gives up.
+pub const CONFIRM_CANDIDATES: usize = 3;
+/// Most bisection steps.
+pub const MAX_STEPS: u32 = 100;
+
+/// Why a trial ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialPurpose {
+    /// `rate_min` or `rate_max`.
+    Bracket,
+    /// A midpoint between the highest pass and the lowest failure.
+    Bisect,
+    /// A repeat of a candidate best rate.
+    Confirm,
+}
+
+impl TrialPurpose {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialPurpose::Bracket => "bracket",
+            TrialPurpose::Bisect => "bisect",
+            TrialPurpose::Confirm => "confirm",
+        }
+    }
+}
+
+/// What the caller's trial runner hands back: the load report, and how long it waited for
+/// the target to drain the previous trial's backlog first (None: it did not wait).
+#[derive(Debug, Clone)]
+pub struct TrialRun {
+    pub report: LoadReport,
+    pub drained_for: Option<Duration>,
+}
 
 /// What a rate must meet to pass.
 #[derive(Debug, Clone)]
@@ -30,7 +69,7 @@ pub struct SearchCriteria {
     /// Lowest and highest rate tried, requests per second.
     pub rate_min: f64,
     pub rate_max: f64,
-    /// Most trials to run (each end counts as one).
+    /// Bisection trials after the two bracket trials (`rate_min`, `rate_max`).
     pub steps: u32,
     pub trial_warmup: Duration,
     pub trial_duration: Duration,
@@ -70,8 +109,8 @@ impl SearchCriteria {
                 "a finite number >= rate_min",
             );
         }
-        if self.steps == 0 {
-            push("steps", "0".into(), "at least 1");
+        if self.steps > MAX_STEPS {
+            push("steps", self.steps.to_string(), "at most 100");
         }
         if self.trial_duration.is_zero() {
             push("trial_duration", "0s".into(), "a duration > 0");
@@ -88,6 +127,9 @@ impl SearchCriteria {
 #[derive(Debug, Clone)]
 pub struct Trial {
     pub rate_per_s: f64,
+    pub purpose: TrialPurpose,
+    /// Wait for the target to drain before this trial started.
+    pub drained_for: Option<Duration>,
     /// Successful completions per second in the measured phase.
     pub achieved_rps: f64,
     /// Corrected latency at the criteria's percentile, measured phase.
@@ -102,8 +144,11 @@ pub struct Trial {
 pub struct SearchReport {
     /// In the order run.
     pub trials: Vec<Trial>,
-    /// Highest passing rate; `None` if even `rate_min` failed.
+    /// Highest rate above the floor whose every trial passed (its repeats included);
+    /// `None` when the search found none: see `not_found`.
     pub best_rate_per_s: Option<f64>,
+    /// Why there is no best rate, for people.
+    pub not_found: Option<String>,
 }
 
 /// The verdict on one trial's report.
@@ -122,10 +167,12 @@ pub fn evaluate(criteria: &SearchCriteria, rate_per_s: f64, report: LoadReport) 
     };
     // "Kept up" compares completions with what the schedule really offered in the phase
     // (a short Poisson trial offers ± several % of the nominal rate by chance alone),
-    // allowing the requests legitimately in flight at the phase end: at most
-    // rate × latency bound of them (Little's law) if the latency bound holds.
+    // allowing the requests in flight at the phase end by Little's law: rate × the trial's
+    // own median latency (not the bound, which at high rates excused whole seconds of
+    // backlog).
     let offered = m.counts.sent as f64;
-    let in_flight_allowance = rate_per_s * criteria.latency_max.as_secs_f64();
+    let p50_s = m.stats.latency.value_at_quantile(0.5) as f64 / 1e6;
+    let in_flight_allowance = rate_per_s * p50_s.min(criteria.latency_max.as_secs_f64());
     let kept_up = m.completed as f64 + in_flight_allowance >= ACHIEVED_MIN_RATIO * offered;
     let passed = m.counts.sent > 0
         && latency_at_percentile <= criteria.latency_max
@@ -133,6 +180,8 @@ pub fn evaluate(criteria: &SearchCriteria, rate_per_s: f64, report: LoadReport) 
         && kept_up;
     Trial {
         rate_per_s,
+        purpose: TrialPurpose::Bisect,
+        drained_for: None,
         achieved_rps,
         latency_at_percentile,
         error_ratio,
@@ -141,14 +190,15 @@ pub fn evaluate(criteria: &SearchCriteria, rate_per_s: f64, report: LoadReport) 
     }
 }
 
-/// Bisection state: try `min`, then `max`, then the midpoint of the highest pass and the
-/// lowest failure, for at most `steps` trials.
+/// Bisection state: try `min`, then `max` (the bracket), then `steps` midpoints of the
+/// highest pass and the lowest failure.
 #[derive(Debug, Clone)]
 pub struct Bisection {
     min: f64,
     max: f64,
     steps: u32,
-    tried: u32,
+    bracket_tried: u32,
+    bisected: u32,
     pass: Option<f64>,
     fail: Option<f64>,
 }
@@ -159,28 +209,38 @@ impl Bisection {
             min,
             max,
             steps,
-            tried: 0,
+            bracket_tried: 0,
+            bisected: 0,
             pass: None,
             fail: None,
         }
     }
 
-    /// The next rate to try, or `None` when the search is over.
-    pub fn next_rate(&self) -> Option<f64> {
-        if self.tried >= self.steps {
-            return None;
-        }
+    /// The next rate to try and why, or `None` when the search is over.
+    pub fn next(&self) -> Option<(f64, TrialPurpose)> {
         match (self.pass, self.fail) {
-            (None, None) => Some(self.min),
+            (None, None) => Some((self.min, TrialPurpose::Bracket)),
             (None, Some(_)) => None,
-            (Some(p), None) if p < self.max => Some(self.max),
+            (Some(p), None) if p < self.max && self.bracket_tried < 2 => {
+                Some((self.max, TrialPurpose::Bracket))
+            }
             (Some(_), None) => None,
-            (Some(p), Some(f)) => Some((p + f) / 2.0),
+            (Some(p), Some(f)) => {
+                (self.bisected < self.steps).then_some(((p + f) / 2.0, TrialPurpose::Bisect))
+            }
         }
     }
 
+    /// The next rate to try, or `None` when the search is over.
+    pub fn next_rate(&self) -> Option<f64> {
+        self.next().map(|(r, _)| r)
+    }
+
     pub fn record(&mut self, rate: f64, passed: bool) {
-        self.tried += 1;
+        match self.next() {
+            Some((_, TrialPurpose::Bracket)) => self.bracket_tried += 1,
+            _ => self.bisected += 1,
+        }
         if passed {
             self.pass = Some(self.pass.map_or(rate, |p| p.max(rate)));
         } else {
@@ -205,46 +265,104 @@ pub async fn search_max_throughput(
 ) -> Result<SearchReport, LoadError> {
     let trial_cancel = cancel.clone();
     search_max_throughput_with(base, criteria, cancel, async |spec: OpenLoopSpec| {
-        run_open_loop(&spec, trial_cancel.clone(), None).await
+        Ok(TrialRun {
+            report: run_open_loop(&spec, trial_cancel.clone(), None).await?,
+            drained_for: None,
+        })
     })
     .await
 }
 
-/// [`search_max_throughput`] with the caller running each trial's spec: a harness plays
-/// its fault timeline around the load of every trial this way.
+/// [`search_max_throughput`] with the caller running each trial's spec: a harness drains
+/// the target between trials and plays its fault timeline around every trial this way.
 pub async fn search_max_throughput_with(
     base: &OpenLoopSpec,
     criteria: &SearchCriteria,
     cancel: CancellationToken,
-    mut run_trial: impl AsyncFnMut(OpenLoopSpec) -> Result<LoadReport, LoadError>,
+    mut run_trial: impl AsyncFnMut(OpenLoopSpec) -> Result<TrialRun, LoadError>,
 ) -> Result<SearchReport, LoadError> {
     criteria.validate()?;
     let mut bisect = Bisection::new(criteria.rate_min, criteria.rate_max, criteria.steps);
-    let mut trials = Vec::new();
-    while let Some(rate) = bisect.next_rate() {
-        if cancel.is_cancelled() {
-            break;
-        }
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut one = async |rate: f64, purpose: TrialPurpose| -> Result<Trial, LoadError> {
         let mut spec = base.clone();
         spec.rate_per_s = rate;
         spec.load.warmup = criteria.trial_warmup;
         spec.load.duration = criteria.trial_duration;
-        let report = run_trial(spec).await?;
-        let trial = evaluate(criteria, rate, report);
+        let run = run_trial(spec).await?;
+        let mut trial = evaluate(criteria, rate, run.report);
+        trial.purpose = purpose;
+        trial.drained_for = run.drained_for;
         tracing::info!(
             rate_per_s = rate,
+            purpose = purpose.name(),
             achieved_rps = trial.achieved_rps,
             latency_us = trial.latency_at_percentile.as_micros() as u64,
             error_ratio = trial.error_ratio,
             passed = trial.passed,
             "search trial"
         );
+        Ok(trial)
+    };
+    while let Some((rate, purpose)) = bisect.next() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let trial = one(rate, purpose).await?;
         bisect.record(rate, trial.passed);
         trials.push(trial);
     }
+    // Confirm the best: every repeat must pass, else the next passing rate below it.
+    let mut candidates: Vec<f64> = trials
+        .iter()
+        .filter(|t| t.passed)
+        .map(|t| t.rate_per_s)
+        .collect();
+    candidates.sort_by(|a, b| b.total_cmp(a));
+    candidates.dedup();
+    let mut best = None;
+    for &c in candidates.iter().take(CONFIRM_CANDIDATES) {
+        if c <= criteria.rate_min {
+            break;
+        }
+        let mut held = true;
+        for _ in 0..CONFIRM_TRIALS {
+            if cancel.is_cancelled() {
+                held = false;
+                break;
+            }
+            let trial = one(c, TrialPurpose::Confirm).await?;
+            let passed = trial.passed;
+            trials.push(trial);
+            if !passed {
+                held = false;
+                break;
+            }
+        }
+        if held {
+            best = Some(c);
+            break;
+        }
+    }
+    let not_found = match (best, candidates.first()) {
+        (Some(_), _) => None,
+        (None, _) if cancel.is_cancelled() => Some("the search was interrupted".to_owned()),
+        (None, None) => Some(format!(
+            "even the floor rate_min = {} req/s failed the bounds",
+            criteria.rate_min
+        )),
+        (None, Some(&top)) if top <= criteria.rate_min => Some(format!(
+            "only the floor rate_min = {} req/s passed: the result is at or below the floor; lower rate_min",
+            criteria.rate_min
+        )),
+        (None, Some(_)) => Some(format!(
+            "no rate above the floor held in {CONFIRM_TRIALS} repeats"
+        )),
+    };
     Ok(SearchReport {
         trials,
-        best_rate_per_s: bisect.best(),
+        best_rate_per_s: best,
+        not_found,
     })
 }
 
@@ -263,12 +381,13 @@ mod tests {
     }
 
     #[test]
-    fn bisection_converges_below_the_knee() {
-        let (tried, best) = run(730.0, 100.0, 1000.0, 10);
+    fn steps_count_the_bisection_after_the_two_bracket_trials() {
+        let (tried, best) = run(730.0, 100.0, 1000.0, 8);
         assert_eq!(tried[..3], [100.0, 1000.0, 550.0]);
         let best = best.expect("100 passes");
         assert!(best <= 730.0 && best > 720.0, "{best}");
-        assert_eq!(tried.len(), 10);
+        assert_eq!(tried.len(), 2 + 8);
+        assert_eq!(run(730.0, 100.0, 1000.0, 0).0, [100.0, 1000.0]);
     }
 
     #[test]
@@ -278,5 +397,119 @@ mod tests {
             run(5000.0, 100.0, 1000.0, 10),
             (vec![100.0, 1000.0], Some(1000.0))
         );
+    }
+
+    fn report(rate: f64, sent: u64, completed: u64, latency_ms: u64) -> LoadReport {
+        use crate::{Counts, LatencyStats, PhaseStats};
+        let mut stats = LatencyStats::default();
+        for _ in 0..completed {
+            stats.latency.record(latency_ms * 1000).expect("in range");
+        }
+        let counts = Counts {
+            sent,
+            ok: sent,
+            ..Counts::default()
+        };
+        let phase = |completed| PhaseStats {
+            start: Duration::ZERO,
+            end: Duration::from_secs_f64(sent as f64 / rate),
+            counts: counts.clone(),
+            completed,
+            stats: stats.clone(),
+        };
+        LoadReport {
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            seed: 0,
+            windows: Vec::new(),
+            fine: Vec::new(),
+            warmup: phase(0),
+            measured: phase(completed),
+            accounting: counts.clone(),
+        }
+    }
+
+    fn criteria() -> SearchCriteria {
+        SearchCriteria {
+            percentile: 99.0,
+            latency_max: Duration::from_secs(1),
+            error_ratio_max: 0.01,
+            rate_min: 50.0,
+            rate_max: 1000.0,
+            steps: 4,
+            trial_warmup: Duration::ZERO,
+            trial_duration: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_trial_that_completes_96_percent_of_the_offered_rate_fails() {
+        // 546/s offered; 524 completed within the phase at a 20 ms median: the in-flight
+        // allowance is 546 × 0.02 ≈ 11 requests, not 546 × 1 s.
+        let t = evaluate(&criteria(), 546.0, report(546.0, 546, 524, 20));
+        assert!(!t.passed, "{:?}", (t.achieved_rps, t.latency_at_percentile));
+        let t = evaluate(&criteria(), 546.0, report(546.0, 546, 540, 20));
+        assert!(t.passed);
+    }
+
+    /// Runs the search over a simulated server: rates up to `knee` pass, except the
+    /// rates in `flaky`, which fail on every repeat.
+    async fn simulate(knee: f64, flaky: &[f64]) -> SearchReport {
+        let base = OpenLoopSpec::new(
+            vec![http::Uri::from_static("http://127.0.0.1:1")],
+            vec![crate::RequestTemplate::get("/")],
+            1.0,
+        );
+        let mut seen: Vec<f64> = Vec::new();
+        search_max_throughput_with(
+            &base,
+            &criteria(),
+            CancellationToken::new(),
+            async |spec: OpenLoopSpec| {
+                let rate = spec.rate_per_s;
+                let repeat = seen.contains(&rate);
+                seen.push(rate);
+                let good =
+                    rate <= knee && !(repeat && flaky.iter().any(|f| (f - rate).abs() < 1e-9));
+                let sent = rate.round() as u64;
+                Ok(TrialRun {
+                    report: report(rate, sent, if good { sent } else { sent / 2 }, 5),
+                    drained_for: Some(Duration::from_millis(3)),
+                })
+            },
+        )
+        .await
+        .expect("search runs")
+    }
+
+    #[tokio::test]
+    async fn the_best_rate_is_confirmed_by_repeats_and_a_lucky_one_is_dropped() {
+        let r = simulate(600.0, &[]).await;
+        let best = r.best_rate_per_s.expect("found");
+        let confirms: Vec<f64> = r
+            .trials
+            .iter()
+            .filter(|t| t.purpose == TrialPurpose::Confirm)
+            .map(|t| t.rate_per_s)
+            .collect();
+        assert_eq!(confirms, [best, best]);
+        assert!(r.trials.iter().all(|t| t.drained_for.is_some()));
+        // The top passing rate fails its repeat: the next one down is confirmed instead.
+        let lucky = best;
+        let r = simulate(600.0, &[lucky]).await;
+        let second = r.best_rate_per_s.expect("a lower rate holds");
+        assert!(second < lucky, "{second} < {lucky}");
+    }
+
+    #[tokio::test]
+    async fn a_search_that_never_leaves_its_floor_found_nothing() {
+        let r = simulate(60.0, &[]).await;
+        assert_eq!(r.best_rate_per_s, None);
+        let why = r.not_found.expect("a reason");
+        assert!(
+            why.starts_with("only the floor rate_min = 50 req/s passed"),
+            "{why}"
+        );
+        let r = simulate(10.0, &[]).await;
+        assert!(r.not_found.expect("a reason").starts_with("even the floor"));
     }
 }

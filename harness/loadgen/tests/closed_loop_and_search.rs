@@ -7,7 +7,8 @@ use std::sync::Arc;
 use common::*;
 use http::StatusCode;
 use loadgen::{
-    run_closed_loop, search_max_throughput, LoadSpec, OpenLoopSpec, RequestTemplate, SearchCriteria,
+    run_closed_loop, search_max_throughput, LoadSpec, OpenLoopSpec, RequestTemplate,
+    SearchCriteria, TrialPurpose,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -64,18 +65,36 @@ async fn search_finds_the_knee_of_a_concurrency_limited_server() {
         error_ratio_max: 0.01,
         rate_min: 40.0,
         rate_max: 800.0,
-        steps: 5,
+        steps: 3,
         trial_warmup: ms(200),
         trial_duration: ms(1_000),
     };
     let r = search_max_throughput(&base, &criteria, CancellationToken::new())
         .await
         .expect("runs");
-    assert_eq!(r.trials.len(), 5);
+    let purposes: Vec<TrialPurpose> = r.trials.iter().map(|t| t.purpose).collect();
+    assert_eq!(
+        purposes[..5],
+        [
+            TrialPurpose::Bracket,
+            TrialPurpose::Bracket,
+            TrialPurpose::Bisect,
+            TrialPurpose::Bisect,
+            TrialPurpose::Bisect
+        ],
+        "steps = 3 bisection trials after the bracket"
+    );
     assert!(r.trials[0].passed, "40/s is far below the knee");
     assert!(!r.trials[1].passed, "800/s is far above it");
-    let best = r.best_rate_per_s.expect("a passing rate");
+    let best = r.best_rate_per_s.expect("a passing rate above the floor");
     assert!((40.0..=260.0).contains(&best), "best {best}");
+    let repeats: Vec<&loadgen::Trial> = r
+        .trials
+        .iter()
+        .filter(|t| t.purpose == TrialPurpose::Confirm && t.rate_per_s == best)
+        .collect();
+    assert_eq!(repeats.len(), 2, "the best rate held twice more");
+    assert!(repeats.iter().all(|t| t.passed));
     for t in &r.trials {
         assert!(t.report.balanced());
     }

@@ -419,8 +419,13 @@ fn searches(metrics: &RunMetrics) -> String {
     );
     for s in &metrics.searches {
         out.push_str(&format!("<h3>Trials: {}</h3>\n", esc(&s.variant)));
+        if let Some(why) = &s.not_found {
+            out.push_str(&format!("<p>No max throughput found: {}</p>\n", esc(why)));
+        }
         out.push_str(&table(
             &[
+                "trial",
+                "drained (s)",
                 "offered (1/s)",
                 "achieved (1/s)",
                 &format!("{} latency (ms)", format::percentile_name(s.percentile)),
@@ -432,6 +437,8 @@ fn searches(metrics: &RunMetrics) -> String {
                 .iter()
                 .map(|tr| {
                     vec![
+                        t(tr.purpose.clone()),
+                        t(opt_num(tr.drain_s)),
                         t(num(tr.rate_per_s)),
                         t(num(tr.achieved_rps)),
                         t(num(tr.latency_ms)),

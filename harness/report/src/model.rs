@@ -229,12 +229,22 @@ pub struct SearchResult {
     pub latency_ms_max: f64,
     pub error_ratio_max: f64,
     pub trials: Vec<TrialResult>,
+    /// Highest rate above the floor whose every trial (repeats included) passed.
     pub best_rate_per_s: Option<f64>,
+    /// Why there is no best rate (only the floor passed, nothing passed, interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_found: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialResult {
     pub rate_per_s: f64,
+    /// `bracket`, `bisect` or `confirm` (a repeat of a candidate best rate).
+    #[serde(default)]
+    pub purpose: String,
+    /// How long the runner waited for the target to drain the previous trial's backlog.
+    #[serde(default)]
+    pub drain_s: Option<f64>,
     pub achieved_rps: f64,
     pub latency_ms: f64,
     pub error_ratio: f64,

@@ -29,9 +29,10 @@ const BUILT_IN: [&str; 5] = [
 /// # Errors
 /// The file name and the plotters error of a plot that could not be drawn.
 pub fn build(metrics: &RunMetrics) -> Result<Vec<Plot>, (String, String)> {
-    // A run with only generic charts (a training job) gets no empty load plots; a load run
-    // gets them even when empty, rendered as "no data".
-    let load_run = !metrics.windows.is_empty() || metrics.charts.is_empty();
+    // A run with only generic charts (a training job) or only searches gets no empty load
+    // plots; a load run gets them even when empty, rendered as "no data".
+    let load_run =
+        !metrics.windows.is_empty() || (metrics.charts.is_empty() && metrics.searches.is_empty());
     let mut charts: Vec<(String, LineChart)> = Vec::new();
     if load_run {
         charts.push(("latency.svg".into(), latency(metrics)));

@@ -417,3 +417,24 @@ fn a_passing_training_run_has_no_failing_junit_case() {
         "a gap in the steps fails"
     );
 }
+
+#[test]
+fn a_search_run_gets_its_search_plot_and_trial_table_but_no_empty_load_plots() {
+    let mut m = fixture::empty_run_metrics();
+    let full = fixture::run_metrics();
+    m.searches = full.searches.clone();
+    m.searches[0].best_rate_per_s = None;
+    m.searches[0].not_found =
+        Some("only the floor rate_min = 50 req/s passed: the result is at or below the floor; lower rate_min".into());
+    let plots = report::plots::build(&m).expect("plots draw");
+    let files: Vec<&str> = plots.iter().map(|p| p.file.as_str()).collect();
+    assert_eq!(files, ["search.svg"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    report::write_run(dir.path(), &m).expect("written");
+    let html = read(dir.path(), "index.html");
+    assert!(html.contains("No max throughput found: only the floor rate_min = 50 req/s passed"));
+    assert!(
+        html.contains("<th>drained (s)</th>"),
+        "trial table shows drain waits"
+    );
+}
