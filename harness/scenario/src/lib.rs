@@ -1,13 +1,15 @@
 //! Scenario files: the typed format ([`model`]), parsing with located errors, and validation.
 //!
 //! [`load`] and [`parse`] deserialize a TOML file (unknown fields rejected), then run
-//! [`validate`], which reports every broken rule at once. Each problem comes back as a
-//! [`Diagnostic`] printed `FILE:LINE:COL: FIELD_PATH: what is wrong; expected …`, located by
-//! field path through [`locate`]. [`json_schema`] is the JSON schema of the format for editors
-//! (committed as `scenarios/schema.json`).
+//! [`validate()`], which reports every broken rule at once, the upper bounds in [`bounds`]
+//! included. Each problem comes back as a [`Diagnostic`] printed
+//! `FILE:LINE:COL: FIELD_PATH: what is wrong; expected …`, located by field path through
+//! [`locate`](mod@locate). [`json_schema`] is the JSON schema of the format for editors (committed as
+//! `scenarios/schema.json`).
 //!
 //! Not here: running a scenario (that is the `faultline` crate's runner).
 
+pub mod bounds;
 pub mod error;
 pub mod kinds;
 pub mod locate;
@@ -110,8 +112,20 @@ fn serde_diagnostic(src: &str, origin: &str, err: &toml::de::Error) -> Diagnosti
     }
     for (from, to) in [
         ("expected f64", "expected a number"),
-        ("expected u32", "expected a whole number >= 0"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
         ("expected u64", "expected a whole number >= 0"),
+        // TOML's own limits, met before any field's bound.
+        (
+            "number too large to fit in target type",
+            "integer too large; expected at most 9223372036854775807 (TOML integers are 64-bit)",
+        ),
+        (
+            "invalid floating-point number",
+            "invalid floating-point number; expected a finite number such as 1.5 or 1e6",
+        ),
     ] {
         if let Some(start) = message.strip_suffix(from) {
             message = format!("{start}{to}");

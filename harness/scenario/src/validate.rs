@@ -7,9 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::bounds::*;
 use crate::kinds::{kind_names, FaultDomain, KindSpec, ProbeKind, Role, KINDS};
 use crate::locate::FieldPath;
 use crate::model::*;
+
+pub use crate::bounds::MAX_REPLICAS;
 
 /// One broken rule: the field and what is wrong with it (`…; expected …`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +23,6 @@ pub struct Problem {
 
 /// HTTP methods accepted by `kind = "http"` requests.
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-
-/// Most replicas one stack may have, all components together: the runner gives each its
-/// own loopback address from one block of 254 (see `docs/scenarios.md`, "Addresses").
-pub const MAX_REPLICAS: u32 = 254;
 
 /// Placeholders the runner replaces in component and variant `args` and in component `env`
 /// values (see [`Component::args`]).
@@ -66,6 +65,24 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// A bound such as `MAX_TIMEOUT` as written in scenario files (`"24h"`, not `"1day"`).
+fn fmt_limit(d: Duration) -> String {
+    if d.subsec_nanos() == 0 && d.as_secs() % 3600 == 0 && !d.is_zero() {
+        format!("{}h", d.as_secs() / 3600)
+    } else {
+        fmt_duration(d)
+    }
+}
+
+/// A number as a user would write it; `1e300` rather than 301 digits.
+fn fmt_number(value: f64) -> String {
+    if value.abs() >= 1e15 {
+        format!("{value:e}")
+    } else {
+        value.to_string()
+    }
+}
+
 /// `[a-z0-9-]+`
 fn is_simple_name(name: &str) -> bool {
     !name.is_empty()
@@ -90,6 +107,17 @@ fn placeholders(arg: &str) -> Vec<&str> {
         }
     }
     found
+}
+
+/// Bytes of a component's own `args` and `env` (names and values), as
+/// [`MAX_COMMAND_BYTES`] counts them.
+fn command_bytes(c: &Component) -> usize {
+    let env: usize = c.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    args_bytes(&c.args) + env
+}
+
+fn args_bytes(args: &[String]) -> usize {
+    args.iter().map(String::len).sum()
 }
 
 fn quoted_list<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
@@ -145,6 +173,56 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A count within its bound: `"{n} {noun}; expected at most {max}{per}"`. Returns whether
+    /// it is.
+    fn at_most(&mut self, path: FieldPath, n: u64, max: u64, noun: &str, per: &str) -> bool {
+        if n > max {
+            self.problem(path, format!("{n} {noun}; expected at most {max}{per}"));
+        }
+        n <= max
+    }
+
+    /// A list within its bound; see [`Validator::at_most`].
+    fn len_at_most(&mut self, path: FieldPath, len: usize, max: usize, noun: &str) -> bool {
+        self.at_most(path, len as u64, max as u64, noun, "")
+    }
+
+    /// A text of at most `max` bytes. The text is not repeated in the message (it may be
+    /// megabytes); returns whether it is within the bound, so that callers check (and
+    /// quote) only texts that are.
+    fn bytes_at_most(&mut self, path: FieldPath, text: &str, max: usize) -> bool {
+        self.at_most(path, text.len() as u64, max as u64, "bytes", " bytes")
+    }
+
+    /// A number at most `max` (`unit` follows it in the message). Non-finite values are
+    /// left to the check of the field's lower bound, which names them.
+    fn number_at_most(&mut self, path: FieldPath, value: f64, max: f64, unit: &str) {
+        if value.is_finite() && value > max {
+            self.problem(
+                path,
+                format!(
+                    "{} is above the limit; expected at most {max}{unit}",
+                    fmt_number(value)
+                ),
+            );
+        }
+    }
+
+    /// A duration at most `max`; returns whether it is.
+    fn duration_at_most(&mut self, path: FieldPath, d: Duration, max: Duration) -> bool {
+        if d > max {
+            self.problem(
+                path,
+                format!(
+                    "{} is above the limit; expected at most {}",
+                    fmt_duration(d),
+                    fmt_limit(max)
+                ),
+            );
+        }
+        d <= max
+    }
+
     fn component_names(&self) -> Vec<&str> {
         self.scenario
             .components
@@ -175,10 +253,16 @@ impl<'a> Validator<'a> {
             .collect()
     }
 
-    /// Placeholders in `args` (at `path[j]`) are known and name existing components.
+    /// `args` (at `path`) within their bounds, and their placeholders known and naming
+    /// existing components.
     fn args(&mut self, path: &FieldPath, args: &[String]) {
+        if !self.len_at_most(path.clone(), args.len(), MAX_ARGS, "arguments") {
+            return;
+        }
         for (j, arg) in args.iter().enumerate() {
-            self.placeholders_in(path.index(j), arg);
+            if self.bytes_at_most(path.index(j), arg, MAX_ARG_BYTES) {
+                self.placeholders_in(path.index(j), arg);
+            }
         }
     }
 
@@ -214,7 +298,11 @@ impl<'a> Validator<'a> {
 
     fn scenario(&mut self) {
         let s = self.scenario;
-        if let Some(name) = &s.name {
+        if let Some(name) = s
+            .name
+            .as_ref()
+            .filter(|name| self.bytes_at_most(root().key("name"), name, MAX_NAME_BYTES))
+        {
             let ok = !name.is_empty()
                 && name
                     .chars()
@@ -227,11 +315,52 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+        self.bytes_at_most(
+            root().key("description"),
+            &s.description,
+            MAX_DESCRIPTION_BYTES,
+        );
+        if !self.lists() {
+            return;
+        }
         self.components();
         self.workload();
         self.faults();
         self.slos();
         self.variants();
+    }
+
+    /// The lists of entries within their bounds. Above one, no entry is checked: checking
+    /// every entry, and every reference between them, would flood the output and take long.
+    fn lists(&mut self) -> bool {
+        let s = self.scenario;
+        let lists = [
+            (
+                root().key("components"),
+                s.components.len(),
+                MAX_COMPONENTS,
+                "components",
+            ),
+            (
+                root().key("workload").key("requests"),
+                s.workload.requests.len(),
+                MAX_REQUESTS,
+                "requests",
+            ),
+            (root().key("faults"), s.faults.len(), MAX_FAULTS, "faults"),
+            (root().key("slo"), s.slo.len(), MAX_SLOS, "SLOs"),
+            (
+                root().key("variants"),
+                s.variants.len(),
+                MAX_VARIANTS,
+                "variants",
+            ),
+        ];
+        let mut within = true;
+        for (path, len, max, noun) in lists {
+            within &= self.len_at_most(path, len, max, noun);
+        }
+        within
     }
 
     fn components(&mut self) {
@@ -254,53 +383,103 @@ impl<'a> Validator<'a> {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, c) in s.components.iter().enumerate() {
             let path = root().key("components").index(i);
-            if !is_simple_name(&c.name) {
-                self.problem(
-                    path.key("name"),
-                    format!(
-                        "invalid name \"{}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)",
-                        c.name
-                    ),
-                );
-            }
-            if let Some(first) = seen.insert(&c.name, i) {
-                self.problem(
-                    path.key("name"),
-                    format!(
-                        "duplicate component name \"{}\" (also components[{first}]); expected unique names",
-                        c.name
-                    ),
-                );
-                seen.insert(&c.name, first);
+            if self.bytes_at_most(path.key("name"), &c.name, MAX_NAME_BYTES) {
+                if !is_simple_name(&c.name) {
+                    self.problem(
+                        path.key("name"),
+                        format!(
+                            "invalid name \"{}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)",
+                            c.name
+                        ),
+                    );
+                }
+                if let Some(first) = seen.insert(&c.name, i) {
+                    self.problem(
+                        path.key("name"),
+                        format!(
+                            "duplicate component name \"{}\" (also components[{first}]); expected unique names",
+                            c.name
+                        ),
+                    );
+                    seen.insert(&c.name, first);
+                }
             }
             if c.replicas == 0 {
                 self.problem(path.key("replicas"), "0 replicas; expected at least 1");
-            } else if c.replicas > MAX_REPLICAS {
+            } else {
+                let max = u64::from(MAX_REPLICAS);
+                self.at_most(path.key("replicas"), c.replicas.into(), max, "replicas", "");
+            }
+            self.restart(&path.key("restart"), &c.restart);
+            self.readiness(&path.key("readiness"), c);
+            self.args(&path.key("args"), &c.args);
+            if self.len_at_most(
+                path.key("env"),
+                c.env.len(),
+                MAX_ENV,
+                "environment variables",
+            ) {
+                self.env(&path.key("env"), &c.env);
+            }
+            let bytes = command_bytes(c);
+            if bytes > MAX_COMMAND_BYTES {
                 self.problem(
-                    path.key("replicas"),
-                    format!("{} replicas; expected at most {MAX_REPLICAS}", c.replicas),
+                    path.clone(),
+                    format!("args and env take {bytes} bytes; expected at most {MAX_COMMAND_BYTES} bytes in all (execve refuses long command lines)"),
                 );
             }
-            // A rendezvous is probed by TCP connect: its readiness path is never used.
-            if c.kind.spec().probe == ProbeKind::Http && !c.readiness.path.starts_with('/') {
+        }
+    }
+
+    fn restart(&mut self, path: &FieldPath, restart: &Restart) {
+        let max = u64::from(MAX_RESTARTS);
+        let n = u64::from(restart.max_restarts);
+        self.at_most(path.key("max_restarts"), n, max, "restarts", " per replica");
+        self.duration_at_most(path.key("backoff"), restart.backoff, MAX_TIMEOUT);
+    }
+
+    fn readiness(&mut self, path: &FieldPath, c: &Component) {
+        let r = &c.readiness;
+        // A rendezvous is probed by TCP connect: its readiness path is never used.
+        if self.bytes_at_most(path.key("path"), &r.path, MAX_PATH_BYTES)
+            && c.kind.spec().probe == ProbeKind::Http
+            && !r.path.starts_with('/')
+        {
+            self.problem(
+                path.key("path"),
+                format!(
+                    "\"{}\" is not an HTTP path; expected a path starting with '/'",
+                    r.path
+                ),
+            );
+        }
+        self.nonzero_duration(path.key("timeout"), r.timeout);
+        self.duration_at_most(path.key("timeout"), r.timeout, MAX_TIMEOUT);
+    }
+
+    /// Environment variables (at most [`MAX_ENV`], checked by the caller): names and
+    /// values within their bounds, valid names, known placeholders in values.
+    fn env(&mut self, path: &FieldPath, env: &BTreeMap<String, String>) {
+        for (key, value) in env {
+            if key.len() > MAX_NAME_BYTES {
+                // Not at `env.KEY`: that path would repeat the whole name.
                 self.problem(
-                    path.key("readiness").key("path"),
+                    path.clone(),
                     format!(
-                        "\"{}\" is not an HTTP path; expected a path starting with '/'",
-                        c.readiness.path
+                        "an environment variable name of {} bytes; expected names of at most {MAX_NAME_BYTES} bytes",
+                        key.len()
                     ),
                 );
+                continue;
             }
-            self.nonzero_duration(path.key("readiness").key("timeout"), c.readiness.timeout);
-            self.args(&path.key("args"), &c.args);
-            for (key, value) in &c.env {
-                self.placeholders_in(path.key("env").key(key), value);
-                if key.is_empty() || key.contains('=') || key.contains('\0') {
-                    self.problem(
-                        path.key("env").key(key),
-                        format!("invalid environment variable name \"{key}\"; expected a non-empty name without '='"),
-                    );
-                }
+            if self.bytes_at_most(path.key(key), value, MAX_ARG_BYTES) {
+                self.placeholders_in(path.key(key), value);
+            }
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                self.problem(
+                    path.key(key),
+                    format!("invalid environment variable name \"{key}\"; expected a non-empty name without '='"),
+                );
             }
         }
     }
@@ -352,17 +531,15 @@ impl<'a> Validator<'a> {
                 path.key("rate_per_s"),
                 "not used with mode = \"training\" (a training job has no offered rate); expected no rate_per_s",
             ),
-            (_, Some(rate)) => self.positive(path.key("rate_per_s"), rate, "a finite rate (requests per second)"),
+            (_, Some(rate)) => self.rate(path.key("rate_per_s"), rate),
             (_, None) => {}
         }
+        self.duration_at_most(path.key("warmup"), w.warmup, MAX_DURATION);
         self.nonzero_duration(path.key("duration"), w.duration);
+        self.duration_at_most(path.key("duration"), w.duration, MAX_DURATION);
         self.nonzero_duration(path.key("timeout"), w.timeout);
-        if w.connections == 0 {
-            self.problem(
-                path.key("connections"),
-                "0 connections; expected at least 1",
-            );
-        }
+        self.duration_at_most(path.key("timeout"), w.timeout, MAX_TIMEOUT);
+        self.connections(&path);
 
         if training && !w.requests.is_empty() {
             self.problem(
@@ -403,43 +580,105 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
+        if let Some(t) = &w.training {
+            let path = path.key("training").key("warmup_steps");
+            self.at_most(path, t.warmup_steps.into(), MAX_STEPS, "steps", "");
+        }
+    }
+
+    /// A rate (requests per second): finite, > 0, at most [`MAX_RATE_PER_S`].
+    fn rate(&mut self, path: FieldPath, rate: f64) {
+        self.positive(path.clone(), rate, "a finite rate (requests per second)");
+        self.number_at_most(path, rate, MAX_RATE_PER_S, " requests per second");
+    }
+
+    /// `connections` per target replica, and in all over the target's replicas (the most
+    /// any variant runs).
+    fn connections(&mut self, path: &FieldPath) {
+        let s = self.scenario;
+        let w = &s.workload;
+        let path = path.key("connections");
+        let max = u64::from(MAX_CONNECTIONS);
+        let per = u64::from(w.connections);
+        if w.connections == 0 {
+            self.problem(path, "0 connections; expected at least 1");
+            return;
+        }
+        if !self.at_most(path.clone(), per, max, "connections", " per target replica") {
+            return;
+        }
+        // Unused in training mode; an unknown target is reported at workload.target, and
+        // too many replicas at the component or variant.
+        if w.mode == LoadMode::Training {
+            return;
+        }
+        let Some(target) = s.component(&w.target) else {
+            return;
+        };
+        let replicas = if s.variants.is_empty() {
+            target.replicas
+        } else {
+            s.variants
+                .iter()
+                .map(|v| {
+                    v.replicas
+                        .get(&target.name)
+                        .copied()
+                        .unwrap_or(target.replicas)
+                })
+                .max()
+                .unwrap_or(target.replicas)
+        };
+        let total = per * u64::from(replicas);
+        if replicas <= MAX_REPLICAS && total > max {
+            self.problem(
+                path,
+                format!(
+                    "{per} connections × {replicas} replicas of \"{}\" = {total} connections; expected at most {max} in all (the load generator holds each one open)",
+                    target.name
+                ),
+            );
+        }
     }
 
     fn request(&mut self, path: FieldPath, r: &RequestSpec) {
         let weight = match r {
             RequestSpec::Infer { model, weight } => {
-                if model.is_empty() {
-                    self.problem(
-                        path.key("model"),
-                        "empty model name; expected the name of a model the server loads",
-                    );
-                }
+                self.model(path.key("model"), model);
                 *weight
             }
             RequestSpec::Completion {
                 model,
+                prompt,
                 max_tokens,
                 weight,
                 ..
             } => {
-                if model.is_empty() {
-                    self.problem(
-                        path.key("model"),
-                        "empty model name; expected the name of a model the server loads",
-                    );
-                }
+                self.model(path.key("model"), model);
+                self.bytes_at_most(path.key("prompt"), prompt, MAX_BODY_BYTES);
                 if *max_tokens == 0 {
                     self.problem(path.key("max_tokens"), "0 tokens; expected max_tokens >= 1");
+                } else {
+                    let max = u64::from(MAX_TOKENS);
+                    self.at_most(
+                        path.key("max_tokens"),
+                        (*max_tokens).into(),
+                        max,
+                        "tokens",
+                        "",
+                    );
                 }
                 *weight
             }
             RequestSpec::Http {
                 method,
                 path: http_path,
+                body,
                 weight,
-                ..
             } => {
-                if !HTTP_METHODS.contains(&method.as_str()) {
+                if self.bytes_at_most(path.key("method"), method, MAX_NAME_BYTES)
+                    && !HTTP_METHODS.contains(&method.as_str())
+                {
                     self.problem(
                         path.key("method"),
                         format!(
@@ -448,16 +687,31 @@ impl<'a> Validator<'a> {
                         ),
                     );
                 }
-                if !http_path.starts_with('/') {
+                if self.bytes_at_most(path.key("path"), http_path, MAX_PATH_BYTES)
+                    && !http_path.starts_with('/')
+                {
                     self.problem(
                         path.key("path"),
                         format!("\"{http_path}\" is not an HTTP path; expected a path starting with '/'"),
                     );
                 }
+                self.bytes_at_most(path.key("body"), body, MAX_BODY_BYTES);
                 *weight
             }
         };
         self.positive(path.key("weight"), weight, "a finite weight");
+        self.number_at_most(path.key("weight"), weight, MAX_WEIGHT, "");
+    }
+
+    fn model(&mut self, path: FieldPath, model: &str) {
+        if model.is_empty() {
+            self.problem(
+                path,
+                "empty model name; expected the name of a model the server loads",
+            );
+        } else {
+            self.bytes_at_most(path, model, MAX_NAME_BYTES);
+        }
     }
 
     fn search(&mut self, path: FieldPath, s: &Search) {
@@ -472,22 +726,20 @@ impl<'a> Validator<'a> {
             s.latency_ms_max,
             "a finite latency bound (milliseconds)",
         );
+        self.number_at_most(
+            path.key("latency_ms_max"),
+            s.latency_ms_max,
+            MAX_LATENCY_MS,
+            " ms",
+        );
         self.in_range(
             path.key("error_ratio_max"),
             s.error_ratio_max,
             (0.0, false),
             (1.0, false),
         );
-        self.positive(
-            path.key("rate_per_s_min"),
-            s.rate_per_s_min,
-            "a finite rate (requests per second)",
-        );
-        self.positive(
-            path.key("rate_per_s_max"),
-            s.rate_per_s_max,
-            "a finite rate (requests per second)",
-        );
+        self.rate(path.key("rate_per_s_min"), s.rate_per_s_min);
+        self.rate(path.key("rate_per_s_max"), s.rate_per_s_max);
         if s.rate_per_s_min.is_finite()
             && s.rate_per_s_max.is_finite()
             && s.rate_per_s_min >= s.rate_per_s_max
@@ -501,13 +753,42 @@ impl<'a> Validator<'a> {
             );
         }
         self.nonzero_duration(path.key("trial"), s.trial);
+        let trial_ok = self.duration_at_most(path.key("trial"), s.trial, MAX_DURATION);
+        let max_steps = u64::from(MAX_SEARCH_STEPS);
+        let steps_ok = self.at_most(path.key("steps"), s.steps.into(), max_steps, "steps", "");
+        // The whole search: its trials, each its warm-up and its measured trial.
+        let warmup = self.scenario.workload.warmup;
+        if trial_ok && steps_ok && warmup <= MAX_DURATION {
+            let one = warmup + s.trial;
+            let trials = s.steps + SEARCH_FIXED_TRIALS;
+            let all = one.saturating_mul(trials);
+            if all > MAX_DURATION {
+                self.problem(
+                    path.key("steps"),
+                    format!(
+                        "up to {trials} trials ({SEARCH_FIXED_TRIALS} + {} steps) of {} (warmup {} + trial {}) take up to {}; expected at most {} for the whole search (fewer steps, or shorter trials)",
+                        s.steps,
+                        fmt_duration(one),
+                        fmt_duration(warmup),
+                        fmt_duration(s.trial),
+                        fmt_duration(all),
+                        fmt_limit(MAX_DURATION)
+                    ),
+                );
+            }
+        }
     }
 
     fn faults(&mut self) {
         let s = self.scenario;
         let w = &s.workload;
-        let horizon = s.horizon();
-        let horizon_text = match (w.mode, &w.search) {
+        // Phases above their bounds are reported at their fields; with them, the end of the
+        // run is not computed (it could overflow) and fault times are not checked against it.
+        let phases_ok = w.warmup <= MAX_DURATION
+            && w.duration <= MAX_DURATION
+            && w.search.as_ref().is_none_or(|s| s.trial <= MAX_DURATION);
+        let horizon = phases_ok.then(|| s.horizon());
+        let horizon_text = |horizon: Duration| match (w.mode, &w.search) {
             (LoadMode::MaxThroughput, Some(search)) => format!(
                 "{} (warmup {} + search.trial {})",
                 fmt_duration(horizon),
@@ -525,7 +806,11 @@ impl<'a> Validator<'a> {
         for (i, f) in s.faults.iter().enumerate() {
             let path = root().key("faults").index(i);
             let id = f.id_or_default(i);
-            if let Some(given) = &f.id {
+            // An id above its bound is not checked (or quoted) further.
+            let id_ok =
+                f.id.as_ref()
+                    .is_none_or(|given| self.bytes_at_most(path.key("id"), given, MAX_NAME_BYTES));
+            if let Some(given) = f.id.as_ref().filter(|_| id_ok) {
                 if given.is_empty() || given.chars().any(|c| c.is_whitespace()) {
                     self.problem(
                         path.key("id"),
@@ -533,13 +818,13 @@ impl<'a> Validator<'a> {
                     );
                 }
             }
-            if let Some(first) = seen.get(&id) {
+            if let Some(first) = seen.get(&id).filter(|_| id_ok) {
                 let whose = if f.id.is_some() { "" } else { "default " };
                 self.problem(
                     path.key("id"),
                     format!("duplicate {whose}fault id \"{id}\" (also faults[{first}]); expected unique ids (set `id`)"),
                 );
-            } else {
+            } else if id_ok {
                 seen.insert(id, i);
             }
 
@@ -605,35 +890,45 @@ impl<'a> Validator<'a> {
                         fmt_duration(f.at)
                     ),
                 ),
-                Some(until) if until > horizon => self.problem(
-                    path.key("until"),
-                    format!(
-                        "{} is after the end of the run at {horizon_text}; expected until <= {}",
-                        fmt_duration(until),
-                        fmt_duration(horizon)
-                    ),
-                ),
-                _ => {}
+                Some(until) => {
+                    if let Some(h) = horizon.filter(|&h| until > h) {
+                        self.problem(
+                            path.key("until"),
+                            format!(
+                                "{} is after the end of the run at {}; expected until <= {}",
+                                fmt_duration(until),
+                                horizon_text(h),
+                                fmt_duration(h)
+                            ),
+                        );
+                    }
+                }
+                None => {}
             }
-            if f.at >= horizon {
+            if let Some(h) = horizon.filter(|&h| f.at >= h) {
                 self.problem(
                     path.key("at"),
                     format!(
-                        "{} is not before the end of the run at {horizon_text}; expected at < {}",
+                        "{} is not before the end of the run at {}; expected at < {}",
                         fmt_duration(f.at),
-                        fmt_duration(horizon)
+                        horizon_text(h),
+                        fmt_duration(h)
                     ),
                 );
             }
 
-            if f.after_step.is_some() && w.mode != LoadMode::Training {
-                self.problem(
+            match f.after_step {
+                Some(_) if w.mode != LoadMode::Training => self.problem(
                     path.key("after_step"),
                     format!(
                         "waits for a training step, which mode = \"{}\" does not have; expected no after_step, or workload.mode = \"training\"",
                         w.mode.name()
                     ),
-                );
+                ),
+                Some(step) => {
+                    self.at_most(path.key("after_step"), step, MAX_STEPS, "steps", "");
+                }
+                None => {}
             }
 
             self.fault_params(&path, f);
@@ -648,10 +943,16 @@ impl<'a> Validator<'a> {
             self.fault_param(path, f, "multiplier", f.multiplier, LoadSpike, Some(rate))
         {
             self.positive(path.key("multiplier"), m, "a finite multiplier");
+            self.number_at_most(path.key("multiplier"), m, MAX_MULTIPLIER, "");
+            self.spiked_rate(path.key("multiplier"), m);
         }
         self.fault_param(path, f, "mode", f.mode, GpuEcc, None);
-        if let Some(0) = self.fault_param(path, f, "steps", f.steps, GpuEcc, None) {
-            self.problem(path.key("steps"), "0 steps; expected steps >= 1");
+        match self.fault_param(path, f, "steps", f.steps, GpuEcc, None) {
+            Some(0) => self.problem(path.key("steps"), "0 steps; expected steps >= 1"),
+            Some(n) => {
+                self.at_most(path.key("steps"), n.into(), MAX_STEPS, "steps", "");
+            }
+            None => {}
         }
         let slow = "the slow-down factor of gpu.throttle (>= 1, e.g. 3.0)";
         if let Some(factor) = self.fault_param(path, f, "factor", f.factor, GpuThrottle, Some(slow))
@@ -662,14 +963,49 @@ impl<'a> Validator<'a> {
                     format!("{factor} is out of range; expected a finite factor >= 1 (3.0 = every op takes 3× as long)"),
                 );
             }
+            self.number_at_most(path.key("factor"), factor, MAX_THROTTLE_FACTOR, "");
         }
         let limit = "the allocation limit of gpu.oom in bytes (> 0, e.g. 1000000)";
-        if let Some(0) =
-            self.fault_param(path, f, "limit_bytes", f.limit_bytes, GpuOom, Some(limit))
-        {
-            self.problem(path.key("limit_bytes"), "0 bytes; expected limit_bytes > 0");
+        match self.fault_param(path, f, "limit_bytes", f.limit_bytes, GpuOom, Some(limit)) {
+            Some(0) => self.problem(path.key("limit_bytes"), "0 bytes; expected limit_bytes > 0"),
+            Some(n) => {
+                self.at_most(
+                    path.key("limit_bytes"),
+                    n,
+                    MAX_LIMIT_BYTES,
+                    "bytes",
+                    " bytes (1 TiB)",
+                );
+            }
+            None => {}
         }
         self.fault_param(path, f, "backoff", f.backoff, GpuOom, None);
+    }
+
+    /// A `load.spike` keeps the offered rate within [`MAX_RATE_PER_S`]: the base rate, or
+    /// the search's highest, times `multiplier`. Each out of range is reported at itself.
+    fn spiked_rate(&mut self, path: FieldPath, multiplier: f64) {
+        let w = &self.scenario.workload;
+        let (base, name) = match (w.mode, &w.search) {
+            (LoadMode::MaxThroughput, Some(s)) => (s.rate_per_s_max, "search.rate_per_s_max"),
+            (LoadMode::OpenLoop, _) => match w.rate_per_s {
+                Some(rate) => (rate, "rate_per_s"),
+                None => return,
+            },
+            _ => return,
+        };
+        let ok = |v: f64, max: f64| v.is_finite() && v > 0.0 && v <= max;
+        let spiked = base * multiplier;
+        if ok(base, MAX_RATE_PER_S) && ok(multiplier, MAX_MULTIPLIER) && spiked > MAX_RATE_PER_S {
+            self.problem(
+                path,
+                format!(
+                    "spikes workload.{name} = {} to {} requests per second; expected at most {MAX_RATE_PER_S} requests per second",
+                    fmt_number(base),
+                    fmt_number(spiked)
+                ),
+            );
+        }
     }
 
     /// A parameter only `owner` uses: its value for that kind, a problem when another kind
@@ -855,8 +1191,12 @@ impl<'a> Validator<'a> {
                     error_kind,
                     ..
                 } => {
-                    if error_kind.as_deref() == Some("") {
-                        self.problem(path.key("error_kind"), "empty error kind; expected a kind such as \"http_503\" or \"connect_refused\", or no error_kind for all errors");
+                    match error_kind.as_deref() {
+                        Some("") => self.problem(path.key("error_kind"), "empty error kind; expected a kind such as \"http_503\" or \"connect_refused\", or no error_kind for all errors"),
+                        Some(kind) => {
+                            self.bytes_at_most(path.key("error_kind"), kind, MAX_NAME_BYTES);
+                        }
+                        None => {}
                     }
                     self.bounds(
                         &path,
@@ -865,13 +1205,7 @@ impl<'a> Validator<'a> {
                         Some((0.0, 1.0)),
                     );
                 }
-                Slo::Throughput { rps_min, .. } => {
-                    self.positive(
-                        path.key("rps_min"),
-                        *rps_min,
-                        "a finite rate (requests per second)",
-                    );
-                }
+                Slo::Throughput { rps_min, .. } => self.rate(path.key("rps_min"), *rps_min),
                 Slo::Recovery {
                     fault,
                     recovery_s_max,
@@ -883,6 +1217,12 @@ impl<'a> Validator<'a> {
                         *recovery_s_max,
                         "a finite time (seconds)",
                     );
+                    self.number_at_most(
+                        path.key("recovery_s_max"),
+                        *recovery_s_max,
+                        MAX_DURATION.as_secs_f64(),
+                        " s",
+                    );
                 }
                 Slo::Accounting {} => {}
                 Slo::MaxThroughput { variant, rps_min } => {
@@ -890,11 +1230,7 @@ impl<'a> Validator<'a> {
                     if let Some(variant) = variant {
                         self.known_variant(path.key("variant"), variant, &variant_names);
                     }
-                    self.positive(
-                        path.key("rps_min"),
-                        *rps_min,
-                        "a finite rate (requests per second)",
-                    );
+                    self.rate(path.key("rps_min"), *rps_min);
                 }
                 Slo::ThroughputRatio {
                     numerator,
@@ -905,12 +1241,14 @@ impl<'a> Validator<'a> {
                     self.known_variant(path.key("numerator"), numerator, &variant_names);
                     self.known_variant(path.key("denominator"), denominator, &variant_names);
                     self.positive(path.key("ratio_min"), *ratio_min, "a finite ratio");
+                    self.number_at_most(path.key("ratio_min"), *ratio_min, MAX_RATIO, "");
                 }
-                // steps_max: any count is a meaningful bound (0 = no step may be redone).
-                Slo::LostSteps { fault, .. } => {
+                // steps_max: any count up to the bound is meaningful (0 = no step may be redone).
+                Slo::LostSteps { fault, steps_max } => {
                     if let Some(fault) = fault {
                         self.known_fault(path.key("fault"), fault, &fault_ids);
                     }
+                    self.at_most(path.key("steps_max"), *steps_max, MAX_STEPS, "steps", "");
                 }
                 Slo::ScalingEfficiency {
                     workers,
@@ -927,6 +1265,11 @@ impl<'a> Validator<'a> {
                             path.key("workers"),
                             format!("workers = {workers} is no scale-out (E(1) = 1 by definition); expected workers >= 2"),
                         );
+                    } else if *workers > MAX_REPLICAS {
+                        self.problem(
+                            path.key("workers"),
+                            format!("workers = {workers} is more replicas than a stack may have; expected at most {MAX_REPLICAS}"),
+                        );
                     } else if training {
                         self.scaling_variants(&path, *workers);
                     }
@@ -936,6 +1279,12 @@ impl<'a> Validator<'a> {
                         path.key("final_ratio_max"),
                         *final_ratio_max,
                         "a finite ratio",
+                    );
+                    self.number_at_most(
+                        path.key("final_ratio_max"),
+                        *final_ratio_max,
+                        MAX_RATIO,
+                        "",
                     );
                 }
             }
@@ -1054,7 +1403,10 @@ impl<'a> Validator<'a> {
                 Some(range) => {
                     self.in_range(path.key(key), value, (range.0, false), (range.1, false))
                 }
-                None => self.positive(path.key(key), value, "a finite bound (milliseconds)"),
+                None => {
+                    self.positive(path.key(key), value, "a finite bound (milliseconds)");
+                    self.number_at_most(path.key(key), value, MAX_LATENCY_MS, " ms");
+                }
             }
         }
         if let (Some(lo), Some(hi)) = (min, max) {
@@ -1110,23 +1462,25 @@ impl<'a> Validator<'a> {
         let mut seen = BTreeSet::new();
         for (i, variant) in s.variants.iter().enumerate() {
             let path = root().key("variants").index(i);
-            if !is_simple_name(&variant.name) {
-                self.problem(
-                    path.key("name"),
-                    format!(
-                        "invalid name \"{}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)",
-                        variant.name
-                    ),
-                );
-            }
-            if !seen.insert(variant.name.as_str()) {
-                self.problem(
-                    path.key("name"),
-                    format!(
-                        "duplicate variant name \"{}\"; expected unique names",
-                        variant.name
-                    ),
-                );
+            if self.bytes_at_most(path.key("name"), &variant.name, MAX_NAME_BYTES) {
+                if !is_simple_name(&variant.name) {
+                    self.problem(
+                        path.key("name"),
+                        format!(
+                            "invalid name \"{}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)",
+                            variant.name
+                        ),
+                    );
+                }
+                if !seen.insert(variant.name.as_str()) {
+                    self.problem(
+                        path.key("name"),
+                        format!(
+                            "duplicate variant name \"{}\"; expected unique names",
+                            variant.name
+                        ),
+                    );
+                }
             }
             let total: u64 = s
                 .components
@@ -1141,12 +1495,23 @@ impl<'a> Validator<'a> {
                     format!("{total} replicas in all components together; expected at most {MAX_REPLICAS} (each replica gets its own loopback address)"),
                 );
             }
-            for (component, args) in &variant.args {
+            for (component, args) in self.per_component(&path.key("args"), &variant.args) {
                 let args_path = path.key("args").key(component);
-                self.known_component(args_path.clone(), component);
+                let known = self.known_component(args_path.clone(), component);
                 self.args(&args_path, args);
+                if let Some(c) = known.filter(|c| command_bytes(c) <= MAX_COMMAND_BYTES) {
+                    let bytes = command_bytes(c) + args_bytes(args);
+                    if bytes > MAX_COMMAND_BYTES {
+                        self.problem(
+                            args_path,
+                            format!("with the args and env of \"{component}\" these take {bytes} bytes; expected at most {MAX_COMMAND_BYTES} bytes in all (execve refuses long command lines)"),
+                        );
+                    }
+                }
             }
-            for (component, &replicas) in &variant.replicas {
+            for (component, &replicas) in
+                self.per_component(&path.key("replicas"), &variant.replicas)
+            {
                 let replicas_path = path.key("replicas").key(component);
                 let Some(component) = self.known_component(replicas_path.clone(), component) else {
                     continue;
@@ -1163,6 +1528,32 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+    }
+
+    /// The entries of a variant's component → value table whose keys could name a
+    /// component: none when the table has more entries than a stack has components, and
+    /// none with a key longer than a component name (reported at the table, unquoted).
+    fn per_component<'m, T>(
+        &mut self,
+        path: &FieldPath,
+        table: &'m BTreeMap<String, T>,
+    ) -> Vec<(&'m String, &'m T)> {
+        if !self.len_at_most(path.clone(), table.len(), MAX_COMPONENTS, "components") {
+            return Vec::new();
+        }
+        let (fit, long): (Vec<_>, Vec<_>) = table
+            .iter()
+            .partition(|(name, _)| name.len() <= MAX_NAME_BYTES);
+        for (name, _) in long {
+            self.problem(
+                path.clone(),
+                format!(
+                    "a component name of {} bytes; expected the name of a component (at most {MAX_NAME_BYTES} bytes)",
+                    name.len()
+                ),
+            );
+        }
+        fit
     }
 
     /// A variant that injects faults keeps every replica a fault targets (a replica missing

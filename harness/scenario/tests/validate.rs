@@ -752,3 +752,346 @@ fn variant_replicas_name_components_and_keep_fault_targets() {
         ""
     )));
 }
+
+// --- bounds (harness/scenario/src/bounds.rs) -----------------------------------------
+
+/// `n` copies of `item` joined with ", " (a TOML array's contents).
+fn repeated(item: &str, n: usize) -> String {
+    vec![item; n].join(", ")
+}
+
+/// A TOML basic string of `n` bytes.
+fn long_string(n: usize) -> String {
+    format!("\"{}\"", "a".repeat(n))
+}
+
+#[test]
+fn values_at_their_bounds_are_valid() {
+    let src = edit(
+        &[
+            (
+                "replicas = 2",
+                &format!(
+                    "replicas = 1\nargs = [{}]\nrestart = {{ max_restarts = 1000, backoff = \"1h\" }}\nreadiness = {{ timeout = \"1h\" }}",
+                    repeated("\"--flag\"", 1000)
+                ),
+            ),
+            (
+                "rate_per_s = 100",
+                "rate_per_s = 1_000_000\nconnections = 10_000\ntimeout = \"1h\"",
+            ),
+            ("warmup = \"2s\"", "warmup = \"24h\""),
+            ("duration = \"10s\"", "duration = \"24h\""),
+            (
+                "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+                &format!(
+                    "requests = [{{ kind = \"completion\", model = \"tiny-lm\", prompt = {}, max_tokens = 1_000_000, weight = 1_000_000 }}]",
+                    long_string(1024 * 1024)
+                ),
+            ),
+            ("latency_ms_max = 250", "latency_ms_max = 3_600_000"),
+        ],
+        "",
+    );
+    parse(&src, "at-bounds.toml").expect("every serving value at its bound is valid");
+
+    let extra = "\n[[faults]]\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.throttle\"\ntarget = \"worker/0\"\nfactor = 1000\nafter_step = 100_000_000\n\n[[faults]]\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.oom\"\ntarget = \"worker/0\"\nlimit_bytes = 1_099_511_627_776\n";
+    let src = training(
+        &[
+            ("steps = 2", "steps = 100_000_000"),
+            ("warmup_steps = 5", "warmup_steps = 100_000_000"),
+            ("steps_max = 20", "steps_max = 100_000_000"),
+            ("recovery_s_max = 30", "recovery_s_max = 86400"),
+        ],
+        extra,
+    );
+    parse(&src, "at-bounds.toml").expect("every training value at its bound is valid");
+
+    // 108 trials (the bracket, 100 steps, 6 repeats) of 2s + 10m: 18h.
+    let search = "\n[workload.search]\nlatency_ms_max = 3_600_000\nrate_per_s_min = 1\nrate_per_s_max = 1_000_000\nsteps = 100\ntrial = \"10m\"\n";
+    parse(&max_throughput(search, ""), "at-bounds.toml").expect("a search at its bounds is valid");
+}
+
+#[test]
+fn scenario_name_and_description_are_bounded() {
+    let src = format!(
+        "name = {}\n{}",
+        long_string(129),
+        BASE.replacen(
+            "description = \"base scenario for validation tests\"",
+            &format!("description = {}", long_string(4097)),
+            1
+        )
+    );
+    insta::assert_snapshot!(errors(&src));
+}
+
+#[test]
+fn lists_are_bounded_and_their_entries_then_unchecked() {
+    let component = "\n[[components]]\nname = \"Bad Name\"\nkind = \"server\"\nreplicas = 0\n";
+    let fault = "\n[[faults]]\nat = \"99s\"\nkind = \"process.kill\"\n";
+    let slo = "\n[[slo]]\nkind = \"latency\"\npercentile = 0\n";
+    let variant = "\n[[variants]]\nname = \"Bad Name\"\n";
+    let src = edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            &format!(
+                "requests = [{}]",
+                repeated("{ kind = \"infer\", model = \"\" }", 1001)
+            ),
+        )],
+        &[
+            component.repeat(254),
+            fault.repeat(1000),
+            slo.repeat(1000),
+            variant.repeat(65),
+        ]
+        .concat(),
+    );
+    let err = parse(&src, "bad.toml").expect_err("five lists above their bounds");
+    assert_eq!(err.diagnostics().len(), 5, "{err}");
+    insta::assert_snapshot!(err.to_string());
+}
+
+#[test]
+fn component_texts_and_lists_are_bounded() {
+    let src = edit(
+        &[(
+            "replicas = 2",
+            &format!(
+                "replicas = 2\nargs = [\"--x\", {}]\nenv = {{ OK = {}, {} = \"1\" }}\nreadiness = {{ path = {} }}\n\n[[components]]\nname = {}\nkind = \"server\"\nargs = [{}]\nenv = {{ {} }}",
+                long_string(64 * 1024 + 1),
+                long_string(64 * 1024 + 1),
+                "L".repeat(129),
+                long_string(8 * 1024 + 1),
+                long_string(129),
+                repeated("\"--flag\"", 1001),
+                (0..1001).map(|i| format!("V{i} = \"1\"")).collect::<Vec<_>>().join(", "),
+            ),
+        )],
+        "",
+    );
+    insta::assert_snapshot!(errors(&src));
+}
+
+#[test]
+fn command_line_and_environment_are_bounded_in_all() {
+    let arg = long_string(64 * 1024);
+    let src = edit(
+        &[(
+            "replicas = 2",
+            &format!("replicas = 2\nargs = [{}]", repeated(&arg, 17)),
+        )],
+        "",
+    );
+    insta::assert_snapshot!(errors(&src));
+    let variant = format!(
+        "\n[[variants]]\nname = \"wide\"\nargs = {{ server = [{}] }}\n",
+        repeated(&arg, 9)
+    );
+    let src = max_throughput(SEARCH_OK, &variant).replacen(
+        "replicas = 2",
+        &format!("replicas = 2\nargs = [{}]", repeated(&arg, 8)),
+        1,
+    );
+    insta::assert_snapshot!("command_line_with_variant_args", errors(&src));
+}
+
+#[test]
+fn restart_and_readiness_are_bounded() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "replicas = 2",
+            "replicas = 2\nrestart = { max_restarts = 4_000_000_000, backoff = \"2h\" }\nreadiness = { timeout = \"100y\" }"
+        )],
+        ""
+    )));
+}
+
+#[test]
+fn workload_rate_durations_and_connections_are_bounded() {
+    insta::assert_snapshot!(errors(&edit(
+        &[
+            (
+                "rate_per_s = 100",
+                "rate_per_s = 1e12\nconnections = 4_000_000_000\ntimeout = \"61m\""
+            ),
+            ("warmup = \"2s\"", "warmup = \"100y\""),
+            ("duration = \"10s\"", "duration = \"24h 1s\""),
+        ],
+        ""
+    )));
+}
+
+#[test]
+fn connections_are_bounded_over_the_target_replicas() {
+    insta::assert_snapshot!(errors(&edit(
+        &[("rate_per_s = 100", "rate_per_s = 100\nconnections = 6000")],
+        ""
+    )));
+}
+
+#[test]
+fn request_mix_entries_are_bounded() {
+    let requests = format!(
+        "requests = [\n  {{ kind = \"infer\", model = {}, weight = 1e7 }},\n  {{ kind = \"completion\", model = \"tiny-lm\", prompt = {}, max_tokens = 4294967295 }},\n  {{ kind = \"http\", method = {}, path = {}, body = {} }},\n]",
+        long_string(129),
+        long_string(1024 * 1024 + 1),
+        long_string(129),
+        long_string(8 * 1024 + 1),
+        long_string(1024 * 1024 + 1),
+    );
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            &requests
+        )],
+        ""
+    )));
+}
+
+#[test]
+fn search_is_bounded() {
+    let search = "\n[workload.search]\nlatency_ms_max = 1e300\nrate_per_s_min = 2e6\nrate_per_s_max = 1e12\nsteps = 1000000\ntrial = \"25h\"\n";
+    insta::assert_snapshot!(errors(&max_throughput(search, "")));
+    let search = "\n[workload.search]\nlatency_ms_max = 50\nrate_per_s_min = 10\nrate_per_s_max = 1000\nsteps = 100\ntrial = \"15m\"\n";
+    insta::assert_snapshot!(
+        "search_length_is_bounded",
+        errors(&max_throughput(search, ""))
+    );
+}
+
+#[test]
+fn fault_counts_sizes_and_factors_are_bounded() {
+    let extra = format!(
+        "\n[[faults]]\nid = {}\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.throttle\"\ntarget = \"worker/0\"\nfactor = 1e300\nafter_step = 9223372036854775807\n\n[[faults]]\nat = \"30s\"\nuntil = \"40s\"\nkind = \"gpu.oom\"\ntarget = \"worker/0\"\nlimit_bytes = 9223372036854775807\n",
+        long_string(129)
+    );
+    insta::assert_snapshot!(errors(&training(
+        &[
+            ("steps = 2", "steps = 4_000_000_000"),
+            ("warmup_steps = 5", "warmup_steps = 4_000_000_000"),
+        ],
+        &extra
+    )));
+}
+
+#[test]
+fn load_spike_is_bounded_with_the_rate_it_multiplies() {
+    let extra = "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 1001\n\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 200\n";
+    insta::assert_snapshot!(errors(&edit(
+        &[("rate_per_s = 100", "rate_per_s = 10_000")],
+        extra
+    )));
+    let extra =
+        "\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"load.spike\"\nmultiplier = 2\n";
+    let search = SEARCH_OK.replace("rate_per_s_max = 1000", "rate_per_s_max = 600_000");
+    insta::assert_snapshot!(
+        "load_spike_is_bounded_with_the_search_rate",
+        errors(&max_throughput(&search, extra))
+    );
+}
+
+#[test]
+fn slo_bounds_are_checked() {
+    let extra = format!(
+        "\n[[slo]]\nkind = \"latency\"\npercentile = 50\nlatency_ms_min = 3600001\nlatency_ms_max = 1e300\n\n[[slo]]\nkind = \"errors\"\nerror_kind = {}\nratio_max = 0.1\n\n[[slo]]\nkind = \"throughput\"\nrps_min = 2e6\n\n[[slo]]\nkind = \"recovery\"\nfault = \"kill\"\nrecovery_s_max = 86401\n",
+        long_string(129)
+    );
+    insta::assert_snapshot!(errors(&edit(&[], &extra)));
+}
+
+#[test]
+fn training_slo_bounds_are_checked() {
+    insta::assert_snapshot!(errors(&training(
+        &[
+            ("steps_max = 20", "steps_max = 9223372036854775807"),
+            ("final_ratio_max = 0.5", "final_ratio_max = 1e7"),
+        ],
+        "\n[[slo]]\nkind = \"scaling-efficiency\"\nworkers = 300\nefficiency_min = 0.5\n"
+    )));
+}
+
+#[test]
+fn throughput_slo_and_variant_bounds_are_checked() {
+    let extra = format!(
+        "\n[[variants]]\nname = {}\nargs = {{ server = [{}] }}\n\n[[variants]]\nname = \"long-key\"\nreplicas = {{ {} = 1 }}\n\n[[slo]]\nkind = \"max-throughput\"\nrps_min = 1e7\n\n[[slo]]\nkind = \"throughput-ratio\"\nnumerator = \"long-key\"\ndenominator = \"long-key\"\nratio_min = 1e7\n",
+        long_string(129),
+        repeated("\"--flag\"", 1001),
+        "k".repeat(129),
+    );
+    insta::assert_snapshot!(errors(&max_throughput(SEARCH_OK, &extra)));
+}
+
+/// Values at the edges of what TOML and the types hold are errors, never panics: durations
+/// of u64::MAX seconds (whose sum would overflow), NaN and infinities, integers beyond
+/// their type or beyond TOML's i64.
+#[test]
+fn extreme_values_are_errors_not_panics() {
+    let max_s = format!("\"{}s\"", u64::MAX);
+    insta::assert_snapshot!(
+        "extreme_durations_and_floats",
+        errors(
+            &edit(
+                &[
+                    (
+                        "rate_per_s = 100",
+                        "rate_per_s = nan\nconnections = 10_000\ntimeout = MAX"
+                    ),
+                    ("warmup = \"2s\"", "warmup = MAX"),
+                    ("duration = \"10s\"", "duration = MAX"),
+                    (
+                        "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+                        "requests = [{ kind = \"infer\", model = \"mlp\", weight = inf }]"
+                    ),
+                    ("at = \"5s\"", "at = MAX"),
+                    ("percentile = 99", "percentile = -nan"),
+                    ("latency_ms_max = 250", "latency_ms_max = -inf"),
+                ],
+                "\n[[faults]]\nat = MAX\nuntil = MAX\nkind = \"load.spike\"\nmultiplier = inf\n"
+            )
+            .replace("MAX", &max_s)
+        )
+    );
+    insta::assert_snapshot!(
+        "extreme_training_values",
+        errors(
+            &training(
+                &[
+                    ("warmup = \"0s\"", "warmup = MAX"),
+                    ("steps = 2", "steps = 4294967295"),
+                ],
+                "\n[[faults]]\nat = \"30s\"\nuntil = MAX\nkind = \"gpu.throttle\"\ntarget = \"worker\"\nfactor = nan\n\n[[slo]]\nkind = \"scaling-efficiency\"\nworkers = 4294967295\nefficiency_min = nan\n"
+            )
+            .replace("MAX", &max_s)
+        )
+    );
+    let search = format!(
+        "\n[workload.search]\npercentile = nan\nlatency_ms_max = inf\nerror_ratio_max = nan\nrate_per_s_min = -inf\nrate_per_s_max = nan\nsteps = 4294967295\ntrial = {max_s}\n"
+    );
+    insta::assert_snapshot!(
+        "extreme_search_values",
+        errors(&max_throughput(
+            &search,
+            "\n[[faults]]\nat = \"1s\"\nuntil = \"2s\"\nkind = \"load.spike\"\nmultiplier = 1e308\n"
+        ))
+    );
+    // Past what the type or TOML holds: the parser's located error, not a wrap-around.
+    let mut parse_errors = Vec::new();
+    for (from, to) in [
+        ("replicas = 2", "replicas = 4294967296"),
+        ("replicas = 2", "replicas = -1"),
+        (
+            "rate_per_s = 100",
+            "rate_per_s = 100\nseed = 99999999999999999999",
+        ),
+        ("warmup = \"2s\"", "warmup = \"18446744073709551616s\""),
+        ("warmup = \"2s\"", "warmup = \"600000000000y\""),
+        ("rate_per_s = 100", "rate_per_s = 1e400"),
+    ] {
+        let err = parse(&edit(&[(from, to)], ""), "bad.toml").expect_err(to);
+        assert_eq!(err.diagnostics().len(), 1, "{to}: {err}");
+        parse_errors.push(err.to_string());
+    }
+    insta::assert_snapshot!("values_past_their_types", parse_errors.join("\n"));
+}
