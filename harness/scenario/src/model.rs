@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// Name used for the report folder; defaults to the file stem.
+    /// Name used for the report folder (at most 128 bytes); defaults to the file stem.
     #[serde(default)]
     pub name: Option<String>,
-    /// One or two sentences shown at the top of the report.
+    /// One or two sentences shown at the top of the report (at most 4096 bytes).
     #[serde(default)]
     pub description: String,
     /// Quick scenarios run as test cases in `cargo test` (keep them under ~30 s).
@@ -26,18 +26,19 @@ pub struct Scenario {
     /// Seed of every random choice in the run (arrivals, request mix, model sampling).
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// The processes of the stack under test.
+    /// The processes of the stack under test (at most 254).
     pub components: Vec<Component>,
     /// The load driven against one component.
     pub workload: Workload,
-    /// Faults injected on the scenario clock.
+    /// Faults injected on the scenario clock (at most 1000).
     #[serde(default)]
     pub faults: Vec<Fault>,
-    /// Assertions checked after the run; any failure makes the exit code non-zero.
+    /// Assertions checked after the run (at most 1000); any failure makes the exit code
+    /// non-zero.
     #[serde(default)]
     pub slo: Vec<Slo>,
     /// Re-runs of the scenario with changed component arguments or replica counts (with
-    /// `workload.mode = "max-throughput"` or `"training"`), compared side by side.
+    /// `workload.mode = "max-throughput"` or `"training"`), compared side by side (at most 64).
     #[serde(default)]
     pub variants: Vec<Variant>,
 }
@@ -46,7 +47,7 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
-    /// Unique name, used by `workload.target`, fault `target`s and SLOs.
+    /// Unique name (at most 128 bytes), used by `workload.target`, fault `target`s and SLOs.
     pub name: String,
     /// Which stack binary to run.
     pub kind: ComponentKind,
@@ -59,10 +60,12 @@ pub struct Component {
     /// `{NAME.addr}` by the address of component NAME's replica 0, `{NAME.addrs}` by all
     /// of its replicas' addresses joined with ',', `{run_dir}` by the run folder,
     /// `{replica}` by this replica's index, `{replicas}` by this component's replica
-    /// count, `{seed}` by the run's seed.
+    /// count, `{seed}` by the run's seed. At most 1000 arguments of at most 64 KiB each;
+    /// with `env` and a variant's `args`, at most 1 MiB in all.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Extra environment variables; values take the same placeholders as `args`.
+    /// Extra environment variables; values take the same placeholders as `args`. At most
+    /// 1000, names of at most 128 bytes, values of at most 64 KiB.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// What happens when a replica exits or is killed.
@@ -95,10 +98,10 @@ pub struct Restart {
     /// `never`, `on-failure` (exit code ≠ 0 or a signal, faults included) or `always`.
     #[serde(default = "default_restart_policy")]
     pub policy: RestartPolicy,
-    /// Restarts allowed per replica over the whole run.
+    /// Restarts allowed per replica over the whole run (at most 1000).
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
-    /// Wait between an exit and the restart (a duration such as "100ms").
+    /// Wait between an exit and the restart (a duration such as "100ms", at most "1h").
     #[serde(default = "default_restart_backoff", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub backoff: Duration,
@@ -119,10 +122,10 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Readiness {
-    /// HTTP path polled until it answers 2xx.
+    /// HTTP path polled until it answers 2xx (at most 8 KiB).
     #[serde(default = "default_readiness_path")]
     pub path: String,
-    /// Give up (and fail the run) after this long (a duration such as "30s").
+    /// Give up (and fail the run) after this long (a duration such as "30s", at most "1h").
     #[serde(default = "default_readiness_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
@@ -137,30 +140,32 @@ pub struct Workload {
     /// `open-loop`, `closed-loop` or `max-throughput`.
     #[serde(default = "default_mode")]
     pub mode: LoadMode,
-    /// Base offered rate in requests per second (open loop; required there, rejected with
-    /// closed loop); `load.spike` multiplies it.
+    /// Base offered rate in requests per second, at most 1000000 (open loop; required there,
+    /// rejected with closed loop); `load.spike` multiplies it.
     #[serde(default)]
     pub rate_per_s: Option<f64>,
     /// Inter-arrival times of the open-loop schedule.
     #[serde(default = "default_arrival")]
     pub arrival: Arrival,
-    /// Warm-up before the measured phase (a duration such as "2s"); scenario time starts
-    /// at the first warm-up request.
+    /// Warm-up before the measured phase (a duration such as "2s", at most "24h"); scenario
+    /// time starts at the first warm-up request.
     #[serde(default = "default_warmup", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub warmup: Duration,
-    /// Length of the measured phase (a duration such as "20s").
+    /// Length of the measured phase (a duration such as "20s", at most "24h").
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub duration: Duration,
-    /// Per-request timeout (a duration); a request past it counts as a timeout.
+    /// Per-request timeout (a duration, at most "1h"); a request past it counts as a timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
-    /// HTTP/1.1 connections per target replica.
+    /// HTTP/1.1 connections per target replica (1 to 10000, and at most 10000 over all the
+    /// target's replicas).
     #[serde(default = "default_connections")]
     pub connections: u32,
-    /// Weighted request mix (HTTP modes; empty with `mode = "training"`).
+    /// Weighted request mix (HTTP modes, at most 1000 entries; empty with
+    /// `mode = "training"`).
     #[serde(default)]
     pub requests: Vec<RequestSpec>,
     /// Required with `mode = "max-throughput"`.
@@ -175,7 +180,8 @@ pub struct Workload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingLoad {
-    /// Steps excluded from throughput as warm-up, at the start and after each recovery.
+    /// Steps excluded from throughput as warm-up, at the start and after each recovery (at
+    /// most 100000000).
     #[serde(default = "default_warmup_steps")]
     pub warmup_steps: u32,
 }
@@ -225,24 +231,25 @@ pub enum Arrival {
 pub enum RequestSpec {
     /// KServe v2 inference on a classifier; the body is built from the model's metadata.
     Infer {
-        /// Model name as the server loads it (e.g. "mlp").
+        /// Model name as the server loads it (e.g. "mlp"; at most 128 bytes).
         model: String,
-        /// Relative share of the mix (> 0).
+        /// Relative share of the mix (> 0, at most 1000000).
         #[serde(default = "default_weight")]
         weight: f64,
     },
     /// OpenAI-compatible `/v1/completions`.
     Completion {
-        /// Model name as the server loads it (e.g. "tiny-lm").
+        /// Model name as the server loads it (e.g. "tiny-lm"; at most 128 bytes).
         model: String,
+        /// The prompt text (at most 1 MiB).
         prompt: String,
-        /// Tokens to generate (≥ 1).
+        /// Tokens to generate (1 to 1000000).
         #[serde(default = "default_max_tokens")]
         max_tokens: u32,
         /// Server-sent events; gives TTFT, ITL and TPOT.
         #[serde(default)]
         stream: bool,
-        /// Relative share of the mix (> 0).
+        /// Relative share of the mix (> 0, at most 1000000).
         #[serde(default = "default_weight")]
         weight: f64,
     },
@@ -251,11 +258,12 @@ pub enum RequestSpec {
         /// GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
         #[serde(default = "default_method")]
         method: String,
-        /// Starts with '/'.
+        /// Starts with '/' (at most 8 KiB).
         path: String,
+        /// The request body (at most 1 MiB).
         #[serde(default)]
         body: String,
-        /// Relative share of the mix (> 0).
+        /// Relative share of the mix (> 0, at most 1000000).
         #[serde(default = "default_weight")]
         weight: f64,
     },
@@ -268,19 +276,22 @@ pub struct Search {
     /// Latency percentile bounded, in (0, 100).
     #[serde(default = "default_percentile")]
     pub percentile: f64,
-    /// Bound on that percentile of corrected latency, milliseconds.
+    /// Bound on that percentile of corrected latency, milliseconds (at most 3600000).
     pub latency_ms_max: f64,
     /// Bound on (sent − ok) / sent, in [0, 1].
     #[serde(default = "default_error_ratio_max")]
     pub error_ratio_max: f64,
-    /// Lower end of the searched rates, requests per second.
+    /// Lower end of the searched rates, requests per second (at most 1000000).
     pub rate_per_s_min: f64,
-    /// Upper end of the searched rates, requests per second (> rate_per_s_min).
+    /// Upper end of the searched rates, requests per second (> rate_per_s_min, at most
+    /// 1000000).
     pub rate_per_s_max: f64,
-    /// Bisection steps after the bracket.
+    /// Bisection steps after the bracket (at most 100; the whole search, these and up to 8
+    /// more trials of `workload.warmup + trial`, at most "24h").
     #[serde(default = "default_search_steps")]
     pub steps: u32,
-    /// Measured length of one trial, a duration (its warm-up is `workload.warmup`).
+    /// Measured length of one trial, a duration of at most "24h" (its warm-up is
+    /// `workload.warmup`).
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub trial: Duration,
@@ -290,7 +301,8 @@ pub struct Search {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
-    /// Name used by `recovery` SLOs and the report; defaults to `<kind>-<index>`.
+    /// Name used by `recovery` SLOs and the report (at most 128 bytes); defaults to
+    /// `<kind>-<index>`.
     #[serde(default)]
     pub id: Option<String>,
     /// Scenario time of injection (a duration such as "5s"), before the end of the run.
@@ -306,28 +318,29 @@ pub struct Fault {
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub until: Option<Duration>,
-    /// Rate multiplier of `load.spike` (> 0); rejected for other kinds.
+    /// Rate multiplier of `load.spike` (> 0, at most 1000, and the spiked rate at most
+    /// 1000000 per second); rejected for other kinds.
     #[serde(default)]
     pub multiplier: Option<f64>,
     /// `gpu.ecc`: how the tensor is corrupted (default nan).
     #[serde(default)]
     pub mode: Option<EccMode>,
-    /// `gpu.ecc`: how many consecutive steps are corrupted (default 1).
+    /// `gpu.ecc`: how many consecutive steps are corrupted (1 to 100000000; default 1).
     #[serde(default)]
     pub steps: Option<u32>,
-    /// `gpu.throttle`: slow-down factor (≥ 1; 3.0 = every op takes 3× as long).
+    /// `gpu.throttle`: slow-down factor (1 to 1000; 3.0 = every op takes 3× as long).
     #[serde(default)]
     pub factor: Option<f64>,
-    /// `gpu.oom`: allocations above this many bytes fail.
+    /// `gpu.oom`: allocations above this many bytes fail (1 to 2^40, 1 TiB).
     #[serde(default)]
     pub limit_bytes: Option<u64>,
     /// `gpu.oom`: halve the batch and retry instead of failing (default false).
     #[serde(default)]
     pub backoff: Option<bool>,
     /// Training only: hold the injection, at `at` or later, until the job has completed this
-    /// many steps (the largest `step` any trainer worker's `/status` reports). The timeline
-    /// waits, so every later action — this fault's heal included — shifts by the wait; a
-    /// fault lands mid-run however fast the machine trains.
+    /// many steps (at most 100000000; the largest `step` any trainer worker's `/status`
+    /// reports). The timeline waits, so every later action — this fault's heal included —
+    /// shifts by the wait; a fault lands mid-run however fast the machine trains.
     #[serde(default)]
     pub after_step: Option<u64>,
 }
@@ -418,7 +431,8 @@ pub enum LatencyMeasure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Slo {
-    /// A latency percentile within bounds (`latency_ms_min` proves a stall is visible).
+    /// A latency percentile within bounds of at most 3600000 ms (`latency_ms_min` proves a
+    /// stall is visible).
     Latency {
         #[serde(default = "default_phase")]
         phase: Phase,
@@ -436,7 +450,8 @@ pub enum Slo {
         phase: Phase,
         ratio_min: f64,
     },
-    /// (sent − ok) / sent at most this; `error_kind` restricts to one kind (e.g. "http_429").
+    /// (sent − ok) / sent at most this; `error_kind` restricts to one kind (e.g. "http_429";
+    /// at most 128 bytes).
     Errors {
         #[serde(default = "default_phase")]
         phase: Phase,
@@ -447,14 +462,14 @@ pub enum Slo {
         #[serde(default)]
         ratio_min: Option<f64>,
     },
-    /// Completed requests per second at least this.
+    /// Completed requests per second at least this (at most 1000000).
     Throughput {
         #[serde(default = "default_phase")]
         phase: Phase,
         rps_min: f64,
     },
-    /// Fault instant → recovered within this, by success rate (metrics.md "failover
-    /// time") or by latency (p99 back near its pre-fault value).
+    /// Fault instant → recovered within this many seconds (at most 86400), by success rate
+    /// (metrics.md "failover time") or by latency (p99 back near its pre-fault value).
     Recovery {
         fault: String,
         recovery_s_max: f64,
@@ -463,30 +478,33 @@ pub enum Slo {
     },
     /// `sent = ok + errors + timeouts + dropped` in every window and overall.
     Accounting {},
-    /// max-throughput mode: the best rate of a variant (or of the run) at least this.
+    /// max-throughput mode: the best rate of a variant (or of the run) at least this (at most
+    /// 1000000).
     MaxThroughput {
         #[serde(default)]
         variant: Option<String>,
         rps_min: f64,
     },
-    /// max-throughput mode: best(numerator) / best(denominator) at least this.
+    /// max-throughput mode: best(numerator) / best(denominator) at least this (at most
+    /// 1000000).
     ThroughputRatio {
         numerator: String,
         denominator: String,
         ratio_min: f64,
     },
     /// training: steps computed again after restores (fault step − checkpoint step), for
-    /// one fault or in total, at most this.
+    /// one fault or in total, at most this (itself at most 100000000).
     LostSteps {
         #[serde(default)]
         fault: Option<String>,
         steps_max: u64,
     },
     /// training with variants: E(N) = throughput(N) / (N × throughput(1)) of the variant
-    /// whose target has `workers` replicas, at least this (needs a 1-worker variant).
+    /// whose target has `workers` (2 to 254) replicas, at least this (needs a 1-worker
+    /// variant).
     ScalingEfficiency { workers: u32, efficiency_min: f64 },
     /// training: mean loss of the last steps / mean loss of the first steps, at most this
-    /// (0.5 = the loss halved).
+    /// (0.5 = the loss halved; at most 1000000).
     Loss { final_ratio_max: f64 },
 }
 
@@ -495,10 +513,11 @@ pub enum Slo {
 #[serde(deny_unknown_fields)]
 pub struct Variant {
     pub name: String,
-    /// Component name → arguments appended to that component's `args`.
+    /// Component name → arguments appended to that component's `args` (at most 1000 per
+    /// component).
     #[serde(default)]
     pub args: BTreeMap<String, Vec<String>>,
-    /// Component name → replica count replacing that component's `replicas`.
+    /// Component name → replica count replacing that component's `replicas` (1 to 254).
     #[serde(default)]
     pub replicas: BTreeMap<String, u32>,
     /// false: run this variant without the fault timeline (an uninterrupted baseline).
