@@ -185,7 +185,7 @@ fn facts(metrics: &RunMetrics) -> String {
     let rate = w
         .rate_per_s
         .map_or_else(String::new, |r| format!(", {} requests/s", num(r)));
-    let rows = [
+    let rows = vec![
         ("run id", run.run_id.clone()),
         ("scenario file", run.scenario_file.clone()),
         ("seed", run.seed.to_string()),
@@ -197,23 +197,44 @@ fn facts(metrics: &RunMetrics) -> String {
             "host",
             format!("{} {}, {} CPUs", run.host.os, run.host.arch, run.host.cpus),
         ),
-        (
-            "workload",
-            format!(
-                "{} ({} arrivals{rate}) → {}, {} connections",
-                w.mode, w.arrival, w.target, w.connections
-            ),
-        ),
-        (
-            "timeline",
-            format!(
-                "warm-up {} s, measured {} s, request timeout {} s",
-                format::short(w.warmup_s),
-                format::short(w.duration_s),
-                format::short(w.timeout_s)
-            ),
-        ),
     ];
+    let training = w.mode == "training";
+    let workload = if training {
+        vec![
+            (
+                "workload",
+                format!("training job on the replicas of {}", w.target),
+            ),
+            (
+                "timeline",
+                format!(
+                    "warm-up {} s, then up to {} s for the job",
+                    format::short(w.warmup_s),
+                    format::short(w.duration_s)
+                ),
+            ),
+        ]
+    } else {
+        vec![
+            (
+                "workload",
+                format!(
+                    "{} ({} arrivals{rate}) → {}, {} connections",
+                    w.mode, w.arrival, w.target, w.connections
+                ),
+            ),
+            (
+                "timeline",
+                format!(
+                    "warm-up {} s, measured {} s, request timeout {} s",
+                    format::short(w.warmup_s),
+                    format::short(w.duration_s),
+                    format::short(w.timeout_s)
+                ),
+            ),
+        ]
+    };
+    let rows: Vec<(&str, String)> = rows.into_iter().chain(workload).collect();
     let items: String = rows
         .iter()
         .map(|(k, v)| format!("<dt>{}</dt><dd>{}</dd>\n", esc(k), esc(v)))
@@ -296,7 +317,11 @@ fn summaries(summaries: &[PhaseSummary]) -> String {
 }
 
 fn recoveries(metrics: &RunMetrics) -> String {
-    let intro = "<p>Recovery time: fault instant → start of the first 100 ms window after which success stays ≥ 99 % for ≥ 1 s (metrics.md \"failover time\").</p>\n";
+    let intro = if metrics.run.workload.mode == "training" {
+        "<p>Recovery time: fault instant → the first full training step after it (detection, re-rendezvous, restore and catch-up; see the training section).</p>\n"
+    } else {
+        "<p>Recovery time: fault instant → start of the first 100 ms window after which success stays ≥ 99 % for ≥ 1 s (metrics.md \"failover time\"). Latency recovery: fault instant → the first window, from the heal on, from which p99 stays within 2 × its pre-fault value for 2 windows.</p>\n"
+    };
     let rows = metrics
         .recoveries
         .iter()
@@ -309,6 +334,8 @@ fn recoveries(metrics: &RunMetrics) -> String {
                     Some(s) => t(format!("{} s", format::short(s))),
                     None => Cell::Html("<span class=\"bad\">not recovered</span>".into()),
                 },
+                t(r.latency_recovery_s
+                    .map_or_else(|| "–".to_owned(), |s| format!("{} s", format::short(s)))),
                 t(r.failed_requests.to_string()),
                 t(r.restarts.to_string()),
             ]
@@ -321,6 +348,7 @@ fn recoveries(metrics: &RunMetrics) -> String {
                 "kind",
                 "at",
                 "recovery",
+                "latency recovery",
                 "failed requests",
                 "restarts",
             ],

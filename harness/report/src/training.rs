@@ -37,7 +37,11 @@ pub fn charts_and_figures(jobs: &[TrainingResult]) -> (Vec<Chart>, Vec<Figure>) 
         x_label: "step".into(),
         y_label: "loss".into(),
         time_axis: false,
-        series: series(&|j| j.loss_curve.clone()),
+        series: {
+            let mut all = series(&|j| j.loss_curve.clone());
+            all.extend(fault_marks(jobs));
+            all
+        },
     });
     // Scaling: E(N) = thr(N) / (N × thr(1)), metrics.md, all from this run.
     let base = jobs
@@ -84,12 +88,14 @@ pub fn charts_and_figures(jobs: &[TrainingResult]) -> (Vec<Chart>, Vec<Figure>) 
     for j in jobs {
         for x in &j.recoveries {
             let mut at = 0.0;
+            // One row per part, top to bottom in the order they happen (y = 4 … 1).
             let series = ["detection", "re-rendezvous", "restore", "catch-up"]
                 .iter()
                 .zip([x.detection_s, x.rendezvous_s, x.restore_s, x.catch_up_s])
-                .map(|(name, d)| {
+                .zip([4.0, 3.0, 2.0, 1.0])
+                .map(|((name, d), row)| {
                     let d = d.unwrap_or(0.0);
-                    let points = vec![(at, 1.0), (at + d, 1.0)];
+                    let points = vec![(at, row), (at + d, row)];
                     at += d;
                     Series {
                         name: format!("{name} {}", d_text(d)),
@@ -107,7 +113,7 @@ pub fn charts_and_figures(jobs: &[TrainingResult]) -> (Vec<Chart>, Vec<Figure>) 
                     x.total_s.map_or_else(|| "not recovered".to_owned(), d_text)
                 ),
                 x_label: "seconds since the fault".into(),
-                y_label: "".into(),
+                y_label: "part (4 detection, 3 re-rendezvous, 2 restore, 1 catch-up)".into(),
                 time_axis: false,
                 series,
             });
@@ -144,6 +150,29 @@ pub fn charts_and_figures(jobs: &[TrainingResult]) -> (Vec<Chart>, Vec<Figure>) 
         }
     }
     (charts, figures)
+}
+
+/// A vertical line on the loss plot at the step each interrupting fault hit (the restored
+/// checkpoint step + the steps lost), spanning the loss range.
+fn fault_marks(jobs: &[TrainingResult]) -> Vec<Series> {
+    let losses = jobs.iter().flat_map(|j| j.loss_curve.iter().map(|p| p.1));
+    let (lo, hi) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), l| {
+        (lo.min(l), hi.max(l))
+    });
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Vec::new();
+    }
+    jobs.iter()
+        .flat_map(|j| {
+            j.recoveries.iter().filter_map(move |x| {
+                let step = x.restored_step? + x.lost_steps?;
+                Some(Series {
+                    name: format!("fault {} at step {step}", x.fault_id),
+                    points: vec![(step as f64, lo), (step as f64, hi)],
+                })
+            })
+        })
+        .collect()
 }
 
 fn d_text(seconds: f64) -> String {
@@ -190,6 +219,8 @@ mod tests {
             restore_s: None,
             catch_up_s: Some(2.0),
             total_s: Some(3.5),
+            restored_step: Some(20),
+            lost_steps: Some(6),
             ..TrainingRecovery::default()
         });
         j.stragglers.push(StragglerEffect {
@@ -209,7 +240,15 @@ mod tests {
             .map(|s| (s.points[0].0, s.points[1].0))
             .collect();
         assert_eq!(parts, [(0.0, 1.0), (1.0, 1.5), (1.5, 1.5), (1.5, 3.5)]);
+        let rows: Vec<f64> = charts[2].series.iter().map(|s| s.points[0].1).collect();
+        assert_eq!(rows, [4.0, 3.0, 2.0, 1.0], "one row per part");
         assert!(charts[2].title.ends_with("total 3.500 s"));
+        let mark = charts[1]
+            .series
+            .last()
+            .expect("a fault mark on the loss plot");
+        assert_eq!(mark.name, "fault kill at step 26");
+        assert_eq!(mark.points, [(26.0, 1.5), (26.0, 2.0)]);
         let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
