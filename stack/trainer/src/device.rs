@@ -3,37 +3,71 @@
 //!
 //! * `gpu.lost` (Xid 79): every later device operation fails with [`DeviceError::Lost`]; the
 //!   worker exits with [`crate::exit::GPU_LOST`].
-//! * `gpu.ecc` (Xid 48/94/95): the next `steps` gradient tensors are corrupted before the
-//!   all-reduce: `nan`/`inf` values (the finite check catches them and every rank skips the
-//!   step) or `bitflip` (one mantissa bit of one value: still finite, so it escapes the check
-//!   and is counted as silent corruption).
-//! * `gpu.throttle`: the worker's compute is slowed by `factor` (it sleeps `factor − 1` times
-//!   its compute time after each step's compute): a straggler.
-//! * `gpu.oom`: a step whose estimated allocation exceeds `limit_bytes` fails with
+//! * `gpu.ecc` (Xid 48/94/95): the next `steps` (1 ..= 1 000 000) gradient tensors are
+//!   corrupted before the all-reduce: `nan`/`inf` values (the finite check catches them and
+//!   every rank skips the step) or `bitflip` (one mantissa bit of one value: still finite, so
+//!   it escapes the check and is counted as silent corruption).
+//! * `gpu.throttle`: the worker's compute is slowed by `factor` (1 ..= 1000; it sleeps
+//!   `factor − 1` times its compute time after each step's compute): a straggler.
+//! * `gpu.oom`: a step whose estimated allocation exceeds `limit_bytes` (≥ 1) fails with
 //!   [`DeviceError::Oom`]; with `backoff: true` the worker splits the batch into micro-batches
 //!   until it fits, otherwise it exits with [`crate::exit::GPU_OOM`].
 //!
 //! On CPU the "device" is candle's CPU backend; on a real GPU the same hooks sit next to real
 //! telemetry. Faults are pure state here; the training loop asks this layer for verdicts.
 //! The request and kind types ([`FaultRequest`], [`GpuFaultKind`], [`EccMode`]) are
-//! `wire::trainer`'s, shared with the harness.
+//! `wire::trainer`'s, shared with the harness; [`check`] holds the parameter bounds (a body
+//! outside them is answered 400), and the throttle arithmetic ([`throttle_sleep`]) is total,
+//! so no parameter that reaches the device can panic the training thread.
 
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 pub use wire::trainer::{EccMode, FaultRequest, GpuFaultKind};
 
+/// Largest `gpu.throttle` `factor`: a step's compute takes at most 1000 times as long.
+pub const MAX_THROTTLE_FACTOR: f64 = 1000.0;
+
+/// Largest `gpu.ecc` `steps`: a million consecutive corrupted steps.
+pub const MAX_ECC_STEPS: u32 = 1_000_000;
+
 /// Checks a [`FaultRequest`]'s parameter ranges (serde has checked its shape); the message
-/// names the field and what is expected.
+/// names the field, the value and the accepted range. The ranges:
+///
+/// * `gpu.throttle` `factor`: finite, 1 ≤ factor ≤ [`MAX_THROTTLE_FACTOR`];
+/// * `gpu.ecc` `steps`: 1 ≤ steps ≤ [`MAX_ECC_STEPS`];
+/// * `gpu.oom` `limit_bytes`: at least 1 (0 would refuse every step, even one sample).
 pub fn check(request: &FaultRequest) -> Result<(), String> {
     match *request {
-        FaultRequest::Throttle { factor } if !(factor.is_finite() && factor >= 1.0) => Err(
-            format!("gpu.throttle factor = {factor}: expected a finite number ≥ 1"),
-        ),
-        FaultRequest::Ecc { steps: 0, .. } => Err("gpu.ecc steps = 0: expected at least 1".into()),
+        FaultRequest::Throttle { factor }
+            if !(factor.is_finite() && (1.0..=MAX_THROTTLE_FACTOR).contains(&factor)) =>
+        {
+            Err(format!(
+                "gpu.throttle factor = {factor:?}: expected a finite number in 1..={MAX_THROTTLE_FACTOR}"
+            ))
+        }
+        FaultRequest::Ecc { steps, .. } if !(1..=MAX_ECC_STEPS).contains(&steps) => Err(format!(
+            "gpu.ecc steps = {steps}: expected a whole number in 1..={MAX_ECC_STEPS}"
+        )),
+        FaultRequest::Oom { limit_bytes: 0, .. } => {
+            Err("gpu.oom limit_bytes = 0: expected at least 1 byte".into())
+        }
         _ => Ok(()),
     }
+}
+
+/// The sleep that makes a compute phase of `compute` take `factor` times as long:
+/// `compute × (factor − 1)`. Total for every input: a factor that is not above 1 (NaN
+/// included) adds nothing, one above [`MAX_THROTTLE_FACTOR`] counts as that bound, and a
+/// product beyond [`Duration::MAX`] saturates there.
+pub fn throttle_sleep(compute: Duration, factor: f64) -> Duration {
+    if factor.is_nan() || factor <= 1.0 {
+        return Duration::ZERO;
+    }
+    let factor = factor.min(MAX_THROTTLE_FACTOR);
+    Duration::try_from_secs_f64(compute.as_secs_f64() * (factor - 1.0)).unwrap_or(Duration::MAX)
 }
 
 /// A device operation failed.
@@ -154,18 +188,18 @@ impl SimDevice {
         self.active().throttle.unwrap_or(1.0)
     }
 
-    /// Sleeps so that a compute phase of `compute` takes `factor` times as long. Returns the
-    /// added time.
-    pub fn throttle(&self, compute: std::time::Duration) -> std::time::Duration {
-        let f = self.throttle_factor();
-        if f <= 1.0 {
-            return std::time::Duration::ZERO;
+    /// Sleeps so that a compute phase of `compute` takes the active factor times as long
+    /// ([`throttle_sleep`]). Returns the added time.
+    pub fn throttle(&self, compute: Duration) -> Duration {
+        let extra = throttle_sleep(compute, self.throttle_factor());
+        if extra.is_zero() {
+            return extra;
         }
-        let extra = compute.mul_f64(f - 1.0);
         std::thread::sleep(extra);
+        let us = u64::try_from(extra.as_micros()).unwrap_or(u64::MAX);
         self.counters
             .throttle_us_total
-            .fetch_add(extra.as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(us, Ordering::Relaxed);
         extra
     }
 
@@ -216,6 +250,57 @@ mod tests {
         .expect_err("no steps");
         assert!(e.contains("gpu.ecc steps = 0"), "{e}");
         assert!(check(&FaultRequest::Throttle { factor: 1.0 }).is_ok());
+        assert!(check(&FaultRequest::Throttle { factor: 1000.0 }).is_ok());
+    }
+
+    #[test]
+    fn absurd_fault_parameters_are_refused_with_the_accepted_range() {
+        for factor in [1e300, 1000.5, f64::INFINITY, f64::NAN] {
+            let e = check(&FaultRequest::Throttle { factor }).expect_err("above the bound");
+            assert!(
+                e.contains("gpu.throttle factor") && e.contains("1..=1000"),
+                "{e}"
+            );
+        }
+        let e = check(&FaultRequest::Ecc {
+            mode: EccMode::Nan,
+            steps: u32::MAX,
+        })
+        .expect_err("above the bound");
+        assert!(
+            e.contains("gpu.ecc steps = 4294967295") && e.contains("1..=1000000"),
+            "{e}"
+        );
+        assert!(check(&FaultRequest::Ecc {
+            mode: EccMode::Nan,
+            steps: MAX_ECC_STEPS,
+        })
+        .is_ok());
+        let e = check(&FaultRequest::Oom {
+            limit_bytes: 0,
+            backoff: true,
+        })
+        .expect_err("no bytes");
+        assert!(e.contains("gpu.oom limit_bytes = 0"), "{e}");
+        assert!(check(&FaultRequest::Oom {
+            limit_bytes: u64::MAX,
+            backoff: false,
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn the_throttle_sleep_is_total_for_any_factor_and_compute_time() {
+        let second = Duration::from_secs(1);
+        assert_eq!(throttle_sleep(second, 3.0), Duration::from_secs(2));
+        for factor in [f64::NAN, f64::NEG_INFINITY, -1.0, 0.5, 1.0] {
+            assert_eq!(throttle_sleep(second, factor), Duration::ZERO, "{factor}");
+        }
+        // An unchecked factor counts as the bound (it reached the device without `check`).
+        for factor in [1e300, f64::INFINITY] {
+            assert_eq!(throttle_sleep(second, factor), Duration::from_secs(999));
+        }
+        assert_eq!(throttle_sleep(Duration::MAX, 2.0), Duration::MAX);
     }
 
     #[test]

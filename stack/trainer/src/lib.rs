@@ -71,7 +71,9 @@
 //! `ecc_silent_total`, `oom_total`, `throttle_s_total`, `faults_active`), `POST /faults` with `{"kind":"gpu.lost"}`,
 //! `{"kind":"gpu.ecc","mode":"nan"|"inf"|"bitflip","steps":1}`,
 //! `{"kind":"gpu.throttle","factor":3.0}` or
-//! `{"kind":"gpu.oom","limit_bytes":N,"backoff":true}`, `DELETE /faults`,
+//! `{"kind":"gpu.oom","limit_bytes":N,"backoff":true}` (bounds, answered 400 naming the
+//! field when broken: `steps` 1..=1000000, `factor` finite in 1..=1000, `limit_bytes` ≥ 1;
+//! see [`device::check`]), `DELETE /faults`,
 //! `DELETE /faults/{kind}`, `GET /metrics` (Prometheus: `faultline_trainer_*` names, text
 //! 0.0.4 unless `Accept` prefers OpenMetrics; see [`metrics`] and `docs/trainer.md`).
 //! The bodies are `wire::trainer`'s types, shared with the harness: `Status` (`/status`),

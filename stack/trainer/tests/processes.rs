@@ -247,6 +247,19 @@ fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3()
         body.contains("gpu.ecc"),
         "the error lists the kinds: {body}"
     );
+    // A factor far past the bound is refused naming the field; the worker keeps training
+    // (it used to die in the throttle arithmetic, Duration overflow).
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/faults",
+        r#"{"kind":"gpu.throttle","factor":1e300}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("factor") && body.contains("1..=1000"),
+        "the error names the field and its range: {body}"
+    );
 
     assert_eq!(
         http(

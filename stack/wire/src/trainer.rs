@@ -144,20 +144,21 @@ pub enum FaultRequest {
         /// Default `nan`.
         #[serde(default)]
         mode: EccMode,
-        /// Consecutive steps whose gradients are corrupted (≥ 1; default 1).
+        /// Consecutive steps whose gradients are corrupted (1 ..= 1 000 000; default 1).
         #[serde(default = "one")]
         steps: u32,
     },
     /// `{"kind":"gpu.throttle","factor":3.0}`.
     #[serde(rename = "gpu.throttle")]
     Throttle {
-        /// Slow-down factor (finite, ≥ 1): 2 means each step's compute takes twice as long.
+        /// Slow-down factor (finite, 1 ..= 1000): 2 means each step's compute takes twice as
+        /// long.
         factor: f64,
     },
     /// `{"kind":"gpu.oom","limit_bytes":N,"backoff":true}`.
     #[serde(rename = "gpu.oom")]
     Oom {
-        /// A step whose estimated allocation exceeds this many bytes fails.
+        /// A step whose estimated allocation exceeds this many bytes fails (≥ 1).
         limit_bytes: u64,
         /// Split the batch into micro-batches until a step fits, instead of exiting 4
         /// (default false).
