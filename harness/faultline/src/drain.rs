@@ -124,3 +124,14 @@ impl Probe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scenario_bounds_know_the_search_shape_of_the_load_generator() {
+        use loadgen::search::{CONFIRM_CANDIDATES, CONFIRM_TRIALS, MAX_STEPS};
+        let confirm = u32::try_from(CONFIRM_CANDIDATES).expect("small") * CONFIRM_TRIALS;
+        assert_eq!(scenario::bounds::SEARCH_FIXED_TRIALS, 2 + confirm);
+        assert_eq!(scenario::bounds::MAX_SEARCH_STEPS, MAX_STEPS);
+    }
+}

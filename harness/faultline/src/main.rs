@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = faultline::cli::Cli::parse();
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,4 +25,20 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(faultline::cli::main(cli))
+}
+
+/// Raises the soft limit on open files to the hard one: the load generator holds one
+/// socket per connection (up to 10,000 per scenario, `scenario::bounds`), and the default
+/// soft limit (often 1024) is far below that. Stack processes inherit the raised limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }

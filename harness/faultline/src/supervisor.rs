@@ -226,11 +226,12 @@ impl Supervisor {
         &self.replicas
     }
 
-    /// Replicas named by a fault target: `component` (all of them) or `component/i`.
+    /// Replicas named by a target (`component`, all of them, or `component/i`), by the
+    /// one matching rule, [`crate::faults::names`].
     pub fn targets(&self, target: &str) -> Vec<Replica> {
         self.replicas
             .iter()
-            .filter(|r| r.spec().component == target || r.spec().name == target)
+            .filter(|r| crate::faults::names(target, &r.spec().component, &r.spec().name))
             .cloned()
             .collect()
     }

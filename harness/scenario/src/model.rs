@@ -659,8 +659,8 @@ impl Scenario {
     pub fn horizon(&self) -> Duration {
         let w = &self.workload;
         match (&w.mode, &w.search) {
-            (LoadMode::MaxThroughput, Some(search)) => w.warmup + search.trial,
-            _ => w.warmup + w.duration,
+            (LoadMode::MaxThroughput, Some(search)) => w.warmup.saturating_add(search.trial),
+            _ => w.warmup.saturating_add(w.duration),
         }
     }
 }
