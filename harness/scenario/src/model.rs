@@ -328,7 +328,8 @@ pub struct Fault {
     /// `gpu.ecc`: how many consecutive steps are corrupted (1 to 100000000; default 1).
     #[serde(default)]
     pub steps: Option<u32>,
-    /// `gpu.throttle`: slow-down factor (1 to 1000; 3.0 = every op takes 3× as long).
+    /// `gpu.throttle`: slow-down factor of the worker's compute (1 to 1000; 3.0 = forward and
+    /// backward take 3× as long; communication, data loading and the update are not slowed).
     #[serde(default)]
     pub factor: Option<f64>,
     /// `gpu.oom`: allocations above this many bytes fail (1 to 2^40, 1 TiB).
