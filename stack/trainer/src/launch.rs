@@ -15,9 +15,12 @@ pub struct LaunchConfig {
     pub nproc: usize,
     /// Smallest world the job continues with after losing workers.
     pub min_workers: usize,
-    /// Seconds to wait for a replacement before continuing with fewer workers.
-    pub replace_timeout_s: f64,
-    pub heartbeat_timeout_s: f64,
+    /// Wait for a replacement before continuing with fewer workers (the rendezvous's
+    /// `--replace-timeout-s`, at most an hour).
+    pub replace_timeout: Duration,
+    /// A worker silent this long is declared dead (the rendezvous's `--heartbeat-timeout-s`:
+    /// above 0 and at most an hour).
+    pub heartbeat_timeout: Duration,
     /// Rendezvous port on 127.0.0.1 (0: pick a free one).
     pub rendezvous_port: u16,
     /// Worker r's control endpoint listens on `base + r` (None: any free port, printed in
@@ -138,9 +141,9 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
             "--max-workers",
             &cfg.nproc.to_string(),
             "--replace-timeout-s",
-            &cfg.replace_timeout_s.to_string(),
+            &cfg.replace_timeout.as_secs_f64().to_string(),
             "--heartbeat-timeout-s",
-            &cfg.heartbeat_timeout_s.to_string(),
+            &cfg.heartbeat_timeout.as_secs_f64().to_string(),
             "--exit-when-done",
         ])
         .stdin(Stdio::null())

@@ -14,6 +14,10 @@
 //! trainer launch --nproc N [--min-workers M] [--control-base-port P] -- <worker flags>
 //! ```
 //!
+//! Seconds flags are checked when parsed (exit 2 naming the flag and the range):
+//! `--startup-timeout-s` and `--replace-timeout-s` take 0..=3600, `--heartbeat-timeout-s`
+//! takes (0, 3600].
+//!
 //! Worker flags fall back to torchrun's environment: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT` (the rendezvous is `MASTER_ADDR:MASTER_PORT` unless `--rendezvous` or
 //! `TRAINER_RENDEZVOUS` is given), and ours: `TRAINER_CONTROL`, `TRAINER_RUN_DIR`,

@@ -156,14 +156,17 @@ struct RendezvousArgs {
     min_workers: usize,
     #[arg(long)]
     max_workers: usize,
-    #[arg(long, default_value_t = 60.0)]
-    startup_timeout_s: f64,
-    /// Wait this long for a replacement before continuing with fewer workers.
-    #[arg(long, default_value_t = 2.0)]
-    replace_timeout_s: f64,
-    /// A worker silent this long is declared dead.
-    #[arg(long, default_value_t = 1.0)]
-    heartbeat_timeout_s: f64,
+    /// Wait this long for --max-workers before forming the first ring with --min-workers;
+    /// a job below --min-workers this long is shut down (seconds, 0..=3600).
+    #[arg(long, default_value = "60", value_parser = seconds, allow_negative_numbers = true)]
+    startup_timeout_s: Duration,
+    /// Wait this long for a replacement before continuing with fewer workers (seconds,
+    /// 0..=3600).
+    #[arg(long, default_value = "2", value_parser = seconds, allow_negative_numbers = true)]
+    replace_timeout_s: Duration,
+    /// A worker silent this long is declared dead (seconds, above 0 and at most 3600).
+    #[arg(long, default_value = "1", value_parser = timeout_seconds, allow_negative_numbers = true)]
+    heartbeat_timeout_s: Duration,
     /// Exit once every member reported done.
     #[arg(long)]
     exit_when_done: bool,
@@ -175,10 +178,12 @@ struct LaunchArgs {
     nproc: usize,
     #[arg(long)]
     min_workers: Option<usize>,
-    #[arg(long, default_value_t = 2.0)]
-    replace_timeout_s: f64,
-    #[arg(long, default_value_t = 1.0)]
-    heartbeat_timeout_s: f64,
+    /// The rendezvous's `--replace-timeout-s` (seconds, 0..=3600).
+    #[arg(long, default_value = "2", value_parser = seconds, allow_negative_numbers = true)]
+    replace_timeout_s: Duration,
+    /// The rendezvous's `--heartbeat-timeout-s` (seconds, above 0 and at most 3600).
+    #[arg(long, default_value = "1", value_parser = timeout_seconds, allow_negative_numbers = true)]
+    heartbeat_timeout_s: Duration,
     #[arg(long, default_value_t = 0)]
     rendezvous_port: u16,
     #[arg(long)]
@@ -191,6 +196,33 @@ struct LaunchArgs {
     /// Flags for every worker, after `--`.
     #[arg(last = true)]
     worker_args: Vec<String>,
+}
+
+/// Longest duration a `--*-s` flag accepts: an hour (as the server's flags).
+const MAX_SECONDS: f64 = 3600.0;
+
+/// Value parser of every seconds flag (`--*-timeout-s`): a finite number of seconds in
+/// `0..=MAX_SECONDS`. clap prefixes the message with the flag, so a bad value reads
+/// "invalid value '-1' for '--replace-timeout-s <…>': -1 is not a number of seconds in
+/// 0..=3600" (exit 2) instead of panicking where it becomes a `Duration`.
+fn seconds(arg: &str) -> Result<Duration, String> {
+    let out_of_range = || format!("{arg} is not a number of seconds in 0..={MAX_SECONDS}");
+    let v: f64 = arg.trim().parse().map_err(|_| out_of_range())?;
+    if !(0.0..=MAX_SECONDS).contains(&v) {
+        return Err(out_of_range());
+    }
+    Duration::try_from_secs_f64(v).map_err(|_| out_of_range())
+}
+
+/// [`seconds`] for a timeout that must be above zero (a heartbeat timeout of 0 would
+/// declare every worker dead at once).
+fn timeout_seconds(arg: &str) -> Result<Duration, String> {
+    match seconds(arg)? {
+        d if d.is_zero() => Err(format!(
+            "{arg} is not a number of seconds above 0 and at most {MAX_SECONDS}"
+        )),
+        d => Ok(d),
+    }
 }
 
 fn main() {
@@ -229,8 +261,8 @@ fn main() {
         Cmd::Launch(a) => match launch::run(&launch::LaunchConfig {
             nproc: a.nproc,
             min_workers: a.min_workers.unwrap_or(a.nproc),
-            replace_timeout_s: a.replace_timeout_s,
-            heartbeat_timeout_s: a.heartbeat_timeout_s,
+            replace_timeout: a.replace_timeout_s,
+            heartbeat_timeout: a.heartbeat_timeout_s,
             rendezvous_port: a.rendezvous_port,
             control_base_port: a.control_base_port,
             threads_per_worker: a.threads_per_worker,
@@ -360,9 +392,9 @@ fn run_rendezvous(a: RendezvousArgs) -> i32 {
     let policy = rendezvous::Policy {
         min_workers: a.min_workers.min(a.max_workers).max(1),
         max_workers: a.max_workers.max(1),
-        startup_timeout: Duration::from_secs_f64(a.startup_timeout_s),
-        replace_timeout: Duration::from_secs_f64(a.replace_timeout_s),
-        heartbeat_timeout: Duration::from_secs_f64(a.heartbeat_timeout_s),
+        startup_timeout: a.startup_timeout_s,
+        replace_timeout: a.replace_timeout_s,
+        heartbeat_timeout: a.heartbeat_timeout_s,
     };
     match rendezvous::serve(listener, policy, a.exit_when_done) {
         Ok(()) => exit::DONE,
@@ -370,5 +402,33 @@ fn run_rendezvous(a: RendezvousArgs) -> i32 {
             eprintln!("trainer rendezvous: {e}");
             exit::ERROR
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_flags_accept_0_to_an_hour_and_refuse_the_rest_with_the_range() {
+        assert_eq!(seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(seconds("0.3"), Ok(Duration::from_millis(300)));
+        assert_eq!(seconds("3600"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "-1", "-0.001", "NaN", "inf", "-inf", "1e300", "3600.5", "", "soon",
+        ] {
+            let e = seconds(bad).expect_err(bad);
+            assert!(e.contains("0..=3600"), "{bad}: {e}");
+        }
+        assert_eq!(timeout_seconds("1"), Ok(Duration::from_secs(1)));
+        let e = timeout_seconds("0").expect_err("zero");
+        assert!(e.contains("above 0 and at most 3600"), "{e}");
+        assert!(timeout_seconds("-1").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

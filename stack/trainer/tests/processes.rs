@@ -430,3 +430,47 @@ fn interrupting_launch_stops_every_worker_it_started() {
         assert!(!alive, "worker {pid} outlived the launcher");
     }
 }
+
+/// Every seconds flag refuses what `Duration` cannot hold (or what makes no sense) at parse
+/// time: exit 2, naming the flag and its range, instead of a panic later.
+#[test]
+fn out_of_range_seconds_flags_exit_2_naming_the_flag_and_the_range() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().to_str().expect("utf-8 path");
+    let rendezvous = [
+        "rendezvous",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-workers",
+        "1",
+    ];
+    let launch = ["launch", "--nproc", "1"];
+    let job = ["--", "--run-dir", run_dir, "--steps", "1"];
+    let cases: [(&[&str], &str, &str, &str); 6] = [
+        (&rendezvous, "--replace-timeout-s", "NaN", "0..=3600"),
+        (&rendezvous, "--startup-timeout-s", "-1", "0..=3600"),
+        (&rendezvous, "--heartbeat-timeout-s", "1e300", "0..=3600"),
+        (
+            &rendezvous,
+            "--heartbeat-timeout-s",
+            "0",
+            "above 0 and at most 3600",
+        ),
+        (&launch, "--replace-timeout-s", "inf", "0..=3600"),
+        (&launch, "--heartbeat-timeout-s", "-5", "0..=3600"),
+    ];
+    for (command, flag, value, range) in cases {
+        let mut args = command.to_vec();
+        args.extend([flag, value]);
+        if command[0] == "launch" {
+            args.extend(job);
+        }
+        let (code, stderr) = run_to_exit(&args, &[], 60);
+        assert_eq!(code, trainer::exit::USAGE, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(value) && stderr.contains(range),
+            "{args:?}: the message names the flag, the value and the range: {stderr}"
+        );
+    }
+}
