@@ -16,7 +16,9 @@
 //!
 //! Seconds flags are checked when parsed (exit 2 naming the flag and the range):
 //! `--startup-timeout-s` and `--replace-timeout-s` take 0..=3600, `--heartbeat-timeout-s`
-//! takes (0, 3600].
+//! takes (0, 3600]. The rendezvous's JSON lines are at most 64 KiB each way
+//! ([`rendezvous::MAX_LINE_BYTES`]); a peer that sends a longer one is dropped with an
+//! error logged.
 //!
 //! Worker flags fall back to torchrun's environment: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT` (the rendezvous is `MASTER_ADDR:MASTER_PORT` unless `--rendezvous` or

@@ -4,6 +4,9 @@
 //! * [`Coordinator`]: the sans-IO core. Inputs: joins, heartbeats, "done", disconnects and a
 //!   clock; outputs: messages to workers, connections to close, events.
 //! * [`serve`]: the TCP shell (JSON lines, one thread per connection).
+//! * [`LineReader`]: how both sides read those lines: at most [`MAX_LINE_BYTES`] (64 KiB)
+//!   each, so a peer that never sends a newline is dropped (with an error logged) instead of
+//!   growing the reader's memory without bound.
 //! * [`Client`]: the worker side: joins, heartbeats from its own thread (so a worker busy in
 //!   a long step still beats, and a SIGSTOPped one stops), and aborts the worker's ring when
 //!   the coordinator says the epoch is over, unblocking a collective stuck on a dead peer.
@@ -19,7 +22,7 @@
 
 use crate::comm::AbortHandle;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -343,6 +346,69 @@ impl Coordinator {
     }
 }
 
+/// Longest line either side of the rendezvous reads, newline included: 64 KiB. A message
+/// is a few hundred bytes (a membership lists one address per rank: about 25 bytes each);
+/// a longer line ends the connection.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Why [`LineReader::next_line`] gave up on a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error("the peer sent more than {max} bytes without a newline (the limit of a line); closing the connection")]
+    TooLong { max: usize },
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Newline-delimited lines from a stream, each at most `max` bytes (newline included), read
+/// through one reused buffer that never holds more than `max` bytes, whatever the peer
+/// sends.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: BufReader<R>,
+    line: Vec<u8>,
+    max: usize,
+}
+
+impl<R: Read> LineReader<R> {
+    /// Lines of at most [`MAX_LINE_BYTES`].
+    pub fn new(inner: R) -> Self {
+        Self::with_max(inner, MAX_LINE_BYTES)
+    }
+
+    /// Lines of at most `max` bytes, newline included.
+    pub fn with_max(inner: R, max: usize) -> Self {
+        Self {
+            inner: BufReader::new(inner),
+            line: Vec::new(),
+            max,
+        }
+    }
+
+    /// The next line without its newline; `Ok(None)` at the end of the stream. A last line
+    /// without a newline is returned as a line. After an error the stream is not to be read
+    /// again (a too-long line's rest is unread).
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineError> {
+        self.line.clear();
+        let limit = u64::try_from(self.max).unwrap_or(u64::MAX);
+        let n = (&mut self.inner)
+            .take(limit)
+            .read_until(b'\n', &mut self.line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        match self.line.last() {
+            Some(b'\n') => {
+                self.line.pop();
+            }
+            // `take` stopped at the limit, not at the end of the stream.
+            _ if n == self.max => return Err(LineError::TooLong { max: self.max }),
+            _ => {}
+        }
+        Ok(Some(&self.line))
+    }
+}
+
 enum ServerEvent {
     Connected(MemberId, TcpStream),
     Message(MemberId, FromWorker),
@@ -371,9 +437,18 @@ pub fn serve(listener: TcpListener, policy: Policy, exit_when_done: bool) -> std
                 let _ = std::thread::Builder::new()
                     .name(format!("rendezvous-conn-{id}"))
                     .spawn(move || {
-                        for line in BufReader::new(stream).lines() {
-                            let Ok(line) = line else { break };
-                            match serde_json::from_str::<FromWorker>(&line) {
+                        let mut lines = LineReader::new(&stream);
+                        loop {
+                            let line = match lines.next_line() {
+                                Ok(Some(line)) => line,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::error!(worker = id, error = %e, "dropping the peer");
+                                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                                    break;
+                                }
+                            };
+                            match serde_json::from_slice::<FromWorker>(line) {
                                 Ok(msg) => {
                                     if tx.send(ServerEvent::Message(id, msg)).is_err() {
                                         return;
@@ -510,9 +585,21 @@ impl Client {
                         h.abort();
                     }
                 };
-                for line in BufReader::new(reader).lines() {
-                    let Ok(line) = line else { break };
-                    let Ok(msg) = serde_json::from_str::<ToWorker>(&line) else {
+                let mut lines = LineReader::new(&reader);
+                let lost = loop {
+                    let line = match lines.next_line() {
+                        Ok(Some(line)) => line,
+                        Ok(None) => break "connection to the rendezvous closed".to_string(),
+                        Err(LineError::Io(e)) => {
+                            break format!("connection to the rendezvous closed: {e}")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "dropping the rendezvous connection");
+                            let _ = reader.shutdown(std::net::Shutdown::Both);
+                            break format!("rendezvous: {e}");
+                        }
+                    };
+                    let Ok(msg) = serde_json::from_slice::<ToWorker>(line) else {
                         continue;
                     };
                     if let ToWorker::Abort { epoch: e, .. } = &msg {
@@ -524,9 +611,9 @@ impl Client {
                     if tx.send(Notice::Message(msg)).is_err() {
                         return;
                     }
-                }
+                };
                 abort_ring();
-                let _ = tx.send(Notice::Lost("connection to the rendezvous closed".into()));
+                let _ = tx.send(Notice::Lost(lost));
             })?;
         let hb_writer = client.writer.clone();
         std::thread::Builder::new()
@@ -652,6 +739,39 @@ mod tests {
             memberships(&out),
             vec![(1, 1, 0, 3), (2, 1, 1, 3), (3, 1, 2, 3)]
         );
+    }
+
+    #[test]
+    fn lines_up_to_the_bound_are_read_and_a_longer_one_ends_the_stream() {
+        let mut r = LineReader::with_max(&b"ab\ncdef\nxyz"[..], 5);
+        assert_eq!(r.next_line().expect("ab"), Some(&b"ab"[..]));
+        // "cdef\n" is exactly the bound, newline included.
+        assert_eq!(r.next_line().expect("cdef"), Some(&b"cdef"[..]));
+        assert_eq!(
+            r.next_line().expect("last"),
+            Some(&b"xyz"[..]),
+            "unterminated last"
+        );
+        assert_eq!(r.next_line().expect("end"), None);
+
+        let endless = vec![b'x'; 1 << 20];
+        let mut r = LineReader::new(&endless[..]);
+        let e = r.next_line().expect_err("no newline in 1 MiB");
+        assert!(
+            matches!(
+                e,
+                LineError::TooLong {
+                    max: MAX_LINE_BYTES
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("65536 bytes without a newline"),
+            "{e}"
+        );
+        let mut r = LineReader::with_max(&b"abcdef\n"[..], 5);
+        assert!(matches!(r.next_line(), Err(LineError::TooLong { .. })));
     }
 
     #[test]

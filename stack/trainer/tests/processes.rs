@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wire::trainer::{ActiveFaults, FaultRequest, GpuFaultKind};
@@ -473,4 +474,71 @@ fn out_of_range_seconds_flags_exit_2_naming_the_flag_and_the_range() {
             "{args:?}: the message names the flag, the value and the range: {stderr}"
         );
     }
+}
+
+/// A peer that sends 1 MiB without a newline is dropped at the 64 KiB line bound; the
+/// rendezvous stays up and runs a job for a real worker afterwards.
+#[test]
+fn a_rendezvous_peer_sending_a_line_without_end_is_dropped_and_a_worker_is_served_after() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rdzv_addr = free_addr();
+    let mut rdzv = Proc::spawn(&[
+        "rendezvous",
+        "--listen",
+        &rdzv_addr,
+        "--max-workers",
+        "1",
+        "--heartbeat-timeout-s",
+        RELAXED_HEARTBEAT_S,
+        "--exit-when-done",
+    ]);
+    let mut flood = connect(&rdzv_addr, 30);
+    flood
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    // The rendezvous may hang up before all of it is sent: that is the point.
+    let _ = flood.write_all(&vec![b'x'; 1 << 20]);
+    let mut byte = [0u8; 1];
+    match flood.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the rendezvous kept reading the endless line: {other:?}"),
+    }
+    assert!(
+        matches!(rdzv.child.try_wait(), Ok(None)),
+        "the rendezvous is still up"
+    );
+    let mut w = worker(&rdzv_addr, 0, dir.path(), 20);
+    assert_eq!(w.wait_exit(120), 0, "a worker trains through it afterwards");
+    assert_eq!(rdzv.wait_exit(30), 0, "and it exits once the job is done");
+}
+
+/// The worker side of the same bound: a rendezvous that sends a line without end is left,
+/// and the worker exits 5 (rendezvous lost) saying why.
+#[test]
+fn a_worker_whose_rendezvous_sends_a_line_without_end_exits_5_naming_the_bound() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let mut w = worker(&addr, 0, dir.path(), 20);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "the worker never connected");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).expect("blocking");
+    let _ = conn.write_all(&vec![b'x'; 1 << 20]);
+    assert_eq!(w.wait_exit(60), trainer::exit::RENDEZVOUS);
+    let exit = w.wait_for(5, "exit event", |v| is(v, "exit"));
+    let reason = exit["reason"].as_str().expect("reason");
+    assert!(reason.contains("65536 bytes without a newline"), "{reason}");
 }

@@ -290,3 +290,15 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], secs: u64) -> (i32, Stri
     }
     (status.code().unwrap_or(-1), stderr)
 }
+
+/// Connects to `addr`, retrying while the process behind it starts (patience: `secs`).
+pub fn connect(addr: &str, secs: u64) -> std::net::TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => return s,
+            Err(e) => assert!(Instant::now() < deadline, "connect {addr}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
