@@ -3,7 +3,8 @@
 
 /// Training finished; final weights published (rank 0).
 pub const DONE: i32 = 0;
-/// Configuration, I/O or model error (the `exit` event and stderr say which).
+/// Configuration, I/O or model error (the `exit` event and stderr say which), or a child of
+/// `trainer launch` whose launcher has already exited.
 pub const ERROR: i32 = 1;
 /// Bad command line (clap's usage errors).
 pub const USAGE: i32 = 2;

@@ -2,12 +2,59 @@
 //! --nproc-per-node N`, passes each worker torchrun's environment (`RANK`, `WORLD_SIZE`,
 //! `MASTER_ADDR`, `MASTER_PORT`) plus `RAYON_NUM_THREADS` so N workers share the machine's
 //! cores, waits for them, and stops every child on exit, SIGINT or SIGTERM.
+//!
+//! A launcher that cannot clean up (SIGKILL, a crash) takes its children with it: each child
+//! gets [`PARENT_PID_ENV`] (the launcher's pid) and, at startup, [`die_with_launcher`] asks
+//! the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`) and exits at once if
+//! the launcher is already gone. Nothing `launch` started outlives it.
 
 use crate::exit;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The environment variable `launch` sets on the rendezvous and every worker it starts: its
+/// own pid. A `trainer` process that finds it set dies with that process
+/// ([`die_with_launcher`]).
+pub const PARENT_PID_ENV: &str = "TRAINER_PARENT_PID";
+
+/// Why a child of `launch` refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum LauncherGone {
+    #[error("{PARENT_PID_ENV} = {value:?}: expected the pid of the `trainer launch` that started this process")]
+    BadPid { value: String },
+    #[error("cannot ask to be killed with the launcher (prctl PR_SET_PDEATHSIG): {0}")]
+    DeathSignal(nix::Error),
+    #[error("the launcher (pid {launcher}) has already exited (the parent is now pid {parent}); not starting without it")]
+    Exited { launcher: i32, parent: i32 },
+}
+
+/// Ties this process's life to the `trainer launch` that started it, when `launcher_pid`
+/// (the value of [`PARENT_PID_ENV`]) is given: SIGKILL when the parent dies, and an error if
+/// the parent is already not `launcher_pid` (it died before the signal was armed). Call it
+/// first thing, before any thread starts. `None` (not started by `launch`) does nothing.
+pub fn die_with_launcher(launcher_pid: Option<&str>) -> Result<(), LauncherGone> {
+    let Some(value) = launcher_pid else {
+        return Ok(());
+    };
+    let launcher: i32 = match value.trim().parse() {
+        Ok(pid) if pid > 0 => pid,
+        _ => {
+            return Err(LauncherGone::BadPid {
+                value: value.to_owned(),
+            })
+        }
+    };
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(LauncherGone::DeathSignal)?;
+    // Armed now; a parent that died before this line has already re-parented us.
+    let parent = nix::unistd::getppid().as_raw();
+    if parent != launcher {
+        return Err(LauncherGone::Exited { launcher, parent });
+    }
+    Ok(())
+}
 
 /// Launcher settings.
 #[derive(Debug, Clone)]
@@ -110,6 +157,9 @@ fn signal_flag() -> std::io::Result<Arc<AtomicBool>> {
 
 /// Runs the job; returns 0 when the job finished (some worker exited 0, even if others were
 /// lost on the way), else the first worker's non-zero code.
+///
+/// Call it on the main thread (or one that lives as long as the launcher): the children's
+/// parent-death signal fires when the *thread* that started them exits.
 pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
     use anyhow::Context;
     let exe = std::env::current_exe().context("locating the trainer executable")?;
@@ -131,6 +181,7 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
         pinned: cfg.pin && pinned_cores(0, cfg.nproc, threads, cores).is_some(),
     });
     let mut children = Children::default();
+    let launcher_pid = std::process::id().to_string();
     let rdzv = Command::new(&exe)
         .args([
             "rendezvous",
@@ -146,6 +197,7 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
             &cfg.heartbeat_timeout.as_secs_f64().to_string(),
             "--exit-when-done",
         ])
+        .env(PARENT_PID_ENV, &launcher_pid)
         .stdin(Stdio::null())
         .spawn()
         .context("starting the rendezvous")?;
@@ -170,6 +222,7 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
             .env("MASTER_PORT", port.to_string())
             .env("RAYON_NUM_THREADS", threads.to_string())
             .env("TRAINER_THREADS", threads.to_string())
+            .env(PARENT_PID_ENV, &launcher_pid)
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting worker {rank}"))?;
@@ -210,6 +263,17 @@ pub fn run(cfg: &LaunchConfig) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_launcher_pid_that_is_not_a_pid_is_refused_before_anything_is_armed() {
+        use super::{die_with_launcher, LauncherGone};
+        assert!(die_with_launcher(None).is_ok(), "not started by launch");
+        for bad in ["", "-3", "0", "launch"] {
+            let e = die_with_launcher(Some(bad)).expect_err(bad);
+            assert!(matches!(e, LauncherGone::BadPid { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("TRAINER_PARENT_PID"), "{e}");
+        }
+    }
+
     #[test]
     fn workers_share_cores_and_always_get_one_thread() {
         assert_eq!(super::fair_threads(16, 4), 4);

@@ -16,9 +16,12 @@
 //!
 //! Seconds flags are checked when parsed (exit 2 naming the flag and the range):
 //! `--startup-timeout-s` and `--replace-timeout-s` take 0..=3600, `--heartbeat-timeout-s`
-//! takes (0, 3600]. The rendezvous's JSON lines are at most 64 KiB each way
-//! ([`rendezvous::MAX_LINE_BYTES`]); a peer that sends a longer one is dropped with an
-//! error logged.
+//! takes (0, 3600]. `launch` sets `TRAINER_PARENT_PID` (its pid) on the rendezvous and
+//! each worker; a `trainer` started with it is SIGKILLed when that parent dies
+//! (`PR_SET_PDEATHSIG`) and exits 1 at once if it has died already, so a SIGKILLed
+//! launcher leaves nothing running ([`launch::die_with_launcher`]). The rendezvous's JSON
+//! lines are at most 64 KiB each way ([`rendezvous::MAX_LINE_BYTES`]); a peer that sends a
+//! longer one is dropped with an error logged.
 //!
 //! Worker flags fall back to torchrun's environment: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT` (the rendezvous is `MASTER_ADDR:MASTER_PORT` unless `--rendezvous` or

@@ -233,6 +233,12 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // Before anything starts: a child of `trainer launch` dies with it.
+    let launcher = std::env::var(launch::PARENT_PID_ENV).ok();
+    if let Err(e) = launch::die_with_launcher(launcher.as_deref()) {
+        eprintln!("trainer: {e}");
+        std::process::exit(exit::ERROR);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -542,3 +542,75 @@ fn a_worker_whose_rendezvous_sends_a_line_without_end_exits_5_naming_the_bound()
     let reason = exit["reason"].as_str().expect("reason");
     assert!(reason.contains("65536 bytes without a newline"), "{reason}");
 }
+
+/// `trainer launch` SIGKILLed (no chance to stop anything) still takes its rendezvous and
+/// workers with it: they asked the kernel to be killed with their parent.
+#[test]
+fn a_sigkilled_launcher_takes_its_rendezvous_and_workers_with_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut job = launch(2, 2, &small_mlp(dir.path(), 1_000_000, 0));
+    job.wait_for(60, "training", |v| is(v, "step"));
+    let launcher = i32::try_from(job.child.id()).expect("pid");
+    let children = children_of(launcher);
+    let _cleanup = KillOnDrop(children.clone());
+    let workers: Vec<i32> = job
+        .events()
+        .iter()
+        .filter(|v| is(v, "start"))
+        .map(|v| v["pid"].as_i64().expect("pid") as i32)
+        .collect();
+    assert_eq!(workers.len(), 2);
+    assert_eq!(
+        children.len(),
+        3,
+        "a rendezvous and 2 workers: {children:?}"
+    );
+    assert!(workers.iter().all(|w| children.contains(w)), "{workers:?}");
+    job.child.kill().expect("SIGKILL the launcher");
+    job.child.wait().expect("reap the launcher");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<i32> = children
+            .iter()
+            .copied()
+            .filter(|p| trainer_alive(*p))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "children {left:?} outlived the SIGKILLed launcher"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child started by a launcher that has died already (its pid in `TRAINER_PARENT_PID` is
+/// not the parent) refuses to start: nothing would ever stop it.
+#[test]
+fn a_child_whose_launcher_has_already_exited_refuses_to_start() {
+    let _serial = serial();
+    let mut gone = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    gone.wait().expect("reap");
+    let pid = gone.id().to_string();
+    let (code, stderr) = run_to_exit(
+        &[
+            "rendezvous",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-workers",
+            "1",
+        ],
+        &[(trainer::launch::PARENT_PID_ENV, &pid)],
+        60,
+    );
+    assert_eq!(code, trainer::exit::ERROR, "{stderr}");
+    assert!(
+        stderr.contains(&format!("launcher (pid {pid}) has already exited")),
+        "{stderr}"
+    );
+}

@@ -204,7 +204,7 @@ pub fn launch_with_env(
     args.extend(worker_args.iter().cloned());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut job = Proc::spawn_with_env(&refs, env);
-    job.graceful = true; // a SIGKILLed launcher would leave its workers running
+    job.graceful = true; // SIGTERM: the launcher stops its workers itself, letting them clean up
     job
 }
 
@@ -289,6 +289,58 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], secs: u64) -> (i32, Stri
         let _ = e.read_to_string(&mut stderr);
     }
     (status.code().unwrap_or(-1), stderr)
+}
+
+/// Whether `pid` is a live trainer process: it exists, is not a zombie (an orphan whose
+/// reaper does not reap), and runs this trainer binary (so a reused pid does not count).
+pub fn trainer_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    if matches!(state, None | Some("Z") | Some("X")) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(BIN.as_bytes()))
+}
+
+/// The pids whose parent is `parent` (from `/proc/*/stat`).
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let (_, rest) = s.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// SIGKILLs the trainer processes among `pids` that still run, when dropped: a failing test
+/// leaves nothing behind.
+pub struct KillOnDrop(pub Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if trainer_alive(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }
 
 /// Connects to `addr`, retrying while the process behind it starts (patience: `secs`).
