@@ -21,6 +21,8 @@ pub enum TemplateError {
     },
     #[error("workload.requests[{index}]: method {method:?} is not an HTTP method")]
     Method { index: usize, method: String },
+    #[error("workload.requests[{index}].headers.{name}: not a valid HTTP header")]
+    Header { index: usize, name: String },
 }
 
 fn json_header() -> Vec<(HeaderName, HeaderValue)> {
@@ -140,6 +142,7 @@ pub async fn build(
                 method,
                 path,
                 body,
+                headers,
                 weight,
             } => RequestTemplate {
                 name: format!("{method} {path}"),
@@ -150,10 +153,31 @@ pub async fn build(
                     }
                 })?,
                 path: path.clone(),
-                headers: if body.is_empty() {
-                    vec![]
-                } else {
-                    json_header()
+                headers: {
+                    let mut out = if body.is_empty()
+                        || headers
+                            .keys()
+                            .any(|k| k.eq_ignore_ascii_case("content-type"))
+                    {
+                        vec![]
+                    } else {
+                        json_header()
+                    };
+                    for (name, value) in headers {
+                        out.push((
+                            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                                TemplateError::Header {
+                                    index,
+                                    name: name.clone(),
+                                }
+                            })?,
+                            HeaderValue::from_str(value).map_err(|_| TemplateError::Header {
+                                index,
+                                name: name.clone(),
+                            })?,
+                        ));
+                    }
+                    out
                 },
                 body: Bytes::from(body.clone()),
                 streaming: false,
@@ -162,4 +186,58 @@ pub async fn build(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn http(body: &str, headers: &[(&str, &str)]) -> RequestSpec {
+        RequestSpec::Http {
+            method: "POST".into(),
+            path: "/v1/x".into(),
+            body: body.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            weight: 1.0,
+        }
+    }
+
+    fn names(t: &RequestTemplate) -> Vec<(String, String)> {
+        t.headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn http_requests_carry_their_headers_and_a_json_type_only_when_none_is_given() {
+        let specs = [
+            http("{}", &[("Authorization", "Bearer t"), ("x-trace", "1")]),
+            http(
+                "a=1",
+                &[("content-type", "application/x-www-form-urlencoded")],
+            ),
+        ];
+        let t = build(&specs, "http://127.0.0.1:1", 1).await.expect("built");
+        assert_eq!(
+            names(&t[0]),
+            [
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("authorization".to_owned(), "Bearer t".to_owned()),
+                ("x-trace".to_owned(), "1".to_owned()),
+            ]
+        );
+        assert_eq!(
+            names(&t[1]),
+            [(
+                "content-type".to_owned(),
+                "application/x-www-form-urlencoded".to_owned()
+            )]
+        );
+    }
 }

@@ -37,6 +37,12 @@ pub const MAX_ARG_BYTES: usize = 64 * 1024;
 /// Most environment variables of one component.
 pub const MAX_ENV: usize = 1000;
 
+/// Most headers of one `http` request (HTTP servers commonly refuse more than ~100).
+pub const MAX_HEADERS: usize = 100;
+
+/// Most bytes of one header value (servers commonly cap a whole head at 8–16 KiB).
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
 /// Most bytes of one replica's command line and environment from the scenario: the
 /// component's `args`, `env` names and values, and the longest `args` a variant appends
 /// to it. `execve` fails above `ARG_MAX` (2 MiB under the default 8 MiB stack limit, the

@@ -263,6 +263,11 @@ pub enum RequestSpec {
         /// The request body (at most 1 MiB).
         #[serde(default)]
         body: String,
+        /// Extra request headers, name → value (at most 100; values at most 8 KiB). `host`
+        /// and `content-length` are set by the load generator and may not be given;
+        /// `content-type` defaults to `application/json` when there is a body.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
         /// Relative share of the mix (> 0, at most 1000000).
         #[serde(default = "default_weight")]
         weight: f64,

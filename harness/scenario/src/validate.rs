@@ -674,8 +674,39 @@ impl<'a> Validator<'a> {
                 method,
                 path: http_path,
                 body,
+                headers,
                 weight,
             } => {
+                if self.len_at_most(path.key("headers"), headers.len(), MAX_HEADERS, "headers") {
+                    for (name, value) in headers {
+                        let at = path.key("headers").key(name);
+                        let token = !name.is_empty()
+                            && name.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+                            });
+                        if !token {
+                            self.problem(
+                                at,
+                                format!("\"{name}\" is not an HTTP header name; expected letters, digits and !#$%&'*+-.^_`|~"),
+                            );
+                        } else if matches!(
+                            name.to_ascii_lowercase().as_str(),
+                            "host" | "content-length" | "transfer-encoding" | "connection"
+                        ) {
+                            self.problem(
+                                at,
+                                format!("header \"{name}\" is set by the load generator; expected another header"),
+                            );
+                        } else if self.bytes_at_most(at.clone(), value, MAX_HEADER_BYTES)
+                            && value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+                        {
+                            self.problem(
+                                at,
+                                "the value holds CR, LF or NUL; expected one line of text",
+                            );
+                        }
+                    }
+                }
                 if self.bytes_at_most(path.key("method"), method, MAX_NAME_BYTES)
                     && !HTTP_METHODS.contains(&method.as_str())
                 {

@@ -1095,3 +1095,15 @@ fn extreme_values_are_errors_not_panics() {
     }
     insta::assert_snapshot!("values_past_their_types", parse_errors.join("\n"));
 }
+
+#[test]
+fn http_request_headers_are_names_values_and_not_the_generator_s_own() {
+    let src = edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            "requests = [{ kind = \"http\", path = \"/x\", headers = { \"x-ok\" = \"1\", \"bad name\" = \"v\", Host = \"h\", x-multi = \"a\\nb\" } }]",
+        )],
+        "",
+    );
+    insta::assert_snapshot!(errors(&src));
+}
