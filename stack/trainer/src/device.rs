@@ -3,7 +3,7 @@
 //!
 //! * `gpu.lost` (Xid 79): every later device operation fails with [`DeviceError::Lost`]; the
 //!   worker exits with [`crate::exit::GPU_LOST`].
-//! * `gpu.ecc` (Xid 48/94/95): the next `steps` (1 ..= 1 000 000) gradient tensors are
+//! * `gpu.ecc` (Xid 48/94/95): the next `steps` (1 ..= 100 000 000) gradient tensors are
 //!   corrupted before the all-reduce: `nan`/`inf` values (the finite check catches them and
 //!   every rank skips the step) or `bitflip` (one mantissa bit of one value: still finite, so
 //!   it escapes the check and is counted as silent corruption).
@@ -30,8 +30,9 @@ pub use wire::trainer::{EccMode, FaultRequest, GpuFaultKind};
 /// Largest `gpu.throttle` `factor`: a step's compute takes at most 1000 times as long.
 pub const MAX_THROTTLE_FACTOR: f64 = 1000.0;
 
-/// Largest `gpu.ecc` `steps`: a million consecutive corrupted steps.
-pub const MAX_ECC_STEPS: u32 = 1_000_000;
+/// Largest `gpu.ecc` `steps`: 100 million consecutive corrupted steps (a day at 1000 steps
+/// per second; the scenario format's bound on a step count).
+pub const MAX_ECC_STEPS: u32 = 100_000_000;
 
 /// Checks a [`FaultRequest`]'s parameter ranges (serde has checked its shape); the message
 /// names the field, the value and the accepted range. The ranges:
@@ -268,7 +269,7 @@ mod tests {
         })
         .expect_err("above the bound");
         assert!(
-            e.contains("gpu.ecc steps = 4294967295") && e.contains("1..=1000000"),
+            e.contains("gpu.ecc steps = 4294967295") && e.contains("1..=100000000"),
             "{e}"
         );
         assert!(check(&FaultRequest::Ecc {

@@ -81,7 +81,7 @@
 //! `{"kind":"gpu.ecc","mode":"nan"|"inf"|"bitflip","steps":1}`,
 //! `{"kind":"gpu.throttle","factor":3.0}` or
 //! `{"kind":"gpu.oom","limit_bytes":N,"backoff":true}` (bounds, answered 400 naming the
-//! field when broken: `steps` 1..=1000000, `factor` finite in 1..=1000, `limit_bytes` ≥ 1;
+//! field when broken: `steps` 1..=100000000, `factor` finite in 1..=1000, `limit_bytes` ≥ 1;
 //! see [`device::check`]), `DELETE /faults`,
 //! `DELETE /faults/{kind}`, `GET /metrics` (Prometheus: `faultline_trainer_*` names, text
 //! 0.0.4 unless `Accept` prefers OpenMetrics; see [`metrics`] and `docs/trainer.md`).

@@ -144,7 +144,7 @@ pub enum FaultRequest {
         /// Default `nan`.
         #[serde(default)]
         mode: EccMode,
-        /// Consecutive steps whose gradients are corrupted (1 ..= 1 000 000; default 1).
+        /// Consecutive steps whose gradients are corrupted (1 ..= 100 000 000; default 1).
         #[serde(default = "one")]
         steps: u32,
     },
