@@ -335,7 +335,11 @@ async fn drive(
             .or(w.search.as_ref().map(|s| s.rate_per_s_min))
             .unwrap_or(1.0),
         arrival,
-        rate_steps: faults::rate_steps(&faults_to_inject),
+        rate_steps: faults::rate_steps_with(
+            w.rate_per_s.unwrap_or(0.0),
+            &w.stages,
+            &faults_to_inject,
+        ),
     };
     let (tx, rx) = watch::channel(Progress::default());
     let shown = progress_task(rx, ctx.opts.progress, format!("[{}]", ctx.name));

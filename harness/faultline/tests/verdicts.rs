@@ -278,3 +278,33 @@ target = \"worker/0\"
     );
     assert_eq!(m.failures.len(), 2, "{:?}", m.failures);
 }
+
+#[test]
+fn stages_ramp_the_offered_rate_as_k6_s_ramping_arrival_rate() {
+    let reports = tempfile::tempdir().expect("temp dir");
+    let scenario = r#"
+[[components]]
+name = "server"
+kind = "server"
+
+[workload]
+target = "server"
+rate_per_s = 10
+arrival = "constant"
+warmup = "0s"
+duration = "2s"
+connections = 4
+stages = [{ duration = "1s", target = 50 }, { duration = "1s", target = 50 }]
+
+[[workload.requests]]
+kind = "infer"
+model = "mlp"
+"#;
+    let outcome = run("stages", scenario, reports.path());
+    let m = &outcome.metrics;
+    assert!(m.passed(), "{:?}", m.failures);
+    let sent: Vec<u64> = m.windows.iter().take(2).map(|w| w.counts.sent).collect();
+    // 10 → 50/s over the first second is 30 requests; then 50/s holds.
+    assert!(sent[0].abs_diff(30) <= 2, "{sent:?}");
+    assert!(sent[1].abs_diff(50) <= 2, "{sent:?}");
+}

@@ -155,3 +155,6 @@ mod tests {
             .is_some());
     }
 }
+
+/// Most `workload.stages`.
+pub const MAX_STAGES: usize = 100;

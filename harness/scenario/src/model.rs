@@ -174,6 +174,24 @@ pub struct Workload {
     /// Settings of `mode = "training"`.
     #[serde(default)]
     pub training: Option<TrainingLoad>,
+    /// Open loop only: the offered rate ramps linearly from `rate_per_s` to each stage's
+    /// `target` over its `duration`, one stage after another from t = 0 (k6's
+    /// ramping-arrival-rate); after the last stage the rate holds its target. At most 100
+    /// stages, together no longer than `warmup + duration`.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+}
+
+/// One ramp of the open-loop rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// How long the ramp takes (a duration such as "10s", > 0).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub duration: Duration,
+    /// The rate reached at the end of the stage, requests per second (0 to 1000000).
+    pub target: f64,
 }
 
 /// How a training job is measured (`mode = "training"`).

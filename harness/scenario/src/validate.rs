@@ -571,6 +571,7 @@ impl<'a> Validator<'a> {
             (Some(search), _) => self.search(path.key("search"), search),
             (None, _) => {}
         }
+        self.stages(&path, w);
         if w.training.is_some() && !training {
             self.problem(
                 path.key("training"),
@@ -742,6 +743,56 @@ impl<'a> Validator<'a> {
             );
         } else {
             self.bytes_at_most(path, model, MAX_NAME_BYTES);
+        }
+    }
+
+    /// `workload.stages`: open loop only, bounded, each ramp > 0 long to a finite rate,
+    /// together within the run.
+    fn stages(&mut self, path: &FieldPath, w: &Workload) {
+        if w.stages.is_empty() {
+            return;
+        }
+        let path = path.key("stages");
+        if w.mode != LoadMode::OpenLoop {
+            self.problem(
+                path,
+                format!(
+                    "stages ramp an open-loop rate (mode is \"{}\"); expected mode = \"open-loop\", or no stages",
+                    w.mode.name()
+                ),
+            );
+            return;
+        }
+        if !self.len_at_most(path.clone(), w.stages.len(), MAX_STAGES, "stages") {
+            return;
+        }
+        let mut total = Duration::ZERO;
+        for (i, st) in w.stages.iter().enumerate() {
+            let at = path.index(i);
+            self.nonzero_duration(at.key("duration"), st.duration);
+            self.duration_at_most(at.key("duration"), st.duration, MAX_DURATION);
+            total = total.saturating_add(st.duration);
+            if !(st.target.is_finite() && st.target >= 0.0) {
+                self.problem(
+                    at.key("target"),
+                    format!(
+                        "{}; expected a finite rate ≥ 0 (requests per second)",
+                        st.target
+                    ),
+                );
+            }
+            self.number_at_most(at.key("target"), st.target, MAX_RATE_PER_S, "");
+        }
+        let horizon = w.warmup.saturating_add(w.duration);
+        if total > horizon {
+            self.problem(
+                path,
+                format!(
+                    "the stages last {} in all, longer than the run; expected at most warmup + duration = {}",
+                    fmt_duration(total),
+                    fmt_duration(horizon)
+                ),
+            );
         }
     }
 

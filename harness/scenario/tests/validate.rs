@@ -1107,3 +1107,15 @@ fn http_request_headers_are_names_values_and_not_the_generator_s_own() {
     );
     insta::assert_snapshot!(errors(&src));
 }
+
+#[test]
+fn stages_are_open_loop_bounded_and_within_the_run() {
+    let src = edit(
+        &[(
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]",
+            "requests = [{ kind = \"infer\", model = \"mlp\" }]\nstages = [{ duration = \"0s\", target = 5 }, { duration = \"20s\", target = -1 }]",
+        )],
+        "",
+    );
+    insta::assert_snapshot!(errors(&src));
+}

@@ -22,7 +22,7 @@ use scenario::{Fault, FaultDomain};
 
 use crate::supervisor::Replica;
 
-pub use load::rate_steps;
+pub use load::{rate_steps, rate_steps_with};
 pub use process::{signal, PauseGuard};
 
 /// Undoes one injected fault. Runs on a blocking thread (or in `Drop`), so it may block
