@@ -222,7 +222,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Validate { files } => validate(&files),
         Command::Load(args) => match loadgen::cli::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(verdict) => ExitCode::from(verdict.exit_code()),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(2)

@@ -1,5 +1,8 @@
 //! `faultline load` without the faultline binary:
 //! `cargo run -p loadgen --release --example load -- http://127.0.0.1:8080/ --rate 1000`.
+//! Exits as `faultline load` does: 0, 1 when no request succeeded, 2 on a usage error.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -14,6 +17,12 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    loadgen::cli::run(Cli::parse().load).await
+async fn main() -> ExitCode {
+    match loadgen::cli::run(Cli::parse().load).await {
+        Ok(verdict) => ExitCode::from(verdict.exit_code()),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,9 +1,10 @@
 //! `faultline load URL …`: arguments, and a wrk-like human summary or `--json`.
 //!
-//! The faultline binary flattens [`LoadArgs`] into its `load` subcommand and calls
-//! [`run`]; `cargo run -p loadgen --release --example load -- URL …` does the same
-//! without it. Every flag value is checked when parsed, and the error names the flag and
-//! what it expects.
+//! The faultline binary flattens [`LoadArgs`] into its `load` subcommand, calls [`run`]
+//! and exits with [`Verdict::exit_code`]; `cargo run -p loadgen --release --example load
+//! -- URL …` does the same without it. Every flag value is checked when parsed, and the
+//! error names the flag and what it expects. The output and exit statuses are documented
+//! in the crate's README ("Output", "Exit status").
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use http::{HeaderName, HeaderValue, Method, Uri};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::record::{HistogramSummary, LoadReport, ReportSummary};
@@ -248,9 +250,65 @@ impl LoadArgs {
     }
 }
 
-/// Runs the load the arguments describe and prints its report to stdout.
-/// Ctrl-C stops the load early and still prints what was measured.
-pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+/// Which loop drove a run (named as in scenario files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Requests at their scheduled times: latency is corrected for coordinated omission.
+    OpenLoop,
+    /// Each connection sends when its previous response ends. There is no schedule, so
+    /// "corrected" latency is the service time and the send lag is 0: neither is shown.
+    ClosedLoop,
+}
+
+/// How a `faultline load` run ended, and the exit status it maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The load ran and at least one request of the measured phase succeeded (2xx):
+    /// exit status 0.
+    Ran,
+    /// No request of the measured phase succeeded: every one failed (nothing listening,
+    /// only error statuses, timeouts, …) or none was sent. The figures measure nothing
+    /// but the failures: exit status [`Verdict::NO_REQUEST_SUCCEEDED_EXIT`]. (In a
+    /// search: no request of any trial succeeded.)
+    NoRequestSucceeded,
+}
+
+impl Verdict {
+    /// Exit status when no request succeeded (2 is left to usage and startup errors).
+    pub const NO_REQUEST_SUCCEEDED_EXIT: u8 = 1;
+
+    /// The process exit status for this verdict: 0 or [`Self::NO_REQUEST_SUCCEEDED_EXIT`].
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Ran => 0,
+            Verdict::NoRequestSucceeded => Self::NO_REQUEST_SUCCEEDED_EXIT,
+        }
+    }
+
+    fn of<'a>(reports: impl IntoIterator<Item = &'a LoadReport>) -> Self {
+        if reports.into_iter().any(|r| r.measured.counts.ok > 0) {
+            Verdict::Ran
+        } else {
+            Verdict::NoRequestSucceeded
+        }
+    }
+}
+
+/// What a run prints on stdout, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The human summary or the JSON report, newline-terminated.
+    pub text: String,
+    pub verdict: Verdict,
+}
+
+/// Runs the load the arguments describe and prints its report to stdout; the caller
+/// exits with the verdict's [`Verdict::exit_code`]. Ctrl-C stops the load early and still
+/// prints what was measured. Errors are usage or startup errors (bad flags, unreadable
+/// body file, unresolvable target), before any load.
+pub async fn run(args: LoadArgs) -> anyhow::Result<Verdict> {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     let signal = tokio::spawn(async move {
@@ -260,12 +318,25 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     });
     let out = execute(&args, cancel).await;
     signal.abort();
-    print!("{}", out?);
-    Ok(())
+    let out = out?;
+    print!("{}", out.text);
+    Ok(out.verdict)
 }
 
-/// Runs the load and returns the text `run` prints.
-pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Result<String> {
+/// The `--json` report of one run: the [`ReportSummary`] with how it was driven and how
+/// it ended.
+#[derive(Serialize)]
+struct JsonReport {
+    mode: Mode,
+    /// False in a closed loop: `latency` there equals `service` and `send_lag` is 0.
+    latency_corrected: bool,
+    verdict: Verdict,
+    #[serde(flatten)]
+    summary: ReportSummary,
+}
+
+/// Runs the load and returns what `run` prints, with the verdict.
+pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Result<Output> {
     if args.search {
         let Some(latency_ms) = args.slo_p99_ms else {
             bail!("--search needs --slo-p99-ms <MS>: the latency bound the rate must meet");
@@ -291,12 +362,19 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
             trial_duration: args.duration,
         };
         let report = search_max_throughput(&base, &criteria, cancel).await?;
-        return Ok(if args.json {
-            serde_json::to_string_pretty(&search_json(&report))? + "\n"
+        let verdict = Verdict::of(report.trials.iter().map(|t| &t.report));
+        let text = if args.json {
+            serde_json::to_string_pretty(&search_json(&report, verdict))? + "\n"
         } else {
-            render_search(&criteria, &report)
-        });
+            render_search(&criteria, &report, verdict)
+        };
+        return Ok(Output { text, verdict });
     }
+    let mode = if args.closed_loop {
+        Mode::ClosedLoop
+    } else {
+        Mode::OpenLoop
+    };
     let (report, header) = if args.closed_loop {
         let spec = args.load_spec()?;
         let header = format!(
@@ -322,16 +400,20 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
         .to_lowercase();
         (run_open_loop(&spec, cancel, None).await?, header)
     };
+    let verdict = Verdict::of([&report]);
     if args.json {
-        return Ok(serde_json::to_string_pretty(&report.summary())? + "\n");
+        let json = JsonReport {
+            mode,
+            latency_corrected: mode == Mode::OpenLoop,
+            verdict,
+            summary: report.summary(),
+        };
+        let text = serde_json::to_string_pretty(&json)? + "\n";
+        return Ok(Output { text, verdict });
     }
     let urls: Vec<String> = args.urls.iter().map(ToString::to_string).collect();
-    Ok(render_report(
-        &urls.join(", "),
-        &header,
-        &report,
-        args.stream,
-    ))
+    let text = render_report(&urls.join(", "), &header, &report, args.stream, mode);
+    Ok(Output { text, verdict })
 }
 
 fn fmt_us(us: u64) -> String {
@@ -342,22 +424,57 @@ fn fmt_us(us: u64) -> String {
     }
 }
 
+/// A figure of an empty histogram is "n/a", not a latency of 0.
+fn fmt_opt_us(us: Option<u64>) -> String {
+    us.map_or_else(|| "n/a".to_owned(), fmt_us)
+}
+
+/// Mean and standard deviation, to the microsecond.
+fn fmt_opt_f64_us(us: Option<f64>) -> String {
+    fmt_opt_us(us.map(|v| v.round() as u64))
+}
+
+/// Bytes in binary units, as wrk prints them (but named KiB, MiB, GiB).
+fn fmt_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024.0 {
+        return format!("{bytes:.0}B");
+    }
+    let mut v = bytes / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2}{}", UNITS[unit])
+}
+
 fn hist_row(out: &mut String, name: &str, h: &HistogramSummary) {
     let _ = writeln!(
         out,
-        "    {name:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        fmt_us(h.p50_us),
-        fmt_us(h.p90_us),
-        fmt_us(h.p95_us),
-        fmt_us(h.p99_us),
-        fmt_us(h.p999_us),
-        fmt_us(h.max_us),
+        "    {name:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        fmt_opt_f64_us(h.mean_us),
+        fmt_opt_f64_us(h.stdev_us),
+        fmt_opt_us(h.p50_us),
+        fmt_opt_us(h.p90_us),
+        fmt_opt_us(h.p95_us),
+        fmt_opt_us(h.p99_us),
+        fmt_opt_us(h.p999_us),
+        fmt_opt_us(h.max_us),
         h.count
     );
 }
 
-/// The wrk-like human summary of one run (measured phase).
-pub fn render_report(urls: &str, header: &str, report: &LoadReport, streaming: bool) -> String {
+/// The wrk-like human summary of one run (measured phase). A closed loop shows service
+/// time only: without a schedule, corrected latency is the same histogram and the send
+/// lag is 0.
+pub fn render_report(
+    urls: &str,
+    header: &str,
+    report: &LoadReport,
+    streaming: bool,
+    mode: Mode,
+) -> String {
     let s: ReportSummary = report.summary();
     let m = &s.measured;
     let mut out = String::new();
@@ -368,14 +485,24 @@ pub fn render_report(urls: &str, header: &str, report: &LoadReport, streaming: b
         s.warmup.end_s - s.warmup.start_s,
         m.end_s - m.start_s
     );
+    if mode == Mode::ClosedLoop {
+        let _ = writeln!(
+            out,
+            "  closed loop: no schedule, so latency is the service time (corrected = service, send lag 0)"
+        );
+    }
     let _ = writeln!(
         out,
-        "  Latency    {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "p50", "p90", "p95", "p99", "p99.9", "max", "count"
+        "  Latency    {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "mean", "stdev", "p50", "p90", "p95", "p99", "p99.9", "max", "count"
     );
-    hist_row(&mut out, "corrected", &m.latency);
+    if mode == Mode::OpenLoop {
+        hist_row(&mut out, "corrected", &m.latency);
+    }
     hist_row(&mut out, "service", &m.service);
-    hist_row(&mut out, "send lag", &m.send_lag);
+    if mode == Mode::OpenLoop {
+        hist_row(&mut out, "send lag", &m.send_lag);
+    }
     if streaming {
         hist_row(&mut out, "ttft", &m.ttft);
         hist_row(&mut out, "itl", &m.itl);
@@ -405,11 +532,33 @@ pub fn render_report(urls: &str, header: &str, report: &LoadReport, streaming: b
         let kinds: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(out, "  Errors: {}", kinds.join(", "));
     }
-    let _ = writeln!(out, "  Requests/sec: {:.2}", m.throughput_per_s);
+    let _ = writeln!(
+        out,
+        "  Requests/sec:  {:>10.2}  (responses of any status: {})",
+        m.requests_per_s, m.responses
+    );
+    let _ = writeln!(
+        out,
+        "  Successes/sec: {:>10.2}  (2xx responses: {})",
+        m.successes_per_s, m.completed
+    );
+    let _ = writeln!(
+        out,
+        "  Transfer/sec:  {:>10}  ({} read)",
+        fmt_bytes(m.bytes_read_per_s),
+        fmt_bytes(m.bytes_read as f64)
+    );
+    if m.counts.ok == 0 {
+        let _ = writeln!(
+            out,
+            "  No request succeeded in the measured phase: exit status {}",
+            Verdict::NO_REQUEST_SUCCEEDED_EXIT
+        );
+    }
     out
 }
 
-fn render_search(criteria: &SearchCriteria, r: &SearchReport) -> String {
+fn render_search(criteria: &SearchCriteria, r: &SearchReport, verdict: Verdict) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -430,7 +579,11 @@ fn render_search(criteria: &SearchCriteria, r: &SearchReport) -> String {
             "  {:>10.1} {:>10.1} {:>10} {:>7.2}%  {}",
             t.rate_per_s,
             t.achieved_rps,
-            fmt_us(u64::try_from(t.latency_at_percentile.as_micros()).unwrap_or(u64::MAX)),
+            if t.report.measured.stats.latency.is_empty() {
+                "n/a".to_owned()
+            } else {
+                fmt_us(u64::try_from(t.latency_at_percentile.as_micros()).unwrap_or(u64::MAX))
+            },
             t.error_ratio * 100.0,
             if t.passed { "pass" } else { "fail" }
         );
@@ -443,16 +596,26 @@ fn render_search(criteria: &SearchCriteria, r: &SearchReport) -> String {
             let _ = writeln!(out, "  no rate met the SLO (not even the minimum)");
         }
     }
+    if verdict == Verdict::NoRequestSucceeded {
+        let _ = writeln!(
+            out,
+            "  No request succeeded in any trial: exit status {}",
+            Verdict::NO_REQUEST_SUCCEEDED_EXIT
+        );
+    }
     out
 }
 
-fn search_json(r: &SearchReport) -> serde_json::Value {
+fn search_json(r: &SearchReport, verdict: Verdict) -> serde_json::Value {
     serde_json::json!({
+        "mode": "max-throughput",
+        "verdict": verdict,
         "best_rate_per_s": r.best_rate_per_s,
         "trials": r.trials.iter().map(|t| serde_json::json!({
             "rate_per_s": t.rate_per_s,
             "achieved_rps": t.achieved_rps,
-            "latency_at_percentile_us": t.latency_at_percentile.as_micros() as u64,
+            "latency_at_percentile_us": (!t.report.measured.stats.latency.is_empty())
+                .then_some(t.latency_at_percentile.as_micros() as u64),
             "error_ratio": t.error_ratio,
             "passed": t.passed,
             "report": t.report.summary(),
@@ -559,5 +722,93 @@ mod tests {
             .await
             .expect_err("no slo");
         assert!(err.to_string().contains("--slo-p99-ms"));
+    }
+
+    /// A report of one request, intended at 100 ms of a 1 s run and done 5 ms later.
+    fn one_request(result: crate::counts::Completion) -> LoadReport {
+        use crate::record::{Outcome, Recorder};
+        let ms = Duration::from_millis;
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000));
+        r.record(&Outcome {
+            intended: ms(100),
+            actual: Some(ms(100)),
+            done: ms(105),
+            result,
+            stream: None,
+            bytes_read: 2_048,
+        });
+        r.finish(std::time::SystemTime::UNIX_EPOCH, 0, ms(1_000))
+    }
+
+    fn row<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.trim_start().starts_with(name))
+    }
+
+    #[test]
+    fn a_phase_without_a_success_prints_n_a_not_zero_and_the_exit_status() {
+        use crate::counts::{Completion, ErrorKind};
+        let report = one_request(Completion::Error(ErrorKind::HttpStatus(503)));
+        let out = render_report("http://h:1/", "open loop", &report, false, Mode::OpenLoop);
+        for name in ["corrected", "service"] {
+            let line = row(&out, name).unwrap_or_else(|| panic!("no {name} row in:\n{out}"));
+            assert_eq!(line.matches("n/a").count(), 8, "{line}");
+            assert!(!line.contains("0us") && !line.contains("0.00ms"), "{line}");
+        }
+        assert!(out.contains("No request succeeded in the measured phase: exit status 1"));
+        assert_eq!(Verdict::of([&report]), Verdict::NoRequestSucceeded);
+        assert_eq!(Verdict::of([&report]).exit_code(), 1);
+    }
+
+    #[test]
+    fn a_summary_shows_requests_and_successes_per_second_bytes_mean_and_stdev() {
+        use crate::counts::{Completion, ErrorKind};
+        let ok = one_request(Completion::Ok);
+        let out = render_report("http://h:1/", "open loop", &ok, false, Mode::OpenLoop);
+        assert!(row(&out, "Latency").is_some_and(|l| l.contains("mean") && l.contains("stdev")));
+        assert!(
+            out.contains("Requests/sec:        1.00  (responses of any status: 1)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Successes/sec:       1.00  (2xx responses: 1)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Transfer/sec:     2.00KiB  (2.00KiB read)"),
+            "{out}"
+        );
+        assert!(!out.contains("No request succeeded"), "{out}");
+        assert_eq!(Verdict::of([&ok]), Verdict::Ran);
+        let e503 = one_request(Completion::Error(ErrorKind::HttpStatus(503)));
+        let out = render_report("http://h:1/", "open loop", &e503, false, Mode::OpenLoop);
+        assert!(out.contains("Requests/sec:        1.00"), "{out}");
+        assert!(out.contains("Successes/sec:       0.00"), "{out}");
+    }
+
+    #[test]
+    fn a_closed_loop_summary_shows_service_time_without_corrected_or_send_lag_rows() {
+        let report = one_request(crate::counts::Completion::Ok);
+        let out = render_report(
+            "http://h:1/",
+            "closed loop",
+            &report,
+            false,
+            Mode::ClosedLoop,
+        );
+        assert!(row(&out, "service").is_some(), "{out}");
+        assert!(row(&out, "corrected").is_none(), "{out}");
+        assert!(row(&out, "send lag").is_none(), "{out}");
+        assert!(out.contains("corrected = service"), "{out}");
+        let open = render_report("http://h:1/", "open loop", &report, false, Mode::OpenLoop);
+        assert!(row(&open, "corrected").is_some() && row(&open, "send lag").is_some());
+    }
+
+    #[test]
+    fn bytes_print_in_binary_units() {
+        assert_eq!(fmt_bytes(0.0), "0B");
+        assert_eq!(fmt_bytes(1023.0), "1023B");
+        assert_eq!(fmt_bytes(1536.0), "1.50KiB");
+        assert_eq!(fmt_bytes(3.0 * 1024.0 * 1024.0), "3.00MiB");
+        assert_eq!(fmt_bytes(5.0 * 1024f64.powi(5)), "5120.00TiB");
     }
 }

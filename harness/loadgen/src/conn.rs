@@ -5,7 +5,9 @@
 //! buffer reused for the connection's life and parsed by the sans-IO
 //! [`ResponseReader`](crate::http1::ResponseReader) (`httparse` for the head; body by
 //! `Content-Length`, chunked encoding or close). Streaming bodies are fed to the
-//! [`StreamTracker`] per read, so each SSE event is timed when its bytes arrive.
+//! [`StreamTracker`] per read, so each SSE event is timed when its bytes arrive. The
+//! bytes of every read are added to the request's `bytes_read` (one add per read), also
+//! when the request then fails or times out.
 //! Reconnects after an error, a timeout, `Connection: close`, or a close by the server
 //! while idle (checked, without blocking, before each send). Errors are classified into
 //! [`ErrorKind`]s; nothing here panics on network input.
@@ -163,7 +165,16 @@ impl Conn {
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        let work = attempt(&mut self.stream, &mut self.buf, &self.target, req, t0);
+        // Outside the request future, so a timeout keeps the count of what was read.
+        let mut bytes_read = 0u64;
+        let work = attempt(
+            &mut self.stream,
+            &mut self.buf,
+            &self.target,
+            req,
+            t0,
+            &mut bytes_read,
+        );
         // Biased: a response complete when the deadline passes is not a timeout (as
         // with `tokio::time::timeout`).
         let result = tokio::select! {
@@ -185,6 +196,7 @@ impl Conn {
             done: Instant::now().saturating_duration_since(t0),
             result,
             stream,
+            bytes_read,
         }
     }
 }
@@ -212,13 +224,14 @@ async fn attempt(
     target: &Target,
     req: &Prepared,
     t0: Instant,
+    bytes_read: &mut u64,
 ) -> Result<Option<StreamTimes>, ErrorKind> {
     if !stream.as_ref().is_some_and(|s| idle_and_open(s, buf)) {
         *stream = None;
         *stream = Some(connect(target.addr).await?);
     }
     let live = stream.as_mut().expect("set just above");
-    let (result, keep) = exchange(live, buf, req, t0).await;
+    let (result, keep) = exchange(live, buf, req, t0, bytes_read).await;
     if !keep {
         *stream = None;
     }
@@ -233,13 +246,14 @@ fn idle_and_open(stream: &TcpStream, buf: &mut [u8]) -> bool {
     matches!(stream.try_read(buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// Writes the request and reads the response. Returns the result and whether the
-/// connection can carry the next request.
+/// Writes the request and reads the response, adding what each read returned to
+/// `bytes_read`. Returns the result and whether the connection can carry the next request.
 async fn exchange(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     req: &Prepared,
     t0: Instant,
+    bytes_read: &mut u64,
 ) -> (Result<Option<StreamTimes>, ErrorKind>, bool) {
     if let Err(e) = stream.write_all(&req.wire).await {
         return (Err(io_kind(&e, ErrorKind::Other)), false);
@@ -302,6 +316,7 @@ async fn exchange(
             }
             Ok(n) => {
                 end += n;
+                *bytes_read += n as u64;
                 if req.streaming {
                     now = t0.elapsed();
                 }
@@ -500,6 +515,41 @@ mod tests {
         // The timed-out connection was dropped; a fresh one answers.
         let third = conn.execute(&req, t0, None, Duration::from_secs(60)).await;
         assert_eq!(third.result, Completion::Ok);
+    }
+
+    #[tokio::test]
+    async fn every_byte_read_is_counted_for_ok_failed_and_timed_out_requests() {
+        let e503: &[u8] = b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy";
+        let partial: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok";
+        // The third response is written in two pieces; the fourth never ends (the server
+        // then waits for a fifth request that never comes).
+        let (target, _, _closed) = canned(vec![
+            vec![OK],
+            vec![e503],
+            vec![&OK[..10], &OK[10..]],
+            vec![partial],
+            vec![],
+        ])
+        .await;
+        let mut conn = Conn::new(target);
+        let t0 = Instant::now();
+        let req = get(false);
+        let long = Duration::from_secs(30);
+        let ok = conn.execute(&req, t0, None, long).await;
+        assert_eq!(
+            (ok.result, ok.bytes_read),
+            (Completion::Ok, OK.len() as u64)
+        );
+        let failed = conn.execute(&req, t0, None, long).await;
+        assert_eq!(failed.result, Completion::Error(ErrorKind::HttpStatus(503)));
+        assert_eq!(failed.bytes_read, e503.len() as u64);
+        let pieces = conn.execute(&req, t0, None, long).await;
+        assert_eq!(pieces.bytes_read, OK.len() as u64);
+        // Timed out with its head and 2 of its 10 body bytes read (2 s is ample for
+        // loopback bytes already written to arrive).
+        let cut = conn.execute(&req, t0, None, Duration::from_secs(2)).await;
+        assert_eq!(cut.result, Completion::Timeout);
+        assert_eq!(cut.bytes_read, partial.len() as u64);
     }
 
     #[tokio::test]

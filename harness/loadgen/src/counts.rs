@@ -140,6 +140,17 @@ pub(crate) enum Completion {
     Dropped,
 }
 
+impl Completion {
+    /// Whether a whole response arrived, 2xx or not (wrk's "requests"): `Ok` or an
+    /// `http_<status>` error. A malformed response, a reset or a timeout is not one.
+    pub(crate) fn is_response(&self) -> bool {
+        matches!(
+            self,
+            Completion::Ok | Completion::Error(ErrorKind::HttpStatus(_))
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

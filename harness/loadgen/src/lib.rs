@@ -16,7 +16,8 @@
 //! - `http1`: pure HTTP/1.1 client codec (request bytes, incremental response reader).
 //! - `conn`: one HTTP/1.1 keep-alive connection on that codec, error classification.
 //! - `run`: the async drivers (scheduler thread, connection workers).
-//! - [`cli`]: `faultline load` arguments and human / JSON output.
+//! - [`cli`]: `faultline load` arguments, human / JSON output and exit status
+//!   ([`cli::Verdict`]).
 //! - `fuzzing` (hidden): drives the `http1` reader for the cargo-fuzz targets in
 //!   `harness/fuzz`.
 //!

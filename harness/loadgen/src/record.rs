@@ -2,8 +2,9 @@
 //!
 //! Sans-IO. Every outcome is filed under its *intended* send time (window, fine window and
 //! phase), so a window's `sent` always equals its `ok + errors + timeouts + dropped`.
-//! Only `completed` (throughput) is filed under the completion time. Recorders from
-//! several shards merge exactly (histogram addition), so the hot path never shares one.
+//! Only `completed` and `responses` (throughput) are filed under the completion time.
+//! Recorders from several shards merge exactly (histogram addition), so the hot path never
+//! shares one.
 
 use std::time::{Duration, SystemTime};
 
@@ -27,8 +28,8 @@ fn as_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Latency distributions of a window or phase; all microseconds, 3 significant digits,
-/// mergeable with [`Histogram::add`].
+/// Latency distributions of a window or phase (all microseconds, 3 significant digits,
+/// mergeable with [`Histogram::add`]) and its per-response totals.
 #[derive(Debug, Clone)]
 pub struct LatencyStats {
     /// Coordinated-omission corrected: intended send → last byte, successful requests.
@@ -45,6 +46,14 @@ pub struct LatencyStats {
     pub tpot: Histogram<u64>,
     /// Output tokens of successful streaming responses (usage if reported, else events).
     pub output_tokens: u64,
+    /// Whole responses of any status (2xx or not, wrk's "requests") *completed* in the
+    /// span: filed by completion time like [`WindowStats::completed`], which counts the
+    /// 2xx ones; in a phase, only those also intended in it.
+    pub responses: u64,
+    /// Bytes read from the socket for the span's requests (heads, bodies and framing of
+    /// every response, failed ones and the part of a timed-out one too), filed by intended
+    /// send time.
+    pub bytes_read: u64,
 }
 
 impl Default for LatencyStats {
@@ -57,6 +66,8 @@ impl Default for LatencyStats {
             itl: new_histogram(),
             tpot: new_histogram(),
             output_tokens: 0,
+            responses: 0,
+            bytes_read: 0,
         }
     }
 }
@@ -71,6 +82,8 @@ impl LatencyStats {
         add(&mut self.itl, &other.itl);
         add(&mut self.tpot, &other.tpot);
         self.output_tokens += other.output_tokens;
+        self.responses += other.responses;
+        self.bytes_read += other.bytes_read;
     }
 }
 
@@ -115,14 +128,36 @@ pub struct PhaseStats {
 }
 
 impl PhaseStats {
-    /// Successful completions per second within the phase.
-    pub fn throughput_per_s(&self) -> f64 {
+    /// `n` per second of the phase; 0 for an empty phase.
+    fn per_s(&self, n: u64) -> f64 {
         let secs = (self.end.saturating_sub(self.start)).as_secs_f64();
         if secs > 0.0 {
-            self.completed as f64 / secs
+            n as f64 / secs
         } else {
             0.0
         }
+    }
+
+    /// Successful (2xx) completions per second within the phase: wrk's count of 2xx
+    /// responses, what `faultline load` prints as "Successes/sec".
+    pub fn throughput_per_s(&self) -> f64 {
+        self.per_s(self.completed)
+    }
+
+    /// Responses of any status completed per second within the phase: wrk's
+    /// "Requests/sec".
+    pub fn requests_per_s(&self) -> f64 {
+        self.per_s(self.stats.responses)
+    }
+
+    /// Bytes read per second of the phase: wrk's "Transfer/sec".
+    pub fn bytes_read_per_s(&self) -> f64 {
+        self.per_s(self.stats.bytes_read)
+    }
+
+    /// Output tokens per second of the phase.
+    pub fn output_tokens_per_s(&self) -> f64 {
+        self.per_s(self.stats.output_tokens)
     }
 }
 
@@ -177,6 +212,8 @@ pub(crate) struct Outcome {
     pub done: Duration,
     pub result: Completion,
     pub stream: Option<StreamTimes>,
+    /// Bytes read from the socket for this request (0 if it was never sent).
+    pub bytes_read: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -190,6 +227,8 @@ struct Acc {
     itl: Option<Histogram<u64>>,
     tpot: Option<Histogram<u64>>,
     output_tokens: u64,
+    responses: u64,
+    bytes_read: u64,
 }
 
 fn rec(h: &mut Option<Histogram<u64>>, v: u64) {
@@ -212,6 +251,7 @@ fn merge_opt(into: &mut Option<Histogram<u64>>, from: Option<Histogram<u64>>) {
 impl Acc {
     fn record(&mut self, o: &Outcome) {
         self.counts.record(&o.result);
+        self.bytes_read += o.bytes_read;
         if let Some(actual) = o.actual {
             rec(&mut self.send_lag, as_us(actual.saturating_sub(o.intended)));
         }
@@ -250,6 +290,8 @@ impl Acc {
         merge_opt(&mut self.itl, other.itl);
         merge_opt(&mut self.tpot, other.tpot);
         self.output_tokens += other.output_tokens;
+        self.responses += other.responses;
+        self.bytes_read += other.bytes_read;
     }
 
     fn into_parts(self) -> (Counts, u64, LatencyStats) {
@@ -262,6 +304,8 @@ impl Acc {
             itl: h(self.itl),
             tpot: h(self.tpot),
             output_tokens: self.output_tokens,
+            responses: self.responses,
+            bytes_read: self.bytes_read,
         };
         (self.counts, self.completed, stats)
     }
@@ -306,9 +350,12 @@ impl Recorder {
 
     pub fn record(&mut self, o: &Outcome) {
         let ok = o.result == Completion::Ok;
+        let response = o.result.is_response();
         self.window_mut(index(o.intended, self.window)).record(o);
-        if ok {
-            self.window_mut(index(o.done, self.window)).completed += 1;
+        if response {
+            let done = self.window_mut(index(o.done, self.window));
+            done.responses += 1;
+            done.completed += u64::from(ok);
         }
         let fi = index(o.intended, self.fine_window);
         if self.fine.len() <= fi {
@@ -328,10 +375,11 @@ impl Recorder {
         }
         let p = usize::from(o.intended >= self.warmup);
         self.phases[p].record(o);
-        if ok {
+        if response {
             let (start, end) = self.phase_bounds(p);
             if (start..end).contains(&o.done) {
-                self.phases[p].completed += 1;
+                self.phases[p].responses += 1;
+                self.phases[p].completed += u64::from(ok);
             }
         }
     }
@@ -436,30 +484,39 @@ fn add_fine(into: &mut FineWindow, from: &FineWindow) {
     into.failed += from.failed;
 }
 
-/// Percentiles of one histogram, microseconds.
+/// Mean, standard deviation and percentiles of one histogram, microseconds.
+///
+/// Every figure is `None` (JSON `null`, "n/a" in the text) when `count` is 0: an empty
+/// histogram has no latency, and 0 would read as an instant response.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HistogramSummary {
     pub count: u64,
-    pub mean_us: f64,
-    pub p50_us: u64,
-    pub p90_us: u64,
-    pub p95_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
+    pub mean_us: Option<f64>,
+    /// Population standard deviation (HdrHistogram's `stdev`).
+    #[serde(default)]
+    pub stdev_us: Option<f64>,
+    pub p50_us: Option<u64>,
+    pub p90_us: Option<u64>,
+    pub p95_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub p999_us: Option<u64>,
+    pub max_us: Option<u64>,
 }
 
 impl HistogramSummary {
     pub fn of(h: &Histogram<u64>) -> Self {
+        let any = !h.is_empty();
+        let at = |q: f64| any.then(|| h.value_at_quantile(q));
         HistogramSummary {
             count: h.len(),
-            mean_us: if h.is_empty() { 0.0 } else { h.mean() },
-            p50_us: h.value_at_quantile(0.50),
-            p90_us: h.value_at_quantile(0.90),
-            p95_us: h.value_at_quantile(0.95),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
+            mean_us: any.then(|| h.mean()),
+            stdev_us: any.then(|| h.stdev()),
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p95_us: at(0.95),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: any.then(|| h.max()),
         }
     }
 }
@@ -470,8 +527,25 @@ pub struct PhaseSummary {
     pub start_s: f64,
     pub end_s: f64,
     pub counts: Counts,
+    /// 2xx responses completed in the phase.
     pub completed: u64,
+    /// `completed` per second (kept beside its clearer name `successes_per_s`).
     pub throughput_per_s: f64,
+    /// Responses of any status completed in the phase ([`LatencyStats::responses`]).
+    #[serde(default)]
+    pub responses: u64,
+    /// `responses` per second: wrk's "Requests/sec".
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// `completed` per second: 2xx responses only ("Successes/sec").
+    #[serde(default)]
+    pub successes_per_s: f64,
+    /// Bytes read for the phase's requests ([`LatencyStats::bytes_read`]).
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// `bytes_read` per second of the phase: wrk's "Transfer/sec".
+    #[serde(default)]
+    pub bytes_read_per_s: f64,
     pub latency: HistogramSummary,
     pub service: HistogramSummary,
     pub send_lag: HistogramSummary,
@@ -484,13 +558,17 @@ pub struct PhaseSummary {
 
 impl PhaseSummary {
     pub fn of(p: &PhaseStats) -> Self {
-        let secs = p.end.saturating_sub(p.start).as_secs_f64();
         PhaseSummary {
             start_s: p.start.as_secs_f64(),
             end_s: p.end.as_secs_f64(),
             counts: p.counts.clone(),
             completed: p.completed,
             throughput_per_s: p.throughput_per_s(),
+            responses: p.stats.responses,
+            requests_per_s: p.requests_per_s(),
+            successes_per_s: p.throughput_per_s(),
+            bytes_read: p.stats.bytes_read,
+            bytes_read_per_s: p.bytes_read_per_s(),
             latency: HistogramSummary::of(&p.stats.latency),
             service: HistogramSummary::of(&p.stats.service),
             send_lag: HistogramSummary::of(&p.stats.send_lag),
@@ -498,11 +576,7 @@ impl PhaseSummary {
             itl: HistogramSummary::of(&p.stats.itl),
             tpot: HistogramSummary::of(&p.stats.tpot),
             output_tokens: p.stats.output_tokens,
-            output_tokens_per_s: if secs > 0.0 {
-                p.stats.output_tokens as f64 / secs
-            } else {
-                0.0
-            },
+            output_tokens_per_s: p.output_tokens_per_s(),
         }
     }
 }
@@ -512,7 +586,14 @@ impl PhaseSummary {
 pub struct WindowSummary {
     pub start_s: f64,
     pub counts: Counts,
+    /// 2xx responses completed in the window.
     pub completed: u64,
+    /// Responses of any status completed in the window.
+    #[serde(default)]
+    pub responses: u64,
+    /// Bytes read for the window's requests (by intended send time).
+    #[serde(default)]
+    pub bytes_read: u64,
     pub latency: HistogramSummary,
     pub service: HistogramSummary,
     pub send_lag: HistogramSummary,
@@ -553,6 +634,8 @@ impl LoadReport {
                     start_s: w.start.as_secs_f64(),
                     counts: w.counts.clone(),
                     completed: w.completed,
+                    responses: w.stats.responses,
+                    bytes_read: w.stats.bytes_read,
                     latency: HistogramSummary::of(&w.stats.latency),
                     service: HistogramSummary::of(&w.stats.service),
                     send_lag: HistogramSummary::of(&w.stats.send_lag),
@@ -574,8 +657,15 @@ mod tests {
     }
 
     fn outcome_strategy(end_ms: u64) -> impl Strategy<Value = Outcome> {
-        (0..end_ms, 0u64..5, 0u64..3_000, 0u8..6, 0u64..5).prop_map(
-            |(intended, lag, service, kind, tokens)| {
+        (
+            0..end_ms,
+            0u64..5,
+            0u64..3_000,
+            0u8..6,
+            0u64..5,
+            0u64..10_000,
+        )
+            .prop_map(|(intended, lag, service, kind, tokens, bytes_read)| {
                 let intended = ms(intended);
                 let actual = intended + ms(lag);
                 let result = match kind {
@@ -596,9 +686,13 @@ mod tests {
                     done: actual + ms(service),
                     result,
                     stream,
+                    bytes_read: if result == Completion::Dropped {
+                        0
+                    } else {
+                        bytes_read
+                    },
                 }
-            },
-        )
+            })
     }
 
     fn merged(windows: &[WindowStats], range: std::ops::Range<Duration>) -> (Counts, LatencyStats) {
@@ -642,12 +736,31 @@ mod tests {
             prop_assert!(ms_.itl == report.measured.stats.itl);
             prop_assert!(ms_.tpot == report.measured.stats.tpot);
             prop_assert_eq!(ms_.output_tokens, report.measured.stats.output_tokens);
+            prop_assert_eq!(ms_.bytes_read, report.measured.stats.bytes_read);
+            let all_bytes: u64 = outcomes.iter().map(|o| o.bytes_read).sum();
+            prop_assert_eq!(
+                report.windows.iter().map(|w| w.stats.bytes_read).sum::<u64>(),
+                all_bytes
+            );
+            prop_assert_eq!(
+                report.warmup.stats.bytes_read + report.measured.stats.bytes_read,
+                all_bytes
+            );
             let (wc, _) = merged(&report.windows, Duration::ZERO..warmup);
             prop_assert_eq!(&wc, &report.warmup.counts);
             let fine_sent: u64 = report.fine.iter().map(|f| f.sent).sum();
             prop_assert_eq!(fine_sent, outcomes.len() as u64);
             let ok = outcomes.iter().filter(|o| o.result == Completion::Ok).count() as u64;
             prop_assert_eq!(report.windows.iter().map(|w| w.completed).sum::<u64>(), ok);
+            let responses = outcomes.iter().filter(|o| o.result.is_response()).count() as u64;
+            prop_assert_eq!(
+                report.windows.iter().map(|w| w.stats.responses).sum::<u64>(),
+                responses
+            );
+            for phase in [&report.warmup, &report.measured] {
+                prop_assert!(phase.completed <= phase.stats.responses);
+                prop_assert!(phase.stats.responses <= phase.counts.sent);
+            }
         }
     }
 
@@ -664,6 +777,7 @@ mod tests {
                 itl_us: vec![4_000, 4_000],
                 tokens: 3,
             }),
+            bytes_read: 120,
         });
         let rep = r.finish(SystemTime::UNIX_EPOCH, 0, ms(1_000));
         let s = &rep.measured.stats;
@@ -677,5 +791,79 @@ mod tests {
         assert_eq!(s.itl.len(), 2);
         assert_eq!(rep.windows.len(), 1);
         assert_eq!(rep.fine.len(), 10, "fine windows cover the whole run");
+    }
+
+    fn at(intended_ms: u64, done_ms: u64, result: Completion, bytes_read: u64) -> Outcome {
+        Outcome {
+            intended: ms(intended_ms),
+            actual: Some(ms(intended_ms)),
+            done: ms(done_ms),
+            result,
+            stream: None,
+            bytes_read,
+        }
+    }
+
+    #[test]
+    fn a_phase_counts_responses_of_any_status_beside_successes_and_the_bytes_read() {
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(2_000));
+        r.record(&at(100, 110, Completion::Ok, 100));
+        r.record(&at(
+            200,
+            210,
+            Completion::Error(ErrorKind::HttpStatus(503)),
+            80,
+        ));
+        r.record(&at(
+            300,
+            310,
+            Completion::Error(ErrorKind::ConnectionReset),
+            5,
+        ));
+        r.record(&at(400, 900, Completion::Timeout, 7));
+        let rep = r.finish(SystemTime::UNIX_EPOCH, 0, ms(2_000));
+        let m = &rep.measured;
+        assert_eq!(m.completed, 1, "2xx only");
+        assert_eq!(
+            m.stats.responses, 2,
+            "the 503 is a response too; the reset is not"
+        );
+        assert_eq!(
+            m.stats.bytes_read, 192,
+            "every byte read, failed requests' too"
+        );
+        assert!((m.throughput_per_s() - 0.5).abs() < 1e-9);
+        assert!((m.requests_per_s() - 1.0).abs() < 1e-9);
+        assert!((m.bytes_read_per_s() - 96.0).abs() < 1e-9);
+        let s = PhaseSummary::of(m);
+        assert_eq!((s.responses, s.bytes_read), (2, 192));
+        assert_eq!(s.successes_per_s, s.throughput_per_s);
+        assert!(rep.balanced());
+    }
+
+    #[test]
+    fn an_empty_histogram_has_no_figures_and_a_full_one_its_mean_and_stdev() {
+        let empty = HistogramSummary::of(&new_histogram());
+        assert_eq!(empty.count, 0);
+        assert_eq!(
+            (
+                empty.mean_us,
+                empty.stdev_us,
+                empty.p50_us,
+                empty.p99_us,
+                empty.max_us
+            ),
+            (None, None, None, None, None)
+        );
+        let json = serde_json::to_value(empty).expect("serialises");
+        assert!(json["p99_us"].is_null() && json["mean_us"].is_null());
+        let mut h = new_histogram();
+        // Below 2048 every value is exact at 3 significant digits.
+        h.record(500).expect("in range");
+        h.record(1_500).expect("in range");
+        let full = HistogramSummary::of(&h);
+        assert_eq!(full.mean_us, Some(1_000.0));
+        assert_eq!(full.stdev_us, Some(500.0));
+        assert_eq!(full.max_us, Some(1_500));
     }
 }

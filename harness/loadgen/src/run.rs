@@ -263,6 +263,7 @@ pub async fn run_open_loop(
                         done: t0.elapsed(),
                         result: Completion::Dropped,
                         stream: None,
+                        bytes_read: 0,
                     }
                 } else {
                     let req = &prepared[job.target][job.template];
