@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run the scenario this many times (seeds S, S+1, …) and report each figure's spread
+    /// over the runs (min, p50, p90, p99, max, mean, stddev) in
+    /// `<reports>/<scenario>/series-<run id>/series.json`; exit 1 unless every run passed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::repeat::MAX_RUNS)))]
+    pub runs: u32,
 }
 
 /// Resolves `name_or_path` to a scenario file.
@@ -135,6 +140,9 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
+    if args.runs > 1 {
+        return series(&path, &opts, args.runs, args.json, cancel).await;
+    }
     let outcome = match runner::run_file(&path, &opts, cancel).await {
         Ok(o) => o,
         Err(e) => {
@@ -164,6 +172,40 @@ async fn run(args: RunArgs) -> ExitCode {
     if outcome.interrupted {
         ExitCode::from(130)
     } else if outcome.metrics.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `faultline run --runs N`.
+async fn series(
+    path: &Path,
+    opts: &RunOptions,
+    runs: u32,
+    json: bool,
+    cancel: CancellationToken,
+) -> ExitCode {
+    let (series, file) = match crate::repeat::run_series(path, opts, runs, cancel).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        let mut v = serde_json::to_value(&series).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("series".into(), file.display().to_string().into());
+        }
+        println!("{v:#}");
+    } else {
+        print!("{}", crate::repeat::render(&series));
+        println!("series: {}", file.display());
+    }
+    if series.interrupted {
+        ExitCode::from(130)
+    } else if series.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

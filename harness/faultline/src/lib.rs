@@ -7,7 +7,7 @@
 //! restarts), [`faults`] (injectors and healing guards), [`timeline`] (plays the faults),
 //! [`assemble`] (pure report assembly), [`drain`] (isolating search trials), [`analysis`] (phases, recovery, window figures),
 //! [`slo`] (verdicts), [`events`] (run clock and `events.jsonl`), [`requests`] (request
-//! bodies), [`binaries`] (finding stack binaries), [`training`] (trainer events → training
+//! bodies), [`repeat`] (`--runs N` series), [`binaries`] (finding stack binaries), [`training`] (trainer events → training
 //! figures), [`wait`] (polling with a patience).
 
 pub mod addrs;
@@ -19,6 +19,7 @@ pub mod drain;
 pub mod events;
 pub mod faults;
 mod pdeathsig;
+pub mod repeat;
 pub mod requests;
 pub mod runner;
 pub mod slo;

@@ -184,3 +184,76 @@ fn a_killed_runner_leaves_no_orphan_process() {
     let _ = child.wait();
     assert_all_gone(&pids, "the SIGKILLed runner");
 }
+
+#[test]
+fn runs_n_repeats_the_scenario_over_seeds_and_reports_each_figure_s_spread() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = write(
+        dir.path(),
+        "twice.toml",
+        r#"
+seed = 40
+[[components]]
+name = "server"
+kind = "server"
+[workload]
+target = "server"
+rate_per_s = 20
+warmup = "200ms"
+duration = "1s"
+[[workload.requests]]
+kind = "infer"
+model = "mlp"
+[[slo]]
+kind = "availability"
+ratio_min = 0.5
+"#,
+    );
+    let reports = dir.path().join("reports");
+    let out = faultline()
+        .args(["run", "--quiet", "--runs", "2", "--reports"])
+        .arg(&reports)
+        .arg("--bin-dir")
+        .arg(common::bin_dir())
+        .arg(&scenario)
+        .output()
+        .expect("faultline runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("PASS twice: 2 of 2 runs passed"),
+        "{stdout}"
+    );
+    let file = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("series: "))
+        .expect("the series file is named");
+    let series: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("series.json")).expect("json");
+    let seeds: Vec<u64> = series["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["seed"].as_u64())
+        .collect();
+    assert_eq!(seeds, [40, 41]);
+    let availability = series["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .find(|f| f["figure"] == "measured availability")
+        .expect("availability spread");
+    assert_eq!(availability["n"], 2);
+    // Bad counts are usage errors naming the flag.
+    let bad = faultline()
+        .args(["run", "--runs", "0"])
+        .arg(&scenario)
+        .output()
+        .expect("faultline runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--runs"));
+}
