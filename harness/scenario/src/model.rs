@@ -152,8 +152,9 @@ pub struct Workload {
     #[serde(default = "default_warmup", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub warmup: Duration,
-    /// Length of the measured phase (a duration such as "20s", at most "24h").
-    #[serde(with = "humantime_serde")]
+    /// Length of the measured phase (a duration such as "20s", at most "24h"); required
+    /// except with `mode = "max-throughput"`, whose trials last `search.trial` (0 there).
+    #[serde(default, with = "humantime_serde")]
     #[schemars(with = "String")]
     pub duration: Duration,
     /// Per-request timeout (a duration, at most "1h"); a request past it counts as a timeout.

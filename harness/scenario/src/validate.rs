@@ -535,8 +535,23 @@ impl<'a> Validator<'a> {
             (_, None) => {}
         }
         self.duration_at_most(path.key("warmup"), w.warmup, MAX_DURATION);
-        self.nonzero_duration(path.key("duration"), w.duration);
-        self.duration_at_most(path.key("duration"), w.duration, MAX_DURATION);
+        match (w.mode, w.duration.is_zero()) {
+            (LoadMode::MaxThroughput, true) => {}
+            (LoadMode::MaxThroughput, false) => self.problem(
+                path.key("duration"),
+                "not used with mode = \"max-throughput\" (each trial lasts search.trial); expected no duration",
+            ),
+            (_, true) => self.problem(
+                path.key("duration"),
+                format!(
+                    "missing (or 0s); expected the length of the measured phase, a duration > 0 such as \"20s\", with mode = \"{}\"",
+                    w.mode.name()
+                ),
+            ),
+            (_, false) => {
+                self.duration_at_most(path.key("duration"), w.duration, MAX_DURATION);
+            }
+        }
         self.nonzero_duration(path.key("timeout"), w.timeout);
         self.duration_at_most(path.key("timeout"), w.timeout, MAX_TIMEOUT);
         self.connections(&path);
@@ -866,8 +881,10 @@ impl<'a> Validator<'a> {
         let w = &s.workload;
         // Phases above their bounds are reported at their fields; with them, the end of the
         // run is not computed (it could overflow) and fault times are not checked against it.
+        // A missing duration (reported at workload.duration) has no end of run either.
         let phases_ok = w.warmup <= MAX_DURATION
             && w.duration <= MAX_DURATION
+            && (w.mode == LoadMode::MaxThroughput || !w.duration.is_zero())
             && w.search.as_ref().is_none_or(|s| s.trial <= MAX_DURATION);
         let horizon = phases_ok.then(|| s.horizon());
         let horizon_text = |horizon: Duration| match (w.mode, &w.search) {

@@ -283,7 +283,9 @@ const SEARCH_OK: &str = "\n[workload.search]\nlatency_ms_max = 50\nrate_per_s_mi
 /// BASE switched to max-throughput (no faults, no SLOs) with `search` as the search table.
 fn max_throughput(search: &str, extra: &str) -> String {
     let base = BASE.split("[[faults]]").next().expect("BASE has faults");
-    let base = base.replace("rate_per_s = 100", "mode = \"max-throughput\"");
+    let base = base
+        .replace("rate_per_s = 100", "mode = \"max-throughput\"")
+        .replace("duration = \"10s\"\n", "");
     format!("{base}{search}{extra}")
 }
 
