@@ -15,6 +15,7 @@ use scenario::{ComponentKind, FaultKind, LatencyMeasure, LoadMode, Scenario, Slo
 
 use crate::analysis::{self, PhaseData};
 use crate::events::round_us;
+use crate::sampler::Sample;
 use crate::slo::{self, Evidence};
 use crate::supervisor::{End, Life, Replica};
 use crate::timeline::FaultEvent;
@@ -90,6 +91,8 @@ pub struct StackResult {
     pub training: Option<report::TrainingResult>,
     pub replicas: Vec<ReplicaRecord>,
     pub failures: Vec<String>,
+    /// CPU, memory and host load while the stack ran ([`crate::sampler`]).
+    pub samples: Vec<Sample>,
 }
 
 /// Why a process life ended, as the verdict sees it.
@@ -192,6 +195,112 @@ pub fn fault_coverage(faults: &[FaultEvent]) -> Vec<String> {
                 healed - inj
             )),
             _ => {}
+        }
+    }
+    out
+}
+
+/// CPU per process (cores), resident memory per process (MiB) and the host's busy share
+/// and load average, on the scenario clock.
+pub fn machine_charts(samples: &[Sample], to_scn: &dyn Fn(f64) -> f64) -> Vec<report::Chart> {
+    if samples.is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = samples[0].procs.iter().map(|p| p.name.as_str()).collect();
+    let per_proc = |value: &dyn Fn(&crate::sampler::ProcSample) -> Option<f64>| {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| report::Series {
+                name: (*name).to_owned(),
+                points: samples
+                    .iter()
+                    .filter_map(|s| Some((to_scn(s.run_s), value(s.procs.get(i)?)?)))
+                    .collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let host = |value: &dyn Fn(&Sample) -> Option<f64>| {
+        samples
+            .iter()
+            .filter_map(|s| Some((to_scn(s.run_s), value(s)?)))
+            .collect::<Vec<_>>()
+    };
+    vec![
+        report::Chart {
+            id: "cpu".into(),
+            title: "CPU per process (cores busy, sampled every 0.5 s)".into(),
+            x_label: "scenario time (s)".into(),
+            y_label: "cores".into(),
+            time_axis: true,
+            series: per_proc(&|p| p.cpu_cores),
+        },
+        report::Chart {
+            id: "memory".into(),
+            title: "Resident memory per process (MiB)".into(),
+            x_label: "scenario time (s)".into(),
+            y_label: "MiB".into(),
+            time_axis: true,
+            series: per_proc(&|p| p.rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0))),
+        },
+        report::Chart {
+            id: "host".into(),
+            title: "Host: CPUs busy (all cores) and 1-minute load average".into(),
+            x_label: "scenario time (s)".into(),
+            y_label: "busy share / load".into(),
+            time_axis: true,
+            series: vec![
+                report::Series {
+                    name: "busy share of all CPUs".into(),
+                    points: host(&|s| s.host_busy),
+                },
+                report::Series {
+                    name: "load average (1 min)".into(),
+                    points: host(&|s| s.load1),
+                },
+            ],
+        },
+    ]
+}
+
+/// Peak resident memory of each process and the host's mean busy share over each stack
+/// lifetime.
+pub fn machine_figures(results: &[StackResult]) -> Vec<report::Figure> {
+    let several = results.len() > 1;
+    let mut out = Vec::new();
+    for (k, r) in results.iter().enumerate() {
+        let prefix = if several {
+            format!("lifetime{k}_")
+        } else {
+            String::new()
+        };
+        let Some(first) = r.samples.first() else {
+            continue;
+        };
+        for (i, p) in first.procs.iter().enumerate() {
+            let peak = r
+                .samples
+                .iter()
+                .filter_map(|s| s.procs.get(i)?.rss_bytes)
+                .max();
+            if let Some(peak) = peak {
+                out.push(report::Figure {
+                    name: format!("{prefix}{}_peak_rss_mib", p.name.replace('/', "_")),
+                    value: round_us(peak as f64 / (1024.0 * 1024.0)),
+                    unit: "MiB".into(),
+                    definition: "largest resident set size sampled (/proc/PID/statm), every 0.5 s"
+                        .into(),
+                });
+            }
+        }
+        let busy: Vec<f64> = r.samples.iter().filter_map(|s| s.host_busy).collect();
+        if !busy.is_empty() {
+            out.push(report::Figure {
+                name: format!("{prefix}host_cpu_busy_mean"),
+                value: round_us(busy.iter().sum::<f64>() / busy.len() as f64),
+                unit: "share of all CPUs".into(),
+                definition: "mean busy share of the host's CPUs while the stack ran (/proc/stat): how busy the machine was".into(),
+            });
         }
     }
     out
@@ -452,6 +561,15 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
         unbalanced_windows,
     };
     metrics.slos = slo::evaluate(&scenario.slo, &evidence);
+    let clocked = results
+        .iter()
+        .find(|r| !r.faults.is_empty() && r.load_t0_s.is_some())
+        .or_else(|| results.iter().find(|r| r.load_t0_s.is_some()))
+        .or_else(|| results.first());
+    if let Some(r) = clocked {
+        metrics.charts.extend(machine_charts(&r.samples, &to_scn));
+    }
+    metrics.figures.extend(machine_figures(results));
     metrics.failures = failures;
     metrics
 }

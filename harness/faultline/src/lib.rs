@@ -7,7 +7,7 @@
 //! restarts), [`faults`] (injectors and healing guards), [`timeline`] (plays the faults),
 //! [`assemble`] (pure report assembly), [`drain`] (isolating search trials), [`analysis`] (phases, recovery, window figures),
 //! [`slo`] (verdicts), [`events`] (run clock and `events.jsonl`), [`requests`] (request
-//! bodies), [`repeat`] (`--runs N` series), [`binaries`] (finding stack binaries), [`training`] (trainer events → training
+//! bodies), [`repeat`] (`--runs N` series), [`sampler`] (CPU, memory, host load), [`binaries`] (finding stack binaries), [`training`] (trainer events → training
 //! figures), [`wait`] (polling with a patience).
 
 pub mod addrs;
@@ -22,6 +22,7 @@ mod pdeathsig;
 pub mod repeat;
 pub mod requests;
 pub mod runner;
+pub mod sampler;
 pub mod slo;
 pub mod stack;
 pub mod supervisor;

@@ -26,6 +26,7 @@ use crate::drain;
 use crate::events::{round_us, EventLog, RunClock};
 use crate::faults;
 use crate::requests;
+use crate::sampler::Sampler;
 use crate::stack::{self, RunDirs};
 use crate::supervisor::{Health, Supervisor};
 use crate::timeline::Timeline;
@@ -189,6 +190,7 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
         json!({"variant": variant, "replicas": specs.len()}),
     );
     let stack = Supervisor::start(specs, &ctx.events, ctx.opts.stop_grace);
+    let sampler = Sampler::start(stack.replicas().to_vec(), ctx.events.clock());
     match stack.wait_ready(ctx.cancel).await {
         Err(e) => out.failures.push(e.to_string()),
         Ok(()) => {
@@ -198,6 +200,7 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
             }
         }
     }
+    out.samples = sampler.finish().await;
     ctx.events.emit("stack.stop", json!({"variant": variant}));
     out.replicas = stack
         .shutdown()

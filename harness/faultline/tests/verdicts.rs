@@ -151,6 +151,17 @@ fn a_planned_kill_is_charged_to_its_fault_and_the_run_passes() {
         .map(|l| l.cause.as_deref())
         .collect();
     assert_eq!(causes, [Some("fault kill"), Some("stopped by the runner")]);
+    // The machine beside the run: CPU and memory per process, the host's load.
+    let ids: Vec<&str> = m.charts.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["cpu", "memory", "host"]);
+    let memory = &m.charts[1].series[0];
+    assert_eq!(memory.name, "server/0");
+    assert!(memory.points.iter().any(|p| p.1 > 1.0), "{memory:?}");
+    assert!(m
+        .figures
+        .iter()
+        .any(|f| f.name == "server_0_peak_rss_mib" && f.value > 1.0));
+    assert!(outcome.dir.join("chart-host.svg").is_file() || outcome.dir.join("host.svg").is_file());
 }
 
 #[test]
