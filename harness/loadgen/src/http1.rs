@@ -267,6 +267,9 @@ impl ResponseReader {
         };
         let status = resp.code.expect("a complete head has a status code");
         match status {
+            // httparse takes any three digits; hyper (through `http::StatusCode`) refuses
+            // these, and 0 would read as "no head yet" in `status()`.
+            0..=99 => return Err(Malformed("status code below 100")),
             101 => return Err(Malformed("unexpected protocol upgrade (101)")),
             100..=199 => return Ok(Some(n)), // interim response; the final one follows
             _ => {}
@@ -485,6 +488,27 @@ mod tests {
                 String::from_utf8_lossy(wire)
             );
         }
+    }
+
+    #[test]
+    fn status_codes_below_100_are_malformed() {
+        // httparse reads any three digits; found by the http1_response fuzz target, which
+        // saw `050` taken as a final status (and `000` would read as "no head yet").
+        for wire in [
+            &b"HTTP/1.1 050 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 099 Almost\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let r = read(wire, wire.len(), false);
+            assert_eq!(
+                r,
+                Err("malformed HTTP/1.1 response: status code below 100".to_owned()),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let highest = b"HTTP/1.1 999 Custom\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(read(highest, 4, false), Ok((999, vec![], false, true)));
     }
 
     #[test]
