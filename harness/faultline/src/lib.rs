@@ -2,7 +2,7 @@
 //! on a timeline, analyses the load generator's measurements and writes reports.
 //!
 //! Module map (docs/ARCHITECTURE.md has the details): [`cli`] (commands), [`runner`] (one
-//! scenario end to end), [`stack`] (replica specs from the scenario and the kind table),
+//! scenario end to end), [`abort`] (k6-style early stop), [`stack`] (replica specs from the scenario and the kind table),
 //! [`addrs`] (a loopback address per replica), [`supervisor`] (processes, readiness,
 //! restarts), [`faults`] (injectors and healing guards), [`timeline`] (plays the faults),
 //! [`assemble`] (pure report assembly), [`drain`] (isolating search trials), [`analysis`] (phases, recovery, window figures),
@@ -10,6 +10,7 @@
 //! bodies), [`repeat`] (`--runs N` series), [`sampler`] (CPU, memory, host load), [`binaries`] (finding stack binaries), [`training`] (trainer events → training
 //! figures), [`wait`] (polling with a patience).
 
+pub mod abort;
 pub mod addrs;
 pub mod analysis;
 pub mod assemble;

@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::abort;
 use crate::addrs::{AddrError, RunBlock};
 use crate::analysis;
 use crate::assemble::{assemble, ReplicaRecord, RunIdentity, StackResult};
@@ -451,11 +452,36 @@ async fn drive(
                     .emit("load.start", json!({"mode": w.mode.name()})),
             );
             let timeline = Timeline::start(faults_to_inject, stack, &ctx.events);
+            // SLOs with abort_on_fail watch the live counts and stop the load (not the
+            // run) once they cannot pass.
+            let load_cancel = ctx.cancel.child_token();
+            let guards = abort::guards(&ctx.scenario.slo);
+            let watcher = (!guards.is_empty()).then(|| {
+                let planned = abort::planned_requests(
+                    spec.rate_per_s,
+                    &spec.rate_steps,
+                    w.warmup.as_secs_f64(),
+                    (w.warmup + w.duration).as_secs_f64(),
+                );
+                tokio::spawn(watch_abort(
+                    tx.subscribe(),
+                    guards,
+                    w.warmup,
+                    planned,
+                    load_cancel.clone(),
+                ))
+            });
             let result = if w.mode == LoadMode::OpenLoop {
-                loadgen::run_open_loop(&spec, ctx.cancel.clone(), Some(tx)).await
+                loadgen::run_open_loop(&spec, load_cancel.clone(), Some(tx)).await
             } else {
-                loadgen::run_closed_loop(&spec.load, ctx.cancel.clone(), Some(tx)).await
+                loadgen::run_closed_loop(&spec.load, load_cancel.clone(), Some(tx)).await
             };
+            if let Some(w) = watcher {
+                if let Ok(Some(why)) = w.await {
+                    ctx.events.emit("load.aborted", json!({"reason": why}));
+                    out.failures.push(why);
+                }
+            }
             out.faults = match timeline.finish().await {
                 Ok(f) => f,
                 Err(e) => {
@@ -474,6 +500,36 @@ async fn drive(
         }
     }
     Ok(())
+}
+
+/// Watches the load's progress for SLOs that can no longer pass ([`abort`]); cancels the
+/// load and returns why when one cannot. Ends when the load does (its sender drops).
+async fn watch_abort(
+    mut rx: watch::Receiver<Progress>,
+    guards: Vec<abort::Guard>,
+    warmup: Duration,
+    planned: f64,
+    cancel: CancellationToken,
+) -> Option<String> {
+    let mut start: Option<abort::AtMeasuredStart> = None;
+    while rx.changed().await.is_ok() {
+        let p = *rx.borrow_and_update();
+        if p.elapsed < warmup {
+            continue;
+        }
+        let at = *start.get_or_insert(abort::AtMeasuredStart {
+            failed: p.failed,
+            in_flight: p.in_flight,
+        });
+        if let Some(why) = guards
+            .iter()
+            .find_map(|g| abort::doomed(g, at, &p, planned))
+        {
+            cancel.cancel();
+            return Some(why);
+        }
+    }
+    None
 }
 
 /// A training job: play the fault timeline while the job runs; done when every replica of

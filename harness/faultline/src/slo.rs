@@ -156,7 +156,9 @@ fn evaluate_one(i: usize, slo: &Slo, ev: &Evidence<'_>) -> SloVerdict {
                 pass,
             )
         }
-        Slo::Availability { phase, ratio_min } => {
+        Slo::Availability {
+            phase, ratio_min, ..
+        } => {
             let value = find_phase(ev, *phase)
                 .and_then(|d| d.availability().ok_or_else(|| "nothing sent".to_owned()));
             let pass = value.as_ref().is_ok_and(|&v| v >= *ratio_min);
@@ -174,6 +176,7 @@ fn evaluate_one(i: usize, slo: &Slo, ev: &Evidence<'_>) -> SloVerdict {
             error_kind,
             ratio_max,
             ratio_min,
+            ..
         } => {
             let what = error_kind.as_deref().unwrap_or("all errors");
             let value = find_phase(ev, *phase).and_then(|d| {
@@ -478,16 +481,19 @@ mod tests {
             Slo::Availability {
                 phase: Phase::Measured,
                 ratio_min: 0.85,
+                abort_on_fail: false,
             },
             Slo::Availability {
                 phase: Phase::Measured,
                 ratio_min: 0.95,
+                abort_on_fail: false,
             },
             Slo::Errors {
                 phase: Phase::Measured,
                 error_kind: Some("timeout".into()),
                 ratio_max: Some(0.05),
                 ratio_min: None,
+                abort_on_fail: false,
             },
         ];
         let v = evaluate(&slos, &ev);

@@ -319,3 +319,52 @@ model = "mlp"
     assert!(sent[0].abs_diff(30) <= 2, "{sent:?}");
     assert!(sent[1].abs_diff(50) <= 2, "{sent:?}");
 }
+
+#[test]
+fn an_slo_with_abort_on_fail_stops_the_load_once_it_cannot_pass() {
+    let reports = tempfile::tempdir().expect("temp dir");
+    let scenario = r#"
+[[components]]
+name = "server"
+kind = "server"
+restart = { policy = "never" }
+
+[workload]
+target = "server"
+rate_per_s = 50
+arrival = "constant"
+warmup = "500ms"
+duration = "30s"
+timeout = "1s"
+connections = 2
+
+[[workload.requests]]
+kind = "infer"
+model = "mlp"
+
+[[faults]]
+id = "kill"
+at = "1s"
+kind = "process.kill"
+target = "server"
+
+[[slo]]
+kind = "availability"
+ratio_min = 0.9
+abort_on_fail = true
+"#;
+    let outcome = run("abort", scenario, reports.path());
+    let m = &outcome.metrics;
+    assert!(!m.passed());
+    assert!(
+        m.failures.iter().any(
+            |f| f.contains("(abort_on_fail): availability (measured) ≥ 0.9 can no longer hold")
+        ),
+        "{:?}",
+        m.failures
+    );
+    // 10 % of ~1500 planned requests may fail: about 4 s of a dead server, not 29.
+    assert!(m.run.wall_s < 20.0, "stopped early: {} s", m.run.wall_s);
+    assert!(!outcome.interrupted, "an abort is a verdict, not a Ctrl-C");
+    assert!(m.accounting.balanced, "{:?}", m.accounting);
+}

@@ -474,6 +474,10 @@ pub enum Slo {
         #[serde(default = "default_phase")]
         phase: Phase,
         ratio_min: f64,
+        /// Open loop, measured phase: stop the load as soon as this SLO can no longer pass
+        /// (k6's `abortOnFail`; docs/scenarios.md "Stopping early").
+        #[serde(default)]
+        abort_on_fail: bool,
     },
     /// (sent − ok) / sent at most this; `error_kind` restricts to one kind (e.g. "http_429";
     /// at most 128 bytes).
@@ -486,6 +490,10 @@ pub enum Slo {
         ratio_max: Option<f64>,
         #[serde(default)]
         ratio_min: Option<f64>,
+        /// Open loop, measured phase, all errors, `ratio_max`: stop the load as soon as the
+        /// bound can no longer hold (k6's `abortOnFail`).
+        #[serde(default)]
+        abort_on_fail: bool,
     },
     /// Completed requests per second at least this (at most 1000000).
     Throughput {

@@ -1276,7 +1276,14 @@ impl<'a> Validator<'a> {
                         None,
                     );
                 }
-                Slo::Availability { ratio_min, .. } => {
+                Slo::Availability {
+                    ratio_min,
+                    phase,
+                    abort_on_fail,
+                } => {
+                    if *abort_on_fail {
+                        self.abort_on_fail(&path, *phase, None);
+                    }
                     self.in_range(
                         path.key("ratio_min"),
                         *ratio_min,
@@ -1288,8 +1295,19 @@ impl<'a> Validator<'a> {
                     ratio_max,
                     ratio_min,
                     error_kind,
-                    ..
+                    phase,
+                    abort_on_fail,
                 } => {
+                    if *abort_on_fail {
+                        let why = if error_kind.is_some() {
+                            Some("error_kind: the live count has every error together; expected no error_kind")
+                        } else if ratio_max.is_none() {
+                            Some("ratio_min: a lower bound can always still be met; expected ratio_max")
+                        } else {
+                            None
+                        };
+                        self.abort_on_fail(&path, *phase, why);
+                    }
                     match error_kind.as_deref() {
                         Some("") => self.problem(path.key("error_kind"), "empty error kind; expected a kind such as \"http_503\" or \"connect_refused\", or no error_kind for all errors"),
                         Some(kind) => {
@@ -1464,6 +1482,27 @@ impl<'a> Validator<'a> {
                     ),
                 );
             }
+        }
+    }
+
+    /// `abort_on_fail`: open loop, measured phase, and what the SLO itself needs (`why`).
+    fn abort_on_fail(&mut self, path: &FieldPath, phase: Phase, why: Option<&str>) {
+        let mode = self.scenario.workload.mode;
+        let problem = if mode != LoadMode::OpenLoop {
+            Some(format!(
+                "abort_on_fail stops an open-loop load (mode is \"{}\"); expected mode = \"open-loop\", or no abort_on_fail",
+                mode.name()
+            ))
+        } else if phase != Phase::Measured {
+            Some(format!(
+                "abort_on_fail judges the measured phase as it runs (phase is \"{}\"); expected phase = \"measured\"",
+                phase.name()
+            ))
+        } else {
+            why.map(|w| format!("abort_on_fail cannot judge {w}"))
+        };
+        if let Some(p) = problem {
+            self.problem(path.key("abort_on_fail"), p);
         }
     }
 

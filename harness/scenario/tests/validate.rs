@@ -1121,3 +1121,9 @@ fn stages_are_open_loop_bounded_and_within_the_run() {
     );
     insta::assert_snapshot!(errors(&src));
 }
+
+#[test]
+fn abort_on_fail_needs_open_loop_measured_and_a_judgeable_slo() {
+    let extra = "\n[[slo]]\nkind = \"availability\"\nphase = \"steady\"\nratio_min = 0.9\nabort_on_fail = true\n\n[[slo]]\nkind = \"errors\"\nerror_kind = \"http_429\"\nratio_max = 0.1\nabort_on_fail = true\n\n[[slo]]\nkind = \"errors\"\nratio_min = 0.1\nabort_on_fail = true\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}
