@@ -17,6 +17,7 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::counts::{Counts, DROP_SHARE_WARN_ABOVE};
 use crate::record::{HistogramSummary, LoadReport, ReportSummary};
 use crate::search::{SearchCriteria, SearchReport};
 use crate::{
@@ -54,7 +55,9 @@ pub struct LoadArgs {
     /// Keep-alive connections per target.
     #[arg(short = 'c', long, default_value = "10", value_parser = parse_connections, allow_negative_numbers = true)]
     pub connections: usize,
-    /// Per-request timeout (also the longest a request may wait for a connection).
+    /// Per-request timeout, from the actual send. Open loop: also the longest a request
+    /// may wait for a free connection; one that waited longer is dropped unsent
+    /// (`dropped by generator`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// HTTP method.
@@ -331,8 +334,28 @@ struct JsonReport {
     /// False in a closed loop: `latency` there equals `service` and `send_lag` is 0.
     latency_corrected: bool,
     verdict: Verdict,
+    /// The warnings the human summary prints ([`drop_warning`]); empty when none.
+    warnings: Vec<String>,
     #[serde(flatten)]
     summary: ReportSummary,
+}
+
+/// The warning when more than [`DROP_SHARE_WARN_ABOVE`] of the measured phase's requests
+/// were dropped by the generator; `None` at or below it (or when nothing was sent).
+pub fn drop_warning(counts: &Counts, timeout: Duration) -> Option<String> {
+    let share = counts.drop_share().filter(|s| *s > DROP_SHARE_WARN_ABOVE)?;
+    Some(format!(
+        "WARNING: {:.1} % of requests ({} of {}) were dropped by the generator, above {} %: \
+         never sent, because no connection came free within the timeout ({}) or they were \
+         still queued when the run stopped. The target did not keep up with the offered \
+         rate over these connections. Success-only latency leaves them out; latency over \
+         all requests counts each until it was given up.",
+        share * 100.0,
+        counts.dropped_by_generator,
+        counts.sent,
+        DROP_SHARE_WARN_ABOVE * 100.0,
+        humantime::format_duration(timeout),
+    ))
 }
 
 /// Runs the load and returns what `run` prints, with the verdict.
@@ -406,13 +429,23 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
             mode,
             latency_corrected: mode == Mode::OpenLoop,
             verdict,
+            warnings: drop_warning(&report.measured.counts, args.timeout)
+                .into_iter()
+                .collect(),
             summary: report.summary(),
         };
         let text = serde_json::to_string_pretty(&json)? + "\n";
         return Ok(Output { text, verdict });
     }
     let urls: Vec<String> = args.urls.iter().map(ToString::to_string).collect();
-    let text = render_report(&urls.join(", "), &header, &report, args.stream, mode);
+    let text = render_report(
+        &urls.join(", "),
+        &header,
+        &report,
+        args.stream,
+        mode,
+        args.timeout,
+    );
     Ok(Output { text, verdict })
 }
 
@@ -467,13 +500,16 @@ fn hist_row(out: &mut String, name: &str, h: &HistogramSummary) {
 
 /// The wrk-like human summary of one run (measured phase). A closed loop shows service
 /// time only: without a schedule, corrected latency is the same histogram and the send
-/// lag is 0.
+/// lag is 0. Every run shows `all` (every request, failures until given up) beside the
+/// success-only rows; an open loop shows the drop share under them, with a warning line
+/// above [`DROP_SHARE_WARN_ABOVE`]. `timeout` is the run's request timeout.
 pub fn render_report(
     urls: &str,
     header: &str,
     report: &LoadReport,
     streaming: bool,
     mode: Mode,
+    timeout: Duration,
 ) -> String {
     let s: ReportSummary = report.summary();
     let m = &s.measured;
@@ -498,10 +534,41 @@ pub fn render_report(
     );
     if mode == Mode::OpenLoop {
         hist_row(&mut out, "corrected", &m.latency);
+        hist_row(&mut out, "all", &m.latency_all);
     }
     hist_row(&mut out, "service", &m.service);
     if mode == Mode::OpenLoop {
         hist_row(&mut out, "send lag", &m.send_lag);
+    } else {
+        hist_row(&mut out, "all", &m.latency_all);
+    }
+    let timeout_text = humantime::format_duration(timeout);
+    match mode {
+        Mode::OpenLoop => {
+            let _ = writeln!(
+                out,
+                "  Rows: corrected and service count successes only; all counts every request, a \
+                 failure until it was given up (a timeout: at least {timeout_text}; a drop: its wait for a connection)"
+            );
+            let _ = writeln!(
+                out,
+                "  Dropped by generator: {} of {} sent ({})",
+                m.counts.dropped_by_generator,
+                m.counts.sent,
+                m.drop_share
+                    .map_or_else(|| "n/a".to_owned(), |s| format!("{:.2} %", s * 100.0))
+            );
+            if let Some(warning) = drop_warning(&m.counts, timeout) {
+                let _ = writeln!(out, "  {warning}");
+            }
+        }
+        Mode::ClosedLoop => {
+            let _ = writeln!(
+                out,
+                "  Rows: service counts successes only; all counts every request, a failure \
+                 until it was given up (a timeout: at least {timeout_text})"
+            );
+        }
     }
     if streaming {
         hist_row(&mut out, "ttft", &m.ttft);
@@ -570,13 +637,14 @@ fn render_search(criteria: &SearchCriteria, r: &SearchReport, verdict: Verdict) 
     );
     let _ = writeln!(
         out,
-        "  {:>10} {:>10} {:>10} {:>8}  verdict",
-        "offered/s", "achieved/s", "latency", "errors"
+        "  {:<8} {:>10} {:>10} {:>10} {:>8} {:>9}  verdict",
+        "purpose", "offered/s", "achieved/s", "latency", "errors", "drained"
     );
     for t in &r.trials {
         let _ = writeln!(
             out,
-            "  {:>10.1} {:>10.1} {:>10} {:>7.2}%  {}",
+            "  {:<8} {:>10.1} {:>10.1} {:>10} {:>7.2}% {:>9}  {}",
+            t.purpose.name(),
             t.rate_per_s,
             t.achieved_rps,
             if t.report.measured.stats.latency.is_empty() {
@@ -585,15 +653,26 @@ fn render_search(criteria: &SearchCriteria, r: &SearchReport, verdict: Verdict) 
                 fmt_us(u64::try_from(t.latency_at_percentile.as_micros()).unwrap_or(u64::MAX))
             },
             t.error_ratio * 100.0,
+            t.drained_for.map_or_else(
+                || "-".to_owned(),
+                |d| fmt_us(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            ),
             if t.passed { "pass" } else { "fail" }
         );
     }
-    match r.best_rate_per_s {
-        Some(b) => {
+    let _ = writeln!(
+        out,
+        "  drained: how long the trial waited for the target to finish the previous trial's backlog (- : no wait)"
+    );
+    match (r.best_rate_per_s, &r.not_found) {
+        (Some(b), _) => {
             let _ = writeln!(out, "  best rate meeting the SLO: {b:.1}/s");
         }
-        None => {
-            let _ = writeln!(out, "  no rate met the SLO (not even the minimum)");
+        (None, Some(why)) => {
+            let _ = writeln!(out, "  no best rate: {why}");
+        }
+        (None, None) => {
+            let _ = writeln!(out, "  no best rate");
         }
     }
     if verdict == Verdict::NoRequestSucceeded {
@@ -611,7 +690,10 @@ fn search_json(r: &SearchReport, verdict: Verdict) -> serde_json::Value {
         "mode": "max-throughput",
         "verdict": verdict,
         "best_rate_per_s": r.best_rate_per_s,
+        "not_found": r.not_found,
         "trials": r.trials.iter().map(|t| serde_json::json!({
+            "purpose": t.purpose.name(),
+            "drain_s": t.drained_for.map(|d| d.as_secs_f64()),
             "rate_per_s": t.rate_per_s,
             "achieved_rps": t.achieved_rps,
             "latency_at_percentile_us": (!t.report.measured.stats.latency.is_empty())
@@ -724,20 +806,45 @@ mod tests {
         assert!(err.to_string().contains("--slo-p99-ms"));
     }
 
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
     /// A report of one request, intended at 100 ms of a 1 s run and done 5 ms later.
     fn one_request(result: crate::counts::Completion) -> LoadReport {
+        report_of(&[result])
+    }
+
+    /// A 1 s run of one request per result, each intended at 1 ms steps: successes and
+    /// errors done 5 ms later, timeouts [`TIMEOUT`] later, drops after waiting 400 ms.
+    fn report_of(results: &[crate::counts::Completion]) -> LoadReport {
+        use crate::counts::Completion;
         use crate::record::{Outcome, Recorder};
         let ms = Duration::from_millis;
-        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000));
-        r.record(&Outcome {
-            intended: ms(100),
-            actual: Some(ms(100)),
-            done: ms(105),
-            result,
-            stream: None,
-            bytes_read: 2_048,
-        });
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000), TIMEOUT);
+        for (i, &result) in results.iter().enumerate() {
+            let intended = ms(100 + i as u64);
+            let (actual, done) = match result {
+                Completion::Ok | Completion::Error(_) => (Some(intended), intended + ms(5)),
+                Completion::Timeout => (Some(intended), intended + TIMEOUT),
+                Completion::Dropped => (None, intended + ms(400)),
+            };
+            r.record(&Outcome {
+                intended,
+                actual,
+                done,
+                result,
+                stream: None,
+                bytes_read: if actual.is_some() { 2_048 } else { 0 },
+            });
+        }
         r.finish(std::time::SystemTime::UNIX_EPOCH, 0, ms(1_000))
+    }
+
+    /// `n_ok` successes, then `n_dropped` drops.
+    fn with_drops(n_ok: usize, n_dropped: usize) -> LoadReport {
+        use crate::counts::Completion;
+        let mut results = vec![Completion::Ok; n_ok];
+        results.extend(std::iter::repeat_n(Completion::Dropped, n_dropped));
+        report_of(&results)
     }
 
     fn row<'a>(text: &'a str, name: &str) -> Option<&'a str> {
@@ -748,7 +855,14 @@ mod tests {
     fn a_phase_without_a_success_prints_n_a_not_zero_and_the_exit_status() {
         use crate::counts::{Completion, ErrorKind};
         let report = one_request(Completion::Error(ErrorKind::HttpStatus(503)));
-        let out = render_report("http://h:1/", "open loop", &report, false, Mode::OpenLoop);
+        let out = render_report(
+            "http://h:1/",
+            "open loop",
+            &report,
+            false,
+            Mode::OpenLoop,
+            TIMEOUT,
+        );
         for name in ["corrected", "service"] {
             let line = row(&out, name).unwrap_or_else(|| panic!("no {name} row in:\n{out}"));
             assert_eq!(line.matches("n/a").count(), 8, "{line}");
@@ -763,7 +877,14 @@ mod tests {
     fn a_summary_shows_requests_and_successes_per_second_bytes_mean_and_stdev() {
         use crate::counts::{Completion, ErrorKind};
         let ok = one_request(Completion::Ok);
-        let out = render_report("http://h:1/", "open loop", &ok, false, Mode::OpenLoop);
+        let out = render_report(
+            "http://h:1/",
+            "open loop",
+            &ok,
+            false,
+            Mode::OpenLoop,
+            TIMEOUT,
+        );
         assert!(row(&out, "Latency").is_some_and(|l| l.contains("mean") && l.contains("stdev")));
         assert!(
             out.contains("Requests/sec:        1.00  (responses of any status: 1)"),
@@ -780,7 +901,14 @@ mod tests {
         assert!(!out.contains("No request succeeded"), "{out}");
         assert_eq!(Verdict::of([&ok]), Verdict::Ran);
         let e503 = one_request(Completion::Error(ErrorKind::HttpStatus(503)));
-        let out = render_report("http://h:1/", "open loop", &e503, false, Mode::OpenLoop);
+        let out = render_report(
+            "http://h:1/",
+            "open loop",
+            &e503,
+            false,
+            Mode::OpenLoop,
+            TIMEOUT,
+        );
         assert!(out.contains("Requests/sec:        1.00"), "{out}");
         assert!(out.contains("Successes/sec:       0.00"), "{out}");
     }
@@ -794,13 +922,149 @@ mod tests {
             &report,
             false,
             Mode::ClosedLoop,
+            TIMEOUT,
         );
         assert!(row(&out, "service").is_some(), "{out}");
         assert!(row(&out, "corrected").is_none(), "{out}");
         assert!(row(&out, "send lag").is_none(), "{out}");
         assert!(out.contains("corrected = service"), "{out}");
-        let open = render_report("http://h:1/", "open loop", &report, false, Mode::OpenLoop);
+        let open = render_report(
+            "http://h:1/",
+            "open loop",
+            &report,
+            false,
+            Mode::OpenLoop,
+            TIMEOUT,
+        );
         assert!(row(&open, "corrected").is_some() && row(&open, "send lag").is_some());
+    }
+
+    #[test]
+    fn the_summary_shows_latency_over_all_requests_and_the_drop_share_warning_above_1_percent() {
+        let open =
+            |r: &LoadReport| render_report("u", "open loop", r, false, Mode::OpenLoop, TIMEOUT);
+        // 3 of 100 dropped after waiting 400 ms: p99 over all requests is a drop, while
+        // the successes alone would say 5 ms.
+        let out = open(&with_drops(97, 3));
+        let corrected = row(&out, "corrected").expect("corrected row");
+        let all = row(&out, "all").unwrap_or_else(|| panic!("no `all` row in:\n{out}"));
+        assert!(corrected.ends_with(" 97"), "{corrected}");
+        assert!(all.ends_with(" 100"), "{all}");
+        assert!(
+            corrected.contains("5.00ms") && !corrected.contains("400"),
+            "{corrected}"
+        );
+        assert!(all.contains(" 400."), "the drops' wait shows: {all}");
+        assert!(
+            out.contains("  Dropped by generator: 3 of 100 sent (3.00 %)"),
+            "{out}"
+        );
+        let warning = row(&out, "WARNING").unwrap_or_else(|| panic!("no warning in:\n{out}"));
+        assert!(
+            warning
+                .contains("3.0 % of requests (3 of 100) were dropped by the generator, above 1 %"),
+            "{warning}"
+        );
+        assert!(warning.contains("within the timeout (300ms)"), "{warning}");
+        // At 1 % exactly: the share is printed, without a warning.
+        let out = open(&with_drops(99, 1));
+        assert!(
+            out.contains("(1.00 %)") && row(&out, "WARNING").is_none(),
+            "{out}"
+        );
+        let out = open(&with_drops(10, 0));
+        assert!(
+            out.contains("Dropped by generator: 0 of 10 sent (0.00 %)"),
+            "{out}"
+        );
+        // A timeout counts its whole timeout in `all`.
+        let t = report_of(&[crate::counts::Completion::Timeout]);
+        let all = row(&open(&t), "all").map(str::to_owned).expect("all row");
+        assert!(all.contains(" 300.") && all.ends_with(" 1"), "{all}");
+    }
+
+    #[test]
+    fn drop_warning_is_none_at_or_below_1_percent_and_when_nothing_was_sent() {
+        let counts = |r: LoadReport| r.measured.counts;
+        assert!(drop_warning(&counts(with_drops(99, 1)), TIMEOUT).is_none());
+        assert!(drop_warning(&counts(with_drops(98, 2)), TIMEOUT).is_some());
+        assert!(drop_warning(&Counts::default(), TIMEOUT).is_none());
+    }
+
+    fn search_report() -> (SearchCriteria, SearchReport) {
+        use crate::counts::Completion;
+        use crate::search::{Trial, TrialPurpose};
+        let trial = |rate_per_s, purpose, drained_for, passed| Trial {
+            rate_per_s,
+            purpose,
+            drained_for,
+            achieved_rps: rate_per_s,
+            latency_at_percentile: Duration::from_millis(5),
+            error_ratio: 0.0,
+            passed,
+            report: report_of(&[Completion::Ok]),
+        };
+        let criteria = SearchCriteria {
+            percentile: 99.0,
+            latency_max: Duration::from_millis(50),
+            error_ratio_max: 0.01,
+            rate_min: 10.0,
+            rate_max: 1000.0,
+            steps: 1,
+            trial_warmup: Duration::ZERO,
+            trial_duration: Duration::from_secs(1),
+        };
+        let report = SearchReport {
+            trials: vec![
+                trial(10.0, TrialPurpose::Bracket, None, true),
+                trial(
+                    1000.0,
+                    TrialPurpose::Bracket,
+                    Some(Duration::from_millis(1_500)),
+                    false,
+                ),
+                trial(
+                    505.0,
+                    TrialPurpose::Bisect,
+                    Some(Duration::from_millis(12)),
+                    false,
+                ),
+            ],
+            best_rate_per_s: None,
+            not_found: Some("only the floor rate_min = 10 req/s passed".into()),
+        };
+        (criteria, report)
+    }
+
+    #[test]
+    fn a_search_shows_each_trials_purpose_and_drain_wait_and_why_nothing_was_found() {
+        let (criteria, report) = search_report();
+        let out = render_search(&criteria, &report, Verdict::Ran);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[1].contains("purpose") && lines[1].contains("drained"),
+            "{out}"
+        );
+        let trial = |i: usize| lines[2 + i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(trial(0)[0], "bracket");
+        assert_eq!(trial(0)[5], "-", "the first trial did not wait: {out}");
+        assert_eq!((trial(1)[0], trial(1)[5]), ("bracket", "1.50s"), "{out}");
+        assert_eq!((trial(2)[0], trial(2)[5]), ("bisect", "12.00ms"), "{out}");
+        assert!(
+            out.contains("  no best rate: only the floor rate_min = 10 req/s passed"),
+            "{out}"
+        );
+        let json = search_json(&report, Verdict::Ran);
+        assert_eq!(
+            json["not_found"],
+            "only the floor rate_min = 10 req/s passed"
+        );
+        let trials = json["trials"].as_array().expect("trials");
+        assert_eq!(trials[0]["purpose"], "bracket");
+        assert!(trials[0]["drain_s"].is_null());
+        assert_eq!(trials[1]["drain_s"], 1.5);
+        assert_eq!(trials[2]["purpose"], "bisect");
+        assert_eq!(trials[2]["drain_s"], 0.012);
     }
 
     #[test]

@@ -81,6 +81,11 @@ impl<'de> Deserialize<'de> for ErrorKind {
     }
 }
 
+/// Above this share of generator drops (`dropped_by_generator / sent`, 1 %) the figures
+/// describe the generator's backlog more than the target: `faultline load` and the
+/// faultline summary warn. (`report::summary` holds the same bound for the runner.)
+pub const DROP_SHARE_WARN_ABOVE: f64 = 0.01;
+
 /// Request counts for a window, a phase or a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -92,8 +97,11 @@ pub struct Counts {
     pub errors: BTreeMap<ErrorKind, u64>,
     /// Requests that did not complete within the request timeout.
     pub timeouts: u64,
-    /// Requests the generator could not send within the request timeout (no free
-    /// connection), or still queued when the run was cancelled. Never sent on the wire.
+    /// Requests the generator never put on the wire (open loop only): a request waits
+    /// in its target's queue from its intended send until a connection of that target is
+    /// free; when one takes it, it is dropped instead of sent if it has already waited
+    /// longer than the request timeout, or if the run was cancelled (Ctrl-C, the
+    /// runner's stop). A closed loop never drops.
     pub dropped_by_generator: u64,
 }
 
@@ -101,6 +109,12 @@ impl Counts {
     /// Requests that did not succeed: errors + timeouts + generator drops.
     pub fn failed(&self) -> u64 {
         self.errors.values().sum::<u64>() + self.timeouts + self.dropped_by_generator
+    }
+
+    /// `dropped_by_generator / sent`: the share of requests the generator never put on
+    /// the wire (see [`Counts::dropped_by_generator`]); `None` when nothing was sent.
+    pub fn drop_share(&self) -> Option<f64> {
+        (self.sent > 0).then(|| self.dropped_by_generator as f64 / self.sent as f64)
     }
 
     /// Whether `sent == ok + errors + timeouts + dropped_by_generator`.

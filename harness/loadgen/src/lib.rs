@@ -6,7 +6,9 @@
 //! (coordinated-omission corrected) next to the uncorrected service time and the send
 //! lag, HdrHistograms (µs, 3 significant digits) per window and per phase, and
 //! accounting in which every request ends in exactly one bucket
-//! (`sent = ok + errors + timeouts + dropped_by_generator`).
+//! (`sent = ok + errors + timeouts + dropped_by_generator`). Corrected latency comes twice:
+//! over successes (`latency`) and over every request, a failure until it was given up
+//! (`latency_all`), so no percentile leaves out the requests that fared worst.
 //!
 //! Codemap:
 //! - [`schedule`]: pure open-loop schedule (constant / Poisson, rate steps, mix choice).
@@ -40,7 +42,7 @@ pub mod search;
 mod spec;
 pub mod sse;
 
-pub use counts::{Counts, ErrorKind, UnknownErrorKind};
+pub use counts::{Counts, ErrorKind, UnknownErrorKind, DROP_SHARE_WARN_ABOVE};
 pub use record::{
     FineWindow, HistogramSummary, LatencyStats, LoadReport, PhaseStats, PhaseSummary,
     ReportSummary, WindowStats, WindowSummary,

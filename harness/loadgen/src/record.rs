@@ -3,6 +3,11 @@
 //! Sans-IO. Every outcome is filed under its *intended* send time (window, fine window and
 //! phase), so a window's `sent` always equals its `ok + errors + timeouts + dropped`.
 //! Only `completed` and `responses` (throughput) are filed under the completion time.
+//!
+//! Two corrected-latency histograms: `latency` holds successes only (what SLO bounds and
+//! goodput compare against), `latency_all` every request, a failed one at the moment it
+//! was given up, so its percentiles are never better than what clients saw (see
+//! [`LatencyStats::latency_all`]).
 //! Recorders from several shards merge exactly (histogram addition), so the hot path never
 //! shares one.
 
@@ -33,7 +38,17 @@ fn as_us(d: Duration) -> u64 {
 #[derive(Debug, Clone)]
 pub struct LatencyStats {
     /// Coordinated-omission corrected: intended send → last byte, successful requests.
+    /// Under overload it leaves out exactly the requests that fared worst (timeouts,
+    /// drops): read it beside [`LatencyStats::latency_all`] and the accounting.
     pub latency: Histogram<u64>,
+    /// Coordinated-omission corrected, *every* request of the span (`len() == counts.sent`):
+    /// intended send → the moment the request ended or was given up. A success counts
+    /// until its last byte; an error until it was known (a refused connect or a fast 503
+    /// is short: that is what its client saw); a timeout until the timeout fired, and
+    /// never less than the request timeout; a generator drop until it was dropped, that
+    /// is the time it waited for a connection. Its percentiles are therefore never better
+    /// than what clients experienced.
+    pub latency_all: Histogram<u64>,
     /// Actual send → last byte, successful requests (uncorrected service time).
     pub service: Histogram<u64>,
     /// Actual − intended send, every request that was sent (vLLM's client queue time).
@@ -60,6 +75,7 @@ impl Default for LatencyStats {
     fn default() -> Self {
         LatencyStats {
             latency: new_histogram(),
+            latency_all: new_histogram(),
             service: new_histogram(),
             send_lag: new_histogram(),
             ttft: new_histogram(),
@@ -76,6 +92,7 @@ impl LatencyStats {
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &LatencyStats) {
         add(&mut self.latency, &other.latency);
+        add(&mut self.latency_all, &other.latency_all);
         add(&mut self.service, &other.service);
         add(&mut self.send_lag, &other.send_lag);
         add(&mut self.ttft, &other.ttft);
@@ -221,6 +238,7 @@ struct Acc {
     counts: Counts,
     completed: u64,
     latency: Option<Histogram<u64>>,
+    latency_all: Option<Histogram<u64>>,
     service: Option<Histogram<u64>>,
     send_lag: Option<Histogram<u64>>,
     ttft: Option<Histogram<u64>>,
@@ -248,10 +266,22 @@ fn merge_opt(into: &mut Option<Histogram<u64>>, from: Option<Histogram<u64>>) {
     }
 }
 
+/// What a request counts in [`LatencyStats::latency_all`]: intended send → when it ended
+/// or was given up, and for a timeout never less than `timeout` (the connection's timer
+/// fires at or after it; the floor makes the rule hold whatever the timer did).
+fn given_up_after(o: &Outcome, timeout: Duration) -> Duration {
+    let e2e = o.done.saturating_sub(o.intended);
+    match o.result {
+        Completion::Timeout => e2e.max(timeout),
+        Completion::Ok | Completion::Error(_) | Completion::Dropped => e2e,
+    }
+}
+
 impl Acc {
-    fn record(&mut self, o: &Outcome) {
+    fn record(&mut self, o: &Outcome, timeout: Duration) {
         self.counts.record(&o.result);
         self.bytes_read += o.bytes_read;
+        rec(&mut self.latency_all, as_us(given_up_after(o, timeout)));
         if let Some(actual) = o.actual {
             rec(&mut self.send_lag, as_us(actual.saturating_sub(o.intended)));
         }
@@ -284,6 +314,7 @@ impl Acc {
         self.counts.merge(&other.counts);
         self.completed += other.completed;
         merge_opt(&mut self.latency, other.latency);
+        merge_opt(&mut self.latency_all, other.latency_all);
         merge_opt(&mut self.service, other.service);
         merge_opt(&mut self.send_lag, other.send_lag);
         merge_opt(&mut self.ttft, other.ttft);
@@ -298,6 +329,7 @@ impl Acc {
         let h = |o: Option<Histogram<u64>>| o.unwrap_or_else(new_histogram);
         let stats = LatencyStats {
             latency: h(self.latency),
+            latency_all: h(self.latency_all),
             service: h(self.service),
             send_lag: h(self.send_lag),
             ttft: h(self.ttft),
@@ -318,6 +350,8 @@ pub(crate) struct Recorder {
     fine_window: Duration,
     warmup: Duration,
     end: Duration,
+    /// The request timeout: the floor of a timed-out request in `latency_all`.
+    timeout: Duration,
     windows: Vec<Acc>,
     fine: Vec<FineWindow>,
     phases: [Acc; 2],
@@ -328,13 +362,21 @@ fn index(t: Duration, width: Duration) -> usize {
 }
 
 impl Recorder {
-    /// Warm-up is `[0, warmup)`, the measured phase `[warmup, end)`.
-    pub fn new(window: Duration, fine_window: Duration, warmup: Duration, end: Duration) -> Self {
+    /// Warm-up is `[0, warmup)`, the measured phase `[warmup, end)`; `timeout` is the
+    /// request timeout (a timed-out request counts at least this in `latency_all`).
+    pub fn new(
+        window: Duration,
+        fine_window: Duration,
+        warmup: Duration,
+        end: Duration,
+        timeout: Duration,
+    ) -> Self {
         Recorder {
             window,
             fine_window,
             warmup,
             end,
+            timeout,
             windows: Vec::new(),
             fine: Vec::new(),
             phases: Default::default(),
@@ -351,7 +393,9 @@ impl Recorder {
     pub fn record(&mut self, o: &Outcome) {
         let ok = o.result == Completion::Ok;
         let response = o.result.is_response();
-        self.window_mut(index(o.intended, self.window)).record(o);
+        let timeout = self.timeout;
+        self.window_mut(index(o.intended, self.window))
+            .record(o, timeout);
         if response {
             let done = self.window_mut(index(o.done, self.window));
             done.responses += 1;
@@ -374,7 +418,7 @@ impl Recorder {
             f.failed += 1;
         }
         let p = usize::from(o.intended >= self.warmup);
-        self.phases[p].record(o);
+        self.phases[p].record(o, timeout);
         if response {
             let (start, end) = self.phase_bounds(p);
             if (start..end).contains(&o.done) {
@@ -487,8 +531,9 @@ fn add_fine(into: &mut FineWindow, from: &FineWindow) {
 /// Mean, standard deviation and percentiles of one histogram, microseconds.
 ///
 /// Every figure is `None` (JSON `null`, "n/a" in the text) when `count` is 0: an empty
-/// histogram has no latency, and 0 would read as an instant response.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// histogram has no latency, and 0 would read as an instant response. The default is
+/// that of an empty histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct HistogramSummary {
     pub count: u64,
     pub mean_us: Option<f64>,
@@ -546,7 +591,14 @@ pub struct PhaseSummary {
     /// `bytes_read` per second of the phase: wrk's "Transfer/sec".
     #[serde(default)]
     pub bytes_read_per_s: f64,
+    /// Successful requests only ([`LatencyStats::latency`]).
     pub latency: HistogramSummary,
+    /// Every request, failures until given up ([`LatencyStats::latency_all`]).
+    #[serde(default)]
+    pub latency_all: HistogramSummary,
+    /// `counts.dropped_by_generator / counts.sent`; `None` when nothing was sent.
+    #[serde(default)]
+    pub drop_share: Option<f64>,
     pub service: HistogramSummary,
     pub send_lag: HistogramSummary,
     pub ttft: HistogramSummary,
@@ -570,6 +622,8 @@ impl PhaseSummary {
             bytes_read: p.stats.bytes_read,
             bytes_read_per_s: p.bytes_read_per_s(),
             latency: HistogramSummary::of(&p.stats.latency),
+            latency_all: HistogramSummary::of(&p.stats.latency_all),
+            drop_share: p.counts.drop_share(),
             service: HistogramSummary::of(&p.stats.service),
             send_lag: HistogramSummary::of(&p.stats.send_lag),
             ttft: HistogramSummary::of(&p.stats.ttft),
@@ -595,6 +649,9 @@ pub struct WindowSummary {
     #[serde(default)]
     pub bytes_read: u64,
     pub latency: HistogramSummary,
+    /// Every request of the window, failures until given up.
+    #[serde(default)]
+    pub latency_all: HistogramSummary,
     pub service: HistogramSummary,
     pub send_lag: HistogramSummary,
 }
@@ -637,6 +694,7 @@ impl LoadReport {
                     responses: w.stats.responses,
                     bytes_read: w.stats.bytes_read,
                     latency: HistogramSummary::of(&w.stats.latency),
+                    latency_all: HistogramSummary::of(&w.stats.latency_all),
                     service: HistogramSummary::of(&w.stats.service),
                     send_lag: HistogramSummary::of(&w.stats.send_lag),
                 })
@@ -717,7 +775,7 @@ mod tests {
             let window = ms(1_000);
             let warmup = window * warmup_windows;
             let end = ms(6_000);
-            let mut recs: Vec<_> = (0..shards).map(|_| Recorder::new(window, ms(100), warmup, end)).collect();
+            let mut recs: Vec<_> = (0..shards).map(|_| Recorder::new(window, ms(100), warmup, end, ms(2_000))).collect();
             for (i, o) in outcomes.iter().enumerate() {
                 recs[i % shards].record(o);
             }
@@ -730,6 +788,7 @@ mod tests {
             let (mc, ms_) = merged(&report.windows, warmup..end);
             prop_assert_eq!(&mc, &report.measured.counts);
             prop_assert!(ms_.latency == report.measured.stats.latency);
+            prop_assert!(ms_.latency_all == report.measured.stats.latency_all);
             prop_assert!(ms_.service == report.measured.stats.service);
             prop_assert!(ms_.send_lag == report.measured.stats.send_lag);
             prop_assert!(ms_.ttft == report.measured.stats.ttft);
@@ -760,13 +819,24 @@ mod tests {
             for phase in [&report.warmup, &report.measured] {
                 prop_assert!(phase.completed <= phase.stats.responses);
                 prop_assert!(phase.stats.responses <= phase.counts.sent);
+                // Every request, and only successes in `latency`.
+                prop_assert_eq!(phase.stats.latency_all.len(), phase.counts.sent);
+                prop_assert_eq!(phase.stats.latency.len(), phase.counts.ok);
+                // No success-only percentile hides a slower failure: the slowest request
+                // is in `latency_all` however it ended.
+                if !phase.stats.latency.is_empty() {
+                    prop_assert!(phase.stats.latency_all.max() >= phase.stats.latency.max());
+                }
+            }
+            for w in &report.windows {
+                prop_assert_eq!(w.stats.latency_all.len(), w.counts.sent);
             }
         }
     }
 
     #[test]
     fn corrected_latency_counts_from_intended_and_service_from_actual() {
-        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000));
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000), ms(5_000));
         r.record(&Outcome {
             intended: ms(100),
             actual: Some(ms(400)),
@@ -806,7 +876,7 @@ mod tests {
 
     #[test]
     fn a_phase_counts_responses_of_any_status_beside_successes_and_the_bytes_read() {
-        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(2_000));
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(2_000), ms(500));
         r.record(&at(100, 110, Completion::Ok, 100));
         r.record(&at(
             200,
@@ -839,6 +909,84 @@ mod tests {
         assert_eq!((s.responses, s.bytes_read), (2, 192));
         assert_eq!(s.successes_per_s, s.throughput_per_s);
         assert!(rep.balanced());
+    }
+
+    #[test]
+    fn timeouts_and_drops_count_in_latency_all_until_given_up_and_successes_alone_in_latency() {
+        let timeout = ms(500);
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000), timeout);
+        for i in 0..95 {
+            r.record(&at(i, i + 10, Completion::Ok, 10));
+        }
+        // A fast 503: its client waited 2 ms, and so does `latency_all`.
+        r.record(&at(
+            100,
+            102,
+            Completion::Error(ErrorKind::HttpStatus(503)),
+            10,
+        ));
+        // Sent 50 ms late, timed out 550 ms after its intended send.
+        r.record(&Outcome {
+            actual: Some(ms(150)),
+            ..at(100, 650, Completion::Timeout, 0)
+        });
+        // A timer that fired early still counts the whole timeout.
+        r.record(&at(300, 790, Completion::Timeout, 0));
+        // Waited 700 ms for a connection, then dropped unsent.
+        let dropped = Outcome {
+            actual: None,
+            ..at(200, 900, Completion::Dropped, 0)
+        };
+        r.record(&dropped);
+        // Still queued when the run was cancelled, 30 ms after its intended send.
+        r.record(&Outcome {
+            actual: None,
+            ..at(400, 430, Completion::Dropped, 0)
+        });
+        let rep = r.finish(SystemTime::UNIX_EPOCH, 0, ms(1_000));
+        assert!(rep.balanced());
+        let m = &rep.measured;
+        assert_eq!(m.counts.sent, 100);
+        assert_eq!(
+            (
+                m.counts.ok,
+                m.counts.timeouts,
+                m.counts.dropped_by_generator
+            ),
+            (95, 2, 2)
+        );
+        let near = |h: &Histogram<u64>, got: u64, us: u64| h.equivalent(got, us);
+        let (ok, all) = (&m.stats.latency, &m.stats.latency_all);
+        assert_eq!(ok.len(), 95, "successes only");
+        assert!(near(ok, ok.value_at_quantile(0.99), 10_000));
+        assert_eq!(all.len(), 100, "every request sent");
+        assert!(
+            near(all, all.value_at_quantile(0.98), 500_000),
+            "the early timer"
+        );
+        assert!(
+            near(all, all.value_at_quantile(0.99), 550_000),
+            "the late send"
+        );
+        assert!(
+            near(all, all.max(), 700_000),
+            "the drop, at the time it waited"
+        );
+        assert_eq!(
+            all.count_between(0, 2_000),
+            1,
+            "the 503 as its client saw it"
+        );
+        assert_eq!(
+            all.count_between(29_000, 31_000),
+            1,
+            "the drop at cancellation"
+        );
+        let s = PhaseSummary::of(m);
+        assert_eq!(s.drop_share, Some(0.02));
+        assert_eq!(s.latency_all.count, 100);
+        assert!(s.latency_all.p99_us > s.latency.p99_us);
+        assert_eq!(rep.summary().windows[0].latency_all.count, 100);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! so the schedule is held tighter than tokio's 1 ms timer). Released requests go to a
 //! per-target FIFO that the target's connection workers pull from when free, so a
 //! request waits for a free connection (send lag grows, honestly) but never for an
-//! earlier response. A request that cannot be sent within the timeout is counted as
-//! `dropped_by_generator`. Workers record outcomes into sharded [`Recorder`]s that are
-//! merged at the end.
+//! earlier response. A worker that takes a request which has already waited longer than
+//! the timeout since its intended send, or takes it after cancellation, counts it as
+//! `dropped_by_generator` instead of sending it (README: "When the generator drops a
+//! request"). Workers record outcomes into sharded [`Recorder`]s that are merged at the
+//! end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -206,6 +208,7 @@ impl Setup {
             load.fine_window,
             load.warmup,
             end,
+            load.timeout,
         )));
         Ok(Setup {
             targets: resolved,

@@ -82,8 +82,10 @@ pub struct LoadSpec {
     pub warmup: Duration,
     /// Measured phase, after warm-up.
     pub duration: Duration,
-    /// Per-request limit. Open loop: also the longest a request may wait for a free
-    /// connection before it is counted as `dropped_by_generator`.
+    /// Per-request limit, from the actual send. Open loop: also the longest a request may
+    /// wait for a free connection, from its intended send; a connection that comes free
+    /// later drops it unsent (`dropped_by_generator`). A sent request gets the whole limit
+    /// again, so a success can end up to about twice this after its intended send.
     pub timeout: Duration,
     pub seed: u64,
     /// Width of [`crate::WindowStats`].

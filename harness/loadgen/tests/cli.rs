@@ -154,3 +154,57 @@ async fn error_responses_count_in_requests_per_second_but_not_in_successes() {
     assert_eq!(m["completed"], 0);
     assert!(m["bytes_read"].as_u64().expect("bytes") >= 20 * "HTTP/1.1 503".len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_target_shows_drops_and_latency_over_all_requests_at_least_the_timeout() {
+    // Nothing is ever answered: 2 connections each hold a request for the 300 ms timeout,
+    // so most of the 100 requests wait longer than that for a connection and are dropped.
+    let server = silent().await;
+    let url = server.uri().to_string();
+    let run = &[
+        &url,
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "-c",
+        "2",
+        "--timeout",
+        "300ms",
+    ];
+    let out = load(&[run.as_slice(), &["--json"]].concat()).await;
+    let v = json(&out);
+    assert_eq!(v["balanced"], true);
+    let m = &v["measured"];
+    let c = &m["counts"];
+    let sent = c["sent"].as_u64().expect("sent");
+    let dropped = c["dropped_by_generator"].as_u64().expect("dropped");
+    assert_eq!(sent, 100);
+    assert_eq!(
+        sent,
+        c["timeouts"].as_u64().expect("timeouts") + dropped,
+        "{c}"
+    );
+    assert!(dropped > 1, "{c}");
+    assert_eq!(m["drop_share"].as_f64(), Some(dropped as f64 / sent as f64));
+    assert_eq!(m["latency"]["count"], 0, "no success");
+    // Every request counts in `latency_all`: a timeout at least 300 ms, a drop its wait
+    // for a connection, which was longer than the timeout.
+    let all = &m["latency_all"];
+    assert_eq!(all["count"].as_u64(), Some(sent), "{all}");
+    assert!(all["p50_us"].as_u64().expect("p50") >= 300_000, "{all}");
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = warnings[0].as_str().expect("text");
+    assert!(
+        warning.starts_with("WARNING: ") && warning.contains("dropped by the generator"),
+        "{warning}"
+    );
+
+    let text = load(run).await.text;
+    let rows: Vec<&str> = text.lines().map(str::trim_start).collect();
+    let all = rows.iter().find(|l| l.starts_with("all")).expect("all row");
+    assert!(all.ends_with(" 100"), "{text}");
+    assert!(rows.iter().any(|l| l.starts_with("Dropped by generator: ")));
+    assert!(rows.iter().any(|l| l.starts_with("WARNING: ")), "{text}");
+}
