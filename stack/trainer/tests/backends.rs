@@ -2,35 +2,19 @@
 //! a message naming the cargo feature they need when the build lacks it, and (feature `cuda`,
 //! no GPU) `--comm nccl` ends with an `exit` event saying CUDA/NCCL is unavailable.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_trainer");
+use std::process::{Command, Output};
 
 /// Runs the binary to completion with `envs` set, failing the test if it takes over `secs`.
 fn run(args: &[&str], envs: &[(&str, &str)], secs: u64) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(common::BIN);
     cmd.args(args)
         .env("RUST_LOG", "warn")
         .env_remove("TRAINER_COMM")
         .env_remove("TRAINER_CUDA_DEVICE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn trainer");
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("trainer {args:?} did not exit within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect output")
+        .envs(envs.iter().copied());
+    common::output_within(cmd, secs)
 }
 
 fn text(o: &Output) -> String {

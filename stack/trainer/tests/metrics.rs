@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One scrape in the classic text format.
 struct Scrape {
@@ -56,19 +56,15 @@ impl Scrape {
 
 /// Scrapes `addr` until `pred` holds (patience: `secs`).
 fn scrape_until(addr: &str, secs: u64, what: &str, pred: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    let mut last = String::new();
+    let found = poll_until(Duration::from_secs(secs), || {
         let s = Scrape::get(addr);
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last scrape:\n{}",
-            s.text
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let done = pred(&s);
+        last = s.text;
+        done
+    });
+    assert!(found, "timed out waiting for {what}; last scrape:\n{last}");
+    Scrape { text: last }
 }
 
 /// Every family a worker exports, in the classic format's names.
@@ -250,12 +246,16 @@ fn a_scrape_passes_promtool_check_metrics_without_warnings() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool on PATH (apt-get install prometheus)");
-    std::io::Write::write_all(
-        &mut promtool.stdin.take().expect("piped stdin"),
-        scrape.text.as_bytes(),
-    )
-    .expect("write to promtool");
+    // Written from a thread while `wait_with_output` reads stdout and stderr: neither side
+    // can block on a full pipe whatever promtool prints.
+    let mut stdin = promtool.stdin.take().expect("piped stdin");
+    let writer =
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, scrape.text.as_bytes()));
     let out = promtool.wait_with_output().expect("promtool output");
+    writer
+        .join()
+        .expect("stdin writer")
+        .expect("write to promtool");
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

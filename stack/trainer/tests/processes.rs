@@ -7,7 +7,7 @@ use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wire::trainer::{ActiveFaults, FaultRequest, GpuFaultKind};
 
 #[test]
@@ -285,14 +285,11 @@ fn control_endpoint_injects_ecc_throttle_and_a_lost_gpu_that_exits_with_code_3()
         .0,
         200
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&addr).device.ecc_silent_total != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "bit flip never counted as silent"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the bit flip is counted as silent",
+        || (status(&addr).device.ecc_silent_total == 1).then_some(()),
+    );
     let st = status(&addr);
     assert_eq!(st.device.ecc_detected_total, 1);
     assert_eq!(st.progress.steps_skipped_total, 1);
@@ -524,17 +521,15 @@ fn a_worker_whose_rendezvous_sends_a_line_without_end_exits_5_naming_the_bound()
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr").to_string();
     let mut w = worker(&addr, 0, dir.path(), 20);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut conn = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "the worker never connected");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+    let (mut conn, _) = eventually(
+        Duration::from_secs(60),
+        "the worker connects",
+        || match listener.accept() {
+            Ok(accepted) => Some(accepted),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
             Err(e) => panic!("accept: {e}"),
-        }
-    };
+        },
+    );
     conn.set_nonblocking(false).expect("blocking");
     let _ = conn.write_all(&vec![b'x'; 1 << 20]);
     assert_eq!(w.wait_exit(60), trainer::exit::RENDEZVOUS);
@@ -569,22 +564,10 @@ fn a_sigkilled_launcher_takes_its_rendezvous_and_workers_with_it() {
     assert!(workers.iter().all(|w| children.contains(w)), "{workers:?}");
     job.child.kill().expect("SIGKILL the launcher");
     job.child.wait().expect("reap the launcher");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left: Vec<i32> = children
-            .iter()
-            .copied()
-            .filter(|p| trainer_alive(*p))
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "children {left:?} outlived the SIGKILLed launcher"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("children {children:?} die with the SIGKILLed launcher");
+    eventually(Duration::from_secs(30), &what, || {
+        (!children.iter().any(|p| trainer_alive(*p))).then_some(())
+    });
 }
 
 /// A child started by a launcher that has died already (its pid in `TRAINER_PARENT_PID` is

@@ -1,16 +1,62 @@
 //! Helpers shared by the trainer's process tests: a child whose JSON-line events are
-//! collected, the small MLP job they train, `trainer launch`, and a minimal HTTP client for
-//! the control endpoint.
+//! collected, the small MLP job they train, `trainer launch`, a minimal HTTP client for
+//! the control endpoint, and waits on conditions ([`eventually`]) instead of sleeps.
+//!
+//! Every pipe to a child is read as the child runs (a child that fills a 64 KiB pipe
+//! nobody reads blocks forever).
 #![allow(dead_code)] // each test binary uses its own subset
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_trainer");
+
+/// How often [`eventually`] and [`poll_until`] check their condition.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `check` until it returns `Some`, failing the test naming `what` after `patience`.
+pub fn eventually<T>(patience: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {patience:?}: {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `done` until it holds or `patience` has passed; whether it held. For cleanup paths
+/// that must not panic (a `Drop`).
+pub fn poll_until(patience: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Reads `from` to its end on a thread of its own; the thread returns the bytes.
+fn drain(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        bytes
+    })
+}
 
 /// A child process whose stdout events are collected; killed on drop. Every stdout line
 /// must read as a `wire::trainer::EventLine` (the harness's parser): [`Proc::events`] fails
@@ -20,6 +66,9 @@ pub struct Proc {
     events: Arc<Mutex<Vec<Value>>>,
     /// Lines that are not `EventLine`s, with serde's reason.
     unparsed: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stdout; finished once every holder of the pipe (the child and
+    /// anything it started) has closed it.
+    reader: JoinHandle<()>,
     /// SIGTERM first on drop, so a launcher stops the workers it started.
     graceful: bool,
 }
@@ -42,7 +91,7 @@ impl Proc {
         let events = Arc::new(Mutex::new(Vec::new()));
         let unparsed = Arc::new(Mutex::new(Vec::new()));
         let (sink, bad) = (events.clone(), unparsed.clone());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Err(e) = serde_json::from_str::<wire::trainer::EventLine>(&line) {
                     bad.lock()
@@ -58,6 +107,7 @@ impl Proc {
             child,
             events,
             unparsed,
+            reader,
             graceful: false,
         }
     }
@@ -75,30 +125,27 @@ impl Proc {
 
     /// Waits until an event satisfies `pred` (patience: `secs`).
     pub fn wait_for(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(v) = self.events().into_iter().find(|v| pred(v)) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually(Duration::from_secs(secs), what, || {
+            self.events().into_iter().find(|v| pred(v))
+        })
     }
 
+    /// Waits (patience: `secs`, for both) until the process has exited and its stdout has
+    /// been read to the end, so [`Proc::events`] holds every event it and its children wrote;
+    /// returns its exit code.
     pub fn wait_exit(&mut self, secs: u64) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                // Let the reader drain the pipe.
-                std::thread::sleep(Duration::from_millis(50));
-                return s.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit in {secs} s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = &mut self.child;
+        let status = eventually(Duration::from_secs(secs), "the process exits", || {
+            child.try_wait().expect("try_wait")
+        });
+        let reader = &self.reader;
+        eventually(
+            deadline.saturating_duration_since(Instant::now()),
+            "its stdout closes (a process it started still holds it?)",
+            || reader.is_finished().then_some(()),
+        );
+        status.code().unwrap_or(-1)
     }
 }
 
@@ -109,10 +156,11 @@ impl Drop for Proc {
                 u64::from(self.child.id()),
                 nix::sys::signal::Signal::SIGTERM,
             );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            // Past the patience it is killed below; a drop must not panic.
+            let child = &mut self.child;
+            poll_until(Duration::from_secs(10), || {
+                !matches!(child.try_wait(), Ok(None))
+            });
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -260,35 +308,59 @@ pub fn free_addr() -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// Runs the trainer to its exit (patience: `secs`; killed and failed past it) with stdout
-/// discarded; returns its exit code and stderr.
-pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], secs: u64) -> (i32, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
+/// Runs `cmd` to its exit with stdin closed and stdout and stderr each read by a thread as
+/// it runs; past `secs` (for the exit and the pipes closing) the child is killed and the
+/// test fails.
+pub fn output_within(mut cmd: Command, secs: u64) -> Output {
+    let child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn trainer");
+        .expect("spawn the command");
+    // Killed and reaped on every path, a failed wait included.
+    let mut child = KillChildOnDrop(child);
+    let stdout = drain(child.0.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.0.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("trainer {args:?} still running after {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
+    let what = format!("{cmd:?} exits");
+    let status = eventually(Duration::from_secs(secs), &what, || {
+        child.0.try_wait().expect("try_wait")
+    });
+    eventually(
+        deadline.saturating_duration_since(Instant::now()),
+        "its stdout and stderr close (a process it started still holds them?)",
+        || (stdout.is_finished() && stderr.is_finished()).then_some(()),
+    );
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
-    (status.code().unwrap_or(-1), stderr)
+}
+
+/// Kills and reaps the child when dropped.
+struct KillChildOnDrop(Child);
+
+impl Drop for KillChildOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the trainer to its exit (patience: `secs`; killed and failed past it); returns its
+/// exit code and stderr.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], secs: u64) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn");
+    let out = output_within(cmd, secs);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Whether `pid` is a live trainer process: it exists, is not a zombie (an orphan whose
@@ -345,12 +417,9 @@ impl Drop for KillOnDrop {
 
 /// Connects to `addr`, retrying while the process behind it starts (patience: `secs`).
 pub fn connect(addr: &str, secs: u64) -> std::net::TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match std::net::TcpStream::connect(addr) {
-            Ok(s) => return s,
-            Err(e) => assert!(Instant::now() < deadline, "connect {addr}: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        Duration::from_secs(secs),
+        &format!("connect {addr}"),
+        || std::net::TcpStream::connect(addr).ok(),
+    )
 }
