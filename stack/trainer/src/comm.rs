@@ -469,17 +469,30 @@ pub fn loopback_ring(world: usize, epoch: u64) -> Result<Vec<TcpRing>, CommError
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn time_seed() -> u64 {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7);
-        eprintln!("seed = {seed} (rerun with the same inputs by hard-coding it)");
-        seed
+    /// The one seed of every random test input in this crate's unit tests:
+    /// `FAULTLINE_TEST_SEED` when set, else a fixed default. Printed once per test binary
+    /// straight to stderr (past the test harness's capture), so any failing run's log holds
+    /// it; tests also name it in their failure messages.
+    pub(crate) fn test_seed() -> u64 {
+        const DEFAULT: u64 = 0x5eed_f417;
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *SEED.get_or_init(|| {
+            let seed = match std::env::var("FAULTLINE_TEST_SEED") {
+                Ok(v) => v.trim().parse().unwrap_or_else(|e| {
+                    panic!("FAULTLINE_TEST_SEED={v:?}: {e}; expected an unsigned 64-bit integer")
+                }),
+                Err(_) => DEFAULT,
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "test seed: {seed} (set FAULTLINE_TEST_SEED={seed} to replay)"
+            );
+            seed
+        })
     }
 
     /// Runs one all-reduce over real loopback sockets and compares with the sum in f64.
@@ -509,7 +522,8 @@ mod tests {
                 let tol = 1e-5 * world as f64;
                 assert!(
                     (f64::from(*o) - e).abs() <= tol,
-                    "world {world} len {len} rank {rank} [{i}]: {o} vs {e}"
+                    "world {world} len {len} rank {rank} [{i}]: {o} vs {e} (test seed {})",
+                    test_seed()
                 );
             }
         }
@@ -524,7 +538,7 @@ mod tests {
 
     #[test]
     fn tcp_all_reduce_equals_the_sum_for_1_to_8_ranks_and_odd_prime_tiny_sizes() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(time_seed());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(test_seed());
         for world in 1..=8 {
             for len in [0, 1, 2, 3, 7, 13, 97, 1009] {
                 check_all_reduce(world, len, &mut rng);
@@ -536,7 +550,7 @@ mod tests {
 
     #[test]
     fn tcp_all_reduce_of_a_buffer_larger_than_a_piece_uses_the_send_thread() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(time_seed());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(test_seed());
         check_all_reduce(3, 3 * PIECE + 11, &mut rng);
     }
 

@@ -652,9 +652,7 @@ mod tests {
     /// slices, slot reuse and a short last slice happen), over many calls on one segment.
     #[test]
     fn shm_all_reduce_equals_the_rank_order_sum_on_every_rank() {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        let seed = crate::comm::tests::test_seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for world in 1..=8usize {
             let piece = 7;
@@ -681,7 +679,7 @@ mod tests {
                 for (r, b) in out.iter().enumerate() {
                     assert_eq!(
                         b, &expected,
-                        "world {world}, len {len}, rank {r} (seed {seed})"
+                        "world {world}, len {len}, rank {r} (test seed {seed})"
                     );
                 }
             }
@@ -850,8 +848,21 @@ mod tests {
                     assert!(err.to_string().contains("aborted"), "{err}");
                 });
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Abort once both are asleep on the progress futex waiting for rank 2 (or after
+            // the patience: the scope cannot end while they wait, so abort before failing).
+            let waiters = third.region.u32_at(Layout::WAITERS);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let both_asleep = loop {
+                if waiters.load(Ordering::SeqCst) == 2 {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
             handle.abort();
+            assert!(both_asleep, "ranks 0 and 1 never waited for rank 2");
         });
         assert!(started.elapsed() < Duration::from_secs(20));
         // The stopped rank, resuming later, sees the abort instead of hanging.

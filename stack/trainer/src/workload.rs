@@ -431,9 +431,7 @@ mod tests {
     /// deep, one-hidden-layer and linear models on fresh random weights and batches.
     #[test]
     fn mlp_hand_written_gradients_match_candle_autograd() {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(3, |d| d.as_nanos() as u64);
+        let seed = crate::comm::tests::test_seed();
         for hidden in [vec![24, 8], vec![32], vec![]] {
             let spec = ModelSpec::Mlp {
                 config: MlpConfig {
@@ -452,7 +450,10 @@ mod tests {
                 loss.to_scalar::<f32>().expect("loss"),
                 reference.to_scalar::<f32>().expect("loss"),
             );
-            assert!((l1 - l2).abs() <= 1e-5 * l2.abs().max(1.0), "{l1} vs {l2}");
+            assert!(
+                (l1 - l2).abs() <= 1e-5 * l2.abs().max(1.0),
+                "hidden {hidden:?}: loss {l1} vs {l2} (test seed {seed})"
+            );
             let n = w.params().iter().map(|p| p.len).sum::<usize>();
             let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
             w.flatten_grads(&manual, 0..n, &mut a, 1.0, false)
@@ -463,7 +464,7 @@ mod tests {
             for (i, (x, y)) in a.iter().zip(&b).enumerate() {
                 assert!(
                     (x - y).abs() <= 1e-4 * scale,
-                    "hidden {hidden:?}, value {i}: {x} vs {y} (seed {seed})"
+                    "hidden {hidden:?}, value {i}: {x} vs {y} (test seed {seed})"
                 );
             }
             assert!(
