@@ -444,21 +444,49 @@ mod tests {
         let a = Region::create(&path, 64).expect("create");
         let b = Region::open(&path, 64).expect("open");
         let started = Instant::now();
-        std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asleep = std::thread::scope(|s| {
             s.spawn(|| {
+                // `/proc/thread-self` names this thread: `PID/task/TID`.
+                let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+                tx.send(Path::new("/proc").join(me).join("stat"))
+                    .expect("send");
                 // Waits while the word is 0; a long timeout so only the wake ends it quickly.
                 while b.u32_at(0).load(Ordering::SeqCst) == 0 {
                     futex_wait(b.u32_at(0), 0, Duration::from_secs(30));
                 }
             });
-            std::thread::sleep(Duration::from_millis(50));
+            // Wake only once the waiter sleeps (state S: nothing else it does sleeps), so the
+            // wake, not the word already changed, is what ends its wait. Past the patience it
+            // is woken anyway (the scope cannot end while it waits) and the test fails.
+            let stat = rx.recv().expect("the waiter's stat path");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let asleep = loop {
+                if thread_state(&stat) == Some('S') {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
             a.u32_at(0).store(1, Ordering::SeqCst);
             futex_wake_all(a.u32_at(0));
+            asleep
         });
+        assert!(asleep, "the waiter never went to sleep on the futex");
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the wake was lost"
         );
+    }
+
+    /// The state letter of `/proc/PID/task/TID/stat` (`R` running, `S` sleeping, …).
+    fn thread_state(stat: &Path) -> Option<char> {
+        let stat = std::fs::read_to_string(stat).ok()?;
+        // `tid (comm) state …`; comm may hold spaces and parentheses.
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.trim_start().chars().next()
     }
 
     #[test]
