@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a server may take to print `listening on ADDR`.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
 /// A running `server` process; killed on drop.
 pub struct ServerProcess {
     child: Child,
@@ -29,17 +32,37 @@ impl ServerProcess {
         }
         let mut child = cmd.spawn().expect("spawn the server binary");
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the server's first stdout line");
-        let addr = line
+        // One thread reads stdout to its end: the first line comes back on a channel, the
+        // rest goes to the test's output, so the server never writes into a full or closed
+        // pipe.
+        let (first_line, first) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next());
+            for line in lines.map_while(Result::ok) {
+                eprintln!("server stdout: {line}");
+            }
+        });
+        // Killed on drop from here on, a failed start included.
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let line = match first.recv_timeout(STARTUP_PATIENCE) {
+            Ok(Some(line)) => line.expect("read the server's first stdout line"),
+            Ok(None) => panic!(
+                "the server closed stdout before `listening on ADDR`: {:?}",
+                server.child.try_wait()
+            ),
+            Err(e) => panic!("no `listening on ADDR` within {STARTUP_PATIENCE:?}: {e}"),
+        };
+        server.addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
             .parse()
             .expect("a socket address");
-        Self { child, addr }
+        server
     }
 
     pub fn url(&self, path: &str) -> String {
