@@ -129,6 +129,7 @@ impl PhaseData {
             availability: self.availability(),
             throughput_rps: self.throughput_rps(),
             latency: Percentiles::from_histogram(&self.stats.latency),
+            latency_all: Percentiles::from_histogram(&self.stats.latency_all),
             service: Percentiles::from_histogram(&self.stats.service),
             send_lag: Percentiles::from_histogram(&self.stats.send_lag),
             ttft: Percentiles::from_histogram(&self.stats.ttft),

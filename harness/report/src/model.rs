@@ -159,7 +159,14 @@ pub struct PhaseSummary {
     pub counts: Accounting,
     pub availability: Option<f64>,
     pub throughput_rps: f64,
+    /// Corrected latency of successful requests.
     pub latency: Percentiles,
+    /// Corrected latency of every request sent in the phase, a failed one until it was
+    /// given up: a timeout at least the request timeout, a generator drop its wait for a
+    /// connection (loadgen's `LatencyStats::latency_all`). Never better than what clients
+    /// saw; `count` 0 in reports written before it existed.
+    #[serde(default)]
+    pub latency_all: Percentiles,
     pub service: Percentiles,
     pub send_lag: Percentiles,
     pub ttft: Percentiles,

@@ -1,9 +1,47 @@
 //! Summaries for the end of `faultline run`: compact JSON (`--json`) and terminal text.
+//!
+//! Both show the headline phase's corrected latency over successes and over every request
+//! (`all`, when the report has it) and its generator drop share, with a warning above
+//! [`DROP_SHARE_WARN_ABOVE`].
 
 use serde_json::{json, Value};
 
 use crate::format::{self, ms, num, percent};
-use crate::model::{Percentiles, PhaseSummary, RunMetrics};
+use crate::model::{Accounting, Percentiles, PhaseSummary, RunMetrics};
+
+/// Above this share of generator drops (`dropped_by_generator / sent`, 1 %) the summary
+/// warns: the figures then describe the generator's backlog as much as the target. The
+/// same bound as `loadgen::DROP_SHARE_WARN_ABOVE` (this crate does not depend on loadgen).
+pub const DROP_SHARE_WARN_ABOVE: f64 = 0.01;
+
+/// `dropped_by_generator / sent`; None when nothing was sent.
+pub fn drop_share(counts: &Accounting) -> Option<f64> {
+    (counts.sent > 0).then(|| counts.dropped_by_generator as f64 / counts.sent as f64)
+}
+
+/// A drop share as a percentage, 3 significant digits: 0.025 → "2.50 %", 0 → "0 %".
+fn share_percent(share: f64) -> String {
+    format!("{} %", num(share * 100.0))
+}
+
+/// The warning when more than [`DROP_SHARE_WARN_ABOVE`] of a phase's requests were dropped
+/// by the generator (never sent: no connection came free within the request timeout, or
+/// still queued when the load stopped); None at or below it.
+pub fn drop_warning(phase: &PhaseSummary) -> Option<String> {
+    let share = drop_share(&phase.counts).filter(|s| *s > DROP_SHARE_WARN_ABOVE)?;
+    Some(format!(
+        "WARNING: {} of the {} phase's requests ({} of {}) were dropped by the generator, \
+         above {} %: never sent, because no connection came free within the request timeout \
+         or they were still queued when the load stopped. The target did not keep up with \
+         the offered rate over these connections; `corrected` covers successes only, `all` \
+         counts every request until it was given up.",
+        share_percent(share),
+        phase.phase,
+        phase.counts.dropped_by_generator,
+        phase.counts.sent,
+        format::short(DROP_SHARE_WARN_ABOVE * 100.0),
+    ))
+}
 
 /// The phase whose figures headline a run: `measured`, else the first summary.
 pub fn headline_phase(metrics: &RunMetrics) -> Option<&PhaseSummary> {
@@ -34,6 +72,8 @@ pub fn summary_json(metrics: &RunMetrics) -> Value {
             "availability": s.availability,
             "throughput_rps": s.throughput_rps,
             "latency_ms": percentiles_json(&s.latency),
+            "latency_all_ms": percentiles_json(&s.latency_all),
+            "drop_share": drop_share(&s.counts),
             "service_ms": percentiles_json(&s.service),
             "send_lag_p99_ms": s.send_lag.p99_ms,
         });
@@ -45,6 +85,10 @@ pub fn summary_json(metrics: &RunMetrics) -> Value {
         }
         v
     });
+    let warnings: Vec<String> = headline_phase(metrics)
+        .and_then(drop_warning)
+        .into_iter()
+        .collect();
     let a = &metrics.accounting;
     json!({
         "scenario": run.scenario,
@@ -55,6 +99,7 @@ pub fn summary_json(metrics: &RunMetrics) -> Value {
         "started_at": run.started_at,
         "wall_s": run.wall_s,
         "failures": metrics.failures,
+        "warnings": warnings,
         "slos": metrics.slos.iter().map(|s| json!({
             "index": s.index,
             "description": s.description,
@@ -143,10 +188,30 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
             )
         };
         out.push_str(&line("corrected", &s.latency));
+        if s.latency_all.count > 0 {
+            out.push_str(&line("all", &s.latency_all));
+        }
         out.push_str(&line("service", &s.service));
         if s.ttft.count > 0 {
             out.push_str(&line("TTFT", &s.ttft));
             out.push_str(&line("ITL", &s.itl));
+        }
+        if s.latency_all.count > 0 {
+            out.push_str(
+                "  (corrected, service: successes only; all: every request, a failure until it \
+                 was given up)\n",
+            );
+        }
+        if let Some(share) = drop_share(&s.counts) {
+            out.push_str(&format!(
+                "  dropped by generator: {} of {} sent ({})\n",
+                s.counts.dropped_by_generator,
+                s.counts.sent,
+                share_percent(share)
+            ));
+        }
+        if let Some(warning) = drop_warning(s) {
+            out.push_str(&format!("  {warning}\n"));
         }
     }
     for check in format::accounting_checks(metrics) {

@@ -438,3 +438,42 @@ fn a_search_run_gets_its_search_plot_and_trial_table_but_no_empty_load_plots() {
         "trial table shows drain waits"
     );
 }
+
+#[test]
+fn a_headline_phase_with_over_1_percent_generator_drops_warns_in_text_and_json() {
+    let mut metrics = fixture::run_metrics();
+    let text = report::text_summary(&metrics);
+    assert!(
+        text.contains("  dropped by generator: 0 of 4000 sent (0 %)"),
+        "{text}"
+    );
+    assert!(!text.contains("WARNING"), "{text}");
+    assert_eq!(
+        report::summary_json(&metrics)["warnings"],
+        serde_json::json!([])
+    );
+    let measured = metrics
+        .summaries
+        .iter_mut()
+        .find(|s| s.phase == "measured")
+        .expect("a measured phase");
+    measured.counts.ok -= 100;
+    measured.counts.dropped_by_generator += 100;
+    let text = report::text_summary(&metrics);
+    assert!(
+        text.contains("  dropped by generator: 100 of 4000 sent (2.50 %)"),
+        "{text}"
+    );
+    let warning = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("WARNING: "))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(
+        warning.contains("2.50 % of the measured phase's requests (100 of 4000) were dropped by the generator, above 1 %"),
+        "{warning}"
+    );
+    let json = report::summary_json(&metrics);
+    assert_eq!(json["measured"]["drop_share"], 0.025);
+    assert!(json["measured"]["latency_all_ms"]["p99"].is_f64());
+    assert_eq!(json["warnings"][0].as_str(), Some(warning.trim_start()));
+}
