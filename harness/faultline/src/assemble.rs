@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use loadgen::LoadReport;
 use report::{
-    FaultSpan, HostInfo, ProcessLife, ProcessRecord, Recovery, RunInfo, RunMetrics, SearchResult,
-    Span, WorkloadInfo,
+    FaultSpan, HostInfo, PhaseSummary, ProcessLife, ProcessRecord, Recovery, RunInfo, RunMetrics,
+    SearchResult, Span, WorkloadInfo,
 };
 use scenario::{ComponentKind, FaultKind, LatencyMeasure, LoadMode, Scenario, Slo};
 
@@ -83,6 +83,8 @@ impl ReplicaRecord {
 /// What one stack lifetime (the scenario, or one of its variants) produced.
 #[derive(Debug, Default)]
 pub struct StackResult {
+    /// The variant this lifetime ran (`default` without variants).
+    pub variant: String,
     pub load: Option<LoadReport>,
     /// Scenario t = 0 of this lifetime, on the run clock.
     pub load_t0_s: Option<f64>,
@@ -306,6 +308,167 @@ pub fn machine_figures(results: &[StackResult]) -> Vec<report::Figure> {
     out
 }
 
+/// Adds `a` into `total` (balanced only if both are).
+fn add_accounting(total: &mut report::Accounting, a: &report::Accounting) {
+    total.sent += a.sent;
+    total.ok += a.ok;
+    total.timeouts += a.timeouts;
+    total.dropped_by_generator += a.dropped_by_generator;
+    total.balanced &= a.balanced;
+    for (kind, n) in &a.errors {
+        *total.errors.entry(kind.clone()).or_insert(0) += n;
+    }
+}
+
+/// What one lifetime's load run contributes to the report, on its own scenario clock.
+#[derive(Debug, Clone)]
+struct LoadSection {
+    spans: Vec<Span>,
+    phases: Vec<PhaseData>,
+    windows: Vec<report::WindowMetrics>,
+    faults: Vec<FaultSpan>,
+    recoveries: Vec<Recovery>,
+    distribution: Vec<report::DistributionPoint>,
+    accounting: report::Accounting,
+    balanced: bool,
+    unbalanced_windows: Vec<f64>,
+}
+
+/// The load section of one lifetime: faults and their recoveries, phases, windows with
+/// their phase, distribution and accounting.
+fn load_section(scenario: &Scenario, r: &StackResult, load: &LoadReport) -> LoadSection {
+    let t0 = r.load_t0_s.unwrap_or(0.0);
+    let to_scn = |s: f64| round_us(s - t0);
+    let fine_width = load
+        .fine
+        .get(1)
+        .zip(load.fine.first())
+        .map(|(b, a)| b.start - a.start)
+        .unwrap_or(loadgen::DEFAULT_FINE_WINDOW);
+    let measured_end = load.measured.end.as_secs_f64();
+    let mut times = Vec::new();
+    let mut recoveries = Vec::new();
+    let mut faults = Vec::new();
+    for f in &r.faults {
+        let Some(inj) = f.injected_s else { continue };
+        let start_s = to_scn(inj);
+        let healed = f.healed_s.map(to_scn);
+        let recovery = analysis::recovery_s(&load.fine, fine_width, start_s);
+        let baseline = analysis::baseline_p99_ms(load, start_s);
+        let latency_recovery =
+            baseline.and_then(|b| analysis::latency_recovery_s(load, start_s, healed, b));
+        let t = analysis::FaultTimes {
+            start_s,
+            heal_s: healed,
+            recovery_s: recovery,
+            latency_recovery_s: latency_recovery,
+        };
+        times.push(t);
+        let (_, acting_end) = t.faulted(measured_end);
+        let (_, recovered) = t.recovering(measured_end);
+        let restarts = r
+            .replicas
+            .iter()
+            .filter(|rep| {
+                f.target
+                    .as_deref()
+                    .is_some_and(|t| crate::faults::names(t, &rep.component, &rep.name))
+            })
+            .flat_map(|rep| &rep.lives)
+            .filter(|l| to_scn(l.started_s) >= start_s && to_scn(l.started_s) <= recovered)
+            .count() as u32;
+        recoveries.push(Recovery {
+            fault_id: f.id.clone(),
+            kind: f.kind.name().to_owned(),
+            variant: None,
+            start_s,
+            recovery_s: recovery.map(round_us),
+            latency_recovery_s: latency_recovery.map(round_us),
+            latency_baseline_ms: baseline.map(round_us),
+            failed_requests: analysis::failed_between(
+                &load.fine,
+                fine_width,
+                start_s,
+                recovery.map_or(f64::INFINITY, |rec| start_s + rec),
+            ),
+            restarts,
+        });
+        faults.push(FaultSpan {
+            id: f.id.clone(),
+            kind: f.kind.name().to_owned(),
+            target: f.target.clone(),
+            start_s,
+            end_s: Some(round_us(acting_end)),
+            detail: f.detail.clone(),
+        });
+    }
+    let bound = goodput_bound_us(&scenario.slo);
+    let windows = load
+        .windows
+        .iter()
+        .map(|w| {
+            let s = w.start.as_secs_f64();
+            let mut m = analysis::window_metrics(w, bound);
+            let phase = analysis::window_phase(load, s, s + w.width.as_secs_f64(), &times);
+            m.phase = Some(phase.to_owned());
+            m
+        })
+        .collect();
+    let unbalanced_windows: Vec<f64> = load
+        .windows
+        .iter()
+        .filter(|w| !w.counts.balanced())
+        .map(|w| w.start.as_secs_f64())
+        .collect();
+    LoadSection {
+        spans: vec![
+            Span {
+                name: "warmup".into(),
+                start_s: load.warmup.start.as_secs_f64(),
+                end_s: load.warmup.end.as_secs_f64(),
+            },
+            Span {
+                name: "measured".into(),
+                start_s: load.measured.start.as_secs_f64(),
+                end_s: measured_end,
+            },
+        ],
+        phases: analysis::phases(load, &times),
+        windows,
+        faults,
+        recoveries,
+        distribution: report::distribution_from_histograms(
+            &load.measured.stats.latency,
+            &load.measured.stats.service,
+        ),
+        accounting: analysis::accounting(&load.accounting),
+        balanced: unbalanced_windows.is_empty() && load.accounting.balanced(),
+        unbalanced_windows,
+    }
+}
+
+/// p99 corrected latency over scenario time, one line per variant.
+fn variant_latency_chart(loads: &[(&StackResult, LoadSection)]) -> report::Chart {
+    report::Chart {
+        id: "variants-latency".into(),
+        title: "p99 corrected latency per 1 s window, by variant".into(),
+        x_label: "scenario time (s)".into(),
+        y_label: "ms".into(),
+        time_axis: true,
+        series: loads
+            .iter()
+            .map(|(r, sec)| report::Series {
+                name: r.variant.clone(),
+                points: sec
+                    .windows
+                    .iter()
+                    .filter_map(|w| Some((w.start_s + w.width_s / 2.0, w.latency.p99_ms?)))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 /// The tightest corrected-latency bound of the SLOs, for goodput.
 fn goodput_bound_us(slos: &[Slo]) -> Option<u64> {
     slos.iter()
@@ -420,121 +583,60 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
     let mut phases: Vec<PhaseData> = Vec::new();
     let mut balanced = true;
     let mut unbalanced_windows = Vec::new();
-    if let Some(r) = results.iter().find(|r| r.load.is_some()) {
-        let load = r.load.as_ref().expect("filtered on load.is_some()");
-        let fine_width = load
-            .fine
-            .get(1)
-            .zip(load.fine.first())
-            .map(|(b, a)| b.start - a.start)
-            .unwrap_or(loadgen::DEFAULT_FINE_WINDOW);
-        let measured_end = load.measured.end.as_secs_f64();
-        let mut times = Vec::new();
-        for f in &r.faults {
-            let Some(inj) = f.injected_s else { continue };
-            let start_s = to_scn(inj);
-            let healed = f.healed_s.map(to_scn);
-            let recovery = analysis::recovery_s(&load.fine, fine_width, start_s);
-            let baseline = analysis::baseline_p99_ms(load, start_s);
-            let latency_recovery =
-                baseline.and_then(|b| analysis::latency_recovery_s(load, start_s, healed, b));
-            let t = analysis::FaultTimes {
-                start_s,
-                heal_s: healed,
-                recovery_s: recovery,
-                latency_recovery_s: latency_recovery,
+    let loads: Vec<(&StackResult, LoadSection)> = results
+        .iter()
+        .filter_map(|r| Some((r, load_section(scenario, r, r.load.as_ref()?))))
+        .collect();
+    let several = loads.len() > 1;
+    // Per variant: phases for its SLO verdicts, its recoveries.
+    let mut per_variant: Vec<(String, Vec<PhaseData>, Vec<Recovery>)> = Vec::new();
+    if let Some((_, first)) = loads.first() {
+        metrics.phases = first.spans.clone();
+        metrics.windows = first.windows.clone();
+        metrics.faults = first.faults.clone();
+        metrics.distribution = first.distribution.clone();
+        phases = first.phases.clone();
+        let mut total = report::Accounting {
+            balanced: true,
+            ..report::Accounting::default()
+        };
+        for (r, sec) in &loads {
+            let name = |phase: &str| {
+                if several {
+                    format!("{}: {phase}", r.variant)
+                } else {
+                    phase.to_owned()
+                }
             };
-            times.push(t);
-            let (_, acting_end) = t.faulted(measured_end);
-            let (_, recovered) = t.recovering(measured_end);
-            let restarts = r
-                .replicas
-                .iter()
-                .filter(|rep| {
-                    f.target
-                        .as_deref()
-                        .is_some_and(|t| crate::faults::names(t, &rep.component, &rep.name))
-                })
-                .flat_map(|rep| &rep.lives)
-                .filter(|l| to_scn(l.started_s) >= start_s && to_scn(l.started_s) <= recovered)
-                .count() as u32;
-            metrics.recoveries.push(Recovery {
-                fault_id: f.id.clone(),
-                kind: f.kind.name().to_owned(),
-                start_s,
-                recovery_s: recovery.map(round_us),
-                latency_recovery_s: latency_recovery.map(round_us),
-                latency_baseline_ms: baseline.map(round_us),
-                failed_requests: analysis::failed_between(
-                    &load.fine,
-                    fine_width,
-                    start_s,
-                    recovery.map_or(f64::INFINITY, |rec| start_s + rec),
-                ),
-                restarts,
-            });
-            metrics.faults.push(FaultSpan {
-                id: f.id.clone(),
-                kind: f.kind.name().to_owned(),
-                target: f.target.clone(),
-                start_s,
-                end_s: Some(round_us(acting_end)),
-                detail: f.detail.clone(),
-            });
-        }
-        phases = analysis::phases(load, &times);
-        metrics.phases = vec![
-            Span {
-                name: "warmup".into(),
-                start_s: load.warmup.start.as_secs_f64(),
-                end_s: load.warmup.end.as_secs_f64(),
-            },
-            Span {
-                name: "measured".into(),
-                start_s: load.measured.start.as_secs_f64(),
-                end_s: measured_end,
-            },
-        ];
-        let bound = goodput_bound_us(&scenario.slo);
-        metrics.windows = load
-            .windows
-            .iter()
-            .map(|w| {
-                let s = w.start.as_secs_f64();
-                let mut m = analysis::window_metrics(w, bound);
-                let phase = analysis::window_phase(load, s, s + w.width.as_secs_f64(), &times);
-                m.phase = Some(phase.to_owned());
-                m
-            })
-            .collect();
-        for w in &load.windows {
-            if !w.counts.balanced() {
-                balanced = false;
-                unbalanced_windows.push(w.start.as_secs_f64());
+            metrics
+                .summaries
+                .extend(sec.phases.iter().map(|p| PhaseSummary {
+                    phase: name(&p.name),
+                    ..p.summary()
+                }));
+            let mut recs = sec.recoveries.clone();
+            if several {
+                for rec in &mut recs {
+                    rec.variant = Some(r.variant.clone());
+                }
             }
+            metrics.recoveries.extend(recs.iter().cloned());
+            add_accounting(&mut total, &sec.accounting);
+            balanced &= sec.balanced;
+            unbalanced_windows.extend(sec.unbalanced_windows.iter().copied());
+            per_variant.push((r.variant.clone(), sec.phases.clone(), recs));
         }
-        balanced &= load.accounting.balanced();
-        metrics.summaries = phases.iter().map(PhaseData::summary).collect();
-        metrics.distribution = report::distribution_from_histograms(
-            &load.measured.stats.latency,
-            &load.measured.stats.service,
-        );
-        metrics.accounting = analysis::accounting(&load.accounting);
+        metrics.accounting = total;
+        if several {
+            metrics.charts.push(variant_latency_chart(&loads));
+        }
     } else if !metrics.searches.is_empty() {
         let mut total = report::Accounting {
             balanced: true,
             ..report::Accounting::default()
         };
         for t in metrics.searches.iter().flat_map(|s| s.trials.iter()) {
-            let a = &t.accounting;
-            total.sent += a.sent;
-            total.ok += a.ok;
-            total.timeouts += a.timeouts;
-            total.dropped_by_generator += a.dropped_by_generator;
-            total.balanced &= a.balanced;
-            for (kind, n) in &a.errors {
-                *total.errors.entry(kind.clone()).or_insert(0) += n;
-            }
+            add_accounting(&mut total, &t.accounting);
         }
         balanced = total.balanced;
         metrics.accounting = total;
@@ -552,15 +654,39 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
             "request accounting does not balance (sent ≠ ok + errors + timeouts + dropped) in windows starting at {unbalanced_windows:?} s"
         ));
     }
-    let evidence = Evidence {
-        phases: &phases,
-        recoveries: &metrics.recoveries,
-        searches: &metrics.searches,
-        training: &metrics.training,
-        accounting_balanced: balanced,
-        unbalanced_windows,
-    };
-    metrics.slos = slo::evaluate(&scenario.slo, &evidence);
+    if per_variant.len() > 1 {
+        // Every SLO judges every variant's load.
+        for (variant, vphases, vrecs) in &per_variant {
+            let evidence = Evidence {
+                phases: vphases,
+                recoveries: vrecs,
+                searches: &metrics.searches,
+                training: &metrics.training,
+                accounting_balanced: balanced,
+                unbalanced_windows: unbalanced_windows.clone(),
+            };
+            metrics
+                .slos
+                .extend(
+                    slo::evaluate(&scenario.slo, &evidence)
+                        .into_iter()
+                        .map(|mut v| {
+                            v.description = format!("{} [{variant}]", v.description);
+                            v
+                        }),
+                );
+        }
+    } else {
+        let evidence = Evidence {
+            phases: &phases,
+            recoveries: &metrics.recoveries,
+            searches: &metrics.searches,
+            training: &metrics.training,
+            accounting_balanced: balanced,
+            unbalanced_windows,
+        };
+        metrics.slos = slo::evaluate(&scenario.slo, &evidence);
+    }
     let clocked = results
         .iter()
         .find(|r| !r.faults.is_empty() && r.load_t0_s.is_some())
@@ -605,6 +731,7 @@ fn training_section(
                 metrics.recoveries.push(Recovery {
                     fault_id: f.id.clone(),
                     kind: f.kind.name().to_owned(),
+                    variant: None,
                     start_s,
                     recovery_s: x.total_s.map(round_us),
                     latency_recovery_s: None,

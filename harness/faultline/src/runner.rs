@@ -175,7 +175,10 @@ struct Ctx<'a> {
 
 /// Starts the stack, runs the workload (load or search) and stops the stack again.
 async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
-    let mut out = StackResult::default();
+    let mut out = StackResult {
+        variant: v.name.clone(),
+        ..StackResult::default()
+    };
     let variant = v.name.as_str();
     let dirs = RunDirs::new(&ctx.dir, variant, ctx.several_variants);
     let addrs = match stack::addresses(ctx.scenario, v, ctx.block) {

@@ -508,6 +508,7 @@ mod tests {
         let rec = [Recovery {
             fault_id: "crash".into(),
             kind: "process.kill".into(),
+            variant: None,
             start_s: 3.0,
             recovery_s: None,
             latency_recovery_s: Some(2.0),

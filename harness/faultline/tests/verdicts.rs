@@ -368,3 +368,67 @@ abort_on_fail = true
     assert!(!outcome.interrupted, "an abort is a verdict, not a Ctrl-C");
     assert!(m.accounting.balanced, "{:?}", m.accounting);
 }
+
+#[test]
+fn open_loop_variants_run_one_load_each_and_every_slo_judges_each() {
+    let reports = tempfile::tempdir().expect("temp dir");
+    let scenario = r#"
+[[components]]
+name = "server"
+kind = "server"
+
+[workload]
+target = "server"
+rate_per_s = 20
+arrival = "constant"
+warmup = "300ms"
+duration = "1s"
+connections = 2
+
+[[workload.requests]]
+kind = "infer"
+model = "mlp"
+
+[[slo]]
+kind = "availability"
+ratio_min = 0.5
+
+[[variants]]
+name = "batched"
+args = { server = ["--max-batch-size", "32"] }
+
+[[variants]]
+name = "unbatched"
+args = { server = ["--max-batch-size", "1"] }
+"#;
+    let outcome = run("open-variants", scenario, reports.path());
+    let m = &outcome.metrics;
+    assert!(m.passed(), "{:?} {:?}", m.failures, m.slos);
+    let slos: Vec<&str> = m.slos.iter().map(|s| s.description.as_str()).collect();
+    assert_eq!(
+        slos,
+        [
+            "availability (measured) [batched]",
+            "availability (measured) [unbatched]"
+        ]
+    );
+    let phases: Vec<&str> = m.summaries.iter().map(|s| s.phase.as_str()).collect();
+    assert!(
+        phases.contains(&"batched: measured") && phases.contains(&"unbatched: measured"),
+        "{phases:?}"
+    );
+    assert!(m
+        .charts
+        .iter()
+        .any(|c| c.id == "variants-latency" && c.series.len() == 2));
+    // Two lifetimes, two servers, each stopped by the runner.
+    assert_eq!(m.processes.len(), 2);
+    assert_eq!(
+        m.accounting.sent,
+        m.summaries
+            .iter()
+            .filter(|s| s.phase.ends_with(": warmup") || s.phase.ends_with(": measured"))
+            .map(|s| s.counts.sent)
+            .sum::<u64>()
+    );
+}

@@ -327,7 +327,10 @@ fn recoveries(metrics: &RunMetrics) -> String {
         .iter()
         .map(|r| {
             vec![
-                t(r.fault_id.clone()),
+                t(match &r.variant {
+                    Some(v) => format!("{} [{v}]", r.fault_id),
+                    None => r.fault_id.clone(),
+                }),
                 t(r.kind.clone()),
                 t(format!("{} s", format::short(r.start_s))),
                 match r.recovery_s {

@@ -186,6 +186,9 @@ pub struct DistributionPoint {
 pub struct Recovery {
     pub fault_id: String,
     pub kind: String,
+    /// The variant whose run this recovery is from, when several variants ran loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     pub start_s: f64,
     /// Fault instant → start of the first 100 ms window after which success ≥ 99 % for ≥ 1 s.
     pub recovery_s: Option<f64>,

@@ -37,8 +37,8 @@ pub struct Scenario {
     /// non-zero.
     #[serde(default)]
     pub slo: Vec<Slo>,
-    /// Re-runs of the scenario with changed component arguments or replica counts (with
-    /// `workload.mode = "max-throughput"` or `"training"`), compared side by side (at most 64).
+    /// Re-runs of the scenario with changed component arguments or replica counts, compared
+    /// side by side (any mode; at most 64).
     #[serde(default)]
     pub variants: Vec<Variant>,
 }

@@ -1584,19 +1584,6 @@ impl<'a> Validator<'a> {
 
     fn variants(&mut self) {
         let s = self.scenario;
-        let compared = matches!(
-            s.workload.mode,
-            LoadMode::MaxThroughput | LoadMode::Training
-        );
-        if !s.variants.is_empty() && !compared {
-            self.problem(
-                root().key("variants"),
-                format!(
-                    "variants are compared by their max-throughput search or as training jobs (mode is \"{}\"); expected workload.mode = \"max-throughput\" or \"training\", or no [[variants]]",
-                    s.workload.mode.name()
-                ),
-            );
-        }
         let mut seen = BTreeSet::new();
         for (i, variant) in s.variants.iter().enumerate() {
             let path = root().key("variants").index(i);

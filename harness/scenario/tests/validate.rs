@@ -423,8 +423,13 @@ fn faulted_phase_needs_faults() {
 // --- variants ------------------------------------------------------------------------
 
 #[test]
-fn variants_only_with_max_throughput_or_training() {
-    insta::assert_snapshot!(errors(&edit(&[], "\n[[variants]]\nname = \"batched\"\n")));
+fn variants_are_allowed_in_every_mode() {
+    let s = parse(
+        &edit(&[], "\n[[variants]]\nname = \"batched\"\n"),
+        "open.toml",
+    )
+    .expect("open-loop variants are valid");
+    assert_eq!(s.variants.len(), 1);
 }
 
 #[test]
