@@ -39,6 +39,7 @@ fn measure_name(m: LatencyMeasure) -> &'static str {
         LatencyMeasure::Ttft => "TTFT",
         LatencyMeasure::Itl => "ITL",
         LatencyMeasure::Tpot => "TPOT",
+        LatencyMeasure::All => "latency of all requests",
     }
 }
 
@@ -51,6 +52,7 @@ fn histogram(data: &PhaseData, m: LatencyMeasure) -> &Histogram<u64> {
         LatencyMeasure::Ttft => &s.ttft,
         LatencyMeasure::Itl => &s.itl,
         LatencyMeasure::Tpot => &s.tpot,
+        LatencyMeasure::All => &s.latency_all,
     }
 }
 

@@ -284,6 +284,16 @@ fn summaries(summaries: &[PhaseSummary]) -> String {
         ("corrected p99 (ms)", |s| ms(s.latency.p99_ms)),
         ("corrected p99.9 (ms)", |s| ms(s.latency.p999_ms)),
         ("corrected max (ms)", |s| ms(s.latency.max_ms)),
+        ("all requests p99 (ms)", |s| ms(s.latency_all.p99_ms)),
+        ("all requests max (ms)", |s| ms(s.latency_all.max_ms)),
+        ("dropped by generator", |s| {
+            let share = (s.counts.sent > 0)
+                .then(|| s.counts.dropped_by_generator as f64 / s.counts.sent as f64);
+            match share {
+                Some(x) if x > 0.01 => format!("{} (over 1 %: WARNING)", percent(Some(x))),
+                x => percent(x),
+            }
+        }),
         ("service p50 (ms)", |s| ms(s.service.p50_ms)),
         ("service p90 (ms)", |s| ms(s.service.p90_ms)),
         ("service p99 (ms)", |s| ms(s.service.p99_ms)),

@@ -450,6 +450,10 @@ pub enum LatencyMeasure {
     Itl,
     /// Time per output token (streams).
     Tpot,
+    /// Intended send → end of every request, failed ones until they were given up (a
+    /// timeout at least its timeout, a generator drop its wait): never better than what
+    /// clients saw.
+    All,
 }
 
 /// An assertion on the run.
@@ -743,6 +747,7 @@ impl LatencyMeasure {
             LatencyMeasure::Ttft => "ttft",
             LatencyMeasure::Itl => "itl",
             LatencyMeasure::Tpot => "tpot",
+            LatencyMeasure::All => "all",
         }
     }
 }
