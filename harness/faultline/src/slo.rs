@@ -536,4 +536,29 @@ mod tests {
         assert!(v[1].pass, "{v:?}");
         assert_eq!(v[1].description, "latency recovery time after crash");
     }
+
+    #[test]
+    fn latency_over_all_requests_counts_timeouts_that_successes_hide() {
+        // 90 fast successes and 10 timeouts given up at 2 s.
+        let mut p = phase("measured", &[5; 90], 90, 100);
+        for l in [5u64; 90].iter().chain([2000u64; 10].iter()) {
+            p.stats.latency_all.record(l * 1000).expect("in range");
+        }
+        let phases = [p];
+        let ev = evidence(&phases);
+        let slo = |measure| Slo::Latency {
+            phase: Phase::Measured,
+            measure,
+            percentile: 95.0,
+            latency_ms_max: Some(100.0),
+            latency_ms_min: None,
+        };
+        let v = evaluate(
+            &[slo(LatencyMeasure::Corrected), slo(LatencyMeasure::All)],
+            &ev,
+        );
+        assert!(v[0].pass, "successes alone look fine");
+        assert!(!v[1].pass, "all requests do not: {v:?}");
+        assert!(v[1].description.contains("latency of all requests"));
+    }
 }
