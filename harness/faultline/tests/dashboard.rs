@@ -8,10 +8,11 @@
 
 mod common;
 
+use common::{drain, first_line, Reaped};
+
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// PromQL words that are not metric names when they are not followed by `(`: aggregation
@@ -346,52 +347,6 @@ fn a_misspelled_metric_is_reported_with_its_panel() {
         "{}",
         problems[1]
     );
-}
-
-/// Kills the child on drop, so a failed assertion leaves no process behind.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Reaped {
-    fn spawn(cmd: &mut Command) -> (Self, BufReader<ChildStdout>) {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a stack process");
-        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        (Self(child), out)
-    }
-}
-
-/// The first stdout line `pick` accepts, mapped (EOF fails the test with `what`).
-fn first_line<T>(
-    out: &mut BufReader<ChildStdout>,
-    what: &str,
-    pick: impl Fn(&str) -> Option<T>,
-) -> T {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = out.read_line(&mut line).expect("read stdout");
-        assert!(n > 0, "the process exited before {what}");
-        if let Some(v) = pick(line.trim()) {
-            return v;
-        }
-    }
-}
-
-/// Reads the rest of a child's stdout on a thread, so the child never blocks on a full pipe
-/// nor fails writing to a closed one; the thread ends when the child does.
-fn drain(mut out: BufReader<ChildStdout>) {
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
 }
 
 fn scrape(client: &reqwest::blocking::Client, addr: &str) -> String {

@@ -3,19 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Kills the child on drop, so a failed assertion leaves no process behind.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{drain, first_line, Reaped};
 
 #[test]
 fn weights_published_by_the_trainer_are_served_by_the_server() {
@@ -76,23 +67,16 @@ fn weights_published_by_the_trainer_are_served_by_the_server() {
         .and_then(|v| v["server_model"].as_str().map(str::to_owned))
         .expect("the worker published its final weights");
 
-    let mut server = Reaped(
-        Command::new(bin.join("server"))
-            .args(["--listen", "127.0.0.1:0", "--model", &published])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start server"),
-    );
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("server says where it listens");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
+    let (_server, mut server_out) = Reaped::spawn(Command::new(bin.join("server")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        &published,
+    ]));
+    let addr = first_line(&mut server_out, "the server listened", |l| {
+        l.strip_prefix("listening on ").map(str::to_owned)
+    });
+    drain(server_out);
     let name = published.split('=').next().expect("NAME=KIND:PATH");
 
     let client = reqwest::blocking::Client::builder()
