@@ -9,6 +9,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use common::{capture, Captured};
+
 fn faultline() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
     cmd.current_dir(common::repo_root());
@@ -73,17 +75,56 @@ fn started_pids(reports: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn start_run(scenario: &Path, reports: &Path) -> Child {
-    faultline()
+/// A `faultline run` in the background, its stdout and stderr read to EOF on their own
+/// threads (so it never blocks on a full pipe) and kept for failure messages; killed on
+/// drop, so a failed assertion leaves no run behind.
+struct Run {
+    child: Child,
+    stdout: Captured,
+    stderr: Captured,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Run {
+    /// What the run printed, for a failure message: waits for it to end first (killing it
+    /// if it has not), as its pipes close only then.
+    fn output(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let patience = Duration::from_secs(5);
+        format!(
+            "faultline stdout:\n{}\nfaultline stderr:\n{}",
+            self.stdout.text(patience),
+            self.stderr.text(patience)
+        )
+    }
+}
+
+fn start_run(scenario: &Path, reports: &Path) -> Run {
+    let mut child = faultline()
         .args(["run", "--quiet", "--reports"])
         .arg(reports)
         .arg("--bin-dir")
         .arg(common::bin_dir())
         .arg(scenario)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start faultline")
+        .expect("start faultline");
+    let stdout = capture(child.stdout.take().expect("piped stdout"));
+    let stderr = capture(child.stderr.take().expect("piped stderr"));
+    Run {
+        child,
+        stdout,
+        stderr,
+    }
 }
 
 fn assert_all_gone(pids: &[u32], after: &str) {
@@ -133,17 +174,23 @@ fn ctrl_c_heals_the_fault_stops_the_stack_and_still_writes_the_report() {
     let dir = tempfile::tempdir().expect("temp dir");
     let scenario = write(dir.path(), "long-pause.toml", LONG_PAUSE);
     let reports = dir.path().join("reports");
-    let mut child = start_run(&scenario, &reports);
+    let mut run = start_run(&scenario, &reports);
     assert!(
         common::eventually(Duration::from_secs(60), || has_event(
             &reports,
             "fault.inject"
         )),
-        "the pause was injected"
+        "the pause was injected\n{}",
+        run.output()
     );
-    signal(&child, Signal::SIGINT);
-    let status = child.wait().expect("wait faultline");
-    assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+    signal(&run.child, Signal::SIGINT);
+    let status = run.child.wait().expect("wait faultline");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "interrupted runs exit 130\n{}",
+        run.output()
+    );
     assert!(has_event(&reports, "fault.heal"), "the pause was healed");
     assert!(
         has_event(&reports, "process.stop"),
@@ -160,8 +207,9 @@ fn ctrl_c_heals_the_fault_stops_the_stack_and_still_writes_the_report() {
         serde_json::from_str(&std::fs::read_to_string(metrics).expect("read")).expect("json");
     assert!(
         m["failures"].to_string().contains("interrupted"),
-        "the report says it was interrupted: {}",
-        m["failures"]
+        "the report says it was interrupted: {}\n{}",
+        m["failures"],
+        run.output()
     );
 }
 
@@ -170,18 +218,19 @@ fn a_killed_runner_leaves_no_orphan_process() {
     let dir = tempfile::tempdir().expect("temp dir");
     let scenario = write(dir.path(), "long-pause.toml", LONG_PAUSE);
     let reports = dir.path().join("reports");
-    let mut child = start_run(&scenario, &reports);
+    let mut run = start_run(&scenario, &reports);
     assert!(
         common::eventually(Duration::from_secs(60), || has_event(
             &reports,
             "process.ready"
         )),
-        "the server came up"
+        "the server came up\n{}",
+        run.output()
     );
     let pids = started_pids(&reports);
     assert!(!pids.is_empty());
-    signal(&child, Signal::SIGKILL);
-    let _ = child.wait();
+    signal(&run.child, Signal::SIGKILL);
+    let _ = run.child.wait();
     assert_all_gone(&pids, "the SIGKILLed runner");
 }
 
