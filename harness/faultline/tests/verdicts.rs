@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use faultline::runner::{self, ProgressMode, RunOptions, RunOutcome};
 use tokio_util::sync::CancellationToken;
@@ -65,25 +65,30 @@ ratio_min = 0.0
 fn a_server_that_aborts_mid_run_fails_the_run_despite_loose_slos() {
     let reports = tempfile::tempdir().expect("temp dir");
     let dir = reports.path().to_path_buf();
-    // Abort the server once it is ready, as a crash would: nothing on the timeline.
+    // Abort the server 1 s into the measured phase (after the 500 ms warmup that follows
+    // `load.start`), as a crash would: nothing on the timeline.
     let killer = std::thread::spawn(move || {
-        let ready = || {
-            let log = walk_events(&dir);
-            log.iter()
-                .find(|e| e["event"] == "process.ready")
-                .and_then(|e| e["pid"].as_u64())
-        };
         let mut pid = None;
+        let mut load_start = None;
         assert!(
             common::eventually(Duration::from_secs(60), || {
-                pid = ready();
-                pid.is_some()
+                let log = walk_events(&dir);
+                let first = |kind: &str| log.iter().find(|e| e["event"] == kind).cloned();
+                pid = first("process.ready").and_then(|e| e["pid"].as_u64());
+                load_start = first("load.start")
+                    .and_then(|e| e["wall"].as_str().map(humantime::parse_rfc3339))
+                    .map(|wall| wall.expect("events.jsonl stamps RFC 3339 wall times"));
+                pid.is_some() && load_start.is_some()
             }),
-            "the server never became ready"
+            "the server never became ready or the load never started"
         );
         let pid = u32::try_from(pid.unwrap_or(0)).expect("a pid");
-        // Into the measured phase.
-        std::thread::sleep(Duration::from_millis(1500));
+        let measured = load_start.expect("waited for above") + Duration::from_millis(1500);
+        // A wait for a moment on the scenario's clock (the measured phase), not for a state.
+        assert!(
+            common::eventually(Duration::from_secs(10), || SystemTime::now() >= measured),
+            "the clock reached the measured phase"
+        );
         faultline::faults::signal(pid, nix::sys::signal::Signal::SIGABRT).expect("abort");
     });
     let outcome = run("aborting-server", LOOSE_SERVING, reports.path());
