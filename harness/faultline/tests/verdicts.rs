@@ -182,7 +182,6 @@ target = "server"
 mode = "max-throughput"
 arrival = "constant"
 warmup = "300ms"
-duration = "1s"
 timeout = "2s"
 connections = 4
 
@@ -209,7 +208,8 @@ target = "server"
     let outcome = run("search-with-faults", scenario, reports.path());
     let m = &outcome.metrics;
     let trials = m.searches[0].trials.len();
-    assert_eq!(trials, 2, "{:?}", m.searches);
+    // Two bracket trials, then repeats confirming the best rate.
+    assert!(trials >= 2, "{:?}", m.searches);
     let injected = events(&outcome, "fault.inject");
     let healed = events(&outcome, "fault.heal");
     assert_eq!(injected.len(), trials, "one pause per trial: {injected:?}");
