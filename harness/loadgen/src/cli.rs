@@ -21,8 +21,8 @@ use crate::counts::{Counts, DROP_SHARE_WARN_ABOVE};
 use crate::record::{HistogramSummary, LoadReport, ReportSummary};
 use crate::search::{SearchCriteria, SearchReport};
 use crate::{
-    run_closed_loop_on, run_open_loop, search_max_throughput, Arrival, LoadSpec, OpenLoopSpec,
-    RequestTemplate,
+    default_open_loop_threads, run_closed_loop_on, run_open_loop_on, search_max_throughput,
+    Arrival, LoadSpec, OpenLoopSpec, RequestTemplate,
 };
 
 /// Arrival process flag values.
@@ -78,7 +78,10 @@ pub struct LoadArgs {
     /// Closed loop (like wrk): each connection sends as soon as its previous response ends.
     #[arg(long, conflicts_with_all = ["rate", "search"])]
     pub closed_loop: bool,
-    /// Event-loop threads for --closed-loop (default: one per core).
+    /// Event-loop threads, each owning an equal share of the connections; in an open loop
+    /// each also releases its share of the schedule. Default: one per core for
+    /// --closed-loop, half the cores (at least 1) for an open loop, whose threads spin
+    /// before each send. At most one per connection, and at most 1024.
     #[arg(short = 't', long, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Seed of every random choice (Poisson gaps, request mix).
@@ -153,10 +156,15 @@ fn parse_connections(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Most `--threads`: one OS thread each.
+const MAX_THREADS: usize = 1024;
+
 fn parse_threads(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err("expected a whole number of threads >= 1".into()),
+        Ok(v) if (1..=MAX_THREADS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a whole number of threads from 1 to {MAX_THREADS}"
+        )),
     }
 }
 
@@ -421,7 +429,11 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
             args.arrival, args.connections, args.seed
         )
         .to_lowercase();
-        (run_open_loop(&spec, cancel, None).await?, header)
+        let threads = args.threads.unwrap_or_else(default_open_loop_threads);
+        (
+            run_open_loop_on(&spec, threads, cancel, None).await?,
+            header,
+        )
     };
     let verdict = Verdict::of([&report]);
     if args.json {

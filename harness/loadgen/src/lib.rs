@@ -47,7 +47,10 @@ pub use record::{
     FineWindow, HistogramSummary, LatencyStats, LoadReport, PhaseStats, PhaseSummary,
     ReportSummary, WindowStats, WindowSummary,
 };
-pub use run::{run_closed_loop, run_closed_loop_on, run_open_loop, Progress};
+pub use run::{
+    default_open_loop_threads, run_closed_loop, run_closed_loop_on, run_open_loop,
+    run_open_loop_on, Progress,
+};
 pub use search::{
     search_max_throughput, search_max_throughput_with, SearchCriteria, SearchReport, Trial,
     TrialPurpose, TrialRun,

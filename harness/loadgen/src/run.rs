@@ -1,15 +1,18 @@
 //! The async shells: open-loop and closed-loop drivers.
 //!
-//! Open loop: a dedicated scheduler thread walks the [`Schedule`] and releases each
-//! request at its intended instant (OS sleep until ~150 µs before, then a yielding spin,
-//! so the schedule is held tighter than tokio's 1 ms timer). Released requests go to a
-//! per-target FIFO that the target's connection workers pull from when free, so a
-//! request waits for a free connection (send lag grows, honestly) but never for an
-//! earlier response. A worker that takes a request which has already waited longer than
-//! the timeout since its intended send, or takes it after cancellation, counts it as
-//! `dropped_by_generator` instead of sending it (README: "When the generator drops a
-//! request"). Workers record outcomes into sharded [`Recorder`]s that are merged at the
-//! end.
+//! Open loop: OS threads (half the cores by default; wrk2's `-t`), each with a
+//! single-threaded event loop that owns an equal share of the connections and releases its
+//! own share of the [`Schedule`] with its own timer: a `timerfd` (tokio's timer rounds to
+//! milliseconds) until 150 µs before the due instant, then a yielding spin (a wake-up from
+//! sleep takes tens of µs here). A released request goes to its target's FIFO on the same
+//! thread, which that thread's connection workers pull from when free, so a request waits
+//! for a free connection (send lag grows, honestly) but never for an earlier response, and
+//! no request crosses a thread (the old single scheduler thread's cross-thread hand-off
+//! capped the open loop near 30k req/s here). A worker that takes a request which has
+//! already waited longer than the timeout since its intended send, or takes it after
+//! cancellation, counts it as `dropped_by_generator` instead of sending it (README: "When
+//! the generator drops a request"). Workers record outcomes into per-thread [`Recorder`]
+//! shards that are merged at the end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,10 +47,8 @@ pub struct Progress {
 }
 
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
-/// Spin (yielding) instead of sleeping when the next send is closer than this.
-const SPIN_THRESHOLD: Duration = Duration::from_micros(150);
-/// Longest OS sleep in the scheduler, so cancellation is noticed promptly.
-const MAX_SLEEP: Duration = Duration::from_millis(5);
+/// How long before a request's due instant its load thread stops sleeping and spins.
+const SPIN_BEFORE_DUE: Duration = Duration::from_micros(150);
 
 /// Per-shard live counters, on their own cache line so threads never share one.
 #[derive(Default)]
@@ -157,20 +158,6 @@ fn spawn_progress(
     });
 }
 
-async fn open_connections(
-    targets: &[Arc<crate::conn::Target>],
-    per_target: usize,
-    timeout: Duration,
-) -> Vec<(usize, Conn)> {
-    let mut conns: Vec<(usize, Conn)> = targets
-        .iter()
-        .enumerate()
-        .flat_map(|(ti, t)| (0..per_target).map(move |_| (ti, Conn::new(t.clone()))))
-        .collect();
-    futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(timeout))).await;
-    conns
-}
-
 /// The wall-clock time corresponding to `t0`.
 fn wall_clock_of(t0: Instant) -> SystemTime {
     let now = Instant::now();
@@ -226,8 +213,36 @@ impl Setup {
 /// has finished (at most `timeout` later). Cancellation stops the schedule; queued
 /// requests are counted as dropped, in-flight ones finish or time out. Fails only before
 /// the load starts (invalid spec, unresolvable target).
+///
+/// Uses [`default_open_loop_threads`] event-loop threads; see [`run_open_loop_on`] to
+/// choose.
 pub async fn run_open_loop(
     spec: &OpenLoopSpec,
+    cancel: CancellationToken,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<LoadReport, LoadError> {
+    run_open_loop_on(spec, default_open_loop_threads(), cancel, progress).await
+}
+
+/// Open-loop load threads by default: half the available cores, at least one. A load
+/// thread spins for the last 150 us before each due instant, so at high rates each keeps
+/// a core busy; on a machine shared with the target (the faultline runner's case, and
+/// every benchmark here) a thread per core takes the cores the target needs and the
+/// schedule slips (measured: 2 threads on 2 cores beside nginx missed at 15k req/s where
+/// 1 thread held 83k; docs/BENCHMARKS.md).
+pub fn default_open_loop_threads() -> usize {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+}
+
+/// [`run_open_loop`] on `threads` OS threads (at most one per connection). Each thread
+/// has its own single-threaded event loop, owns an equal share of the connections and
+/// releases its own share of the schedule with its own timer: every thread walks the same
+/// seeded schedule and keeps the requests whose target it holds connections for (a
+/// target's requests take turns among the threads holding its connections), so the
+/// schedule is identical whatever the thread count and no request crosses a thread.
+pub async fn run_open_loop_on(
+    spec: &OpenLoopSpec,
+    threads: usize,
     cancel: CancellationToken,
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<LoadReport, LoadError> {
@@ -239,48 +254,9 @@ pub async fn run_open_loop(
         end,
         shared,
     } = Setup::new(load).await?;
-    let conns = open_connections(&targets, load.connections, load.timeout).await;
-
-    let queues: Arc<[JobQueue]> = targets.iter().map(|_| JobQueue::default()).collect();
-
-    // A short lead so every worker is parked on its queue before the first send.
-    let t0 = Instant::now() + Duration::from_millis(2);
-    let started_at = wall_clock_of(t0);
-    let mut workers = JoinSet::new();
-    for (i, (ti, mut conn)) in conns.into_iter().enumerate() {
-        let queues = queues.clone();
-        let prepared = prepared.clone();
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        let timeout = load.timeout;
-        workers.spawn(async move {
-            loop {
-                let Some(job) = queues[ti].pop().await else {
-                    break;
-                };
-                let waited = Instant::now().saturating_duration_since(t0 + job.intended);
-                let outcome = if cancel.is_cancelled() || waited > timeout {
-                    Outcome {
-                        intended: job.intended,
-                        actual: None,
-                        done: t0.elapsed(),
-                        result: Completion::Dropped,
-                        stream: None,
-                        bytes_read: 0,
-                    }
-                } else {
-                    let req = &prepared[job.target][job.template];
-                    conn.execute(req, t0, Some(job.intended), timeout).await
-                };
-                shared.record(i, &outcome);
-            }
-        });
-    }
-
-    let mut aux = JoinSet::new();
-    let done = CancellationToken::new();
-    spawn_progress(&mut aux, progress, shared.clone(), t0, done.clone());
-
+    let total = targets.len() * load.connections;
+    let threads = threads.clamp(1, total);
+    let owners = Arc::new(Owners::new(targets.len(), total, threads));
     let schedule = Schedule::new(
         RateCurve::new(spec.rate_per_s, &spec.rate_steps),
         spec.arrival,
@@ -289,56 +265,334 @@ pub async fn run_open_loop(
         targets.len(),
         load.seed,
     );
-    let sched_shared = shared.clone();
-    let sched_cancel = cancel.clone();
-    let stopped = tokio::task::spawn_blocking(move || {
-        let _close = CloseOnDrop(&queues);
-        release(schedule, t0, end, &queues, &sched_shared, &sched_cancel)
-    })
-    .await
-    .map_err(|e| LoadError::Internal(format!("scheduler thread: {e}")))?;
-    join_all(&mut workers).await?;
+    let barrier = Arc::new(std::sync::Barrier::new(threads));
+    let t0_cell = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let (t0_tx, t0_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let mut t0_tx = Some(t0_tx);
+    let mut handles = Vec::with_capacity(threads);
+    for th in 0..threads {
+        let mine: Vec<(usize, usize)> = (0..total)
+            .filter(|i| i % threads == th)
+            .map(|i| (i, i % targets.len()))
+            .collect();
+        let ctx = OpenCtx {
+            targets: targets.clone(),
+            prepared: prepared.clone(),
+            shared: shared.clone(),
+            schedule: schedule.clone(),
+            owners: owners.clone(),
+            cancel: cancel.clone(),
+            barrier: barrier.clone(),
+            t0: t0_cell.clone(),
+            t0_tx: t0_tx.take(),
+            thread: th,
+            timeout: load.timeout,
+            end,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("loadgen-open-{th}"))
+            .spawn(move || open_thread(ctx, mine))
+            .map_err(|e| LoadError::Internal(format!("cannot start thread: {e}")))?;
+        handles.push(handle);
+    }
+    let t0 = t0_rx
+        .await
+        .map_err(|_| LoadError::Internal("load threads ended before starting".into()))?;
+    let mut aux = JoinSet::new();
+    let done = CancellationToken::new();
+    spawn_progress(&mut aux, progress, shared.clone(), t0, done.clone());
+    let stopped = join_threads(handles).await?;
     done.cancel();
     join_all(&mut aux).await?;
-
     let shared = Arc::try_unwrap(shared)
         .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
     Ok(shared
         .into_recorder()
-        .finish(started_at, load.seed, stopped))
+        .finish(wall_clock_of(t0), load.seed, stopped))
 }
 
-/// Releases scheduled requests at their intended instants; returns the offset at which
-/// it stopped (`end`, or the cancellation time). Blocking: runs on its own thread.
-fn release(
+/// Joins the load threads; the latest stop offset, or the first error.
+async fn join_threads(
+    handles: Vec<std::thread::JoinHandle<Result<Duration, LoadError>>>,
+) -> Result<Duration, LoadError> {
+    tokio::task::spawn_blocking(move || {
+        let mut stopped = Duration::ZERO;
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(at)) => stopped = stopped.max(at),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(LoadError::Internal("load thread panicked".into()));
+                }
+            }
+        }
+        first_err.map_or(Ok(stopped), Err)
+    })
+    .await
+    .map_err(|e| LoadError::Internal(format!("joining load threads: {e}")))?
+}
+
+/// Which threads hold connections to each target, and so share its requests.
+struct Owners {
+    /// `by_target[t]`: the threads holding a connection to target `t`, ascending.
+    by_target: Vec<Vec<usize>>,
+    targets: usize,
+}
+
+impl Owners {
+    /// Connection `i` of `total` goes to target `i % targets` and thread `i % threads`.
+    fn new(targets: usize, total: usize, threads: usize) -> Self {
+        let mut by_target = vec![Vec::new(); targets];
+        for i in 0..total {
+            let owners: &mut Vec<usize> = &mut by_target[i % targets];
+            if !owners.contains(&(i % threads)) {
+                owners.push(i % threads);
+            }
+        }
+        for o in &mut by_target {
+            o.sort_unstable();
+        }
+        Owners { by_target, targets }
+    }
+
+    /// The thread that releases `job`: its target's requests take turns among the
+    /// threads holding that target's connections.
+    fn of(&self, job: &Scheduled) -> usize {
+        let owners = &self.by_target[job.target];
+        let turn = job.seq / self.targets as u64;
+        owners[(turn % owners.len() as u64) as usize]
+    }
+}
+
+struct OpenCtx {
+    targets: Vec<Arc<crate::conn::Target>>,
+    prepared: Arc<Vec<Vec<Prepared>>>,
+    shared: Arc<Shared>,
     schedule: Schedule,
+    owners: Arc<Owners>,
+    cancel: CancellationToken,
+    barrier: Arc<std::sync::Barrier>,
+    t0: Arc<std::sync::OnceLock<Instant>>,
+    t0_tx: Option<tokio::sync::oneshot::Sender<Instant>>,
+    /// This thread's index, also its recorder shard (uncontended).
+    thread: usize,
+    timeout: Duration,
+    end: Duration,
+}
+
+/// One open-loop event-loop thread: its connections' workers and the release of its
+/// share of the schedule. Returns the offset at which its release stopped (`end`, or
+/// when it saw the cancellation).
+fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, LoadError> {
+    // The kernel may defer a timer's expiry by the thread's timer slack (50 us by
+    // default) to batch wake-ups; a schedule held to microseconds wants none.
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError::Internal(format!("cannot build runtime: {e}")));
+    let timer = rt.and_then(|rt| {
+        let timer = rt.block_on(async { Timer::new() });
+        timer.map(|t| (rt, t))
+    });
+    let (rt, mut timer) = match timer {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Keep the other threads from waiting for this one forever.
+            ctx.barrier.wait();
+            return Err(e);
+        }
+    };
+    rt.block_on(async move {
+        let mut conns = Vec::with_capacity(mine.len());
+        for (_, ti) in mine {
+            conns.push((ti, Conn::new(ctx.targets[ti].clone())));
+        }
+        futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(ctx.timeout))).await;
+        ctx.barrier.wait();
+        // A short lead so every worker is parked on its queue before the first send.
+        let t0 = *ctx
+            .t0
+            .get_or_init(|| Instant::now() + Duration::from_millis(2));
+        if let Some(tx) = ctx.t0_tx {
+            let _ = tx.send(t0);
+        }
+        let queues: Arc<[JobQueue]> = ctx.targets.iter().map(|_| JobQueue::default()).collect();
+        let shard = ctx.thread;
+        let mut workers = JoinSet::new();
+        for (ti, mut conn) in conns {
+            let queues = queues.clone();
+            let prepared = ctx.prepared.clone();
+            let shared = ctx.shared.clone();
+            let cancel = ctx.cancel.clone();
+            let timeout = ctx.timeout;
+            workers.spawn(async move {
+                while let Some(job) = queues[ti].pop().await {
+                    let waited = Instant::now().saturating_duration_since(t0 + job.intended);
+                    let outcome = if cancel.is_cancelled() || waited > timeout {
+                        Outcome {
+                            intended: job.intended,
+                            actual: None,
+                            done: t0.elapsed(),
+                            result: Completion::Dropped,
+                            stream: None,
+                            bytes_read: 0,
+                        }
+                    } else {
+                        let req = &prepared[job.target][job.template];
+                        conn.execute(req, t0, Some(job.intended), timeout).await
+                    };
+                    shared.record(shard, &outcome);
+                }
+            });
+        }
+        let stopped = {
+            let _close = CloseOnDrop(&queues);
+            release(
+                ctx.schedule.filter(|job| ctx.owners.of(job) == ctx.thread),
+                t0,
+                ctx.end,
+                &queues,
+                &ctx.shared,
+                shard,
+                &ctx.cancel,
+                &mut timer,
+            )
+            .await?
+        };
+        while let Some(r) = workers.join_next().await {
+            r.map_err(|e| LoadError::Internal(format!("worker task: {e}")))?;
+        }
+        Ok(stopped)
+    })
+}
+
+/// Releases this thread's scheduled requests at their intended instants onto its
+/// targets' queues; returns the offset at which it stopped (`end`, or the cancellation
+/// time).
+#[allow(clippy::too_many_arguments)]
+async fn release(
+    jobs: impl Iterator<Item = Scheduled>,
     t0: Instant,
     end: Duration,
     queues: &[JobQueue],
     shared: &Shared,
+    shard: usize,
     cancel: &CancellationToken,
-) -> Duration {
-    for job in schedule {
+    timer: &mut Timer,
+) -> Result<Duration, LoadError> {
+    let mut released_without_wait = 0u32;
+    for job in jobs {
         let due = t0 + job.intended;
-        loop {
-            if cancel.is_cancelled() {
-                return t0.elapsed().min(end);
+        if cancel.is_cancelled() {
+            return Ok(t0.elapsed().min(end));
+        }
+        if Instant::now() < due {
+            released_without_wait = 0;
+            // Sleep on the timer until shortly before the due instant, then spin: a
+            // wake-up from sleep takes tens of microseconds here (more in a VM), a
+            // yielding spin lets this thread's workers and its IO run meanwhile.
+            if let Some(wake) = due.checked_sub(SPIN_BEFORE_DUE) {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok(t0.elapsed().min(end)),
+                    r = timer.sleep_until(wake) => r?,
+                }
             }
-            let now = Instant::now();
-            if now >= due {
-                break;
+            while Instant::now() < due {
+                if cancel.is_cancelled() {
+                    return Ok(t0.elapsed().min(end));
+                }
+                tokio::task::yield_now().await;
             }
-            let wait = due - now;
-            if wait > SPIN_THRESHOLD {
-                std::thread::sleep((wait - SPIN_THRESHOLD / 2).min(MAX_SLEEP));
-            } else {
-                std::thread::yield_now();
+        } else {
+            // Behind schedule: release what is due, but let the workers run now and then.
+            released_without_wait += 1;
+            if released_without_wait % 64 == 0 {
+                tokio::task::yield_now().await;
             }
         }
-        shared.sent(0);
+        shared.sent(shard);
         queues[job.target].push(job);
     }
-    end
+    Ok(end)
+}
+
+/// A one-shot monotonic-clock timer (Linux `timerfd`) on the thread's event loop: it
+/// wakes at the instant asked, to the microsecond, where tokio's timer wheel rounds to
+/// whole milliseconds. Hand-written over `nix`'s safe `TimerFd` because no maintained
+/// crate offers a sub-millisecond tokio sleep.
+struct Timer {
+    fd: tokio::io::unix::AsyncFd<TimerFdHandle>,
+}
+
+struct TimerFdHandle(nix::sys::timerfd::TimerFd);
+
+impl std::os::fd::AsRawFd for TimerFdHandle {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Timer {
+    /// Needs a tokio runtime with IO enabled.
+    fn new() -> Result<Self, LoadError> {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(|e| LoadError::Internal(format!("cannot create a timerfd: {e}")))?;
+        // Deprecated in tokio 1.54 because an arbitrary `AsRawFd` may hand out a
+        // descriptor it does not own (the safe replacement is `unsafe`, and this crate
+        // forbids unsafe code); `TimerFdHandle` owns its descriptor (an `OwnedFd` inside
+        // `TimerFd`) for as long as the `AsyncFd` lives, which is the soundness condition.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::with_interest(
+            TimerFdHandle(fd),
+            tokio::io::Interest::READABLE,
+        )
+        .map_err(|e| LoadError::Internal(format!("cannot register the timerfd: {e}")))?;
+        Ok(Timer { fd })
+    }
+
+    /// Sleeps until `due` (returns at once when it has passed).
+    async fn sleep_until(&mut self, due: Instant) -> Result<(), LoadError> {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        use std::os::fd::AsRawFd;
+        let now = Instant::now();
+        if due <= now {
+            return Ok(());
+        }
+        let err = |what: &str, e: nix::Error| LoadError::Internal(format!("timerfd {what}: {e}"));
+        self.fd
+            .get_ref()
+            .0
+            .set(
+                Expiration::OneShot(TimeSpec::from_duration(due - now)),
+                TimerSetTimeFlags::empty(),
+            )
+            .map_err(|e| err("set", e))?;
+        loop {
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|e| LoadError::Internal(format!("timerfd wait: {e}")))?;
+            let mut buf = [0u8; 8];
+            match nix::unistd::read(guard.get_inner().as_raw_fd(), &mut buf) {
+                Ok(_) => return Ok(()),
+                Err(nix::Error::EAGAIN) => guard.clear_ready(),
+                Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(err("read", e)),
+            }
+        }
+    }
 }
 
 /// A FIFO of released requests shared by one target's connection workers. Each push
@@ -562,4 +816,47 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
         }
         Ok(stopped)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(seq: u64, targets: usize) -> Scheduled {
+        Scheduled {
+            seq,
+            intended: Duration::ZERO,
+            template: 0,
+            target: (seq % targets as u64) as usize,
+        }
+    }
+
+    #[test]
+    fn each_request_goes_to_exactly_one_thread_holding_its_target() {
+        for targets in 1..=5 {
+            for per_target in 1..=4 {
+                let total = targets * per_target;
+                for threads in 1..=total {
+                    let owners = Owners::new(targets, total, threads);
+                    let mut per_thread = vec![0usize; threads];
+                    for seq in 0..(targets * 60) as u64 {
+                        let j = job(seq, targets);
+                        let th = owners.of(&j);
+                        // The thread holds a connection to the request's target.
+                        assert!(
+                            (0..total).any(|i| i % targets == j.target && i % threads == th),
+                            "targets {targets} x {per_target}, threads {threads}, seq {seq}"
+                        );
+                        per_thread[th] += 1;
+                    }
+                    // A target's requests take turns among its threads: a thread's share
+                    // follows its connections, so none idles while holding connections.
+                    for (th, n) in per_thread.iter().enumerate() {
+                        let holds = (0..total).any(|i| i % threads == th);
+                        assert_eq!(*n > 0, holds, "thread {th} of {threads}");
+                    }
+                }
+            }
+        }
+    }
 }

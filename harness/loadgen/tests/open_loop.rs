@@ -338,3 +338,41 @@ async fn targets_share_the_schedule_round_robin_and_the_mix_follows_weights() {
         "heavy {heavy} of 400 at weight 3:1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_thread_count_releases_the_same_schedule_and_accounts_for_every_request() {
+    let (a_n, b_n) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let counting = |n: Arc<AtomicU64>| {
+        serve(move |_req| {
+            let n = n.clone();
+            async move {
+                n.fetch_add(1, Ordering::SeqCst);
+                full(StatusCode::OK, "ok")
+            }
+        })
+    };
+    let a = counting(a_n.clone()).await;
+    let b = counting(b_n.clone()).await;
+    let mut s = spec(a.uri(), 400.0, ms(1_000));
+    s.load.targets.push(b.uri());
+    s.load.connections = 3;
+    // 1 thread; 3 (target 0's connections split 2:1 between threads); 6 (one connection
+    // each); 50 (clamped to the 6 connections).
+    let mut before = (0, 0);
+    for threads in [1, 3, 6, 50] {
+        let r = loadgen::run_open_loop_on(&s, threads, CancellationToken::new(), None)
+            .await
+            .expect("run starts");
+        assert!(r.balanced(), "{threads} threads: {:?}", r.accounting);
+        assert_eq!(r.accounting.sent, 400, "{threads} threads");
+        assert_eq!(r.accounting.ok, 400, "{threads} threads");
+        assert_eq!(r.measured.stats.send_lag.len(), 400, "{threads} threads");
+        let now = (a_n.load(Ordering::SeqCst), b_n.load(Ordering::SeqCst));
+        assert_eq!(
+            (now.0 - before.0, now.1 - before.1),
+            (200, 200),
+            "{threads} threads: targets take turns"
+        );
+        before = now;
+    }
+}
