@@ -399,6 +399,7 @@ mod tests {
             warmup: phase(0, 1),
             measured: phase(1, p99_ms.len() as u64),
             accounting: Counts::default(),
+            targets: Vec::new(),
         }
     }
 

@@ -86,6 +86,8 @@ pub struct StackResult {
     /// The variant this lifetime ran (`default` without variants).
     pub variant: String,
     pub load: Option<LoadReport>,
+    /// The replica behind each of the load's targets, in the load's target order.
+    pub load_targets: Vec<String>,
     /// Scenario t = 0 of this lifetime, on the run clock.
     pub load_t0_s: Option<f64>,
     pub faults: Vec<FaultEvent>,
@@ -332,6 +334,29 @@ struct LoadSection {
     accounting: report::Accounting,
     balanced: bool,
     unbalanced_windows: Vec<f64>,
+    replicas: Vec<report::ReplicaLoad>,
+}
+
+/// Which replica took a load's failures: one row per target of `load`, named by
+/// `names` (the replica behind each target, in the load's target order).
+fn replica_loads(load: &LoadReport, names: &[String]) -> Vec<report::ReplicaLoad> {
+    let failed_total: u64 = load.targets.iter().map(|t| t.counts.failed()).sum();
+    load.targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| report::ReplicaLoad {
+            variant: None,
+            replica: names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("target #{i}")),
+            accounting: analysis::accounting(&t.counts),
+            failure_share: (failed_total > 0)
+                .then(|| round_us(t.counts.failed() as f64 / failed_total as f64)),
+            latency: report::Percentiles::from_histogram(&t.stats.latency),
+            latency_all: report::Percentiles::from_histogram(&t.stats.latency_all),
+        })
+        .collect()
 }
 
 /// The load section of one lifetime: faults and their recoveries, phases, windows with
@@ -444,6 +469,7 @@ fn load_section(scenario: &Scenario, r: &StackResult, load: &LoadReport) -> Load
         accounting: analysis::accounting(&load.accounting),
         balanced: unbalanced_windows.is_empty() && load.accounting.balanced(),
         unbalanced_windows,
+        replicas: replica_loads(load, &r.load_targets),
     }
 }
 
@@ -571,6 +597,7 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
         distribution: Vec::new(),
         recoveries: Vec::new(),
         accounting: report::Accounting::default(),
+        replicas: Vec::new(),
         processes,
         searches,
         figures: Vec::new(),
@@ -621,6 +648,12 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
                 }
             }
             metrics.recoveries.extend(recs.iter().cloned());
+            metrics
+                .replicas
+                .extend(sec.replicas.iter().cloned().map(|mut row| {
+                    row.variant = several.then(|| r.variant.clone());
+                    row
+                }));
             add_accounting(&mut total, &sec.accounting);
             balanced &= sec.balanced;
             unbalanced_windows.extend(sec.unbalanced_windows.iter().copied());
@@ -878,6 +911,17 @@ target = "worker/1"
                 stats: LatencyStats::default(),
             },
             accounting: counts(50, 47, 3),
+            // Two targets; the second took every failure.
+            targets: vec![
+                loadgen::TargetStats {
+                    counts: counts(25, 25, 0),
+                    stats: LatencyStats::default(),
+                },
+                loadgen::TargetStats {
+                    counts: counts(25, 22, 3),
+                    stats: LatencyStats::default(),
+                },
+            ],
         }
     }
 
@@ -922,6 +966,7 @@ target = "worker/1"
         // The load started 10 s into the run; the kill came 2 s later.
         let result = StackResult {
             load: Some(load_report()),
+            load_targets: vec!["server/0".into(), "server/1".into()],
             load_t0_s: Some(10.0),
             faults: vec![kill_at(12.0)],
             replicas: vec![server(vec![life(1, 9.0, Some(12.0)), life(2, 12.2, None)])],
@@ -950,6 +995,17 @@ target = "worker/1"
         assert!(m.accounting.balanced);
         assert_eq!(m.windows.len(), 5);
         assert_eq!(m.slos.len(), 1);
+        // Which replica took the failures.
+        let names: Vec<_> = m.replicas.iter().map(|r| r.replica.as_str()).collect();
+        assert_eq!(names, ["server/0", "server/1"]);
+        assert_eq!(m.replicas[0].failure_share, Some(0.0));
+        assert_eq!(m.replicas[1].failure_share, Some(1.0));
+        assert_eq!(m.replicas[1].accounting.errors["connect_refused"], 3);
+        assert_eq!(
+            m.replicas.iter().map(|r| r.accounting.sent).sum::<u64>(),
+            m.accounting.sent
+        );
+        assert!(m.replicas.iter().all(|r| r.variant.is_none()));
     }
 
     #[test]

@@ -314,6 +314,7 @@ async fn drive(
     let templates = requests::build(&w.requests, &base, ctx.seed)
         .await
         .map_err(|e| e.to_string())?;
+    out.load_targets = targets.iter().map(|r| r.spec().name.clone()).collect();
     let uris = targets
         .iter()
         .map(|r| format!("http://{}", r.spec().addr).parse::<http::Uri>())

@@ -611,6 +611,38 @@ pub fn render_report(
         let kinds: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(out, "  Errors: {}", kinds.join(", "));
     }
+    if s.targets.len() > 1 {
+        // `urls` is the targets joined with ", " in the order given (URLs hold no ", ").
+        let names: Vec<&str> = urls.split(", ").collect();
+        let _ = writeln!(out, "  Per target (whole run, warm-up included):");
+        for (i, t) in s.targets.iter().enumerate() {
+            let c = &t.counts;
+            let mut failed = Vec::new();
+            if !c.errors.is_empty() {
+                failed.extend(c.errors.iter().map(|(k, n)| format!("{k} {n}")));
+            }
+            if c.timeouts > 0 {
+                failed.push(format!("timeouts {}", c.timeouts));
+            }
+            if c.dropped_by_generator > 0 {
+                failed.push(format!("dropped {}", c.dropped_by_generator));
+            }
+            let _ = writeln!(
+                out,
+                "    {}: sent {}, ok {}, failed {}{}; p99 {}",
+                names.get(i).copied().unwrap_or("?"),
+                c.sent,
+                c.ok,
+                c.failed(),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failed.join(", "))
+                },
+                t.latency.p99_us.map_or_else(|| "n/a".to_owned(), fmt_us)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "  Requests/sec:  {:>10.2}  (responses of any status: {})",
@@ -828,10 +860,16 @@ mod tests {
     /// A 1 s run of one request per result, each intended at 1 ms steps: successes and
     /// errors done 5 ms later, timeouts [`TIMEOUT`] later, drops after waiting 400 ms.
     fn report_of(results: &[crate::counts::Completion]) -> LoadReport {
+        report_on(1, results)
+    }
+
+    /// [`report_of`] with request `i` sent to target `i % targets`.
+    fn report_on(targets: usize, results: &[crate::counts::Completion]) -> LoadReport {
         use crate::counts::Completion;
         use crate::record::{Outcome, Recorder};
         let ms = Duration::from_millis;
-        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000), TIMEOUT);
+        let mut r = Recorder::new(ms(1_000), ms(100), Duration::ZERO, ms(1_000), TIMEOUT)
+            .with_targets(targets);
         for (i, &result) in results.iter().enumerate() {
             let intended = ms(100 + i as u64);
             let (actual, done) = match result {
@@ -839,14 +877,17 @@ mod tests {
                 Completion::Timeout => (Some(intended), intended + TIMEOUT),
                 Completion::Dropped => (None, intended + ms(400)),
             };
-            r.record(&Outcome {
-                intended,
-                actual,
-                done,
-                result,
-                stream: None,
-                bytes_read: if actual.is_some() { 2_048 } else { 0 },
-            });
+            r.record_at(
+                i % targets,
+                &Outcome {
+                    intended,
+                    actual,
+                    done,
+                    result,
+                    stream: None,
+                    bytes_read: if actual.is_some() { 2_048 } else { 0 },
+                },
+            );
         }
         r.finish(std::time::SystemTime::UNIX_EPOCH, 0, ms(1_000))
     }
@@ -861,6 +902,46 @@ mod tests {
 
     fn row<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         text.lines().find(|l| l.trim_start().starts_with(name))
+    }
+
+    #[test]
+    fn several_targets_get_a_row_each_naming_what_failed_there() {
+        use crate::counts::{Completion, ErrorKind};
+        let e503 = Completion::Error(ErrorKind::HttpStatus(503));
+        let report = report_on(
+            2,
+            &[Completion::Ok, e503, Completion::Ok, Completion::Timeout],
+        );
+        assert!(report.balanced());
+        let out = render_report(
+            "http://a:1/, http://b:1/",
+            "open loop",
+            &report,
+            false,
+            Mode::OpenLoop,
+            TIMEOUT,
+        );
+        assert!(
+            out.contains("Per target (whole run, warm-up included):"),
+            "{out}"
+        );
+        let a = row(&out, "http://a:1/").expect("a row for a");
+        assert!(a.contains("sent 2, ok 2, failed 0; p99 "), "{a}");
+        let b = row(&out, "http://b:1/").expect("a row for b");
+        assert!(
+            b.contains("sent 2, ok 0, failed 2 (http_503 1, timeouts 1); p99 n/a"),
+            "{b}"
+        );
+        // One target: no per-target rows.
+        let one = render_report(
+            "http://a:1/",
+            "open loop",
+            &report_of(&[Completion::Ok]),
+            false,
+            Mode::OpenLoop,
+            TIMEOUT,
+        );
+        assert!(!one.contains("Per target"), "{one}");
     }
 
     #[test]

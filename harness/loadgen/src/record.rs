@@ -194,13 +194,31 @@ pub struct LoadReport {
     pub measured: PhaseStats,
     /// The whole run.
     pub accounting: Counts,
+    /// The whole run (warm-up included) per target, in the order of the spec's targets:
+    /// which target took the failures. Their counts add up to `accounting`.
+    pub targets: Vec<TargetStats>,
+}
+
+/// One target's requests over the whole run, by intended send time.
+#[derive(Debug, Clone)]
+pub struct TargetStats {
+    pub counts: Counts,
+    /// Only `latency`, `latency_all`, `service`, `send_lag`, streaming and byte figures
+    /// are kept per target; `responses` counts every response of the target's requests.
+    pub stats: LatencyStats,
 }
 
 impl LoadReport {
     /// Whether the accounting balances everywhere: overall, per phase, per window and
     /// per fine window. A run for which this is false is a failed run.
     pub fn balanced(&self) -> bool {
+        let mut by_target = Counts::default();
+        for t in &self.targets {
+            by_target.merge(&t.counts);
+        }
         self.accounting.balanced()
+            && (self.targets.is_empty() || by_target == self.accounting)
+            && self.targets.iter().all(|t| t.counts.balanced())
             && self.warmup.counts.balanced()
             && self.measured.counts.balanced()
             && self.windows.iter().all(|w| w.counts.balanced())
@@ -355,6 +373,8 @@ pub(crate) struct Recorder {
     windows: Vec<Acc>,
     fine: Vec<FineWindow>,
     phases: [Acc; 2],
+    /// The whole run per target (index into the spec's targets).
+    targets: Vec<Acc>,
 }
 
 fn index(t: Duration, width: Duration) -> usize {
@@ -380,7 +400,20 @@ impl Recorder {
             windows: Vec::new(),
             fine: Vec::new(),
             phases: Default::default(),
+            targets: Vec::new(),
         }
+    }
+
+    /// Reports `n` targets even if some get no request.
+    pub fn with_targets(mut self, n: usize) -> Self {
+        self.targets.resize_with(n, Acc::default);
+        self
+    }
+
+    /// [`Recorder::record_at`] target 0.
+    #[cfg(test)]
+    pub fn record(&mut self, o: &Outcome) {
+        self.record_at(0, o);
     }
 
     fn window_mut(&mut self, i: usize) -> &mut Acc {
@@ -390,10 +423,15 @@ impl Recorder {
         &mut self.windows[i]
     }
 
-    pub fn record(&mut self, o: &Outcome) {
+    /// Files the outcome of a request sent to target `target`.
+    pub fn record_at(&mut self, target: usize, o: &Outcome) {
         let ok = o.result == Completion::Ok;
         let response = o.result.is_response();
         let timeout = self.timeout;
+        if self.targets.len() <= target {
+            self.targets.resize_with(target + 1, Acc::default);
+        }
+        self.targets[target].record(o, timeout);
         self.window_mut(index(o.intended, self.window))
             .record(o, timeout);
         if response {
@@ -454,6 +492,12 @@ impl Recorder {
         let [w, m] = other.phases;
         self.phases[0].merge(w);
         self.phases[1].merge(m);
+        if self.targets.len() < other.targets.len() {
+            self.targets.resize_with(other.targets.len(), Acc::default);
+        }
+        for (mine, theirs) in self.targets.iter_mut().zip(other.targets) {
+            mine.merge(theirs);
+        }
     }
 
     /// Builds the report; `measured_end` may be earlier than the nominal end (cancelled).
@@ -510,6 +554,14 @@ impl Recorder {
             }
         };
         let warmup_end = self.warmup.min(measured_end);
+        let targets = self
+            .targets
+            .into_iter()
+            .map(|acc| {
+                let (counts, _, stats) = acc.into_parts();
+                TargetStats { counts, stats }
+            })
+            .collect();
         LoadReport {
             started_at,
             seed,
@@ -518,6 +570,7 @@ impl Recorder {
             warmup: phase(w, Duration::ZERO, warmup_end),
             measured: phase(m, self.warmup, measured_end.max(self.warmup)),
             accounting,
+            targets,
         }
     }
 }
@@ -668,6 +721,29 @@ pub struct ReportSummary {
     pub measured: PhaseSummary,
     pub windows: Vec<WindowSummary>,
     pub fine: Vec<FineWindow>,
+    /// The whole run per target, in the order given ([`LoadReport::targets`]).
+    #[serde(default)]
+    pub targets: Vec<TargetSummary>,
+}
+
+/// Serialisable digest of one target's requests over the whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub counts: Counts,
+    /// Successful requests only.
+    pub latency: HistogramSummary,
+    /// Every request, failures until given up.
+    pub latency_all: HistogramSummary,
+}
+
+impl TargetSummary {
+    pub fn of(t: &TargetStats) -> Self {
+        TargetSummary {
+            counts: t.counts.clone(),
+            latency: HistogramSummary::of(&t.stats.latency),
+            latency_all: HistogramSummary::of(&t.stats.latency_all),
+        }
+    }
 }
 
 impl LoadReport {
@@ -700,6 +776,7 @@ impl LoadReport {
                 })
                 .collect(),
             fine: self.fine.clone(),
+            targets: self.targets.iter().map(TargetSummary::of).collect(),
         }
     }
 }

@@ -79,7 +79,7 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn record(&self, shard: usize, o: &Outcome) {
+    fn record(&self, shard: usize, target: usize, o: &Outcome) {
         let c = &self.counters[shard % self.counters.len()];
         if o.result == Completion::Ok {
             c.ok.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +89,7 @@ impl Shared {
         self.shards[shard % self.shards.len()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .record(o);
+            .record_at(target, o);
     }
 
     /// (sent, ok, failed) so far.
@@ -190,13 +190,16 @@ impl Setup {
         let resolved = resolve(&load.targets).await?;
         let prepared = Arc::new(prepare(&load.targets, &load.requests)?);
         let end = load.warmup + load.duration;
-        let shared = Arc::new(Shared::new(Recorder::new(
-            load.window,
-            load.fine_window,
-            load.warmup,
-            end,
-            load.timeout,
-        )));
+        let shared = Arc::new(Shared::new(
+            Recorder::new(
+                load.window,
+                load.fine_window,
+                load.warmup,
+                end,
+                load.timeout,
+            )
+            .with_targets(load.targets.len()),
+        ));
         Ok(Setup {
             targets: resolved,
             prepared,
@@ -445,7 +448,7 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
                         let req = &prepared[job.target][job.template];
                         conn.execute(req, t0, Some(job.intended), timeout).await
                     };
-                    shared.record(shard, &outcome);
+                    shared.record(shard, ti, &outcome);
                 }
             });
         }
@@ -805,7 +808,7 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
                     shared.sent(shard);
                     let req = &prepared[ti][mix.choose()];
                     let outcome = conn.execute(req, t0, None, timeout).await;
-                    shared.record(shard, &outcome);
+                    shared.record(shard, ti, &outcome);
                 }
             });
         }

@@ -425,6 +425,7 @@ mod tests {
             warmup: phase(0),
             measured: phase(completed),
             accounting: counts.clone(),
+            targets: Vec::new(),
         }
     }
 

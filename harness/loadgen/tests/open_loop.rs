@@ -376,3 +376,23 @@ async fn any_thread_count_releases_the_same_schedule_and_accounts_for_every_requ
         before = now;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_target_counts_show_which_target_took_the_failures() {
+    let good = ok_server().await;
+    let bad = refused_uri().await;
+    let mut s = spec(good.uri(), 200.0, ms(1_000));
+    s.load.targets.push(bad);
+    let r = run(&s).await;
+    assert_eq!(r.targets.len(), 2);
+    let (a, b) = (&r.targets[0].counts, &r.targets[1].counts);
+    assert_eq!((a.sent, a.ok, a.failed()), (100, 100, 0));
+    assert_eq!((b.sent, b.ok), (100, 0));
+    assert_eq!(b.errors.get(&ErrorKind::ConnectRefused), Some(&100));
+    assert_eq!(r.targets[0].stats.latency.len(), 100);
+    assert!(r.targets[1].stats.latency.is_empty());
+    assert_eq!(r.targets[1].stats.latency_all.len(), 100);
+    let summary = r.summary();
+    assert_eq!(summary.targets[1].counts, *b);
+    assert_eq!(summary.targets[1].latency.p99_us, None);
+}

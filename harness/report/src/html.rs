@@ -122,6 +122,9 @@ pub fn page(metrics: &RunMetrics, plots: &[Plot]) -> String {
     if !metrics.summaries.is_empty() {
         body.push_str(&section("Summary by phase", &summaries(&metrics.summaries)));
     }
+    if metrics.replicas.len() > 1 {
+        body.push_str(&section("Requests per replica", &replicas(metrics)));
+    }
     if !metrics.recoveries.is_empty() {
         body.push_str(&section("Recoveries", &recoveries(metrics)));
     }
@@ -323,6 +326,52 @@ fn summaries(summaries: &[PhaseSummary]) -> String {
                     .collect()
             })
             .collect(),
+    )
+}
+
+/// Which replica took the failures: the load per replica of the workload's target.
+fn replicas(metrics: &RunMetrics) -> String {
+    let rows = metrics
+        .replicas
+        .iter()
+        .map(|r| {
+            let a = &r.accounting;
+            let errors: Vec<String> = a.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let failed = format::error_total(a) + a.timeouts + a.dropped_by_generator;
+            vec![
+                t(match &r.variant {
+                    Some(v) => format!("{} [{v}]", r.replica),
+                    None => r.replica.clone(),
+                }),
+                t(a.sent.to_string()),
+                t(a.ok.to_string()),
+                if failed > 0 {
+                    Cell::Html(format!("<span class=\"bad\">{failed}</span>"))
+                } else {
+                    t("0")
+                },
+                t(if errors.is_empty() {
+                    "–".to_owned()
+                } else {
+                    errors.join(", ")
+                }),
+                t(a.timeouts.to_string()),
+                t(a.dropped_by_generator.to_string()),
+                t(format::percent(r.failure_share)),
+                t(format::ms(r.latency.p99_ms)),
+                t(format::ms(r.latency_all.p99_ms)),
+            ]
+        })
+        .collect();
+    format!(
+        "<p>The generator's requests to each replica's address over the whole run (warm-up included); the rows of a load add up to its accounting. Share: the replica's failed requests (errors, timeouts, drops) over all failed requests of the load.</p>\n{}",
+        table(
+            &[
+                "replica", "sent", "ok", "failed", "errors", "timeouts", "dropped",
+                "share of failures", "p99 ms (ok)", "p99 ms (all)",
+            ],
+            rows,
+        )
     )
 }
 

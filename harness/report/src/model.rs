@@ -30,6 +30,11 @@ pub struct RunMetrics {
     pub recoveries: Vec<Recovery>,
     /// Whole-run request accounting.
     pub accounting: Accounting,
+    /// The load per replica of the workload's target, whole run (warm-up included), one
+    /// row per replica and variant: which replica took the failures. Empty for training
+    /// and max-throughput runs (a search's trials each carry their own accounting).
+    #[serde(default)]
+    pub replicas: Vec<ReplicaLoad>,
     /// Every process the runner started, and how each one ended.
     pub processes: Vec<ProcessRecord>,
     /// Max-throughput search results, one per variant (empty for other modes).
@@ -116,6 +121,25 @@ pub struct Accounting {
     pub dropped_by_generator: u64,
     /// `sent == ok + Σ errors + timeouts + dropped_by_generator`.
     pub balanced: bool,
+}
+
+/// One replica's share of a load (the generator's requests to that replica's address).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaLoad {
+    /// The variant whose load this was; `None` without variants.
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// The replica (`component/i`), as in `processes[].name`.
+    pub replica: String,
+    /// Counted like the run's accounting; the rows of one load add up to it.
+    pub accounting: Accounting,
+    /// This replica's failed requests (errors + timeouts + drops) over all failed requests
+    /// of the load; `None` when none failed.
+    pub failure_share: Option<f64>,
+    /// Corrected latency of its successful requests.
+    pub latency: Percentiles,
+    /// Corrected latency of all its requests, failures until given up.
+    pub latency_all: Percentiles,
 }
 
 /// p50, p90, p95, p99, p99.9 and max in milliseconds; None when nothing was recorded.

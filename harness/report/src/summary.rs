@@ -221,6 +221,23 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
         out.push_str(&check.line);
         out.push('\n');
     }
+    if metrics.replicas.len() > 1 {
+        // Which replica took the failures: failed requests per replica, whole run.
+        let parts: Vec<String> = metrics
+            .replicas
+            .iter()
+            .map(|r| {
+                let a = &r.accounting;
+                let failed = format::error_total(a) + a.timeouts + a.dropped_by_generator;
+                let name = match &r.variant {
+                    Some(v) => format!("{} [{v}]", r.replica),
+                    None => r.replica.clone(),
+                };
+                format!("{name} {failed} of {}", a.sent)
+            })
+            .collect();
+        out.push_str(&format!("failed by replica: {}\n", parts.join(", ")));
+    }
     for r in &metrics.recoveries {
         out.push_str(&format!(
             "recovery {}: {}\n",

@@ -193,6 +193,10 @@ fn html_has_verdicts_accounting_tables_and_no_external_urls() {
         "<a href=\"metrics.json\">",
         "<a href=\"events.jsonl\">",
         "viewBox=\"0 0 960 440\"",
+        // Which replica took the failures.
+        "Requests per replica",
+        "<td>server/1</td><td>2200</td><td>2100</td><td><span class=\"bad\">100</span></td><td>connect_refused 92</td><td>8</td><td>0</td><td>100.0 %</td>",
+        "<td>server/0</td><td>2200</td><td>2200</td><td>0</td><td>–</td><td>0</td><td>0</td><td>0.0 %</td>",
     ] {
         assert!(html.contains(needle), "index.html lacks {needle:?}");
     }
@@ -307,6 +311,10 @@ fn empty_run_renders_without_panic() {
     let html = read(dir.path(), "index.html");
     assert!(html.contains("No SLOs declared"));
     assert!(html.contains("banner pass"));
+    assert!(
+        !html.contains("Requests per replica"),
+        "no rows, no section"
+    );
     assert_well_formed("junit.xml", &report::junit_xml(&metrics));
     let text = report::text_summary(&metrics);
     assert!(text.starts_with("PASS crash-recovery"), "{text}");

@@ -133,6 +133,9 @@ pub const MAX_RATIO: f64 = 1_000_000.0;
 /// Most `[[variants]]`: each runs the whole scenario again.
 pub const MAX_VARIANTS: usize = 64;
 
+/// Most `workload.stages`.
+pub const MAX_STAGES: usize = 100;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +158,3 @@ mod tests {
             .is_some());
     }
 }
-
-/// Most `workload.stages`.
-pub const MAX_STAGES: usize = 100;
