@@ -238,6 +238,11 @@ pub struct Args {
     /// (a slow accelerator). Makes queueing and draining observable in tests.
     #[arg(long, env = "SERVER_FAULT_STEP_DELAY_MS", hide = true)]
     pub fault_step_delay_ms: Option<f64>,
+    /// FAULT HOOK: every batch/decode step takes this fraction longer than its compute
+    /// (0.1: 10 % slower, as a proportionally slower accelerator), 0..=100. For proving
+    /// that `faultline compare` catches a regression; never set in production.
+    #[arg(long, env = "SERVER_FAULT_SLOWDOWN", hide = true)]
+    pub fault_slowdown: Option<f64>,
 }
 
 /// Faults injected into every engine loop (see the `SERVER_FAULT_*` flags).
@@ -246,6 +251,8 @@ pub struct EngineFaults {
     pub stall_after_steps: Option<u64>,
     pub exit_after_steps: Option<u64>,
     pub step_delay: Option<Duration>,
+    /// Extra time per step as a fraction of its compute time.
+    pub slowdown: Option<f64>,
 }
 
 /// Validated configuration; see [`Args`] for the meaning of each field.
@@ -409,6 +416,13 @@ impl Args {
         let step_delay = self
             .fault_step_delay_ms
             .map(|ms| seconds("fault-step-delay-ms", ms / 1000.0, &mut p));
+        if let Some(f) = self.fault_slowdown {
+            if !(0.0..=100.0).contains(&f) {
+                p.push(format!(
+                    "--fault-slowdown = {f}: expected a fraction 0..=100"
+                ));
+            }
+        }
         let models = if self.models.is_empty() {
             default_models()
         } else {
@@ -463,6 +477,7 @@ impl Args {
                 stall_after_steps: self.fault_stall_engine_after,
                 exit_after_steps: self.fault_exit_engine_after,
                 step_delay,
+                slowdown: self.fault_slowdown.filter(|f| *f > 0.0),
             },
         })
     }
@@ -535,6 +550,29 @@ mod tests {
         assert_eq!(names, ["mlp", "tiny-lm"]);
         assert_eq!(cfg.max_batch_size, 32);
         assert_eq!(cfg.max_queue_delay, Duration::from_millis(2));
+    }
+
+    #[test]
+    fn the_slowdown_hook_is_a_bounded_fraction() {
+        let cfg = Args::parse_from(["server", "--fault-slowdown", "0.1"])
+            .validate()
+            .expect("valid");
+        assert_eq!(cfg.faults.slowdown, Some(0.1));
+        let off = Args::parse_from(["server", "--fault-slowdown", "0"])
+            .validate()
+            .expect("valid");
+        assert_eq!(off.faults.slowdown, None);
+        for bad in ["-0.5", "NaN", "101", "inf"] {
+            let e = Args::parse_from(["server", &format!("--fault-slowdown={bad}")])
+                .validate()
+                .expect_err(bad);
+            assert!(
+                e.to_string().contains(&format!(
+                    "--fault-slowdown = {bad}: expected a fraction 0..=100"
+                )),
+                "{e}"
+            );
+        }
     }
 
     #[test]

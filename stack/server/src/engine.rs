@@ -62,6 +62,14 @@ fn before_step(faults: &EngineFaults, steps_done: u64, model: &str) -> bool {
     true
 }
 
+/// Applies the slowdown hook after a step's compute took `compute`: the step then takes
+/// `1 + slowdown` times as long, as on a proportionally slower accelerator.
+fn after_compute(faults: &EngineFaults, compute: Duration) {
+    if let Some(f) = faults.slowdown {
+        std::thread::sleep(compute.mul_f64(f));
+    }
+}
+
 /// Reply to one classifier request: row-major logits, or a compute error message.
 pub type MlpReply = Result<Vec<f32>, String>;
 
@@ -274,6 +282,7 @@ fn mlp_loop(
             rows.extend_from_slice(&q.item.rows);
         }
         let result = model.infer(&rows);
+        after_compute(faults, dispatched.elapsed());
         metrics
             .batch_execution
             .get_or_create(&labels)
@@ -724,6 +733,7 @@ fn lm_loop(
         let tokens: Vec<u32> = running.iter().map(|r| r.input).collect();
         let mut states: Vec<&mut SeqState> = running.iter_mut().map(|r| &mut r.state).collect();
         let result = model.step(&tokens, &mut states);
+        after_compute(faults, started.elapsed());
         let now = Instant::now();
         metrics
             .batch_execution
