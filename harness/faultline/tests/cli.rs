@@ -159,6 +159,31 @@ fn validate_reports_every_problem_with_file_line_and_column() {
     );
 }
 
+/// The nightly GPU job's scenarios (`scenarios/gpu/`, not run here: they need CUDA) are
+/// valid scenario files.
+#[test]
+fn the_gpu_scenarios_are_valid() {
+    let dir = common::repo_root().join("scenarios/gpu");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scenarios/gpu")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario in {}", dir.display());
+    let out: Output = faultline()
+        .arg("validate")
+        .args(&files)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn run_of_a_missing_scenario_is_a_usage_error() {
     let out = faultline()
