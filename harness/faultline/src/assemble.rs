@@ -32,6 +32,8 @@ pub struct RunIdentity {
     pub started: SystemTime,
     pub wall_s: f64,
     pub host: HostInfo,
+    /// `component=argument` added to the scenario for this run (`RunOptions::extra_args`).
+    pub extra_args: Vec<String>,
 }
 
 impl RunIdentity {
@@ -579,6 +581,7 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
             git_commit: id.commit.clone(),
             faultline_version: env!("CARGO_PKG_VERSION").to_owned(),
             host: id.host.clone(),
+            extra_args: id.extra_args.clone(),
             workload: WorkloadInfo {
                 mode: w.mode.name().to_owned(),
                 arrival: w.arrival.name().to_owned(),
@@ -852,6 +855,7 @@ target = "worker/1"
                 arch: "x86_64".into(),
                 cpus: 2,
             },
+            extra_args: Vec::new(),
         }
     }
 

@@ -37,6 +37,9 @@ pub enum Command {
     },
     /// Drive load against any HTTP server (wrk2-style, coordinated-omission corrected).
     Load(loadgen::cli::LoadArgs),
+    /// Is the candidate worse than the baseline? Judges every figure of runs (folders, a
+    /// history, or runs it makes itself, interleaved) with noise-aware statistics.
+    Compare(crate::compare_cmd::CompareArgs),
     /// Print the JSON Schema of the scenario format.
     Schema,
     /// List the scenarios in a folder.
@@ -270,6 +273,11 @@ pub async fn main(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Compare(args) => {
+            let cancel = CancellationToken::new();
+            cancel_on_signals(cancel.clone());
+            crate::compare_cmd::main(args, cancel).await
+        }
         Command::Schema => {
             println!("{:#}", scenario::json_schema());
             ExitCode::SUCCESS

@@ -16,6 +16,7 @@ pub mod analysis;
 pub mod assemble;
 pub mod binaries;
 pub mod cli;
+pub mod compare_cmd;
 pub mod drain;
 pub mod events;
 pub mod faults;

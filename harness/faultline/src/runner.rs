@@ -55,6 +55,10 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// SIGTERM → SIGKILL grace when stopping the stack.
     pub stop_grace: Duration,
+    /// Arguments appended to a component's `args` for this run only, as (component,
+    /// argument): `faultline compare --candidate-arg server=--fault-slowdown=0.1`. The
+    /// report lists them (`run.extra_args`): such a run is not the scenario as written.
+    pub extra_args: Vec<(String, String)>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +69,7 @@ impl Default for RunOptions {
             seed: None,
             progress: ProgressMode::Auto,
             stop_grace: Duration::from_secs(5),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -91,6 +96,8 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    ExtraArg(String),
     #[error("writing the report into {dir}: {source}")]
     Report {
         dir: PathBuf,
@@ -103,6 +110,39 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Appends each (component, argument) of `extra` to that component's `args`.
+fn add_extra_args(scenario: &mut Scenario, extra: &[(String, String)]) -> Result<(), RunError> {
+    if extra.len() > scenario::bounds::MAX_ARGS {
+        return Err(RunError::ExtraArg(format!(
+            "{} extra arguments: expected at most {}",
+            extra.len(),
+            scenario::bounds::MAX_ARGS
+        )));
+    }
+    for (component, arg) in extra {
+        if arg.len() > scenario::bounds::MAX_ARG_BYTES {
+            return Err(RunError::ExtraArg(format!(
+                "extra argument for {component:?}: {} bytes, expected at most {}",
+                arg.len(),
+                scenario::bounds::MAX_ARG_BYTES
+            )));
+        }
+        let names: Vec<String> = scenario.components.iter().map(|c| c.name.clone()).collect();
+        let Some(c) = scenario
+            .components
+            .iter_mut()
+            .find(|c| &c.name == component)
+        else {
+            return Err(RunError::ExtraArg(format!(
+                "extra argument {arg:?}: no component {component:?}; expected one of: {}",
+                names.join(", ")
+            )));
+        };
+        c.args.push(arg.clone());
+    }
+    Ok(())
 }
 
 /// The commit this binary was built from (see `build.rs`), `-dirty` if the build had
@@ -587,7 +627,8 @@ pub async fn run_file(
     opts: &RunOptions,
     cancel: CancellationToken,
 ) -> Result<RunOutcome, RunError> {
-    let scenario = scenario::load(path)?;
+    let mut scenario = scenario::load(path)?;
+    add_extra_args(&mut scenario, &opts.extra_args)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -660,6 +701,11 @@ pub async fn run_file(
         started,
         wall_s,
         host: RunIdentity::this_host(),
+        extra_args: opts
+            .extra_args
+            .iter()
+            .map(|(c, a)| format!("{c}={a}"))
+            .collect(),
     };
     let mut metrics = assemble(&scenario, &identity, &results);
     if interrupted {

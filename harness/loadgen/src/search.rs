@@ -21,6 +21,9 @@ use crate::spec::{LoadError, OpenLoopSpec, SpecProblem};
 
 /// A trial fails when it completes fewer than this fraction of the offered rate.
 pub const ACHIEVED_MIN_RATIO: f64 = 0.98;
+/// Requests a trial may still have in flight at its end beyond rate × p99 (see
+/// [`evaluate`]).
+pub const KEPT_UP_SLACK_REQUESTS: f64 = 2.0;
 /// Repeats of the best rate before it is reported.
 pub const CONFIRM_TRIALS: u32 = 2;
 /// Candidates tried in the confirmation phase before the search gives up.
@@ -172,7 +175,11 @@ pub fn evaluate(criteria: &SearchCriteria, rate_per_s: f64, report: LoadReport) 
     // bound (the bound itself excused whole seconds of backlog at high rates).
     let offered = m.counts.sent as f64;
     let p99_s = m.stats.latency.value_at_quantile(0.99) as f64 / 1e6;
-    let in_flight_allowance = rate_per_s * p99_s.min(criteria.latency_max.as_secs_f64());
+    // Plus [`KEPT_UP_SLACK_REQUESTS`]: at low rates one request is several percent of a
+    // short trial, and Poisson arrivals bunch at its end (20 req/s for 1 s failed with 18 of
+    // 20 done at p99 26 ms).
+    let in_flight_allowance =
+        rate_per_s * p99_s.min(criteria.latency_max.as_secs_f64()) + KEPT_UP_SLACK_REQUESTS;
     let kept_up = m.completed as f64 + in_flight_allowance >= ACHIEVED_MIN_RATIO * offered;
     let passed = m.counts.sent > 0
         && latency_at_percentile <= criteria.latency_max
@@ -443,13 +450,23 @@ mod tests {
     }
 
     #[test]
-    fn a_trial_that_completes_96_percent_of_the_offered_rate_fails() {
-        // 546/s offered; 524 completed within the phase at 20 ms (p99 too): the in-flight
-        // allowance is 546 × 0.02 ≈ 11 requests, not 546 × 1 s.
-        let t = evaluate(&criteria(), 546.0, report(546.0, 546, 524, 20));
+    fn a_trial_that_completes_95_percent_of_the_offered_rate_fails() {
+        // 546/s offered; 519 completed within the phase at 20 ms (p99 too): the in-flight
+        // allowance is 546 × 0.02 ≈ 11 requests + 2, not 546 × 1 s.
+        let t = evaluate(&criteria(), 546.0, report(546.0, 546, 519, 20));
         assert!(!t.passed, "{:?}", (t.achieved_rps, t.latency_at_percentile));
         let t = evaluate(&criteria(), 546.0, report(546.0, 546, 540, 20));
         assert!(t.passed);
+    }
+
+    #[test]
+    fn at_low_rates_two_requests_still_in_flight_at_the_end_are_allowed() {
+        // 20/s for 1 s, p99 26 ms (a busy CI run): 18 of 20 done in the phase keeps up,
+        // 17 does not.
+        let t = evaluate(&criteria(), 20.0, report(20.0, 20, 18, 26));
+        assert!(t.passed, "{:?}", (t.achieved_rps, t.latency_at_percentile));
+        let t = evaluate(&criteria(), 20.0, report(20.0, 20, 17, 26));
+        assert!(!t.passed);
     }
 
     /// Runs the search over a simulated server: rates up to `knee` pass, except the

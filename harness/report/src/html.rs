@@ -188,7 +188,7 @@ fn facts(metrics: &RunMetrics) -> String {
     let rate = w
         .rate_per_s
         .map_or_else(String::new, |r| format!(", {} requests/s", num(r)));
-    let rows = vec![
+    let mut rows = vec![
         ("run id", run.run_id.clone()),
         ("scenario file", run.scenario_file.clone()),
         ("seed", run.seed.to_string()),
@@ -201,6 +201,15 @@ fn facts(metrics: &RunMetrics) -> String {
             format!("{} {}, {} CPUs", run.host.os, run.host.arch, run.host.cpus),
         ),
     ];
+    if !run.extra_args.is_empty() {
+        rows.push((
+            "extra arguments",
+            format!(
+                "{} (added for this run: not the scenario as written)",
+                run.extra_args.join(" ")
+            ),
+        ));
+    }
     let training = w.mode == "training";
     let workload = if training {
         vec![

@@ -67,6 +67,10 @@ pub struct RunInfo {
     pub git_commit: String,
     pub faultline_version: String,
     pub host: HostInfo,
+    /// `component=argument` appended to the scenario's component arguments for this run
+    /// (`faultline compare --candidate-arg`); empty for the scenario as written.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
     /// Load mode and offered rate as configured.
     pub workload: WorkloadInfo,
 }

@@ -169,6 +169,12 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
         run.seed,
         run.git_commit,
     ));
+    if !run.extra_args.is_empty() {
+        out.push_str(&format!(
+            "extra arguments (not the scenario as written): {}\n",
+            run.extra_args.join(" ")
+        ));
+    }
     if let Some(s) = headline_phase(metrics) {
         out.push_str(&format!(
             "{} phase: {} sent, availability {}, {} completed/s\n",
