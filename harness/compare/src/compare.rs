@@ -118,7 +118,10 @@ pub struct FigureComparison {
     pub candidate: Option<SideSummary>,
     /// `None` when not judged.
     pub method: Option<Method>,
-    /// Relative change of the medians of the judged samples (0.1 = +10 %).
+    /// Medians of the judged samples, baseline and candidate: the runs' values, or for
+    /// pooled windows the windows' (which may differ from the phase's own figure).
+    pub medians: Option<(f64, f64)>,
+    /// Relative change of those medians (0.1 = +10 %).
     pub change: Option<f64>,
     /// 1 − alpha bootstrap interval of `change`.
     pub ci: Option<(f64, f64)>,
@@ -307,6 +310,7 @@ fn judge(name: &str, baseline: &[Run], candidate: &[Run], opts: &Options) -> Fig
         baseline: side(&b),
         candidate: side(&c),
         method: None,
+        medians: None,
         change: None,
         ci: None,
         p_value: None,
@@ -432,6 +436,7 @@ fn finish(
         return out;
     };
     let change = (mc - mb) / mb.abs();
+    out.medians = Some((mb, mc));
     out.change = Some(change);
     out.ci = Some(ci);
     out.p_value = Some(p);

@@ -17,9 +17,9 @@
 //!   samples are the runs' values. The p-value is a two-sided Mann-Whitney U test, exact
 //!   without ties for m + n ≤ 40, else the normal approximation with tie correction. The
 //!   interval is an iid bootstrap ([`Options::resamples`], seeded) of the relative change
-//!   of medians. With 3 runs against 3 the smallest attainable exact p is 0.1, so at
-//!   α = 0.05 such a figure is `NotComparable` ("cannot reach p < α"); 4 against 4 or 3
-//!   against 5 can.
+//!   of medians. The smallest attainable p is 2 / C(m+n, m): 0.1 for 3 runs against 3,
+//!   so at α = 0.05 that test cannot decide and the next rule applies (or the figure is
+//!   `NotComparable`, saying so); 4 against 4 (0.029) or 3 against 5 (0.036) can.
 //! * **Pooled windows**, otherwise, for figures with per-window samples (a phase's
 //!   throughput and p99), when each side has at least [`MIN_WINDOWS`]: the windows of all
 //!   runs of a side are pooled and resampled by a moving-block bootstrap (block length
@@ -36,6 +36,16 @@
 //!   same in the good direction; else **NoChange**. A figure missing on one side, with an
 //!   unknown direction, or with a baseline median of 0 is **NotComparable** with the
 //!   reason.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), compare::CompareError> {
+//! let history = compare::load_history(std::path::Path::new("reports/serve-crash-restart"))?;
+//! let Some((tonight, before)) = history.runs.split_last() else { return Ok(()) };
+//! let c = compare::compare(before, std::slice::from_ref(tonight), &compare::Options::default())?;
+//! print!("{}", compare::text(&c));
+//! std::process::exit(compare::exit_code(&c));
+//! # }
+//! ```
 //!
 //! Not here: running anything, the CLI, choosing which runs are the baseline, or
 //! overriding an incompatibility (the caller's `--force`).

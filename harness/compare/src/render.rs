@@ -7,7 +7,7 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use report::format::{html as esc, num};
 
 use crate::changepoint::{change_points, ChangePoint, ChangePointOptions, MAX_SERIES};
-use crate::compare::{history_values, Comparison, FigureComparison, RunSummary, Verdict};
+use crate::compare::{history_values, Comparison, FigureComparison, Method, RunSummary, Verdict};
 use crate::extract::Direction;
 use crate::Run;
 
@@ -41,6 +41,21 @@ fn value_text(s: Option<&crate::SideSummary>) -> String {
     s.map_or_else(|| "–".to_owned(), |s| num(s.value))
 }
 
+/// Baseline and candidate as compared: the judged medians (marked `~` when they are the
+/// windows' rather than the runs'), else the runs' median values.
+fn values_text(f: &FigureComparison) -> (String, String) {
+    match (f.medians, &f.method) {
+        (Some((b, c)), Some(Method::Windows { .. })) => {
+            (format!("~{}", num(b)), format!("~{}", num(c)))
+        }
+        (Some((b, c)), _) => (num(b), num(c)),
+        _ => (
+            value_text(f.baseline.as_ref()),
+            value_text(f.candidate.as_ref()),
+        ),
+    }
+}
+
 fn host_text(r: &RunSummary) -> String {
     let busy = r
         .host_cpu_busy_mean
@@ -50,7 +65,9 @@ fn host_text(r: &RunSummary) -> String {
 }
 
 /// One line per figure: name, baseline, candidate, unit, change, interval, p, verdict;
-/// after a header with the runs (and their host load) and any incompatibility.
+/// after a header with the runs (and their host load) and any incompatibility. Baseline
+/// and candidate are the medians compared: the runs' values, or the windows' (marked `~`)
+/// for pooled windows, or the runs' median values when the figure was not judged.
 pub fn text(c: &Comparison) -> String {
     let mut out = String::new();
     for (label, runs) in [("baseline", &c.baseline), ("candidate", &c.candidate)] {
@@ -74,11 +91,12 @@ pub fn text(c: &Comparison) -> String {
     }
     let width = c.figures.iter().map(|f| f.name.len()).max().unwrap_or(0);
     for f in &c.figures {
+        let (b, cand) = values_text(f);
         out.push_str(&format!(
             "{:width$}  {:>9} → {:<9} {:<9} {:>8}  CI {:<18} p {:<6}  {}\n",
             f.name,
-            value_text(f.baseline.as_ref()),
-            value_text(f.candidate.as_ref()),
+            b,
+            cand,
             f.unit,
             f.change.map_or_else(|| "–".to_owned(), pct),
             ci_text(f),
@@ -109,10 +127,9 @@ pub fn junit_xml(c: &Comparison) -> String {
     let mut suite = TestSuite::new("compare");
     suite.add_property(("seed", c.options.seed.to_string().as_str()));
     for f in &c.figures {
+        let (b, cand) = values_text(f);
         let line = format!(
-            "{} → {} {}, change {}, CI {}, p {}",
-            value_text(f.baseline.as_ref()),
-            value_text(f.candidate.as_ref()),
+            "{b} → {cand} {}, change {}, CI {}, p {}",
             f.unit,
             f.change.map_or_else(|| "–".to_owned(), pct),
             ci_text(f),
@@ -220,11 +237,12 @@ pub fn html(c: &Comparison, history: Option<&[Run]>) -> String {
             Verdict::NoChange => "",
             Verdict::NotComparable { .. } => "nc",
         };
+        let (b, cand) = values_text(f);
         body.push_str(&format!(
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{class}\">{}</td></tr>\n",
             esc(&f.name),
-            value_text(f.baseline.as_ref()),
-            value_text(f.candidate.as_ref()),
+            b,
+            cand,
             esc(&f.unit),
             f.change.map_or_else(|| "–".to_owned(), pct),
             ci_text(f),

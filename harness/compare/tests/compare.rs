@@ -531,3 +531,25 @@ fn outputs_name_every_figure_and_mark_the_verdicts() {
     let without = html(&c, None);
     assert_eq!(without.matches("<svg").count(), judged);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+
+    /// The same runs on both sides: every judged figure has change 0 and no verdict but
+    /// NoChange or NotComparable, whatever the runs and the seed.
+    #[test]
+    fn runs_compared_with_themselves_never_change(seed in 0u64..1000, n in 1u64..6, windows in 5usize..40) {
+        let r = runs(seed, 0, n, 1.0, windows);
+        let c = compare(&r, &r, &Options { resamples: 200, seed, ..Options::default() }).expect("valid");
+        for f in &c.figures {
+            proptest::prop_assert!(
+                matches!(f.verdict, Verdict::NoChange | Verdict::NotComparable { .. }),
+                "{f:?}"
+            );
+            if let Some(change) = f.change {
+                proptest::prop_assert_eq!(change, 0.0);
+            }
+        }
+        proptest::prop_assert_eq!(exit_code(&c), 0);
+    }
+}
