@@ -268,16 +268,11 @@ pub async fn run_open_loop_on(
         targets.len(),
         load.seed,
     );
-    let barrier = Arc::new(std::sync::Barrier::new(threads));
-    let t0_cell = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let (t0_tx, t0_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let mut t0_tx = Some(t0_tx);
+    // A short lead so every worker is parked on its queue before the first send.
+    let (starts, t0_rx) = StartLine::new(threads, Duration::from_millis(2));
     let mut handles = Vec::with_capacity(threads);
-    for th in 0..threads {
-        let mine: Vec<(usize, usize)> = (0..total)
-            .filter(|i| i % threads == th)
-            .map(|i| (i, i % targets.len()))
-            .collect();
+    for (th, start) in starts.into_iter().enumerate() {
+        let mine = connections_of(th, threads, total, targets.len());
         let ctx = OpenCtx {
             targets: targets.clone(),
             prepared: prepared.clone(),
@@ -285,9 +280,7 @@ pub async fn run_open_loop_on(
             schedule: schedule.clone(),
             owners: owners.clone(),
             cancel: cancel.clone(),
-            barrier: barrier.clone(),
-            t0: t0_cell.clone(),
-            t0_tx: t0_tx.take(),
+            start,
             thread: th,
             timeout: load.timeout,
             end,
@@ -298,6 +291,76 @@ pub async fn run_open_loop_on(
             .map_err(|e| LoadError::Internal(format!("cannot start thread: {e}")))?;
         handles.push(handle);
     }
+    finish_threads(handles, t0_rx, shared, progress, load.seed).await
+}
+
+/// How the load threads start together: each opens its connections, waits for the
+/// others, and all take the same t0 (set by the first one through, `lead` ahead).
+struct StartLine {
+    barrier: Arc<std::sync::Barrier>,
+    t0: Arc<std::sync::OnceLock<Instant>>,
+    lead: Duration,
+    /// Thread 0's line tells the caller t0.
+    report: Option<tokio::sync::oneshot::Sender<Instant>>,
+}
+
+impl StartLine {
+    /// One line per thread, and where t0 arrives.
+    fn new(
+        threads: usize,
+        lead: Duration,
+    ) -> (Vec<StartLine>, tokio::sync::oneshot::Receiver<Instant>) {
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let t0 = Arc::new(std::sync::OnceLock::new());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut tx = Some(tx);
+        let lines = (0..threads)
+            .map(|_| StartLine {
+                barrier: barrier.clone(),
+                t0: t0.clone(),
+                lead,
+                report: tx.take(),
+            })
+            .collect();
+        (lines, rx)
+    }
+
+    /// Waits for every thread; the common t0.
+    fn go(self) -> Instant {
+        self.barrier.wait();
+        let lead = self.lead;
+        let t0 = *self.t0.get_or_init(|| Instant::now() + lead);
+        if let Some(tx) = self.report {
+            let _ = tx.send(t0);
+        }
+        t0
+    }
+
+    /// For a thread that failed before starting: keeps the others from waiting for it
+    /// forever.
+    fn abandon(self) {
+        self.barrier.wait();
+    }
+}
+
+/// The connections of thread `th` of `threads`: `(i, target)` for every connection
+/// `i < total` with `i % threads == th`, connection `i` going to target `i % targets`.
+fn connections_of(th: usize, threads: usize, total: usize, targets: usize) -> Vec<(usize, usize)> {
+    (0..total)
+        .filter(|i| i % threads == th)
+        .map(|i| (i, i % targets))
+        .collect()
+}
+
+/// Waits for the threads' t0, publishes progress until they end, joins them and builds
+/// the report.
+async fn finish_threads(
+    handles: Vec<std::thread::JoinHandle<Result<Duration, LoadError>>>,
+    t0_rx: tokio::sync::oneshot::Receiver<Instant>,
+    shared: Arc<Shared>,
+    progress: Option<watch::Sender<Progress>>,
+    seed: u64,
+) -> Result<LoadReport, LoadError> {
     let t0 = t0_rx
         .await
         .map_err(|_| LoadError::Internal("load threads ended before starting".into()))?;
@@ -311,7 +374,7 @@ pub async fn run_open_loop_on(
         .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
     Ok(shared
         .into_recorder()
-        .finish(wall_clock_of(t0), load.seed, stopped))
+        .finish(wall_clock_of(t0), seed, stopped))
 }
 
 /// Joins the load threads; the latest stop offset, or the first error.
@@ -377,9 +440,7 @@ struct OpenCtx {
     schedule: Schedule,
     owners: Arc<Owners>,
     cancel: CancellationToken,
-    barrier: Arc<std::sync::Barrier>,
-    t0: Arc<std::sync::OnceLock<Instant>>,
-    t0_tx: Option<tokio::sync::oneshot::Sender<Instant>>,
+    start: StartLine,
     /// This thread's index, also its recorder shard (uncontended).
     thread: usize,
     timeout: Duration,
@@ -404,8 +465,7 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
     let (rt, mut timer) = match timer {
         Ok(ok) => ok,
         Err(e) => {
-            // Keep the other threads from waiting for this one forever.
-            ctx.barrier.wait();
+            ctx.start.abandon();
             return Err(e);
         }
     };
@@ -415,14 +475,7 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
             conns.push((ti, Conn::new(ctx.targets[ti].clone())));
         }
         futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(ctx.timeout))).await;
-        ctx.barrier.wait();
-        // A short lead so every worker is parked on its queue before the first send.
-        let t0 = *ctx
-            .t0
-            .get_or_init(|| Instant::now() + Duration::from_millis(2));
-        if let Some(tx) = ctx.t0_tx {
-            let _ = tx.send(t0);
-        }
+        let t0 = ctx.start.go();
         let queues: Arc<[JobQueue]> = ctx.targets.iter().map(|_| JobQueue::default()).collect();
         let shard = ctx.thread;
         let mut workers = JoinSet::new();
@@ -692,26 +745,17 @@ pub async fn run_closed_loop_on(
     let total = targets.len() * load.connections;
     let threads = threads.clamp(1, total);
     // Every thread opens its connections, then all start together at the same t0.
-    let barrier = Arc::new(std::sync::Barrier::new(threads));
-    let t0_cell = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let (t0_tx, t0_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let mut t0_tx = Some(t0_tx);
+    let (starts, t0_rx) = StartLine::new(threads, Duration::ZERO);
     let mut handles = Vec::with_capacity(threads);
-    for th in 0..threads {
-        // Connection i (target i % targets) belongs to thread i % threads.
-        let mine: Vec<(usize, usize)> = (0..total)
-            .filter(|i| i % threads == th)
-            .map(|i| (i, i % targets.len()))
-            .collect();
+    for (th, start) in starts.into_iter().enumerate() {
+        let mine = connections_of(th, threads, total, targets.len());
         let ctx = ClosedCtx {
             targets: targets.clone(),
             prepared: prepared.clone(),
             shared: shared.clone(),
             weights: weights.clone(),
             cancel: cancel.clone(),
-            barrier: barrier.clone(),
-            t0: t0_cell.clone(),
-            t0_tx: t0_tx.take(),
+            start,
             shard: th,
             timeout: load.timeout,
             seed: load.seed,
@@ -723,33 +767,7 @@ pub async fn run_closed_loop_on(
             .map_err(|e| LoadError::Internal(format!("cannot start thread: {e}")))?;
         handles.push(handle);
     }
-    let t0 = t0_rx
-        .await
-        .map_err(|_| LoadError::Internal("load threads ended before starting".into()))?;
-    let started_at = wall_clock_of(t0);
-    let mut aux = JoinSet::new();
-    let done = CancellationToken::new();
-    spawn_progress(&mut aux, progress, shared.clone(), t0, done.clone());
-    let stopped = tokio::task::spawn_blocking(move || {
-        let mut stopped = Duration::ZERO;
-        for h in handles {
-            match h.join() {
-                Ok(Ok(at)) => stopped = stopped.max(at),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(LoadError::Internal("load thread panicked".into())),
-            }
-        }
-        Ok(stopped)
-    })
-    .await
-    .map_err(|e| LoadError::Internal(format!("joining load threads: {e}")))??;
-    done.cancel();
-    join_all(&mut aux).await?;
-    let shared = Arc::try_unwrap(shared)
-        .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
-    Ok(shared
-        .into_recorder()
-        .finish(started_at, load.seed, stopped))
+    finish_threads(handles, t0_rx, shared, progress, load.seed).await
 }
 
 struct ClosedCtx {
@@ -758,9 +776,7 @@ struct ClosedCtx {
     shared: Arc<Shared>,
     weights: Arc<[f64]>,
     cancel: CancellationToken,
-    barrier: Arc<std::sync::Barrier>,
-    t0: Arc<std::sync::OnceLock<Instant>>,
-    t0_tx: Option<tokio::sync::oneshot::Sender<Instant>>,
+    start: StartLine,
     /// Recorder shard of this thread (uncontended).
     shard: usize,
     timeout: Duration,
@@ -776,8 +792,7 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
-            // Keep the other threads from waiting for this one forever.
-            ctx.barrier.wait();
+            ctx.start.abandon();
             return Err(LoadError::Internal(format!("cannot build runtime: {e}")));
         }
     };
@@ -787,11 +802,7 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
             conns.push((i, ti, Conn::new(ctx.targets[ti].clone())));
         }
         futures_util::future::join_all(conns.iter_mut().map(|(_, _, c)| c.warm(ctx.timeout))).await;
-        ctx.barrier.wait();
-        let t0 = *ctx.t0.get_or_init(Instant::now);
-        if let Some(tx) = ctx.t0_tx {
-            let _ = tx.send(t0);
-        }
+        let t0 = ctx.start.go();
         let mut workers = JoinSet::new();
         for (i, ti, mut conn) in conns {
             let prepared = ctx.prepared.clone();
