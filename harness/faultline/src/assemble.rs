@@ -355,8 +355,8 @@ fn replica_loads(load: &LoadReport, names: &[String]) -> Vec<report::ReplicaLoad
             accounting: analysis::accounting(&t.counts),
             failure_share: (failed_total > 0)
                 .then(|| round_us(t.counts.failed() as f64 / failed_total as f64)),
-            latency: report::Percentiles::from_histogram(&t.stats.latency),
-            latency_all: report::Percentiles::from_histogram(&t.stats.latency_all),
+            latency: report::Percentiles::from_histogram(&t.latency),
+            latency_all: report::Percentiles::from_histogram(&t.latency_all),
         })
         .collect()
 }
@@ -916,16 +916,14 @@ target = "worker/1"
             },
             accounting: counts(50, 47, 3),
             // Two targets; the second took every failure.
-            targets: vec![
-                loadgen::TargetStats {
-                    counts: counts(25, 25, 0),
-                    stats: LatencyStats::default(),
-                },
-                loadgen::TargetStats {
-                    counts: counts(25, 22, 3),
-                    stats: LatencyStats::default(),
-                },
-            ],
+            targets: [counts(25, 25, 0), counts(25, 22, 3)]
+                .into_iter()
+                .map(|counts| loadgen::TargetStats {
+                    counts,
+                    latency: loadgen::new_histogram(),
+                    latency_all: loadgen::new_histogram(),
+                })
+                .collect(),
         }
     }
 

@@ -199,13 +199,48 @@ pub struct LoadReport {
     pub targets: Vec<TargetStats>,
 }
 
-/// One target's requests over the whole run, by intended send time.
+/// One target's requests over the whole run, by intended send time: what says which
+/// target took the failures, and no more (each request is filed here too, on the hot path).
 #[derive(Debug, Clone)]
 pub struct TargetStats {
     pub counts: Counts,
-    /// Only `latency`, `latency_all`, `service`, `send_lag`, streaming and byte figures
-    /// are kept per target; `responses` counts every response of the target's requests.
-    pub stats: LatencyStats,
+    /// As [`LatencyStats::latency`]: successful requests, corrected.
+    pub latency: Histogram<u64>,
+    /// As [`LatencyStats::latency_all`]: every request, a failure until it was given up.
+    pub latency_all: Histogram<u64>,
+}
+
+/// The accumulator behind [`TargetStats`].
+#[derive(Debug, Clone, Default)]
+struct TargetAcc {
+    counts: Counts,
+    latency: Option<Histogram<u64>>,
+    latency_all: Option<Histogram<u64>>,
+}
+
+impl TargetAcc {
+    fn record(&mut self, o: &Outcome, timeout: Duration) {
+        self.counts.record(&o.result);
+        rec(&mut self.latency_all, as_us(given_up_after(o, timeout)));
+        if o.result == Completion::Ok {
+            rec(&mut self.latency, as_us(o.done.saturating_sub(o.intended)));
+        }
+    }
+
+    fn merge(&mut self, other: TargetAcc) {
+        self.counts.merge(&other.counts);
+        merge_opt(&mut self.latency, other.latency);
+        merge_opt(&mut self.latency_all, other.latency_all);
+    }
+
+    fn finish(self) -> TargetStats {
+        let h = |o: Option<Histogram<u64>>| o.unwrap_or_else(new_histogram);
+        TargetStats {
+            counts: self.counts,
+            latency: h(self.latency),
+            latency_all: h(self.latency_all),
+        }
+    }
 }
 
 impl LoadReport {
@@ -374,7 +409,7 @@ pub(crate) struct Recorder {
     fine: Vec<FineWindow>,
     phases: [Acc; 2],
     /// The whole run per target (index into the spec's targets).
-    targets: Vec<Acc>,
+    targets: Vec<TargetAcc>,
 }
 
 fn index(t: Duration, width: Duration) -> usize {
@@ -406,7 +441,7 @@ impl Recorder {
 
     /// Reports `n` targets even if some get no request.
     pub fn with_targets(mut self, n: usize) -> Self {
-        self.targets.resize_with(n, Acc::default);
+        self.targets.resize_with(n, TargetAcc::default);
         self
     }
 
@@ -429,7 +464,7 @@ impl Recorder {
         let response = o.result.is_response();
         let timeout = self.timeout;
         if self.targets.len() <= target {
-            self.targets.resize_with(target + 1, Acc::default);
+            self.targets.resize_with(target + 1, TargetAcc::default);
         }
         self.targets[target].record(o, timeout);
         self.window_mut(index(o.intended, self.window))
@@ -493,7 +528,8 @@ impl Recorder {
         self.phases[0].merge(w);
         self.phases[1].merge(m);
         if self.targets.len() < other.targets.len() {
-            self.targets.resize_with(other.targets.len(), Acc::default);
+            self.targets
+                .resize_with(other.targets.len(), TargetAcc::default);
         }
         for (mine, theirs) in self.targets.iter_mut().zip(other.targets) {
             mine.merge(theirs);
@@ -554,14 +590,7 @@ impl Recorder {
             }
         };
         let warmup_end = self.warmup.min(measured_end);
-        let targets = self
-            .targets
-            .into_iter()
-            .map(|acc| {
-                let (counts, _, stats) = acc.into_parts();
-                TargetStats { counts, stats }
-            })
-            .collect();
+        let targets = self.targets.into_iter().map(TargetAcc::finish).collect();
         LoadReport {
             started_at,
             seed,
@@ -740,8 +769,8 @@ impl TargetSummary {
     pub fn of(t: &TargetStats) -> Self {
         TargetSummary {
             counts: t.counts.clone(),
-            latency: HistogramSummary::of(&t.stats.latency),
-            latency_all: HistogramSummary::of(&t.stats.latency_all),
+            latency: HistogramSummary::of(&t.latency),
+            latency_all: HistogramSummary::of(&t.latency_all),
         }
     }
 }

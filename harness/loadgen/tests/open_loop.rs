@@ -389,9 +389,9 @@ async fn per_target_counts_show_which_target_took_the_failures() {
     assert_eq!((a.sent, a.ok, a.failed()), (100, 100, 0));
     assert_eq!((b.sent, b.ok), (100, 0));
     assert_eq!(b.errors.get(&ErrorKind::ConnectRefused), Some(&100));
-    assert_eq!(r.targets[0].stats.latency.len(), 100);
-    assert!(r.targets[1].stats.latency.is_empty());
-    assert_eq!(r.targets[1].stats.latency_all.len(), 100);
+    assert_eq!(r.targets[0].latency.len(), 100);
+    assert!(r.targets[1].latency.is_empty());
+    assert_eq!(r.targets[1].latency_all.len(), 100);
     let summary = r.summary();
     assert_eq!(summary.targets[1].counts, *b);
     assert_eq!(summary.targets[1].latency.p99_us, None);
