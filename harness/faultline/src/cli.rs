@@ -97,16 +97,20 @@ pub fn resolve_scenario(name_or_path: &str) -> Result<PathBuf, String> {
 
 /// Cancels `token` on the first SIGINT or SIGTERM; a second one exits at once (the
 /// stack's processes then die by their parent-death signal).
+///
+/// The handlers are installed before this returns (not when the task first runs), so a
+/// signal that comes right after start is never taken with the default action, which
+/// would skip healing and stopping.
 fn cancel_on_signals(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will not stop the run cleanly");
+        return;
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot install signal handlers; Ctrl-C will not stop the run cleanly");
-            return;
-        };
         for round in 0..2 {
             tokio::select! {
                 _ = int.recv() => {}

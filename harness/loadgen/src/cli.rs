@@ -322,8 +322,12 @@ pub struct Output {
 pub async fn run(args: LoadArgs) -> anyhow::Result<Verdict> {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
+    // Installed now, not when the task first runs: an early Ctrl-C must still print the
+    // report rather than kill the process.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
     let signal = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if interrupt.recv().await.is_some() {
             on_signal.cancel();
         }
     });

@@ -312,26 +312,24 @@ fn connection_budget() -> Option<usize> {
     usize::try_from(limit.saturating_sub(RESERVED_FDS)).ok()
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub async fn termination_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now and returns a future that
+/// resolves on the first of them.
+///
+/// The handlers are installed when this is called, not when the future is first polled:
+/// a supervisor may send SIGTERM as soon as the server answers its first request, and a
+/// signal that arrives before the handler is installed takes the default action (the
+/// process dies without draining). Call it before announcing the listening address.
+/// Must be called inside a tokio runtime.
+pub fn termination_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("Ctrl-C received"),
         }
-    };
-    tokio::select! {
-        () = term => tracing::info!("SIGTERM received"),
-        r = tokio::signal::ctrl_c() => match r {
-            Ok(()) => tracing::info!("Ctrl-C received"),
-            Err(e) => { tracing::error!(error = %e, "cannot listen for Ctrl-C"); std::future::pending::<()>().await }
-        },
-    }
+    })
 }
 
 /// The `server` binary: validate flags, set up logging and threads, bind, print
@@ -369,6 +367,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(limits = %config.limits_line(), "limits");
     runtime.block_on(async move {
         let server = Server::bind(config).await?;
+        // Before the address is announced: from then on a SIGTERM must drain.
+        let shutdown = termination_signal()?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -376,7 +376,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out.flush().context("flushing stdout")?;
         }
         tracing::info!(addr = %server.local_addr(), "listening");
-        server.serve(termination_signal()).await?;
+        server.serve(shutdown).await?;
         Ok(())
     })
 }

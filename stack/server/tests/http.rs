@@ -432,6 +432,20 @@ async fn sigterm_drains_an_open_stream_refuses_new_requests_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The SIGTERM handler is in place before `listening on` is printed: a supervisor that
+/// stops the server the moment it is announced gets a drain and exit 0, never the default
+/// action (death by signal). Installing it on the first poll instead left a window that a
+/// loaded machine hit (the KServe drain test saw the server vanish mid-test).
+#[tokio::test]
+async fn sigterm_right_after_the_address_is_announced_drains_and_exits_zero() {
+    for _ in 0..5 {
+        let mut s = ServerProcess::start(&[], &[]);
+        s.sigterm();
+        let status = s.wait_exit(PATIENCE).await;
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+}
+
 #[tokio::test]
 async fn readyz_fails_while_draining() {
     let mut s = ServerProcess::start(&[], &[("SERVER_FAULT_STEP_DELAY_MS", "20")]);

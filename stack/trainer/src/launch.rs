@@ -134,17 +134,20 @@ fn signal_flag() -> std::io::Result<Arc<AtomicBool>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Installed before this returns, so a signal right after start is never taken with
+    // the default action (which would leave the workers running).
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
     std::thread::Builder::new()
         .name("launch-signals".into())
         .spawn(move || {
             rt.block_on(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    return;
-                };
                 tokio::select! {
                     _ = int.recv() => {},
                     _ = term.recv() => {},
