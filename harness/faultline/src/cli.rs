@@ -40,6 +40,9 @@ pub enum Command {
     /// Is the candidate worse than the baseline? Judges every figure of runs (folders, a
     /// history, or runs it makes itself, interleaved) with noise-aware statistics.
     Compare(crate::compare_cmd::CompareArgs),
+    /// A TCP fault proxy with Toxiproxy's HTTP API (port 8474): toxics per direction,
+    /// HTTP-aware faults, a blackhole, seeds and Prometheus metrics.
+    Proxy(proxy::cli::ProxyArgs),
     /// Print the JSON Schema of the scenario format.
     Schema,
     /// List the scenarios in a folder.
@@ -282,6 +285,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             cancel_on_signals(cancel.clone());
             crate::compare_cmd::main(args, cancel).await
         }
+        Command::Proxy(args) => match proxy::cli::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("faultline proxy: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Schema => {
             println!("{:#}", scenario::json_schema());
             ExitCode::SUCCESS
