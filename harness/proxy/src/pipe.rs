@@ -106,6 +106,10 @@ pub struct Pipe {
     done: bool,
     /// Toxics fired (acted on at least one event or timer), by id, for the metrics.
     fired: Vec<u64>,
+    /// A `timeout` or `blackhole` swallowed data or the close. Once none of them acts any
+    /// more, the connection is reset rather than resumed: resuming would deliver the
+    /// stream with a hole in it, which the peer could not tell from intact data.
+    swallowed: bool,
 }
 
 impl Pipe {
@@ -118,6 +122,7 @@ impl Pipe {
             rng,
             done: false,
             fired: Vec::new(),
+            swallowed: false,
         }
     }
 
@@ -145,6 +150,14 @@ impl Pipe {
             });
         }
         self.running = next;
+        let swallowing = self
+            .running
+            .iter()
+            .any(|r| r.active && matches!(r.kind, Kind::Timeout { .. } | Kind::Blackhole));
+        if self.swallowed && !swallowing && !self.done {
+            self.queue.push_back(Ev::Kill(now, Close::Reset));
+            self.swallowed = false;
+        }
     }
 
     /// No toxic is acting and nothing is scheduled: the shell may write what it reads at
@@ -260,7 +273,13 @@ impl Pipe {
                 continue;
             }
             let before = evs.clone();
+            let had = evs.iter().filter(|e| !matches!(e, Ev::Kill(..))).count();
             evs = apply(&mut self.running[i], evs, &mut self.rng);
+            if matches!(self.running[i].kind, Kind::Timeout { .. } | Kind::Blackhole)
+                && evs.iter().filter(|e| !matches!(e, Ev::Kill(..))).count() < had
+            {
+                self.swallowed = true;
+            }
             if evs != before {
                 self.fired.push(self.running[i].id);
             }
@@ -509,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn timeout_drops_data_then_closes_and_zero_holds_until_removed() {
+    fn timeout_drops_data_then_closes_and_zero_holds_until_removed_then_resets() {
         let t0 = Instant::now();
         let mut p = pipe(
             &[entry(
@@ -526,6 +545,16 @@ mod tests {
         let mut p = pipe(&[hold], t0);
         p.on_data(t0, b"lost");
         assert_eq!(p.next_deadline(), None, "held: nothing ever due");
+        // Removed after it swallowed data: the stream would have a hole, so it is reset.
+        p.set_toxics(t0 + Duration::from_millis(5), &[]);
+        p.on_data(t0 + Duration::from_millis(6), b"after");
+        assert_eq!(drain(&mut p, t0), vec![(5, Action::Kill(Close::Reset))]);
+
+        // Removed before anything was swallowed: data flows on.
+        let mut p = pipe(
+            &[entry(3, r#"{"type":"timeout","attributes":{"timeout":0}}"#)],
+            t0,
+        );
         p.set_toxics(t0 + Duration::from_millis(5), &[]);
         p.on_data(t0 + Duration::from_millis(6), b"after");
         assert_eq!(
