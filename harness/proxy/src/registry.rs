@@ -478,6 +478,18 @@ impl Registry {
         Ok(v)
     }
 
+    /// Adds a toxic and returns a guard that removes it when dropped: the runner's way to
+    /// inject a network fault that heals on every exit path (STYLE.md rule 8).
+    pub fn inject(self: &Arc<Self>, proxy: &str, t: Toxic) -> Result<ToxicGuard, ApiError> {
+        let name = t.name.clone();
+        self.add_toxic(proxy, t)?;
+        Ok(ToxicGuard {
+            registry: Arc::downgrade(self),
+            proxy: proxy.to_owned(),
+            toxic: name,
+        })
+    }
+
     /// `PATCH /proxies/{p}/toxics/{t}`: new attributes or toxicity (a fresh start for the
     /// toxic on every connection: timers restart, toxicity is drawn again).
     pub fn update_toxic(&self, proxy: &str, name: &str, body: &[u8]) -> Result<Value, ApiError> {
@@ -541,6 +553,31 @@ impl Registry {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         for e in entries {
             names.remove(&e.id);
+        }
+    }
+}
+
+/// A toxic that is removed when this guard is dropped (see [`Registry::inject`]).
+#[must_use = "dropping the guard removes the toxic at once"]
+#[derive(Debug)]
+pub struct ToxicGuard {
+    registry: std::sync::Weak<Registry>,
+    proxy: String,
+    toxic: String,
+}
+
+impl ToxicGuard {
+    /// The toxic's name on its proxy.
+    pub fn name(&self) -> &str {
+        &self.toxic
+    }
+}
+
+impl Drop for ToxicGuard {
+    fn drop(&mut self) {
+        if let Some(r) = self.registry.upgrade() {
+            // Already gone (a reset, the proxy deleted) is fine: it is healed either way.
+            let _ = r.remove_toxic(&self.proxy, &self.toxic);
         }
     }
 }

@@ -73,7 +73,11 @@ async fn latency_delays_answers_by_at_least_its_value() {
         .await;
     let t0 = Instant::now();
     assert_eq!(roundtrip(addr, b"abc").await.expect("echo"), b"abc");
-    assert!(t0.elapsed() >= Duration::from_millis(150), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -93,7 +97,11 @@ async fn a_toxic_added_to_an_open_connection_acts_on_it() {
     c.write_all(b"2").await.expect("write");
     c.read_exact(&mut b).await.expect("echo after");
     assert_eq!(&b, b"2");
-    assert!(t0.elapsed() >= Duration::from_millis(200), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -133,7 +141,11 @@ async fn timeout_zero_holds_data_until_removed_and_timeout_n_closes_and_a_hole_r
     let t0 = Instant::now();
     let n = c.read(&mut b).await.expect("a clean close");
     assert_eq!(n, 0);
-    assert!(t0.elapsed() >= Duration::from_millis(90), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(90),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -144,7 +156,10 @@ async fn reset_peer_resets_the_client() {
         .await;
     let mut c = TcpStream::connect(addr).await.expect("connect");
     let mut b = [0u8; 4];
-    let e = c.read(&mut b).await.expect_err("a reset, not a clean close");
+    let e = c
+        .read(&mut b)
+        .await
+        .expect_err("a reset, not a clean close");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
 }
 
@@ -252,7 +267,10 @@ async fn http_error_with_toxicity_answers_about_that_share_and_replays_with_the_
     };
     let a = run(42).await;
     let errors = a.iter().filter(|s| **s == 500).count();
-    assert!((30..=90).contains(&errors), "{errors} of 200 at toxicity 0.3");
+    assert!(
+        (30..=90).contains(&errors),
+        "{errors} of 200 at toxicity 0.3"
+    );
     assert_eq!(a, run(42).await, "the same seed replays the same choices");
 }
 
@@ -273,7 +291,10 @@ async fn http_abort_cuts_the_chosen_response_after_its_head_and_some_body() {
     let _ = c.read_to_end(&mut got).await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-    assert!(text.ends_with("\r\n\r\nhel"), "head and 3 body bytes: {text:?}");
+    assert!(
+        text.ends_with("\r\n\r\nhel"),
+        "head and 3 body bytes: {text:?}"
+    );
     // count = 1: the next connection is whole.
     let (got, err) = http_exchanges(addr, &["/whole"]).await;
     assert!(err.is_none(), "{err:?}");
@@ -290,5 +311,30 @@ async fn bandwidth_slows_a_transfer_to_its_rate() {
     let data = vec![7u8; 50_000];
     let t0 = Instant::now();
     assert_eq!(roundtrip(addr, &data).await.expect("echo"), data);
-    assert!(t0.elapsed() >= Duration::from_millis(480), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(480),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_injected_toxic_heals_when_its_guard_drops() {
+    let api = Api::start(1).await;
+    let addr = api.proxy("p", echo_server().await).await;
+    let t = proxy::toxic::parse_new(br#"{"type":"timeout","attributes":{"timeout":0}}"#)
+        .expect("valid");
+    let guard = api.registry.inject("p", t).expect("injected");
+    assert_eq!(api.registry.toxic_count(), 1);
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let mut b = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), c.read(&mut b))
+            .await
+            .is_err(),
+        "held while injected"
+    );
+    drop(guard);
+    assert_eq!(api.registry.toxic_count(), 0);
+    assert_eq!(roundtrip(addr, b"ok").await.expect("healed"), b"ok");
 }
