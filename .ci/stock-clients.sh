@@ -4,10 +4,16 @@
 #     streamed and not, parameters, refusals, 16 concurrent users;
 #   - Triton's tritonclient[http] (.ci/clients/tritonclient_check.py): health, metadata, infer;
 #   - promtool and a real Prometheus scrape (.ci/clients/prometheus_check.sh), with the
-#     default names and with --metrics-names vllm.
-# Installs what it needs (Debian's prometheus package; openai, tritonclient and numpy from
-# PyPI), builds the server if needed, starts it on loopback and always stops it.
-# Usage: .ci/stock-clients.sh [SERVER_BINARY]     (default: target/debug/server)
+#     default names and with --metrics-names vllm;
+#   - Toxiproxy's stock clients, npm's toxiproxy-node-client and PyPI's toxiproxy-python,
+#     against `faultline proxy` (.ci/clients/toxiproxy_check.sh): proxies, toxics that slow
+#     real traffic, populate, disable/enable, reset, version and the 409/404/400 errors.
+# Installs what it needs (Debian's prometheus package; openai, tritonclient, numpy and
+# toxiproxy-python from PyPI; toxiproxy-node-client with `npm ci` into the git-ignored
+# .ci/clients/node/node_modules, which needs node and npm), builds the server and faultline
+# if needed, starts each on loopback and always stops it.
+# Usage: .ci/stock-clients.sh [SERVER_BINARY [FAULTLINE_BINARY]]
+#        (defaults: target/debug/server, target/debug/faultline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,4 +72,9 @@ start_server --metrics-names vllm
 echo "== promtool and a Prometheus scrape, --metrics-names vllm"
 bash .ci/clients/prometheus_check.sh "$url"
 stop_server
+
+echo "== Toxiproxy clients against faultline proxy"
+faultline_bin=${2:-target/debug/faultline}
+[[ -x $faultline_bin ]] || cargo build -p faultline
+bash .ci/clients/toxiproxy_check.sh "$faultline_bin"
 echo "stock-client checks: all passed"
