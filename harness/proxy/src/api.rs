@@ -15,7 +15,7 @@
 //! | `POST`/`PATCH /proxies/{p}/toxics/{t}` | 200 with the toxic |
 //! | `DELETE /proxies/{p}/toxics/{t}` | 204 |
 //! | `POST /reset` | 204: every proxy enabled, every toxic removed |
-//! | `GET /version` | 200 `{"version": …}` |
+//! | `GET /version` | 200 `{"version": "X.Y.Z", "server": "faultline-proxy"}` |
 //! | `GET /metrics` | Prometheus text 0.0.4, or OpenMetrics when `Accept` prefers it |
 //!
 //! Errors are `{"error": message, "status": code}`. As in Toxiproxy, requests whose
@@ -38,8 +38,9 @@ use std::sync::Arc;
 /// Largest API request body, bytes.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// The version `GET /version` reports.
-pub const VERSION: &str = concat!("faultline-proxy ", env!("CARGO_PKG_VERSION"));
+/// The version `GET /version` reports: a bare semantic version, as Toxiproxy's (clients
+/// parse it); `"server": "faultline-proxy"` says whose.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How the API is served.
 #[derive(Debug, Clone, Default)]
@@ -283,7 +284,10 @@ async fn version() -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
-        format!("{}\n", json!({"version": VERSION})),
+        format!(
+            "{}\n",
+            json!({"version": VERSION, "server": "faultline-proxy"})
+        ),
     )
         .into_response()
 }

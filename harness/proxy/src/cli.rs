@@ -41,6 +41,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    raise_open_file_limit();
     use tokio::signal::unix::{signal, SignalKind};
     // Installed before anything is announced, so an early signal still stops cleanly.
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
@@ -103,4 +104,15 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     registry.shutdown();
     served.context("serving the API")?;
     Ok(())
+}
+
+/// Raises the open-file soft limit to the hard limit (as Go's runtime does, and so
+/// Toxiproxy): every proxied connection takes two descriptors.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }

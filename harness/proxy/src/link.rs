@@ -23,8 +23,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Bytes read per `read` call.
-pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes read per `read` call (one buffer per direction of each connection: 64 KiB per
+/// connection in all).
+pub const READ_BUFFER_BYTES: usize = 32 * 1024;
 
 /// A proxy's toxics now, by stream, in chain order, as every open connection sees them.
 #[derive(Debug, Default)]

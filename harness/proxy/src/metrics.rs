@@ -6,6 +6,7 @@
 //! | `faultline_proxy_connections_total` | proxy | client connections accepted |
 //! | `faultline_proxy_connections_active` | proxy | client connections open now |
 //! | `faultline_proxy_upstream_connect_errors_total` | proxy | upstream connects that failed (the client is closed) |
+//! | `faultline_proxy_connections_refused_total` | proxy | connections closed at once: the proxy had `MAX_CONNECTIONS_PER_PROXY` open |
 //! | `faultline_proxy_received_bytes_total` | proxy, direction | bytes read (upstream: from clients; downstream: from the server) |
 //! | `faultline_proxy_sent_bytes_total` | proxy, direction | bytes written after the toxics |
 //! | `faultline_proxy_toxic_fired_total` | proxy, toxic, type | times a toxic acted: on a connection's bytes or timer, or on an HTTP message |
@@ -40,6 +41,7 @@ pub struct Metrics {
     pub connections: Family<ProxyLabels, Counter>,
     pub active: Family<ProxyLabels, Gauge>,
     pub connect_errors: Family<ProxyLabels, Counter>,
+    pub refused: Family<ProxyLabels, Counter>,
     pub received: Family<DirectionLabels, Counter>,
     pub sent: Family<DirectionLabels, Counter>,
     pub fired: Family<ToxicLabels, Counter>,
@@ -64,6 +66,11 @@ impl Metrics {
             "upstream_connect_errors",
             "Upstream connects that failed; the client connection is closed",
             m.connect_errors.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections closed at once because the proxy had MAX_CONNECTIONS_PER_PROXY open",
+            m.refused.clone(),
         );
         r.register(
             "received_bytes",

@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 /// Most proxies one registry holds.
 pub const MAX_PROXIES: usize = 1024;
 
+/// Most client connections one proxy keeps open at once; beyond it a new connection is
+/// accepted and closed at once (counted in `faultline_proxy_connections_refused_total`).
+pub const MAX_CONNECTIONS_PER_PROXY: u64 = 10_000;
+
 /// A proxy as the API creates it (Toxiproxy's fields, plus an optional seed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySpec {
@@ -118,6 +122,9 @@ struct ProxyState {
     chain: watch::Sender<Arc<Chain>>,
     /// Cancels the listener and every connection of this proxy.
     running: Option<CancellationToken>,
+    /// The listening socket, shared with the accept task so [`ProxyState::stop`] can shut
+    /// it down before the API answers.
+    listener: Option<Arc<TcpListener>>,
     connections: Arc<AtomicU64>,
     seed: u64,
 }
@@ -142,7 +149,16 @@ impl ProxyState {
             .send_replace(Arc::new(Chain::from_entries(&self.toxics)));
     }
 
+    /// Stops accepting at once (a connect right after this returns is refused, as after
+    /// Toxiproxy's disable) and closes every connection of the proxy.
     fn stop(&mut self) {
+        if let Some(l) = self.listener.take() {
+            // The accept task may not run again for a while; shutting the socket down
+            // here makes the kernel refuse new connections before the API answers. The
+            // descriptor is valid: this Arc keeps the listener open until it drops.
+            use std::os::fd::AsRawFd;
+            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
         if let Some(t) = self.running.take() {
             t.cancel();
         }
@@ -305,6 +321,7 @@ impl Registry {
             toxics: Vec::new(),
             chain,
             running: None,
+            listener: None,
             connections: Arc::new(AtomicU64::new(0)),
             seed,
         };
@@ -341,6 +358,8 @@ impl Registry {
             stop: token.clone(),
             names: self.names.clone(),
         };
+        let listener = Arc::new(listener);
+        p.listener = Some(listener.clone());
         tokio::spawn(accept_loop(
             listener,
             p.spec.upstream.clone(),
@@ -616,7 +635,7 @@ fn connection_seed(proxy_seed: u64, n: u64) -> u64 {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     upstream: String,
     seed: u64,
     connections: Arc<AtomicU64>,
@@ -627,6 +646,8 @@ async fn accept_loop(
     };
     let accepted = ctx.metrics.connections.get_or_create(&labels).clone();
     let active = ctx.metrics.active.get_or_create(&labels).clone();
+    let refused = ctx.metrics.refused.get_or_create(&labels).clone();
+    let open = Arc::new(AtomicU64::new(0));
     loop {
         let conn = tokio::select! {
             () = ctx.stop.cancelled() => return,
@@ -641,15 +662,23 @@ async fn accept_loop(
                 continue;
             }
         };
+        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS_PER_PROXY {
+            refused.inc();
+            drop(client);
+            continue;
+        }
         let n = connections.fetch_add(1, Ordering::SeqCst);
         accepted.inc();
         active.inc();
+        open.fetch_add(1, Ordering::SeqCst);
+        let open = open.clone();
         let active = active.clone();
         let ctx = ctx.clone();
         let upstream = upstream.clone();
         tokio::spawn(async move {
             link::run(client, upstream, connection_seed(seed, n), ctx).await;
             active.dec();
+            open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

@@ -305,10 +305,12 @@ async fn version_browsers_tokens_and_unknown_routes() {
     let api = Api::start(1).await;
     let (s, v) = api.call("GET", "/version", None).await;
     assert_eq!(s, 200);
-    assert!(v["version"]
-        .as_str()
-        .expect("version")
-        .starts_with("faultline-proxy"));
+    assert_eq!(
+        v["version"],
+        env!("CARGO_PKG_VERSION"),
+        "a bare version, as Toxiproxy's"
+    );
+    assert_eq!(v["server"], "faultline-proxy");
     let r = reqwest::Client::new()
         .get(api.url("/proxies"))
         .header("user-agent", "Mozilla/5.0 (X11)")
@@ -367,4 +369,30 @@ async fn metrics_count_connections_bytes_and_fired_toxics() {
         "{text}"
     );
     assert!(!text.contains("# EOF"), "the classic format by default");
+}
+
+/// Toxiproxy closes the listener before its API answers a disable or a delete; clients
+/// (`with proxy.down():` in toxiproxy-python) connect right after and expect a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_disable_or_delete_answers_a_connect_is_always_refused() {
+    let api = Api::start(1).await;
+    let up = echo_server().await;
+    let addr = api.proxy("p", up).await;
+    for round in 0..200 {
+        let (s, v) = api
+            .call("POST", "/proxies/p", Some(r#"{"enabled":false}"#))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "round {round}: a connect right after the disable was accepted"
+        );
+        let (s, _) = api
+            .call("POST", "/proxies/p", Some(r#"{"enabled":true}"#))
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (s, _) = api.call("DELETE", "/proxies/p", None).await;
+    assert_eq!(s, 204);
+    assert!(TcpStream::connect(addr).await.is_err(), "deleted");
 }
