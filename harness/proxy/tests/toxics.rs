@@ -338,3 +338,91 @@ async fn an_injected_toxic_heals_when_its_guard_drops() {
     assert_eq!(api.registry.toxic_count(), 0);
     assert_eq!(roundtrip(addr, b"ok").await.expect("healed"), b"ok");
 }
+
+#[tokio::test]
+async fn http_error_keeps_pipelined_answers_in_request_order() {
+    let api = Api::start(3).await;
+    let addr = api.proxy("p", http_server().await).await;
+    api.toxic(
+        "p",
+        r#"{"type":"http_error","toxicity":0.5,"attributes":{"status":502,"body":"x"}}"#,
+    )
+    .await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    // 60 requests in one write (pipelined), some with bodies.
+    let mut all = String::new();
+    for i in 0..60 {
+        if i % 3 == 0 {
+            all.push_str(&format!(
+                "POST /{i} HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"
+            ));
+        } else {
+            all.push_str(&format!("GET /{i} HTTP/1.1\r\nhost: x\r\n\r\n"));
+        }
+    }
+    c.write_all(all.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let mut statuses = Vec::new();
+    while statuses.len() < 60 {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(common::PATIENCE, c.read(&mut chunk))
+            .await
+            .expect("answers keep coming")
+            .expect("read");
+        assert!(n > 0, "closed after {} answers", statuses.len());
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if buf.len() < i + 4 + len {
+                break;
+            }
+            let status: u16 = head[9..12].parse().expect("status");
+            let body = String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string();
+            let k = statuses.len();
+            if status == 200 {
+                assert_eq!(body, format!("hello /{k}"), "answer {k} out of order");
+            } else {
+                assert_eq!((status, body.as_str()), (502, "x"));
+            }
+            statuses.push(status);
+            buf.drain(..i + 4 + len);
+        }
+    }
+    let errors = statuses.iter().filter(|s| **s == 502).count();
+    assert!(
+        (10..=50).contains(&errors),
+        "{errors} of 60 at toxicity 0.5"
+    );
+}
+
+/// A runner that embeds the proxy and panics leaves no listener behind: unwinding drops
+/// the registry and the runtime, and with them every socket.
+#[test]
+fn a_panicking_embedder_leaves_no_listener() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let api = Api::start(1).await;
+            let addr = api.proxy("p", echo_server().await).await;
+            api.toxic("p", r#"{"type":"blackhole"}"#).await;
+            let _held = TcpStream::connect(addr).await.expect("connect");
+            tx.send(addr).expect("send");
+            panic!("the embedding runner fails");
+        })
+    });
+    let addr = rx.recv().expect("the proxy was up");
+    assert!(t.join().is_err(), "the thread panicked");
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the listener outlived the panic"
+    );
+}
