@@ -14,10 +14,13 @@ fn main() -> ExitCode {
         .init();
     let cli = faultline::cli::Cli::parse();
     raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `faultline proxy` picks its own thread count (one by default: its data path is
+    // cheapest without cross-core wake-ups); every other command uses all cores.
+    let mut builder = match &cli.command {
+        faultline::cli::Command::Proxy(args) => proxy::cli::runtime_builder(args),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

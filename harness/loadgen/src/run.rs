@@ -577,77 +577,24 @@ async fn release(
     Ok(end)
 }
 
-/// A one-shot monotonic-clock timer (Linux `timerfd`) on the thread's event loop: it
-/// wakes at the instant asked, to the microsecond, where tokio's timer wheel rounds to
-/// whole milliseconds. Hand-written over `nix`'s safe `TimerFd` because no maintained
-/// crate offers a sub-millisecond tokio sleep.
-struct Timer {
-    fd: tokio::io::unix::AsyncFd<TimerFdHandle>,
-}
-
-struct TimerFdHandle(nix::sys::timerfd::TimerFd);
-
-impl std::os::fd::AsRawFd for TimerFdHandle {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
-    }
-}
+/// The load threads' microsecond timer (the `timerfd` crate: tokio's wheel rounds to
+/// whole milliseconds), with errors as [`LoadError`]s.
+struct Timer(timerfd::Timer);
 
 impl Timer {
     /// Needs a tokio runtime with IO enabled.
     fn new() -> Result<Self, LoadError> {
-        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
-        let fd = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .map_err(|e| LoadError::Internal(format!("cannot create a timerfd: {e}")))?;
-        // Deprecated in tokio 1.54 because an arbitrary `AsRawFd` may hand out a
-        // descriptor it does not own (the safe replacement is `unsafe`, and this crate
-        // forbids unsafe code); `TimerFdHandle` owns its descriptor (an `OwnedFd` inside
-        // `TimerFd`) for as long as the `AsyncFd` lives, which is the soundness condition.
-        #[allow(deprecated)]
-        let fd = tokio::io::unix::AsyncFd::with_interest(
-            TimerFdHandle(fd),
-            tokio::io::Interest::READABLE,
-        )
-        .map_err(|e| LoadError::Internal(format!("cannot register the timerfd: {e}")))?;
-        Ok(Timer { fd })
+        timerfd::Timer::new()
+            .map(Timer)
+            .map_err(|e| LoadError::Internal(format!("cannot create a timerfd: {e}")))
     }
 
     /// Sleeps until `due` (returns at once when it has passed).
     async fn sleep_until(&mut self, due: Instant) -> Result<(), LoadError> {
-        use nix::sys::time::TimeSpec;
-        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-        use std::os::fd::AsRawFd;
-        let now = Instant::now();
-        if due <= now {
-            return Ok(());
-        }
-        let err = |what: &str, e: nix::Error| LoadError::Internal(format!("timerfd {what}: {e}"));
-        self.fd
-            .get_ref()
-            .0
-            .set(
-                Expiration::OneShot(TimeSpec::from_duration(due - now)),
-                TimerSetTimeFlags::empty(),
-            )
-            .map_err(|e| err("set", e))?;
-        loop {
-            let mut guard = self
-                .fd
-                .readable()
-                .await
-                .map_err(|e| LoadError::Internal(format!("timerfd wait: {e}")))?;
-            let mut buf = [0u8; 8];
-            match nix::unistd::read(guard.get_inner().as_raw_fd(), &mut buf) {
-                Ok(_) => return Ok(()),
-                Err(nix::Error::EAGAIN) => guard.clear_ready(),
-                Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(err("read", e)),
-            }
-        }
+        self.0
+            .sleep_until(due)
+            .await
+            .map_err(|e| LoadError::Internal(format!("timerfd: {e}")))
     }
 }
 

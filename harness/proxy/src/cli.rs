@@ -29,6 +29,23 @@ pub struct ProxyArgs {
     /// non-loopback address).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub token: Option<String>,
+    /// Threads that move the proxied bytes (1 to 256). One is cheapest per request (no
+    /// wake-ups across cores) and is what docs/BENCHMARKS.md measures against a
+    /// one-thread haproxy; more spread many busy connections over more cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+}
+
+/// The tokio runtime `faultline proxy` runs on: one thread (current-thread runtime) or a
+/// pool of `--threads`. The caller enables the drivers and builds it.
+pub fn runtime_builder(args: &ProxyArgs) -> tokio::runtime::Builder {
+    if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(args.threads));
+        b
+    }
 }
 
 /// Serves the API until SIGINT or SIGTERM, then stops every proxy (listeners and

@@ -15,9 +15,13 @@
 //! * A stream that stops being HTTP/1.1 (a tunnel, an upgrade, bytes that do not parse)
 //!   is passed through untouched from then on; the toxics no longer act on it.
 //!
-//! The framers run on every connection (cheap: heads are parsed once, bodies skipped by
-//! length), so toxics added later act on open keep-alive connections from their next
-//! message.
+//! The framers cost nothing until the proxy has an HTTP toxic: a connection opened while
+//! one exists is framed from its first byte. On a connection opened before the first
+//! HTTP toxic, framing starts at the next read from the client that begins with a request
+//! head (for clients that wait for each answer before the next request — nearly all —
+//! that is the next request), so toxics added later still act on open keep-alive
+//! connections from their next message. A connection whose next read does not start
+//! with a request head is left alone.
 
 use crate::http::{Event, RequestFramer, ResponseFramer};
 use crate::pipe::{Close, Entry};
@@ -26,7 +30,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -62,6 +66,13 @@ struct Inner {
 pub struct HttpLayer {
     inner: Mutex<Inner>,
     answers: Notify,
+    /// Framing is on (the lock is taken for every read only then).
+    active: AtomicBool,
+    /// The proxy has HTTP toxics but this connection is not framed yet: start at the next
+    /// client read that begins with a request head.
+    resync: AtomicBool,
+    /// Something fired since the last `take_fired`.
+    fired: AtomicBool,
 }
 
 impl std::fmt::Debug for HttpLayer {
@@ -194,6 +205,9 @@ impl HttpLayer {
                 fired: Vec::new(),
             }),
             answers: Notify::new(),
+            active: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
+            fired: AtomicBool::new(false),
         }
     }
 
@@ -201,14 +215,56 @@ impl HttpLayer {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The proxy's HTTP toxics now.
-    pub fn set_toxics(&self, toxics: &[Arc<Entry>]) {
+    /// The proxy's HTTP toxics now. `fresh`: the connection has not carried a byte yet,
+    /// so framing can start at its beginning.
+    pub fn set_toxics(&self, toxics: &[Arc<Entry>], fresh: bool) {
         self.lock().toxics = toxics.to_vec();
+        if !toxics.is_empty() && !self.active.load(Ordering::SeqCst) {
+            if fresh {
+                self.active.store(true, Ordering::SeqCst);
+            } else {
+                self.resync.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Whether the proxy may owe this connection an answer: it is framed, or about to be
+    /// (the downstream side listens for answers only then).
+    pub fn may_answer(&self) -> bool {
+        self.active.load(Ordering::SeqCst) || self.resync.load(Ordering::SeqCst)
     }
 
     /// Ids of toxics that acted since the last call.
     pub fn take_fired(&self) -> Vec<u64> {
+        if !self.fired.swap(false, Ordering::SeqCst) {
+            return Vec::new();
+        }
         std::mem::take(&mut self.lock().fired)
+    }
+
+    /// Starts framing at `data` if it begins with a request head (complete or not).
+    fn try_resync(&self, data: &[u8]) {
+        if !self.resync.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let looks_like_a_request = match req.parse(data) {
+            Ok(_) => req.method.is_some(),
+            // Too many headers for this probe still means a request head.
+            Err(httparse::Error::TooManyHeaders) => true,
+            Err(_) => false,
+        };
+        if looks_like_a_request {
+            let mut st = self.lock();
+            st.requests = RequestFramer::new();
+            st.responses = ResponseFramer::new();
+            st.request_boundary = true;
+            st.in_response = false;
+            st.queue.clear();
+            drop(st);
+            self.active.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Resolves when an answer of the proxy's may be due on the downstream stream.
@@ -219,24 +275,42 @@ impl HttpLayer {
     /// Bytes read from `stream`'s source; returns what goes on (toxics on the stream come
     /// after) and whether the connection must end after it.
     pub fn incoming<'a>(&self, stream: Stream, data: &'a [u8]) -> (Cow<'a, [u8]>, Option<Close>) {
+        if stream == Stream::Upstream && !data.is_empty() {
+            self.try_resync(data);
+        }
+        if !self.active.load(Ordering::SeqCst) {
+            return (Cow::Borrowed(data), None);
+        }
         let mut st = self.lock();
         match stream {
             Stream::Upstream => {
                 let out = st.requests_in(data);
                 let wake = st.answer_due();
+                if !st.fired.is_empty() {
+                    self.fired.store(true, Ordering::SeqCst);
+                }
                 drop(st);
                 if wake {
                     self.answers.notify_one();
                 }
                 (out, None)
             }
-            Stream::Downstream => st.responses_in(data),
+            Stream::Downstream => {
+                let out = st.responses_in(data);
+                if !st.fired.is_empty() {
+                    self.fired.store(true, Ordering::SeqCst);
+                }
+                out
+            }
         }
     }
 
     /// `stream`'s source closed. Downstream: returns answers still owed (written before
     /// the close).
     pub fn incoming_eof(&self, stream: Stream) -> Vec<u8> {
+        if !self.active.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
         let mut st = self.lock();
         if stream == Stream::Upstream || st.opaque {
             return Vec::new();

@@ -23,6 +23,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Reads between two checks of the connection's kill signal while bytes keep coming.
+const KILL_CHECK_TURNS: u32 = 64;
+
 /// Bytes read per `read` call (one buffer per direction of each connection: 64 KiB per
 /// connection in all).
 pub const READ_BUFFER_BYTES: usize = 32 * 1024;
@@ -131,15 +134,20 @@ pub async fn run(client: TcpStream, upstream: String, seed: u64, ctx: LinkContex
         shared.clone(),
         ctx.clone(),
     );
-    let down = direction(
+    // Each direction is its own task, so a wake-up polls only the side that is ready.
+    let down = tokio::spawn(direction(
         sr,
         cw,
         Stream::Downstream,
         StdRng::seed_from_u64(seed.rotate_left(32) ^ 1),
         shared.clone(),
         ctx.clone(),
-    );
-    let ((cr, sw), (sr, cw)) = tokio::join!(up, down);
+    ));
+    let (cr, sw) = up.await;
+    let Ok((sr, cw)) = down.await else {
+        // The downstream task panicked: its halves are gone (and closed).
+        return;
+    };
     if shared.reset.load(Ordering::SeqCst) {
         // RST, not FIN: linger 0, and the write halves must not send a FIN first.
         let _ = cr.as_ref().set_zero_linger();
@@ -197,30 +205,47 @@ async fn direction(
     pipe.set_toxics(Instant::now(), chain.stream(stream));
     let http = shared.http.clone();
     if let Some(h) = &http {
-        h.set_toxics(&chain.http);
+        h.set_toxics(&chain.http, true);
     }
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut eof = false;
+    // The toxics' deadlines need microseconds (a latency toxic must land within ±1 ms;
+    // tokio's wheel is ~1 ms late): a timerfd, made the first time one is needed.
+    let mut timer: Option<timerfd::Timer> = None;
+    let killed = shared.kill.cancelled();
+    tokio::pin!(killed);
+    // Waits for the proxy's next toxic change on a receiver of its own, so the loop does
+    // not register a new waiter on every turn.
+    async fn next_change(
+        mut rx: watch::Receiver<Arc<Chain>>,
+    ) -> (bool, watch::Receiver<Arc<Chain>>) {
+        let open = rx.changed().await.is_ok();
+        (open, rx)
+    }
+    let mut changes = Box::pin(next_change(ctx.chain.clone()));
+    let mut turns: u32 = 0;
     'outer: loop {
-        // Everything due now.
-        let now = Instant::now();
-        while let Some(action) = pipe.poll(now) {
-            match action {
-                Action::Write(bytes) => {
-                    if dst.write_all(&bytes).await.is_err() {
-                        shared.kill(Close::Fin);
+        // Everything due now (the clock is read only when a toxic scheduled something).
+        if pipe.next_deadline().is_some() {
+            let now = Instant::now();
+            while let Some(action) = pipe.poll(now) {
+                match action {
+                    Action::Write(bytes) => {
+                        if dst.write_all(&bytes).await.is_err() {
+                            shared.kill(Close::Fin);
+                            break 'outer;
+                        }
+                        sent.inc_by(bytes.len() as u64);
+                    }
+                    Action::Shutdown => {
+                        let _ = dst.shutdown().await;
                         break 'outer;
                     }
-                    sent.inc_by(bytes.len() as u64);
-                }
-                Action::Shutdown => {
-                    let _ = dst.shutdown().await;
-                    break 'outer;
-                }
-                Action::Kill(close) => {
-                    record_fired(&ctx, pipe.take_fired());
-                    shared.kill(close);
-                    break 'outer;
+                    Action::Kill(close) => {
+                        record_fired(&ctx, pipe.take_fired());
+                        shared.kill(close);
+                        break 'outer;
+                    }
                 }
             }
         }
@@ -236,41 +261,19 @@ async fn direction(
         let deadline = pipe.next_deadline();
         let answers = async {
             match (&http, stream) {
-                (Some(h), Stream::Downstream) => h.answers_ready().await,
+                (Some(h), Stream::Downstream) if h.may_answer() => h.answers_ready().await,
                 _ => std::future::pending().await,
             }
         };
+        // Reading comes first: while bytes keep coming, nothing else is polled (each poll of
+        // a waiter costs a lock). A kill is still seen within `KILL_CHECK_TURNS` reads.
+        turns = turns.wrapping_add(1);
+        if turns % KILL_CHECK_TURNS == 0 && shared.kill.is_cancelled() {
+            break;
+        }
         tokio::select! {
             biased;
-            () = shared.kill.cancelled() => break,
-            r = ctx.chain.changed() => {
-                if r.is_err() {
-                    break; // the proxy is gone
-                }
-                chain = ctx.chain.borrow_and_update().clone();
-                pipe.set_toxics(Instant::now(), chain.stream(stream));
-                if let Some(h) = &http {
-                    h.set_toxics(&chain.http);
-                }
-            }
-            () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            () = answers => {
-                // Answers for requests the HTTP layer kept from the server, now their turn.
-                if let Some(h) = &http {
-                    let (data, kill) = h.incoming(stream, &[]);
-                    if !deliver(&mut pipe, &mut dst, &sent, &shared, &data, kill).await {
-                        break;
-                    }
-                }
-            }
-            () = shared.both_eof.cancelled(), if eof && !shared.both_eof.is_cancelled() => {}
             r = src.read(&mut buf), if !eof && pipe.wants_read() => {
-                let now = Instant::now();
                 match r {
                     Ok(0) => {
                         eof = true;
@@ -283,7 +286,7 @@ async fn direction(
                                 break;
                             }
                         }
-                        pipe.on_eof(now);
+                        pipe.on_eof(Instant::now());
                     }
                     Ok(n) => {
                         received.inc_by(n as u64);
@@ -307,6 +310,34 @@ async fn direction(
                     }
                 }
             }
+            () = &mut killed => break,
+            (open, mut rx) = &mut changes => {
+                if !open {
+                    break; // the proxy is gone
+                }
+                chain = rx.borrow_and_update().clone();
+                changes = Box::pin(next_change(rx));
+                pipe.set_toxics(Instant::now(), chain.stream(stream));
+                if let Some(h) = &http {
+                    h.set_toxics(&chain.http, false);
+                }
+            }
+            () = async {
+                match deadline {
+                    Some(d) => precise_sleep(&mut timer, d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            () = answers => {
+                // Answers for requests the HTTP layer kept from the server, now their turn.
+                if let Some(h) = &http {
+                    let (data, kill) = h.incoming(stream, &[]);
+                    if !deliver(&mut pipe, &mut dst, &sent, &shared, &data, kill).await {
+                        break;
+                    }
+                }
+            }
+            () = shared.both_eof.cancelled(), if eof && !shared.both_eof.is_cancelled() => {}
         }
     }
     (src, dst)
@@ -323,7 +354,6 @@ async fn deliver(
     data: &[u8],
     kill: Option<Close>,
 ) -> bool {
-    let now = Instant::now();
     if pipe.is_passthrough() {
         if !data.is_empty() {
             if dst.write_all(data).await.is_err() {
@@ -338,9 +368,26 @@ async fn deliver(
         }
         return true;
     }
+    let now = Instant::now();
     pipe.on_data(now, data);
     if let Some(close) = kill {
         pipe.on_kill(now, close);
     }
     true
+}
+
+/// Sleeps until `due` on the direction's timerfd (made on first use); tokio's timer if a
+/// timerfd cannot be had (then up to ~1 ms late).
+async fn precise_sleep(timer: &mut Option<timerfd::Timer>, due: Instant) {
+    if timer.is_none() {
+        *timer = timerfd::Timer::new().ok();
+    }
+    match timer {
+        Some(t) => {
+            if t.sleep_until(due).await.is_err() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        None => tokio::time::sleep_until(due.into()).await,
+    }
 }

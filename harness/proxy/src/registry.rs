@@ -152,15 +152,17 @@ impl ProxyState {
     /// Stops accepting at once (a connect right after this returns is refused, as after
     /// Toxiproxy's disable) and closes every connection of the proxy.
     fn stop(&mut self) {
+        // Cancelled first, so the accept task takes the shutdown below for a stop, not
+        // an error.
+        if let Some(t) = self.running.take() {
+            t.cancel();
+        }
         if let Some(l) = self.listener.take() {
             // The accept task may not run again for a while; shutting the socket down
             // here makes the kernel refuse new connections before the API answers. The
             // descriptor is valid: this Arc keeps the listener open until it drops.
             use std::os::fd::AsRawFd;
             let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        }
-        if let Some(t) = self.running.take() {
-            t.cancel();
         }
     }
 }
@@ -655,6 +657,7 @@ async fn accept_loop(
         };
         let client = match conn {
             Ok((c, _)) => c,
+            Err(_) if ctx.stop.is_cancelled() => return,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
                 tracing::warn!(proxy = %ctx.proxy, error = %e, "accept failed");

@@ -426,3 +426,52 @@ fn a_panicking_embedder_leaves_no_listener() {
         "the listener outlived the panic"
     );
 }
+
+/// HTTP framing costs nothing until an HTTP toxic exists; added while a keep-alive
+/// connection is open, it acts from that connection's next request.
+#[tokio::test]
+async fn http_error_added_to_an_open_keep_alive_connection_acts_on_its_next_request() {
+    let api = Api::start(1).await;
+    let addr = api.proxy("p", http_server().await).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(
+        ask_once(&mut c, "/one").await,
+        ("200".into(), "hello /one".into())
+    );
+    api.toxic(
+        "p",
+        r#"{"type":"http_error","attributes":{"status":503,"body":"later","count":1}}"#,
+    )
+    .await;
+    assert_eq!(
+        ask_once(&mut c, "/two").await,
+        ("503".into(), "later".into())
+    );
+    assert_eq!(
+        ask_once(&mut c, "/three").await,
+        ("200".into(), "hello /three".into())
+    );
+}
+
+/// Sends one GET and reads its answer whole (by Content-Length): (status, body).
+async fn ask_once(c: &mut TcpStream, path: &str) -> (String, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    c.write_all(req.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = c.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: ")?.parse().ok())
+                .expect("length");
+            if body.len() >= len {
+                return (head[9..12].to_owned(), body.to_owned());
+            }
+        }
+    }
+}
