@@ -12,7 +12,7 @@
 #     download with curl; achieved rate / configured).
 # Ends with one markdown table. Every process started here is stopped on exit.
 # Usage: benches/scripts/proxy-vs-haproxy.sh
-#   TOKIO_WORKER_THREADS=1 gives faultline one runtime thread, as haproxy's nbthread 1.
+#   PROXY_THREADS=N runs faultline proxy with --threads N (default 1, its own default, as haproxy's nbthread 1).
 #   env: ROUNDS=3 DURATION=10 LOW_DURATION=5 IPERF_S=3 LAT_MS=50 LAT_S=10 RATE_KBPS=10000
 #        BULK_MB=50 BASE_PORT=18600 QUIET_WAIT_S=60 FAULTLINE_BIN=path (skip the build)
 set -euo pipefail
@@ -136,7 +136,7 @@ haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
 HAP_PID=$!
 PIDS+=("$HAP_PID")
 
-"$FAULTLINE" proxy --listen "127.0.0.1:${API_PORT}" --seed "$SEED" >"$TMP/faultline.log" 2>&1 &
+"$FAULTLINE" proxy --listen "127.0.0.1:${API_PORT}" --seed "$SEED" --threads "${PROXY_THREADS:-1}" >"$TMP/faultline.log" 2>&1 &
 FL_PID=$!
 PIDS+=("$FL_PID")
 
