@@ -517,12 +517,7 @@ impl Registry {
         let mut st = self.lock();
         st.next_id += 1;
         let id = st.next_id;
-        let p = st.proxies.get_mut(proxy).ok_or_else(|| not_found(proxy))?;
-        let i = p
-            .toxics
-            .iter()
-            .position(|e| e.toxic.name == name)
-            .ok_or_else(|| toxic_not_found(proxy, name))?;
+        let (p, i) = find_toxic(&mut st, proxy, name)?;
         let t = toxic::apply_update(&p.toxics[i].toxic, body)?;
         let v = t.to_json();
         self.remember_name(id, &t);
@@ -534,12 +529,7 @@ impl Registry {
 
     pub fn remove_toxic(&self, proxy: &str, name: &str) -> Result<(), ApiError> {
         let mut st = self.lock();
-        let p = st.proxies.get_mut(proxy).ok_or_else(|| not_found(proxy))?;
-        let i = p
-            .toxics
-            .iter()
-            .position(|e| e.toxic.name == name)
-            .ok_or_else(|| toxic_not_found(proxy, name))?;
+        let (p, i) = find_toxic(&mut st, proxy, name)?;
         let old = p.toxics.remove(i);
         self.forget_names(std::slice::from_ref(&old));
         p.publish();
@@ -607,6 +597,21 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.root.cancel();
     }
+}
+
+/// The proxy `proxy` and the index of its toxic `name`, or the 404 naming what is missing.
+fn find_toxic<'a>(
+    st: &'a mut State,
+    proxy: &str,
+    name: &str,
+) -> Result<(&'a mut ProxyState, usize), ApiError> {
+    let p = st.proxies.get_mut(proxy).ok_or_else(|| not_found(proxy))?;
+    let i = p
+        .toxics
+        .iter()
+        .position(|e| e.toxic.name == name)
+        .ok_or_else(|| toxic_not_found(proxy, name))?;
+    Ok((p, i))
 }
 
 fn not_found(name: &str) -> ApiError {

@@ -33,14 +33,7 @@ async fn http_exchanges(
         loop {
             if let Some(i) = buf.windows(4).position(|w: &[u8]| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..i]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
+                let len = common::content_length(&head).unwrap_or(0);
                 if buf.len() >= i + 4 + len {
                     let status = head[9..12].parse().expect("status");
                     let body = String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string();
@@ -373,14 +366,7 @@ async fn http_error_keeps_pipelined_answers_in_request_order() {
         buf.extend_from_slice(&chunk[..n]);
         while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..i]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .expect("content-length");
+            let len = common::content_length(&head).expect("content-length");
             if buf.len() < i + 4 + len {
                 break;
             }
@@ -465,10 +451,7 @@ async fn ask_once(c: &mut TcpStream, path: &str) -> (String, String) {
         got.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&got).to_string();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: ")?.parse().ok())
-                .expect("length");
+            let len = common::content_length(head).expect("length");
             if body.len() >= len {
                 return (head[9..12].to_owned(), body.to_owned());
             }

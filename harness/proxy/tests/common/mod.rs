@@ -140,14 +140,7 @@ async fn serve_http(mut s: TcpStream) {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
+        let len = content_length(&head).unwrap_or(0);
         while buf.len() < head_end + len {
             match s.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
@@ -176,4 +169,13 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The Content-Length of an HTTP message head, if it has one.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
 }
