@@ -228,12 +228,55 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
             return out;
         }
     };
-    let specs = stack::specs(ctx.scenario, v, ctx.programs, &dirs, ctx.seed, &addrs);
+    // Components that `net.*` faults target are reached through a fault proxy each.
+    let netted = stack::netted(ctx.scenario);
+    let public = match stack::public_addresses(ctx.scenario, &addrs, &netted, ctx.block) {
+        Ok(a) => a,
+        Err(e) => {
+            out.failures
+                .push(format!("cannot place the fault proxies: {e}"));
+            return out;
+        }
+    };
+    let specs = stack::specs(
+        ctx.scenario,
+        v,
+        ctx.programs,
+        &dirs,
+        ctx.seed,
+        &addrs,
+        &public,
+    );
+    let proxied: Vec<(String, std::net::SocketAddr, std::net::SocketAddr)> = specs
+        .iter()
+        .filter(|s| s.public != s.addr)
+        .map(|s| (s.name.clone(), s.public, s.addr))
+        .collect();
+    let net = if proxied.is_empty() {
+        None
+    } else {
+        match crate::faults::net::NetLayer::start(&proxied, ctx.seed) {
+            Ok(n) => {
+                ctx.events.emit(
+                    "net.start",
+                    json!({"variant": variant, "proxies": proxied.iter().map(|(r, p, a)| json!({"replica": r, "proxy": p.to_string(), "upstream": a.to_string()})).collect::<Vec<_>>()}),
+                );
+                Some(n)
+            }
+            Err(e) => {
+                out.failures.push(e);
+                return out;
+            }
+        }
+    };
     ctx.events.emit(
         "stack.start",
         json!({"variant": variant, "replicas": specs.len()}),
     );
-    let stack = Supervisor::start(specs, &ctx.events, ctx.opts.stop_grace);
+    let mut stack = Supervisor::start(specs, &ctx.events, ctx.opts.stop_grace);
+    if let Some(n) = net {
+        stack.set_net(n);
+    }
     let sampler = Sampler::start(stack.replicas().to_vec(), ctx.events.clock());
     match stack.wait_ready(ctx.cancel).await {
         Err(e) => out.failures.push(e.to_string()),
@@ -347,9 +390,10 @@ async fn drive(
         return drive_training(ctx, v, stack, faults_to_inject, out).await;
     }
     let targets = stack.targets(&w.target);
+    // Load goes where clients reach the replicas (through the fault proxy when there is one).
     let base = targets
         .first()
-        .map(|r| format!("http://{}", r.spec().addr))
+        .map(|r| format!("http://{}", r.spec().public))
         .ok_or_else(|| format!("workload.target {:?} has no replicas", w.target))?;
     let templates = requests::build(&w.requests, &base, ctx.seed)
         .await
@@ -357,7 +401,7 @@ async fn drive(
     out.load_targets = targets.iter().map(|r| r.spec().name.clone()).collect();
     let uris = targets
         .iter()
-        .map(|r| format!("http://{}", r.spec().addr).parse::<http::Uri>())
+        .map(|r| format!("http://{}", r.spec().public).parse::<http::Uri>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("target address: {e}"))?;
     let arrival = match w.arrival {

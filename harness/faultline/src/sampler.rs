@@ -198,6 +198,7 @@ mod tests {
             args: vec!["-c".into(), "while :; do :; done".into()],
             env: BTreeMap::new(),
             addr: "127.0.0.1:9".parse().expect("addr"),
+            public: "127.0.0.1:9".parse().expect("addr"),
             restart: scenario::Restart {
                 policy: scenario::RestartPolicy::Never,
                 max_restarts: 0,

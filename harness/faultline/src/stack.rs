@@ -107,6 +107,45 @@ pub fn addresses(
     Ok(addrs)
 }
 
+/// The components a `net.*` fault targets: each of their replicas gets a fault proxy in
+/// front of it, and everyone else reaches it through that proxy.
+pub fn netted(scenario: &Scenario) -> std::collections::BTreeSet<String> {
+    scenario
+        .faults
+        .iter()
+        .filter(|f| f.kind.domain() == scenario::FaultDomain::Net)
+        .filter_map(|f| f.target.as_deref())
+        .map(|t| t.split('/').next().unwrap_or(t).to_owned())
+        .collect()
+}
+
+/// Where clients and peers reach each replica: its own address, or for a `netted`
+/// component the proxied address reserved for it (`addrs` module), the same replica
+/// index in the same region.
+pub fn public_addresses(
+    scenario: &Scenario,
+    addrs: &BTreeMap<String, Vec<SocketAddr>>,
+    netted: &std::collections::BTreeSet<String>,
+    block: &RunBlock,
+) -> Result<BTreeMap<String, Vec<SocketAddr>>, AddrError> {
+    let mut next = 0u32;
+    let mut public = BTreeMap::new();
+    for c in &scenario.components {
+        let own = addrs.get(&c.name).map(Vec::as_slice).unwrap_or_default();
+        let mut list = Vec::with_capacity(own.len());
+        for &a in own {
+            list.push(if netted.contains(&c.name) {
+                block.proxied(DEFAULT_REGION, next)?
+            } else {
+                a
+            });
+            next += 1;
+        }
+        public.insert(c.name.clone(), list);
+    }
+    Ok(public)
+}
+
 /// Replica specs for every component: the kind's base arguments, then the component's and
 /// the variant's own (placeholders replaced), the seed flag unless those set it, the
 /// environment (placeholders replaced in values) and the log file.
@@ -117,6 +156,7 @@ pub fn specs(
     dirs: &RunDirs,
     seed: u64,
     addrs: &BTreeMap<String, Vec<SocketAddr>>,
+    public: &BTreeMap<String, Vec<SocketAddr>>,
 ) -> Vec<ReplicaSpec> {
     let mut specs = Vec::new();
     for c in &scenario.components {
@@ -124,11 +164,15 @@ pub fn specs(
         let program = programs.get(kind.binary).cloned().unwrap_or_default();
         let replicas = replicas_of(c, variant);
         let own_addrs = addrs.get(&c.name).map(Vec::as_slice).unwrap_or_default();
+        let own_public = public.get(&c.name).map(Vec::as_slice).unwrap_or_default();
         for (i, &addr) in own_addrs.iter().enumerate() {
+            let reached_at = own_public.get(i).copied().unwrap_or(addr);
             let i = u32::try_from(i).unwrap_or(u32::MAX);
+            // A replica listens on its own address; `{other.addr}` placeholders name the
+            // addresses others reach it at (through a fault proxy when there is one).
             let b = Bindings {
                 own: addr,
-                addrs,
+                addrs: public,
                 run_dir: &dirs.train,
                 replica: i,
                 replicas,
@@ -152,6 +196,7 @@ pub fn specs(
                 args,
                 env,
                 addr,
+                public: reached_at,
                 restart: c.restart.clone(),
                 probe: Probe::for_kind(c.kind, &c.readiness),
                 readiness: c.readiness.clone(),
@@ -201,7 +246,7 @@ duration = "10s"
         let addrs = addresses(&s, &v, &block).expect("addresses");
         let dirs = RunDirs::new(Path::new("/r"), "default", false);
         let programs = BTreeMap::from([("trainer", PathBuf::from("/bin/trainer"))]);
-        let specs = specs(&s, &v, &programs, &dirs, 5, &addrs);
+        let specs = specs(&s, &v, &programs, &dirs, 5, &addrs, &addrs);
         assert_eq!(specs.len(), 3);
         let rdv = &specs[0];
         assert_eq!(rdv.probe, Probe::Tcp);
@@ -255,7 +300,7 @@ duration = "10s"
         v.args.insert("worker".into(), vec!["--x={replica}".into()]);
         let addrs = addresses(&s, &v, &block).expect("addresses");
         let dirs = RunDirs::new(Path::new("/r"), "four", true);
-        let specs = specs(&s, &v, &BTreeMap::new(), &dirs, 5, &addrs);
+        let specs = specs(&s, &v, &BTreeMap::new(), &dirs, 5, &addrs, &addrs);
         assert_eq!(specs.len(), 5);
         let last = &specs[4];
         assert!(last.args.windows(2).any(|w| w == ["--seed", "5"]));

@@ -39,7 +39,11 @@ pub struct ReplicaSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Where the process listens.
     pub addr: SocketAddr,
+    /// Where clients and peers reach it: `addr`, or the fault proxy's address in front of
+    /// it when the scenario has `net.*` faults on its component.
+    pub public: SocketAddr,
     pub restart: Restart,
     pub readiness: Readiness,
     /// How readiness is probed.
@@ -170,6 +174,8 @@ pub struct Supervisor {
     replicas: Vec<Replica>,
     tasks: JoinSet<()>,
     stop: CancellationToken,
+    /// The fault proxies in front of replicas (`net.*` faults); closed with the stack.
+    net: Option<std::sync::Arc<crate::faults::net::NetLayer>>,
 }
 
 /// Why the stack did not come up.
@@ -219,7 +225,19 @@ impl Supervisor {
             replicas,
             tasks,
             stop,
+            net: None,
         }
+    }
+
+    /// Hands the stack the fault proxies in front of its replicas: `net.*` faults act on
+    /// them, and they close when the stack is shut down or dropped.
+    pub fn set_net(&mut self, net: std::sync::Arc<crate::faults::net::NetLayer>) {
+        self.net = Some(net);
+    }
+
+    /// The fault proxies in front of replicas, if the scenario has `net.*` faults.
+    pub fn net(&self) -> Option<&std::sync::Arc<crate::faults::net::NetLayer>> {
+        self.net.as_ref()
     }
 
     pub fn replicas(&self) -> &[Replica] {

@@ -52,6 +52,7 @@ impl Timeline {
         let task = tokio::spawn(play(
             faults,
             stack.replicas().to_vec(),
+            stack.net().cloned(),
             t0,
             events.clone(),
             cancel.clone(),
@@ -84,6 +85,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn play(
     faults: Vec<Fault>,
     replicas: Vec<Replica>,
+    net: Option<std::sync::Arc<faults::net::NetLayer>>,
     t0: tokio::time::Instant,
     events: EventLog,
     cancel: CancellationToken,
@@ -130,7 +132,7 @@ async fn play(
                 // The fault instant is taken before injecting: the stack may react (and log
                 // its detection) before the harness has written its own event.
                 let instant = events.clock().now_s();
-                let targets = faults::targets(&replicas, fault.target.as_deref());
+                let targets = faults::targets(&replicas, fault.target.as_deref(), net.as_ref());
                 let injector = faults::injector(fault.kind.domain());
                 let f = fault.clone();
                 let injection = match blocking(move || injector.inject(&f, &targets)).await {

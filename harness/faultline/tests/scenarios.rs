@@ -59,6 +59,21 @@ fn run_scenario(path: &str) {
             job.variant
         );
     }
+    // Fault proxies in front of replicas (`net.*` faults) are closed with the stack.
+    let events = std::fs::read_to_string(outcome.dir.join("events.jsonl")).unwrap_or_default();
+    for line in events.lines().filter(|l| l.contains("\"net.start\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("an event");
+        for p in v["proxies"].as_array().into_iter().flatten() {
+            let addr: std::net::SocketAddr = p["proxy"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .expect("a proxy address");
+            assert!(
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+                "{path}: the fault proxy at {addr} outlived the run"
+            );
+        }
+    }
     let failing: Vec<String> = m
         .slos
         .iter()

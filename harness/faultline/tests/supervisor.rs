@@ -25,6 +25,7 @@ fn spec(dir: &std::path::Path, policy: RestartPolicy) -> ReplicaSpec {
         args: vec!["--listen".into(), addr.to_string()],
         env: BTreeMap::new(),
         addr,
+        public: addr,
         restart: Restart {
             policy,
             max_restarts: 2,
@@ -185,6 +186,11 @@ fn a_dropped_timeline_heals_the_faults_it_injected() {
             limit_bytes: None,
             backoff: None,
             after_step: None,
+            latency: None,
+            jitter: None,
+            rate_kbps: None,
+            status: None,
+            ratio: None,
         };
         let timeline = faultline::timeline::Timeline::start(vec![pause], &sup, &events);
         assert!(

@@ -175,6 +175,9 @@ pub struct Registry {
     /// Parent of every proxy's token: cancelled on shutdown.
     root: CancellationToken,
     names: Arc<Mutex<HashMap<u64, (String, &'static str)>>>,
+    /// The runtime proxies run on: changes may come from any thread (a heal on a blocking
+    /// thread, a guard dropped during unwinding).
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Registry {
@@ -201,6 +204,7 @@ impl Registry {
             metrics: Arc::new(Metrics::new()),
             root: CancellationToken::new(),
             names: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -346,8 +350,11 @@ impl Registry {
                     p.listen, p.spec.name
                 ))
             })?;
-        let listener = TcpListener::from_std(std_listener)
-            .map_err(|e| ApiError::server(format!("listen: {e}")))?;
+        let listener = {
+            let _in_runtime = self.runtime.enter();
+            TcpListener::from_std(std_listener)
+                .map_err(|e| ApiError::server(format!("listen: {e}")))?
+        };
         let addr: SocketAddr = listener
             .local_addr()
             .map_err(|e| ApiError::server(format!("listen: {e}")))?;
@@ -362,7 +369,7 @@ impl Registry {
         };
         let listener = Arc::new(listener);
         p.listener = Some(listener.clone());
-        tokio::spawn(accept_loop(
+        self.runtime.spawn(accept_loop(
             listener,
             p.spec.upstream.clone(),
             p.seed,

@@ -123,6 +123,12 @@ pub const MAX_THROTTLE_FACTOR: f64 = 1000.0;
 /// limit would fail no allocation.
 pub const MAX_LIMIT_BYTES: u64 = 1 << 40;
 
+/// Longest `net.latency` `latency` or `jitter`: one hour, the fault proxy's own bound.
+pub const MAX_NET_DELAY: Duration = Duration::from_secs(3600);
+
+/// Highest `net.bandwidth` `rate_kbps`: 100 GB/s, the fault proxy's own bound.
+pub const MAX_NET_RATE_KBPS: u64 = 100_000_000;
+
 /// Most `[[slo]]` entries.
 pub const MAX_SLOS: usize = 1000;
 

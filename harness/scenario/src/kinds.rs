@@ -15,6 +15,9 @@ pub enum FaultDomain {
     Process,
     /// The simulated device inside a trainer worker, through its `POST /faults` (`gpu.*`).
     Gpu,
+    /// The target's network link, through the fault proxy the runner puts in front of
+    /// each of its replicas (`net.*`).
+    Net,
     /// The load generator's offered rate (`load.*`); no component target.
     Load,
 }
@@ -25,6 +28,7 @@ impl FaultDomain {
         match self {
             FaultDomain::Process => "signals the target's processes",
             FaultDomain::Gpu => "is injected into trainer workers",
+            FaultDomain::Net => "acts on the target's link (a fault proxy in front of it)",
             FaultDomain::Load => "changes the offered rate",
         }
     }
@@ -39,6 +43,12 @@ impl FaultKind {
             FaultKind::GpuLost | FaultKind::GpuEcc | FaultKind::GpuThrottle | FaultKind::GpuOom => {
                 FaultDomain::Gpu
             }
+            FaultKind::NetLatency
+            | FaultKind::NetBandwidth
+            | FaultKind::NetBlackhole
+            | FaultKind::NetReset
+            | FaultKind::NetRefuse
+            | FaultKind::NetHttpError => FaultDomain::Net,
         }
     }
 }
@@ -119,7 +129,7 @@ pub const KINDS: &[KindSpec] = &[
         base_args: &["--listen", "{addr}"],
         probe: ProbeKind::Http,
         seed_flag: Some("--seed"),
-        fault_domains: &[FaultDomain::Process],
+        fault_domains: &[FaultDomain::Process, FaultDomain::Net],
         role: Role::Serve,
         fault_exits: &[],
         done_code: None,

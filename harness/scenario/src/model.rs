@@ -362,6 +362,26 @@ pub struct Fault {
     /// `gpu.oom`: halve the batch and retry instead of failing (default false).
     #[serde(default)]
     pub backoff: Option<bool>,
+    /// `net.latency`: round-trip time added on the target's link ("200ms"; half each
+    /// way, at most 1 hour).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub latency: Option<Duration>,
+    /// `net.latency`: ± jitter around `latency` (same units; default 0).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub jitter: Option<Duration>,
+    /// `net.bandwidth`: the link's rate each way, KB/s (1 KB = 1000 bytes; 1 to 100000000).
+    #[serde(default)]
+    pub rate_kbps: Option<u64>,
+    /// `net.http_error`: the HTTP status answered instead of the target (200 to 599;
+    /// default 503).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `net.http_error`: the share of requests answered with `status` (0 < ratio <= 1;
+    /// default 1).
+    #[serde(default)]
+    pub ratio: Option<f64>,
     /// Training only: hold the injection, at `at` or later, until the job has completed this
     /// many steps (at most 100000000; the largest `step` any trainer worker's `/status`
     /// reports). The timeline waits, so every later action — this fault's heal included —
@@ -395,6 +415,27 @@ pub enum FaultKind {
     /// Allocations above `limit_bytes` fail until `until`; `backoff` halves the batch.
     #[serde(rename = "gpu.oom")]
     GpuOom,
+    /// The target's link gains `latency` of round-trip time (± `jitter`) until `until`
+    /// (or the end of the run): the fault proxy in front of it delays each direction by half.
+    #[serde(rename = "net.latency")]
+    NetLatency,
+    /// The target's link carries at most `rate_kbps` KB/s each way.
+    #[serde(rename = "net.bandwidth")]
+    NetBandwidth,
+    /// Connections to the target are accepted and read, never answered, never closed:
+    /// only client timeouts reveal it.
+    #[serde(rename = "net.blackhole")]
+    NetBlackhole,
+    /// Every connection to the target is reset (TCP RST), open ones at once.
+    #[serde(rename = "net.reset")]
+    NetReset,
+    /// New connections to the target are refused; open ones are closed.
+    #[serde(rename = "net.refuse")]
+    NetRefuse,
+    /// A `ratio` of HTTP requests to the target is answered `status` by the proxy and never
+    /// reaches it.
+    #[serde(rename = "net.http_error")]
+    NetHttpError,
 }
 
 /// Which slice of the run an SLO is evaluated on.
@@ -666,6 +707,12 @@ impl FaultKind {
             FaultKind::GpuEcc => "gpu.ecc",
             FaultKind::GpuThrottle => "gpu.throttle",
             FaultKind::GpuOom => "gpu.oom",
+            FaultKind::NetLatency => "net.latency",
+            FaultKind::NetBandwidth => "net.bandwidth",
+            FaultKind::NetBlackhole => "net.blackhole",
+            FaultKind::NetReset => "net.reset",
+            FaultKind::NetRefuse => "net.refuse",
+            FaultKind::NetHttpError => "net.http_error",
         }
     }
 

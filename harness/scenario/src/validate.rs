@@ -974,7 +974,7 @@ impl<'a> Validator<'a> {
                         f.kind.name()
                     ),
                 ),
-                Some(_) if !needs_until => self.problem(
+                Some(_) if !needs_until && f.kind.domain() != FaultDomain::Net => self.problem(
                     path.key("until"),
                     format!(
                         "not used by {} ({without_until}); expected no until",
@@ -1079,6 +1079,67 @@ impl<'a> Validator<'a> {
             None => {}
         }
         self.fault_param(path, f, "backoff", f.backoff, GpuOom, None);
+        self.net_params(path, f);
+    }
+
+    /// `net.*` parameters: each only on its kind, in range (bounds in docs/scenarios.md).
+    fn net_params(&mut self, path: &FieldPath, f: &Fault) {
+        use FaultKind::{NetBandwidth, NetHttpError, NetLatency};
+        let rtt = "the round-trip time net.latency adds (e.g. \"200ms\")";
+        if let Some(l) = self.fault_param(path, f, "latency", f.latency, NetLatency, Some(rtt)) {
+            if l.is_zero() || l > MAX_NET_DELAY {
+                self.problem(
+                    path.key("latency"),
+                    format!(
+                        "{} is out of range; expected more than 0 and at most {}",
+                        fmt_duration(l),
+                        fmt_duration(MAX_NET_DELAY)
+                    ),
+                );
+            }
+        }
+        if let Some(j) = self.fault_param(path, f, "jitter", f.jitter, NetLatency, None) {
+            if j > MAX_NET_DELAY {
+                self.problem(
+                    path.key("jitter"),
+                    format!(
+                        "{} is out of range; expected at most {}",
+                        fmt_duration(j),
+                        fmt_duration(MAX_NET_DELAY)
+                    ),
+                );
+            }
+        }
+        let rate = "the link's rate in KB/s (1 KB = 1000 bytes, e.g. 1000)";
+        if let Some(r) =
+            self.fault_param(path, f, "rate_kbps", f.rate_kbps, NetBandwidth, Some(rate))
+        {
+            if r == 0 {
+                self.problem(
+                    path.key("rate_kbps"),
+                    "0 KB/s; expected at least 1 (to stop all traffic, use net.blackhole)",
+                );
+            }
+            self.at_most(path.key("rate_kbps"), r, MAX_NET_RATE_KBPS, "KB/s", "");
+        }
+        if let Some(st) = self.fault_param(path, f, "status", f.status, NetHttpError, None) {
+            if !(200..=599).contains(&st) {
+                self.problem(
+                    path.key("status"),
+                    format!("{st} is out of range; expected an HTTP status from 200 to 599"),
+                );
+            }
+        }
+        if let Some(r) = self.fault_param(path, f, "ratio", f.ratio, NetHttpError, None) {
+            if !(r.is_finite() && r > 0.0 && r <= 1.0) {
+                self.problem(
+                    path.key("ratio"),
+                    format!(
+                        "{r} is out of range; expected 0 < ratio <= 1 (0.3 = 30 % of requests)"
+                    ),
+                );
+            }
+        }
     }
 
     /// A `load.spike` keeps the offered rate within [`MAX_RATE_PER_S`]: the base rate, or

@@ -1132,3 +1132,20 @@ fn abort_on_fail_needs_open_loop_measured_and_a_judgeable_slo() {
     let extra = "\n[[slo]]\nkind = \"availability\"\nphase = \"steady\"\nratio_min = 0.9\nabort_on_fail = true\n\n[[slo]]\nkind = \"errors\"\nerror_kind = \"http_429\"\nratio_max = 0.1\nabort_on_fail = true\n\n[[slo]]\nkind = \"errors\"\nratio_min = 0.1\nabort_on_fail = true\n";
     insta::assert_snapshot!(errors(&edit(&[], extra)));
 }
+
+#[test]
+fn net_faults_are_valid_on_server_replicas_with_or_without_until() {
+    let extra = "\n[[faults]]\nat = \"3s\"\nuntil = \"6s\"\nkind = \"net.latency\"\ntarget = \"server\"\nlatency = \"200ms\"\njitter = \"10ms\"\n\n[[faults]]\nat = \"3s\"\nkind = \"net.bandwidth\"\ntarget = \"server/1\"\nrate_kbps = 100\n\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"net.http_error\"\ntarget = \"server\"\nstatus = 502\nratio = 0.25\n\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"net.blackhole\"\ntarget = \"server/0\"\n\n[[faults]]\nat = \"7s\"\nuntil = \"8s\"\nkind = \"net.refuse\"\ntarget = \"server/0\"\n\n[[faults]]\nat = \"8s\"\nkind = \"net.reset\"\ntarget = \"server\"\n";
+    let s = parse(&edit(&[], extra), "net.toml").expect("valid net faults");
+    assert_eq!(s.faults.len(), 7);
+    assert_eq!(
+        s.faults[1].latency,
+        Some(std::time::Duration::from_millis(200))
+    );
+}
+
+#[test]
+fn net_fault_parameters_are_checked_and_named() {
+    let extra = "\n[[faults]]\nat = \"3s\"\nkind = \"net.latency\"\ntarget = \"server\"\n\n[[faults]]\nat = \"3s\"\nkind = \"net.latency\"\ntarget = \"server\"\nlatency = \"2h\"\nrate_kbps = 5\n\n[[faults]]\nat = \"3s\"\nkind = \"net.bandwidth\"\ntarget = \"server\"\nrate_kbps = 0\n\n[[faults]]\nat = \"3s\"\nkind = \"net.http_error\"\ntarget = \"server\"\nstatus = 99\nratio = 1.5\n\n[[faults]]\nat = \"3s\"\nkind = \"net.reset\"\n";
+    insta::assert_snapshot!(errors(&edit(&[], extra)));
+}

@@ -35,7 +35,15 @@ pub fn fault_request(fault: &Fault) -> Option<FaultRequest> {
             limit_bytes: fault.limit_bytes.unwrap_or(0),
             backoff: fault.backoff.unwrap_or(false),
         },
-        FaultKind::ProcessKill | FaultKind::ProcessPause | FaultKind::LoadSpike => return None,
+        FaultKind::ProcessKill
+        | FaultKind::ProcessPause
+        | FaultKind::LoadSpike
+        | FaultKind::NetLatency
+        | FaultKind::NetBandwidth
+        | FaultKind::NetBlackhole
+        | FaultKind::NetReset
+        | FaultKind::NetRefuse
+        | FaultKind::NetHttpError => return None,
     })
 }
 
@@ -214,6 +222,7 @@ mod tests {
             name: "worker/0".into(),
             addr,
             pid: None,
+            proxy: None,
         };
         let mut f = fault(FaultKind::GpuThrottle, 1, Some(2), None);
         f.factor = Some(3.0);

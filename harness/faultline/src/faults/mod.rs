@@ -13,6 +13,7 @@
 
 pub mod gpu;
 pub mod load;
+pub mod net;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -91,6 +92,7 @@ pub fn injector(domain: FaultDomain) -> &'static dyn Injector {
         FaultDomain::Process => &process::ProcessInjector,
         FaultDomain::Gpu => &gpu::GpuInjector,
         FaultDomain::Load => &load::LoadInjector,
+        FaultDomain::Net => &net::NetInjector,
     }
 }
 
@@ -108,10 +110,16 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The running process, if one is running.
     pub pid: Option<u32>,
+    /// The fault proxy in front of it, when the scenario has `net.*` faults on it.
+    pub proxy: Option<net::ProxyRef>,
 }
 
 /// The replicas a fault `target` names, now; none without a target.
-pub fn targets(replicas: &[Replica], target: Option<&str>) -> Vec<Target> {
+pub fn targets(
+    replicas: &[Replica],
+    target: Option<&str>,
+    net: Option<&std::sync::Arc<net::NetLayer>>,
+) -> Vec<Target> {
     let Some(t) = target else {
         return Vec::new();
     };
@@ -122,6 +130,12 @@ pub fn targets(replicas: &[Replica], target: Option<&str>) -> Vec<Target> {
             name: r.spec().name.clone(),
             addr: r.spec().addr,
             pid: r.pid(),
+            proxy: net.and_then(|layer| {
+                Some(net::ProxyRef {
+                    name: layer.proxy_of(&r.spec().name)?.to_owned(),
+                    layer: layer.clone(),
+                })
+            }),
         })
         .collect()
 }
@@ -187,6 +201,11 @@ mod tests {
             limit_bytes: None,
             backoff: None,
             after_step: None,
+            latency: None,
+            jitter: None,
+            rate_kbps: None,
+            status: None,
+            ratio: None,
         }
     }
 
