@@ -553,7 +553,10 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
             }
             processes.push(ProcessRecord {
                 name: rep.name.clone(),
-                kind: rep.kind.spec().binary.to_owned(),
+                kind: match rep.kind.spec().binary {
+                    "" => rep.kind.spec().name.to_owned(),
+                    binary => binary.to_owned(),
+                },
                 address: rep.addr.to_string(),
                 lives,
                 log: format!(

@@ -55,3 +55,49 @@ pub fn locate(kind: ComponentKind, explicit: Option<&Path>) -> Result<PathBuf, M
                 .join(", "),
         })
 }
+
+/// The program of a `kind = "command"` component was not found.
+#[derive(Debug, thiserror::Error)]
+#[error("component {component}: command `{command}` not found ({looked}); expected an executable file: a path, or a name in PATH")]
+pub struct MissingCommand {
+    pub component: String,
+    pub command: String,
+    pub looked: String,
+}
+
+/// The program of a `kind = "command"` component: `command` itself when it names a path
+/// (has a '/'), else the first executable file of that name in `PATH`.
+pub fn locate_command(component: &str, command: &str) -> Result<PathBuf, MissingCommand> {
+    let missing = |looked: String| MissingCommand {
+        component: component.to_owned(),
+        command: command.to_owned(),
+        looked,
+    };
+    if command.contains('/') {
+        let p = PathBuf::from(command);
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(missing("no executable file at that path".to_owned()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.iter()
+        .map(|d| d.join(command))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| {
+            missing(format!(
+                "looked in PATH: {}",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ))
+        })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -90,6 +90,8 @@ pub enum RunError {
     #[error(transparent)]
     Binary(#[from] MissingBinary),
     #[error(transparent)]
+    Command(#[from] crate::binaries::MissingCommand),
+    #[error(transparent)]
     Addr(#[from] AddrError),
     #[error("{path}: {source}")]
     Io {
@@ -680,7 +682,14 @@ pub async fn run_file(
     let name = scenario.display_name(&stem);
     let seed = opts.seed.unwrap_or(scenario.seed);
     let mut programs = BTreeMap::new();
-    for c in &scenario.components {
+    for c in &mut scenario.components {
+        if c.kind == scenario::ComponentKind::Command {
+            // A user's program: found now (a path, or in PATH), so a typo fails before
+            // anything starts, naming the component.
+            let found = binaries::locate_command(&c.name, c.command.as_deref().unwrap_or(""))?;
+            c.command = Some(found.display().to_string());
+            continue;
+        }
         programs.insert(
             binaries::binary_name(c.kind),
             binaries::locate(c.kind, opts.bin_dir.as_deref())?,

@@ -161,7 +161,11 @@ pub fn specs(
     let mut specs = Vec::new();
     for c in &scenario.components {
         let kind = c.kind.spec();
-        let program = programs.get(kind.binary).cloned().unwrap_or_default();
+        let program = match &c.command {
+            // `kind = "command"`: the user's program (resolved by the runner).
+            Some(cmd) => PathBuf::from(cmd),
+            None => programs.get(kind.binary).cloned().unwrap_or_default(),
+        };
         let replicas = replicas_of(c, variant);
         let own_addrs = addrs.get(&c.name).map(Vec::as_slice).unwrap_or_default();
         let own_public = public.get(&c.name).map(Vec::as_slice).unwrap_or_default();
@@ -186,7 +190,14 @@ pub fn specs(
                 args.extend([flag.to_owned(), seed.to_string()]);
             }
             args.extend(user);
-            let mut env = BTreeMap::from([("RUST_LOG".to_owned(), "info".to_owned())]);
+            // Every replica also learns its address from the environment (a user's
+            // program may read it instead of taking a placeholder in `args`).
+            let mut env = BTreeMap::from([
+                ("RUST_LOG".to_owned(), "info".to_owned()),
+                ("FAULTLINE_ADDR".to_owned(), addr.to_string()),
+                ("FAULTLINE_HOST".to_owned(), addr.ip().to_string()),
+                ("FAULTLINE_PORT".to_owned(), addr.port().to_string()),
+            ]);
             env.extend(c.env.iter().map(|(k, v)| (k.clone(), b.substitute(v))));
             specs.push(ReplicaSpec {
                 name: format!("{}/{i}", c.name),

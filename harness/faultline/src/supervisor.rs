@@ -64,7 +64,12 @@ pub enum Probe {
 impl Probe {
     /// The probe a component kind needs (its `probe` in `scenario::KINDS`).
     pub fn for_kind(kind: ComponentKind, readiness: &Readiness) -> Probe {
-        match kind.spec().probe {
+        let probe = match readiness.probe {
+            Some(scenario::ProbeMode::Http) => ProbeKind::Http,
+            Some(scenario::ProbeMode::Tcp) => ProbeKind::Tcp,
+            None => kind.spec().probe,
+        };
+        match probe {
             ProbeKind::Tcp => Probe::Tcp,
             ProbeKind::Http => Probe::Http(readiness.path.clone()),
         }

@@ -123,6 +123,9 @@ pub const MAX_THROTTLE_FACTOR: f64 = 1000.0;
 /// limit would fail no allocation.
 pub const MAX_LIMIT_BYTES: u64 = 1 << 40;
 
+/// Longest `command` of a `kind = "command"` component, bytes (PATH_MAX on Linux).
+pub const MAX_PROGRAM_BYTES: usize = 4096;
+
 /// Longest `net.latency` `latency` or `jitter`: one hour, the fault proxy's own bound.
 pub const MAX_NET_DELAY: Duration = Duration::from_secs(3600);
 

@@ -123,6 +123,19 @@ impl KindSpec {
 /// Every component kind. One entry per [`ComponentKind`] variant (a unit test checks).
 pub const KINDS: &[KindSpec] = &[
     KindSpec {
+        kind: ComponentKind::Command,
+        name: "command",
+        // The program is the component's own `command`, not a stack binary.
+        binary: "",
+        base_args: &[],
+        probe: ProbeKind::Tcp,
+        seed_flag: None,
+        fault_domains: &[FaultDomain::Process, FaultDomain::Net],
+        role: Role::Serve,
+        fault_exits: &[],
+        done_code: None,
+    },
+    KindSpec {
         kind: ComponentKind::Server,
         name: "server",
         binary: "server",

@@ -74,6 +74,12 @@ pub struct Component {
     /// How the runner decides a replica is ready.
     #[serde(default)]
     pub readiness: Readiness,
+    /// `kind = "command"` only (required there): the program to run, a path (relative to
+    /// the directory faultline runs in) or a name looked up in `PATH`; at most 4096 bytes.
+    /// It gets no arguments but `args`: pass it its address with `{addr}`, `{host}`,
+    /// `{port}`, or read `FAULTLINE_ADDR`, `FAULTLINE_HOST`, `FAULTLINE_PORT`.
+    #[serde(default)]
+    pub command: Option<String>,
 }
 
 /// The stack binaries the runner knows how to start.
@@ -89,6 +95,9 @@ pub enum ComponentKind {
     /// --run-dir DIR --seed S ...`); each replica is one data-parallel rank. Pass the
     /// coordinator with `args = ["--rendezvous", "{rendezvous.addr}"]`.
     TrainerWorker,
+    /// Any program (`command`, with `args` and `env`): a user's own service, proxy or
+    /// database. Readiness is a TCP connect unless `readiness.probe = "http"`.
+    Command,
 }
 
 /// What the runner does when a replica exits on its own or is killed by a fault.
@@ -118,10 +127,24 @@ pub enum RestartPolicy {
     Always,
 }
 
+/// How readiness is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeMode {
+    /// `GET http://ADDR{path}` answers 2xx.
+    Http,
+    /// A TCP connection to ADDR is accepted.
+    Tcp,
+}
+
 /// How the runner decides a replica is ready.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Readiness {
+    /// `"http"` (GET `path` answers 2xx) or `"tcp"` (a connection is accepted); default:
+    /// the kind's (`tcp` for `command`, `trainer-rendezvous`; `http` for the others).
+    #[serde(default)]
+    pub probe: Option<ProbeMode>,
     /// HTTP path polled until it answers 2xx (at most 8 KiB).
     #[serde(default = "default_readiness_path")]
     pub path: String,
@@ -681,6 +704,7 @@ impl Default for Restart {
 impl Default for Readiness {
     fn default() -> Self {
         Readiness {
+            probe: None,
             path: default_readiness_path(),
             timeout: default_readiness_timeout(),
         }

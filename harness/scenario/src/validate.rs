@@ -412,6 +412,7 @@ impl<'a> Validator<'a> {
             }
             self.restart(&path.key("restart"), &c.restart);
             self.readiness(&path.key("readiness"), c);
+            self.command(&path.key("command"), c);
             self.args(&path.key("args"), &c.args);
             if self.len_at_most(
                 path.key("env"),
@@ -438,11 +439,44 @@ impl<'a> Validator<'a> {
         self.duration_at_most(path.key("backoff"), restart.backoff, MAX_TIMEOUT);
     }
 
+    /// `command`: required (a program) for `kind = "command"`, refused for the others.
+    fn command(&mut self, path: &FieldPath, c: &Component) {
+        match (&c.command, c.kind == ComponentKind::Command) {
+            (None, true) => self.problem(
+                path.clone(),
+                "missing; expected the program to run (a path, or a name found in PATH), e.g. command = \"python3\"",
+            ),
+            (Some(_), false) => self.problem(
+                path.clone(),
+                format!(
+                    "only used by kind = \"command\" (kind is \"{}\", which runs its own binary); expected no command",
+                    c.kind.name()
+                ),
+            ),
+            (Some(cmd), true) => {
+                if cmd.trim().is_empty() || cmd.contains('\0') {
+                    self.problem(
+                        path.clone(),
+                        format!("{cmd:?} is not a program; expected a path or a name found in PATH"),
+                    );
+                } else {
+                    self.bytes_at_most(path.clone(), cmd, MAX_PROGRAM_BYTES);
+                }
+            }
+            (None, false) => {}
+        }
+    }
+
     fn readiness(&mut self, path: &FieldPath, c: &Component) {
         let r = &c.readiness;
-        // A rendezvous is probed by TCP connect: its readiness path is never used.
+        let probe = match r.probe {
+            Some(ProbeMode::Http) => ProbeKind::Http,
+            Some(ProbeMode::Tcp) => ProbeKind::Tcp,
+            None => c.kind.spec().probe,
+        };
+        // A TCP probe (a rendezvous, by default a command) never uses the readiness path.
         if self.bytes_at_most(path.key("path"), &r.path, MAX_PATH_BYTES)
-            && c.kind.spec().probe == ProbeKind::Http
+            && probe == ProbeKind::Http
             && !r.path.starts_with('/')
         {
             self.problem(

@@ -1149,3 +1149,16 @@ fn net_fault_parameters_are_checked_and_named() {
     let extra = "\n[[faults]]\nat = \"3s\"\nkind = \"net.latency\"\ntarget = \"server\"\n\n[[faults]]\nat = \"3s\"\nkind = \"net.latency\"\ntarget = \"server\"\nlatency = \"2h\"\nrate_kbps = 5\n\n[[faults]]\nat = \"3s\"\nkind = \"net.bandwidth\"\ntarget = \"server\"\nrate_kbps = 0\n\n[[faults]]\nat = \"3s\"\nkind = \"net.http_error\"\ntarget = \"server\"\nstatus = 99\nratio = 1.5\n\n[[faults]]\nat = \"3s\"\nkind = \"net.reset\"\n";
     insta::assert_snapshot!(errors(&edit(&[], extra)));
 }
+
+#[test]
+fn a_command_component_runs_any_program_and_needs_its_command() {
+    let ok = "description = \"x\"\n[[components]]\nname = \"web\"\nkind = \"command\"\ncommand = \"python3\"\nargs = [\"-m\", \"http.server\", \"{port}\"]\nreadiness = { probe = \"http\", path = \"/\" }\n[workload]\ntarget = \"web\"\nrate_per_s = 10\nduration = \"2s\"\nrequests = [{ kind = \"http\", path = \"/\" }]\n[[faults]]\nat = \"1s\"\nkind = \"net.refuse\"\ntarget = \"web\"\n";
+    let s = parse(ok, "cmd.toml").expect("a valid command component");
+    assert_eq!(s.components[0].command.as_deref(), Some("python3"));
+    let missing = ok.replace("command = \"python3\"\n", "");
+    let e = errors(&missing);
+    assert!(e.contains("components[0].command: missing"), "{e}");
+    let on_server = BASE.replace("replicas = 2", "replicas = 2\ncommand = \"nginx\"");
+    let e = errors(&on_server);
+    assert!(e.contains("only used by kind = \"command\""), "{e}");
+}
