@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | 0 | `127.B.0.1` | the run's claim |
 //! | 1..=64 | `127.B.S.1` ..= `127.B.S.254` | replicas of region S (region 1 is the only one today) |
-//! | 129..=192 | `127.B.(128+S).H` | reserved: proxied addresses in front of region S's replicas |
+//! | 129..=192 | `127.B.(128+S).H` | proxied addresses in front of region S's replicas: port `PORT` for `net.*` faults, `PORT + A` for the link from region A |
 //!
 //! Every replica listens on the same fixed [`PORT`]: its own IP keeps it apart. A
 //! restarted replica binds the same address again (servers set `SO_REUSEADDR`, as Rust's
@@ -123,6 +123,17 @@ impl RunBlock {
     /// proxy between regions).
     pub fn proxied(&self, region: u8, index: u32) -> Result<SocketAddr, AddrError> {
         self.in_segment(region, PROXY_SEGMENT + region, index)
+    }
+
+    /// The link address in front of replica `index` of `region` for traffic from region
+    /// `from` (another region): the proxied IP, port `PORT + from`.
+    pub fn linked(&self, region: u8, index: u32, from: u8) -> Result<SocketAddr, AddrError> {
+        if from == 0 || from > MAX_REGIONS {
+            return Err(AddrError::BadRegion(from));
+        }
+        let mut a = self.proxied(region, index)?;
+        a.set_port(self.port.saturating_add(u16::from(from)));
+        Ok(a)
     }
 
     fn in_segment(&self, region: u8, segment: u8, index: u32) -> Result<SocketAddr, AddrError> {

@@ -230,10 +230,11 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
             return out;
         }
     };
-    // Components that `net.*` faults target are reached through a fault proxy each.
+    // Components that `net.*` faults target are reached through a fault proxy each, and
+    // every replica from other regions through its link's proxy.
     let netted = stack::netted(ctx.scenario);
-    let public = match stack::public_addresses(ctx.scenario, &addrs, &netted, ctx.block) {
-        Ok(a) => a,
+    let reach = match stack::reach(ctx.scenario, v, &addrs, &netted, ctx.block) {
+        Ok(r) => r,
         Err(e) => {
             out.failures
                 .push(format!("cannot place the fault proxies: {e}"));
@@ -247,22 +248,28 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
         &dirs,
         ctx.seed,
         &addrs,
-        &public,
+        &reach.views,
     );
-    let proxied: Vec<(String, std::net::SocketAddr, std::net::SocketAddr)> = specs
-        .iter()
-        .filter(|s| s.public != s.addr)
-        .map(|s| (s.name.clone(), s.public, s.addr))
-        .collect();
-    let net = if proxied.is_empty() {
+    let net = if reach.proxies.is_empty() {
         None
     } else {
-        match crate::faults::net::NetLayer::start(&proxied, ctx.seed) {
+        match crate::faults::net::NetLayer::start(ctx.scenario, &reach.proxies, ctx.seed) {
             Ok(n) => {
-                ctx.events.emit(
-                    "net.start",
-                    json!({"variant": variant, "proxies": proxied.iter().map(|(r, p, a)| json!({"replica": r, "proxy": p.to_string(), "upstream": a.to_string()})).collect::<Vec<_>>()}),
-                );
+                let name = |r: u8| crate::faults::net::region_name(ctx.scenario, r);
+                let proxies: Vec<serde_json::Value> = reach
+                    .proxies
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "replica": p.replica,
+                            "proxy": p.listen.to_string(),
+                            "upstream": p.upstream.to_string(),
+                            "link": p.link.map(|(from, to)| json!({"from": name(from), "to": name(to)})),
+                        })
+                    })
+                    .collect();
+                ctx.events
+                    .emit("net.start", json!({"variant": variant, "proxies": proxies}));
                 Some(n)
             }
             Err(e) => {
@@ -279,6 +286,13 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
     if let Some(n) = net {
         stack.set_net(n);
     }
+    stack.set_regions(
+        ctx.scenario
+            .regions
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
+    );
     let sampler = Sampler::start(stack.replicas().to_vec(), ctx.events.clock());
     match stack.wait_ready(ctx.cancel).await {
         Err(e) => out.failures.push(e.to_string()),

@@ -85,26 +85,131 @@ pub fn replicas_of(c: &Component, variant: &Variant) -> u32 {
     *variant.replicas.get(&c.name).unwrap_or(&c.replicas)
 }
 
-/// Every replica's address: one loopback IP each from `block`, in component order, the
-/// same for the whole run (restarts included).
+/// A region's index in the address model: 1-based in `[[regions]]` order; a component
+/// without a region (or a scenario without regions) is in the first.
+pub fn region_index(scenario: &Scenario, name: Option<&str>) -> u8 {
+    name.and_then(|n| scenario.regions.iter().position(|r| r.name == n))
+        .and_then(|i| u8::try_from(i + 1).ok())
+        .unwrap_or(DEFAULT_REGION)
+}
+
+/// Where each replica sits: (region, index among that region's replicas), per component,
+/// in component order.
+fn placement(scenario: &Scenario, variant: &Variant) -> BTreeMap<String, Vec<(u8, u32)>> {
+    let mut next: BTreeMap<u8, u32> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for c in &scenario.components {
+        let region = region_index(scenario, c.region.as_deref());
+        let list = (0..replicas_of(c, variant))
+            .map(|_| {
+                let n = next.entry(region).or_insert(0);
+                let at = (region, *n);
+                *n += 1;
+                at
+            })
+            .collect();
+        out.insert(c.name.clone(), list);
+    }
+    out
+}
+
+/// Every replica's address: one loopback IP each from `block`, in its region's segment,
+/// in component order, the same for the whole run (restarts included).
 pub fn addresses(
     scenario: &Scenario,
     variant: &Variant,
     block: &RunBlock,
 ) -> Result<BTreeMap<String, Vec<SocketAddr>>, AddrError> {
-    let mut next = 0u32;
-    let mut addrs = BTreeMap::new();
+    placement(scenario, variant)
+        .into_iter()
+        .map(|(name, at)| {
+            let list = at
+                .into_iter()
+                .map(|(region, i)| block.replica(region, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((name, list))
+        })
+        .collect()
+}
+
+/// A fault proxy the run puts in front of a replica: for `net.*` faults (`link: None`,
+/// same-region traffic) or on the link from another region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedProxy {
+    /// `component/i`.
+    pub replica: String,
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+    /// `(from, to)` region indices for a link proxy.
+    pub link: Option<(u8, u8)>,
+}
+
+/// What each component's replicas are reached at, as seen from every region, and the
+/// proxies that takes.
+#[derive(Debug)]
+pub struct Reach {
+    /// region index → component → addresses (replica order).
+    pub views: BTreeMap<u8, BTreeMap<String, Vec<SocketAddr>>>,
+    pub proxies: Vec<PlannedProxy>,
+}
+
+/// Same region: the replica itself, or its `net.*` proxy when a `net.*` fault targets its
+/// component; another region: its link proxy for that region (the proxied IP, port
+/// `PORT + from`), so all traffic between regions crosses the link.
+pub fn reach(
+    scenario: &Scenario,
+    variant: &Variant,
+    addrs: &BTreeMap<String, Vec<SocketAddr>>,
+    netted: &std::collections::BTreeSet<String>,
+    block: &RunBlock,
+) -> Result<Reach, AddrError> {
+    let regions: Vec<u8> = if scenario.regions.is_empty() {
+        vec![DEFAULT_REGION]
+    } else {
+        (1..=scenario.regions.len())
+            .filter_map(|i| u8::try_from(i).ok())
+            .collect()
+    };
+    let at = placement(scenario, variant);
+    let mut views: BTreeMap<u8, BTreeMap<String, Vec<SocketAddr>>> = BTreeMap::new();
+    let mut proxies = Vec::new();
     for c in &scenario.components {
-        let list = (0..replicas_of(c, variant))
-            .map(|_| {
-                let a = block.replica(DEFAULT_REGION, next);
-                next += 1;
-                a
-            })
-            .collect::<Result<_, _>>()?;
-        addrs.insert(c.name.clone(), list);
+        let own = addrs.get(&c.name).map(Vec::as_slice).unwrap_or_default();
+        let places = at.get(&c.name).map(Vec::as_slice).unwrap_or_default();
+        for (i, (&addr, &(region, idx))) in own.iter().zip(places).enumerate() {
+            let replica = format!("{}/{i}", c.name);
+            for &from in &regions {
+                let seen = if from != region {
+                    let listen = block.linked(region, idx, from)?;
+                    proxies.push(PlannedProxy {
+                        replica: replica.clone(),
+                        listen,
+                        upstream: addr,
+                        link: Some((from, region)),
+                    });
+                    listen
+                } else if netted.contains(&c.name) {
+                    let listen = block.proxied(region, idx)?;
+                    proxies.push(PlannedProxy {
+                        replica: replica.clone(),
+                        listen,
+                        upstream: addr,
+                        link: None,
+                    });
+                    listen
+                } else {
+                    addr
+                };
+                views
+                    .entry(from)
+                    .or_default()
+                    .entry(c.name.clone())
+                    .or_default()
+                    .push(seen);
+            }
+        }
     }
-    Ok(addrs)
+    Ok(Reach { views, proxies })
 }
 
 /// The components a `net.*` fault targets: each of their replicas gets a fault proxy in
@@ -119,33 +224,6 @@ pub fn netted(scenario: &Scenario) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// Where clients and peers reach each replica: its own address, or for a `netted`
-/// component the proxied address reserved for it (`addrs` module), the same replica
-/// index in the same region.
-pub fn public_addresses(
-    scenario: &Scenario,
-    addrs: &BTreeMap<String, Vec<SocketAddr>>,
-    netted: &std::collections::BTreeSet<String>,
-    block: &RunBlock,
-) -> Result<BTreeMap<String, Vec<SocketAddr>>, AddrError> {
-    let mut next = 0u32;
-    let mut public = BTreeMap::new();
-    for c in &scenario.components {
-        let own = addrs.get(&c.name).map(Vec::as_slice).unwrap_or_default();
-        let mut list = Vec::with_capacity(own.len());
-        for &a in own {
-            list.push(if netted.contains(&c.name) {
-                block.proxied(DEFAULT_REGION, next)?
-            } else {
-                a
-            });
-            next += 1;
-        }
-        public.insert(c.name.clone(), list);
-    }
-    Ok(public)
-}
-
 /// Replica specs for every component: the kind's base arguments, then the component's and
 /// the variant's own (placeholders replaced), the seed flag unless those set it, the
 /// environment (placeholders replaced in values) and the log file.
@@ -156,8 +234,9 @@ pub fn specs(
     dirs: &RunDirs,
     seed: u64,
     addrs: &BTreeMap<String, Vec<SocketAddr>>,
-    public: &BTreeMap<String, Vec<SocketAddr>>,
+    views: &BTreeMap<u8, BTreeMap<String, Vec<SocketAddr>>>,
 ) -> Vec<ReplicaSpec> {
+    let load_region = region_index(scenario, scenario.workload.region.as_deref());
     let mut specs = Vec::new();
     for c in &scenario.components {
         let kind = c.kind.spec();
@@ -168,15 +247,24 @@ pub fn specs(
         };
         let replicas = replicas_of(c, variant);
         let own_addrs = addrs.get(&c.name).map(Vec::as_slice).unwrap_or_default();
-        let own_public = public.get(&c.name).map(Vec::as_slice).unwrap_or_default();
+        // A replica listens on its own address; `{other.addr}` placeholders name where
+        // its own region reaches the others (through a link or fault proxy where there is
+        // one); the load generator reaches it as seen from the workload's region.
+        let empty = BTreeMap::new();
+        let own_view = views
+            .get(&region_index(scenario, c.region.as_deref()))
+            .unwrap_or(&empty);
+        let load_view = views
+            .get(&load_region)
+            .and_then(|v| v.get(&c.name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for (i, &addr) in own_addrs.iter().enumerate() {
-            let reached_at = own_public.get(i).copied().unwrap_or(addr);
+            let reached_at = load_view.get(i).copied().unwrap_or(addr);
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            // A replica listens on its own address; `{other.addr}` placeholders name the
-            // addresses others reach it at (through a fault proxy when there is one).
             let b = Bindings {
                 own: addr,
-                addrs: public,
+                addrs: own_view,
                 run_dir: &dirs.train,
                 replica: i,
                 replicas,
@@ -250,6 +338,56 @@ duration = "10s"
     }
 
     #[test]
+    fn across_regions_replicas_are_reached_through_their_link_proxy() {
+        let s = scenario::parse(
+            "description = \"x\"\n[[regions]]\nname = \"us\"\n[[regions]]\nname = \"eu\"\n[[components]]\nname = \"server\"\nkind = \"server\"\nregion = \"eu\"\nreplicas = 2\n[[components]]\nname = \"client\"\nkind = \"command\"\ncommand = \"true\"\nargs = [\"{server.addrs}\"]\n[workload]\ntarget = \"server\"\nregion = \"us\"\nrate_per_s = 1\nduration = \"1s\"\nrequests = [{ kind = \"infer\", model = \"mlp\" }]\n",
+            "r.toml",
+        )
+        .expect("scenario");
+        let v = default_variant();
+        let block = RunBlock::claim().expect("a block");
+        let addrs = addresses(&s, &v, &block).expect("addresses");
+        // server in eu (region 2, segment 2), client in us (region 1).
+        assert_eq!(addrs["server"][0], block.replica(2, 0).expect("addr"));
+        assert_eq!(addrs["client"][0], block.replica(1, 0).expect("addr"));
+        let r = reach(&s, &v, &addrs, &Default::default(), &block).expect("reach");
+        let from_us = r.views[&1]["server"].clone();
+        assert_eq!(from_us[1], block.linked(2, 1, 1).expect("link addr"));
+        assert_eq!(r.views[&2]["server"], addrs["server"], "inside eu: direct");
+        // One link proxy per replica per other region: server/0 and /1 from us, client/0 from eu.
+        assert_eq!(r.proxies.len(), 3);
+        assert!(r.proxies.iter().any(|p| p.replica == "server/1"
+            && p.link == Some((1, 2))
+            && p.upstream == addrs["server"][1]));
+        let views = r.views;
+        let specs = specs(
+            &s,
+            &v,
+            &BTreeMap::new(),
+            &RunDirs::new(Path::new("/tmp/x"), "default", false),
+            5,
+            &addrs,
+            &views,
+        );
+        let client = specs
+            .iter()
+            .find(|x| x.component == "client")
+            .expect("client");
+        let expected = from_us
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(client.args.contains(&expected), "{:?}", client.args);
+        // The load generator (in us) reaches server/0 across the link too.
+        let server0 = specs
+            .iter()
+            .find(|x| x.name == "server/0")
+            .expect("server/0");
+        assert_eq!(server0.public, from_us[0]);
+    }
+
+    #[test]
     fn specs_follow_the_kind_table_with_stable_own_addresses() {
         let s = scenario::parse(TRAINING, "t.toml").expect("valid");
         let block = RunBlock::claim().expect("a block");
@@ -257,7 +395,8 @@ duration = "10s"
         let addrs = addresses(&s, &v, &block).expect("addresses");
         let dirs = RunDirs::new(Path::new("/r"), "default", false);
         let programs = BTreeMap::from([("trainer", PathBuf::from("/bin/trainer"))]);
-        let specs = specs(&s, &v, &programs, &dirs, 5, &addrs, &addrs);
+        let views = BTreeMap::from([(DEFAULT_REGION, addrs.clone())]);
+        let specs = specs(&s, &v, &programs, &dirs, 5, &addrs, &views);
         assert_eq!(specs.len(), 3);
         let rdv = &specs[0];
         assert_eq!(rdv.probe, Probe::Tcp);
@@ -311,7 +450,8 @@ duration = "10s"
         v.args.insert("worker".into(), vec!["--x={replica}".into()]);
         let addrs = addresses(&s, &v, &block).expect("addresses");
         let dirs = RunDirs::new(Path::new("/r"), "four", true);
-        let specs = specs(&s, &v, &BTreeMap::new(), &dirs, 5, &addrs, &addrs);
+        let views = BTreeMap::from([(DEFAULT_REGION, addrs.clone())]);
+        let specs = specs(&s, &v, &BTreeMap::new(), &dirs, 5, &addrs, &views);
         assert_eq!(specs.len(), 5);
         let last = &specs[4];
         assert!(last.args.windows(2).any(|w| w == ["--seed", "5"]));

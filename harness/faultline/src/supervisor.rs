@@ -179,8 +179,11 @@ pub struct Supervisor {
     replicas: Vec<Replica>,
     tasks: JoinSet<()>,
     stop: CancellationToken,
-    /// The fault proxies in front of replicas (`net.*` faults); closed with the stack.
+    /// The fault proxies in front of replicas (`net.*` faults, links between regions);
+    /// closed with the stack.
     net: Option<std::sync::Arc<crate::faults::net::NetLayer>>,
+    /// The scenario's region names, in `[[regions]]` order (for `region.*` faults).
+    regions: Vec<String>,
 }
 
 /// Why the stack did not come up.
@@ -231,6 +234,7 @@ impl Supervisor {
             tasks,
             stop,
             net: None,
+            regions: Vec::new(),
         }
     }
 
@@ -238,6 +242,15 @@ impl Supervisor {
     /// them, and they close when the stack is shut down or dropped.
     pub fn set_net(&mut self, net: std::sync::Arc<crate::faults::net::NetLayer>) {
         self.net = Some(net);
+    }
+
+    /// Names the scenario's regions (`[[regions]]` order), for `region.*` faults.
+    pub fn set_regions(&mut self, regions: Vec<String>) {
+        self.regions = regions;
+    }
+
+    pub fn region_names(&self) -> &[String] {
+        &self.regions
     }
 
     /// The fault proxies in front of replicas, if the scenario has `net.*` faults.

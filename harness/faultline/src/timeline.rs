@@ -53,6 +53,7 @@ impl Timeline {
             faults,
             stack.replicas().to_vec(),
             stack.net().cloned(),
+            stack.region_names().to_vec(),
             t0,
             events.clone(),
             cancel.clone(),
@@ -86,6 +87,7 @@ async fn play(
     faults: Vec<Fault>,
     replicas: Vec<Replica>,
     net: Option<std::sync::Arc<faults::net::NetLayer>>,
+    regions: Vec<String>,
     t0: tokio::time::Instant,
     events: EventLog,
     cancel: CancellationToken,
@@ -135,7 +137,17 @@ async fn play(
                 let targets = faults::targets(&replicas, fault.target.as_deref(), net.as_ref());
                 let injector = faults::injector(fault.kind.domain());
                 let f = fault.clone();
-                let injection = match blocking(move || injector.inject(&f, &targets)).await {
+                let layer = net.clone();
+                let names = regions.clone();
+                let injection = match blocking(move || {
+                    if f.kind.domain() == scenario::FaultDomain::Region {
+                        faults::net::RegionInjector.inject_into(&f, &names, layer.as_ref())
+                    } else {
+                        injector.inject(&f, &targets)
+                    }
+                })
+                .await
+                {
                     Ok(i) => i,
                     Err(e) => {
                         rec.detail = e;

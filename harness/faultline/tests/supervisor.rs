@@ -186,6 +186,7 @@ fn a_dropped_timeline_heals_the_faults_it_injected() {
             limit_bytes: None,
             backoff: None,
             after_step: None,
+            regions: None,
             latency: None,
             jitter: None,
             rate_kbps: None,

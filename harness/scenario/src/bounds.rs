@@ -123,6 +123,9 @@ pub const MAX_THROTTLE_FACTOR: f64 = 1000.0;
 /// limit would fail no allocation.
 pub const MAX_LIMIT_BYTES: u64 = 1 << 40;
 
+/// Most `[[regions]]`: the address model's region segments (127.B.1.0 to 127.B.64.0).
+pub const MAX_REGIONS: usize = 64;
+
 /// Longest `command` of a `kind = "command"` component, bytes (PATH_MAX on Linux).
 pub const MAX_PROGRAM_BYTES: usize = 4096;
 

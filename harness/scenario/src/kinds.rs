@@ -20,6 +20,8 @@ pub enum FaultDomain {
     Net,
     /// The load generator's offered rate (`load.*`); no component target.
     Load,
+    /// The links between regions (`region.*`); no component target, `regions` instead.
+    Region,
 }
 
 impl FaultDomain {
@@ -30,6 +32,7 @@ impl FaultDomain {
             FaultDomain::Gpu => "is injected into trainer workers",
             FaultDomain::Net => "acts on the target's link (a fault proxy in front of it)",
             FaultDomain::Load => "changes the offered rate",
+            FaultDomain::Region => "acts on the links between regions",
         }
     }
 }
@@ -49,6 +52,9 @@ impl FaultKind {
             | FaultKind::NetReset
             | FaultKind::NetRefuse
             | FaultKind::NetHttpError => FaultDomain::Net,
+            FaultKind::RegionPartition | FaultKind::RegionBlackhole | FaultKind::RegionLatency => {
+                FaultDomain::Region
+            }
         }
     }
 }

@@ -41,6 +41,41 @@ pub struct Scenario {
     /// side by side (any mode; at most 64).
     #[serde(default)]
     pub variants: Vec<Variant>,
+    /// Emulated regions (at most 64). Without any, every component is in one region.
+    /// Traffic between regions goes through the fault proxy on their link.
+    #[serde(default)]
+    pub regions: Vec<Region>,
+    /// The links between regions (at most one per pair). A pair of regions without a
+    /// `[[links]]` entry is joined by a link that adds nothing (but can still be faulted).
+    #[serde(default)]
+    pub links: Vec<Link>,
+}
+
+/// An emulated region: a block of loopback addresses of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// Unique name, `[a-z0-9-]+`, at most 128 bytes.
+    pub name: String,
+}
+
+/// A link between two regions: what every connection from one to the other crosses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The two regions it joins (order does not matter).
+    pub between: [String; 2],
+    /// Round-trip time the link adds (half each way; default 0, at most 1 hour).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub rtt: Option<Duration>,
+    /// ± jitter around `rtt` (half each way; default 0).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub jitter: Option<Duration>,
+    /// The link's rate each way in KB/s (1 KB = 1000 bytes; default: unlimited).
+    #[serde(default)]
+    pub rate_kbps: Option<u64>,
 }
 
 /// A stack component started as real OS processes on loopback.
@@ -74,6 +109,9 @@ pub struct Component {
     /// How the runner decides a replica is ready.
     #[serde(default)]
     pub readiness: Readiness,
+    /// The region its replicas run in (a `[[regions]]` name); default: the first region.
+    #[serde(default)]
+    pub region: Option<String>,
     /// `kind = "command"` only (required there): the program to run, a path (relative to
     /// the directory faultline runs in) or a name looked up in `PATH`; at most 4096 bytes.
     /// It gets no arguments but `args`: pass it its address with `{addr}`, `{host}`,
@@ -160,6 +198,10 @@ pub struct Readiness {
 pub struct Workload {
     /// Component that receives the load (all its replicas, round-robin).
     pub target: String,
+    /// The region the load generator sends from (a `[[regions]]` name; default: the first
+    /// region): replicas in other regions are reached across their link.
+    #[serde(default)]
+    pub region: Option<String>,
     /// `open-loop`, `closed-loop` or `max-throughput`.
     #[serde(default = "default_mode")]
     pub mode: LoadMode,
@@ -385,7 +427,11 @@ pub struct Fault {
     /// `gpu.oom`: halve the batch and retry instead of failing (default false).
     #[serde(default)]
     pub backoff: Option<bool>,
-    /// `net.latency`: round-trip time added on the target's link ("200ms"; half each
+    /// `region.*`: the regions the fault acts on (names from `[[regions]]`).
+    /// `region.partition` cuts every link between these and the other regions.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    /// `net.latency`, `region.latency`: round-trip time added ("200ms"; half each
     /// way, at most 1 hour).
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
@@ -459,6 +505,17 @@ pub enum FaultKind {
     /// reaches it.
     #[serde(rename = "net.http_error")]
     NetHttpError,
+    /// Every link between `regions` and the other regions is cut, both ways: connections
+    /// across it hang (nothing answered, nothing closed) until the heal.
+    #[serde(rename = "region.partition")]
+    RegionPartition,
+    /// The `regions`' processes live but are unreachable from every other region:
+    /// connections into them hang; traffic inside a region is untouched.
+    #[serde(rename = "region.blackhole")]
+    RegionBlackhole,
+    /// Every link of `regions` gains `latency` of round-trip time (± `jitter`).
+    #[serde(rename = "region.latency")]
+    RegionLatency,
 }
 
 /// Which slice of the run an SLO is evaluated on.
@@ -737,6 +794,9 @@ impl FaultKind {
             FaultKind::NetReset => "net.reset",
             FaultKind::NetRefuse => "net.refuse",
             FaultKind::NetHttpError => "net.http_error",
+            FaultKind::RegionPartition => "region.partition",
+            FaultKind::RegionBlackhole => "region.blackhole",
+            FaultKind::RegionLatency => "region.latency",
         }
     }
 

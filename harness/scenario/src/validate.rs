@@ -324,6 +324,7 @@ impl<'a> Validator<'a> {
             return;
         }
         self.components();
+        self.regions();
         self.workload();
         self.faults();
         self.slos();
@@ -983,6 +984,7 @@ impl<'a> Validator<'a> {
                         );
                     }
                 }
+                FaultDomain::Region => self.region_fault(&path, f),
                 domain => self.targeted_fault(&path, f, domain),
             }
 
@@ -1008,13 +1010,18 @@ impl<'a> Validator<'a> {
                         f.kind.name()
                     ),
                 ),
-                Some(_) if !needs_until && f.kind.domain() != FaultDomain::Net => self.problem(
-                    path.key("until"),
-                    format!(
-                        "not used by {} ({without_until}); expected no until",
-                        f.kind.name()
-                    ),
-                ),
+                Some(_)
+                    if !needs_until
+                        && !matches!(f.kind.domain(), FaultDomain::Net | FaultDomain::Region) =>
+                {
+                    self.problem(
+                        path.key("until"),
+                        format!(
+                            "not used by {} ({without_until}); expected no until",
+                            f.kind.name()
+                        ),
+                    )
+                }
                 Some(until) if until <= f.at => self.problem(
                     path.key("until"),
                     format!(
@@ -1116,11 +1123,27 @@ impl<'a> Validator<'a> {
         self.net_params(path, f);
     }
 
-    /// `net.*` parameters: each only on its kind, in range (bounds in docs/scenarios.md).
+    /// `net.*` and `region.*` parameters: each only on its kinds, in range (bounds in
+    /// docs/scenarios.md).
     fn net_params(&mut self, path: &FieldPath, f: &Fault) {
+        if f.regions.is_some() && f.kind.domain() != FaultDomain::Region {
+            self.problem(
+                path.key("regions"),
+                format!(
+                    "only used by region.* faults (kind is {}); expected no regions",
+                    f.kind.name()
+                ),
+            );
+        }
         use FaultKind::{NetBandwidth, NetHttpError, NetLatency};
-        let rtt = "the round-trip time net.latency adds (e.g. \"200ms\")";
-        if let Some(l) = self.fault_param(path, f, "latency", f.latency, NetLatency, Some(rtt)) {
+        let rtt = "the round-trip time the fault adds (e.g. \"200ms\")";
+        // latency and jitter belong to net.latency and region.latency alike.
+        let latency_owner = if f.kind == FaultKind::RegionLatency {
+            FaultKind::RegionLatency
+        } else {
+            NetLatency
+        };
+        if let Some(l) = self.fault_param(path, f, "latency", f.latency, latency_owner, Some(rtt)) {
             if l.is_zero() || l > MAX_NET_DELAY {
                 self.problem(
                     path.key("latency"),
@@ -1132,7 +1155,7 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        if let Some(j) = self.fault_param(path, f, "jitter", f.jitter, NetLatency, None) {
+        if let Some(j) = self.fault_param(path, f, "jitter", f.jitter, latency_owner, None) {
             if j > MAX_NET_DELAY {
                 self.problem(
                     path.key("jitter"),
@@ -1231,6 +1254,173 @@ impl<'a> Validator<'a> {
                 None
             }
             (false, None, _) => None,
+        }
+    }
+
+    /// `region.*` faults: no target; `regions` naming declared regions, and (for a
+    /// partition) not all of them.
+    fn region_fault(&mut self, path: &FieldPath, f: &Fault) {
+        let declared: Vec<&str> = self
+            .scenario
+            .regions
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        if f.target.is_some() {
+            self.problem(
+                path.key("target"),
+                format!(
+                    "not used by {} (it acts on regions' links); expected regions = [\"…\"] instead",
+                    f.kind.name()
+                ),
+            );
+        }
+        if declared.len() < 2 {
+            self.problem(
+                path.key("kind"),
+                format!(
+                    "{} acts on the links between regions, and this scenario declares {}; expected at least two [[regions]]",
+                    f.kind.name(),
+                    declared.len()
+                ),
+            );
+        }
+        let Some(regions) = &f.regions else {
+            self.problem(
+                path.key("regions"),
+                format!(
+                    "missing; expected the regions {} acts on, e.g. regions = [\"{}\"]",
+                    f.kind.name(),
+                    declared.first().copied().unwrap_or("eu")
+                ),
+            );
+            return;
+        };
+        if regions.is_empty() {
+            self.problem(path.key("regions"), "empty; expected at least one region");
+        }
+        let mut seen = BTreeSet::new();
+        for (i, r) in regions.iter().enumerate() {
+            if !declared.contains(&r.as_str()) {
+                self.problem(
+                    path.key("regions").index(i),
+                    format!(
+                        "\"{r}\" is not a declared region; expected one of {}",
+                        quoted_list(declared.iter().copied())
+                    ),
+                );
+            } else if !seen.insert(r.as_str()) {
+                self.problem(
+                    path.key("regions").index(i),
+                    format!("\"{r}\" is listed twice"),
+                );
+            }
+        }
+        if f.kind == FaultKind::RegionPartition
+            && !declared.is_empty()
+            && seen.len() == declared.len()
+        {
+            self.problem(
+                path.key("regions"),
+                "every region is listed; expected a set of regions to cut off from the others",
+            );
+        }
+    }
+
+    /// `[[regions]]` and `[[links]]`, and the regions components and the workload name.
+    fn regions(&mut self) {
+        let s = self.scenario;
+        self.len_at_most(
+            root().key("regions"),
+            s.regions.len(),
+            MAX_REGIONS,
+            "regions",
+        );
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, r) in s.regions.iter().enumerate() {
+            let path = root().key("regions").index(i).key("name");
+            if self.bytes_at_most(path.clone(), &r.name, MAX_NAME_BYTES) && !is_simple_name(&r.name)
+            {
+                self.problem(
+                    path.clone(),
+                    format!("invalid name \"{}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)", r.name),
+                );
+            }
+            if let Some(first) = names.insert(&r.name, i) {
+                self.problem(
+                    path,
+                    format!(
+                        "duplicate region \"{}\" (also regions[{first}]); expected unique names",
+                        r.name
+                    ),
+                );
+                names.insert(&r.name, first);
+            }
+        }
+        let declared = quoted_list(s.regions.iter().map(|r| r.name.as_str()));
+        let region_ref = |v: &mut Self, path: FieldPath, name: &Option<String>| {
+            if let Some(n) = name {
+                if s.regions.is_empty() {
+                    v.problem(path, format!("\"{n}\" but no [[regions]] are declared; expected no region, or a [[regions]] table named \"{n}\""));
+                } else if !names.contains_key(n.as_str()) {
+                    v.problem(
+                        path,
+                        format!("\"{n}\" is not a declared region; expected one of {declared}"),
+                    );
+                }
+            }
+        };
+        for (i, c) in s.components.iter().enumerate() {
+            region_ref(
+                self,
+                root().key("components").index(i).key("region"),
+                &c.region,
+            );
+        }
+        region_ref(
+            self,
+            root().key("workload").key("region"),
+            &s.workload.region,
+        );
+        let mut pairs = BTreeSet::new();
+        for (i, l) in s.links.iter().enumerate() {
+            let path = root().key("links").index(i);
+            for (j, r) in l.between.iter().enumerate() {
+                if !names.contains_key(r.as_str()) {
+                    self.problem(
+                        path.key("between").index(j),
+                        format!("\"{r}\" is not a declared region; expected one of {declared}"),
+                    );
+                }
+            }
+            if l.between[0] == l.between[1] {
+                self.problem(
+                    path.key("between"),
+                    format!("joins \"{}\" to itself; expected two different regions (traffic inside a region does not cross a link)", l.between[0]),
+                );
+            }
+            let mut key = [l.between[0].as_str(), l.between[1].as_str()];
+            key.sort_unstable();
+            if !pairs.insert(key) {
+                self.problem(
+                    path.key("between"),
+                    format!(
+                        "a second link between \"{}\" and \"{}\"; expected one per pair",
+                        key[0], key[1]
+                    ),
+                );
+            }
+            for (field, d) in [("rtt", l.rtt), ("jitter", l.jitter)] {
+                if let Some(d) = d {
+                    self.duration_at_most(path.key(field), d, MAX_NET_DELAY);
+                }
+            }
+            if let Some(r) = l.rate_kbps {
+                if r == 0 {
+                    self.problem(path.key("rate_kbps"), "0 KB/s; expected at least 1 (a link that carries nothing is a region.partition fault)");
+                }
+                self.at_most(path.key("rate_kbps"), r, MAX_NET_RATE_KBPS, "KB/s", "");
+            }
         }
     }
 

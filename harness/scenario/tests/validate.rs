@@ -1162,3 +1162,36 @@ fn a_command_component_runs_any_program_and_needs_its_command() {
     let e = errors(&on_server);
     assert!(e.contains("only used by kind = \"command\""), "{e}");
 }
+
+const REGIONS: &str = "description = \"x\"\n[[regions]]\nname = \"us\"\n[[regions]]\nname = \"eu\"\n[[links]]\nbetween = [\"us\", \"eu\"]\nrtt = \"80ms\"\n[[components]]\nname = \"server\"\nkind = \"server\"\nregion = \"eu\"\n[workload]\ntarget = \"server\"\nregion = \"us\"\nrate_per_s = 10\nduration = \"5s\"\nrequests = [{ kind = \"infer\", model = \"mlp\" }]\n[[faults]]\nat = \"1s\"\nuntil = \"2s\"\nkind = \"region.partition\"\nregions = [\"eu\"]\n[[faults]]\nat = \"2s\"\nkind = \"region.latency\"\nregions = [\"us\"]\nlatency = \"100ms\"\n[[faults]]\nat = \"3s\"\nkind = \"region.blackhole\"\nregions = [\"eu\"]\n";
+
+#[test]
+fn regions_links_and_region_faults_are_valid() {
+    let s = parse(REGIONS, "regions.toml").expect("valid regions");
+    assert_eq!(s.regions.len(), 2);
+    assert_eq!(s.links[0].rtt, Some(std::time::Duration::from_millis(80)));
+    assert_eq!(s.components[0].region.as_deref(), Some("eu"));
+}
+
+#[test]
+fn bad_regions_links_and_region_faults_are_named() {
+    let bad = REGIONS
+        .replace(
+            "region = \"eu\"\n[workload]",
+            "region = \"asia\"\n[workload]",
+        )
+        .replace("between = [\"us\", \"eu\"]", "between = [\"us\", \"us\"]")
+        .replace(
+            "regions = [\"eu\"]\n[[faults]]\nat = \"2s\"",
+            "regions = [\"eu\", \"us\"]\n[[faults]]\nat = \"2s\"",
+        )
+        .replace("regions = [\"us\"]\nlatency", "latency")
+        .replace(
+            "kind = \"region.blackhole\"\nregions = [\"eu\"]",
+            "kind = \"region.blackhole\"\ntarget = \"server\"\nregions = [\"mars\"]",
+        );
+    insta::assert_snapshot!(errors(&bad));
+    // A region named without any [[regions]].
+    let e = errors(&BASE.replace("replicas = 2", "replicas = 2\nregion = \"us\""));
+    assert!(e.contains("no [[regions]] are declared"), "{e}");
+}

@@ -43,7 +43,10 @@ pub fn fault_request(fault: &Fault) -> Option<FaultRequest> {
         | FaultKind::NetBlackhole
         | FaultKind::NetReset
         | FaultKind::NetRefuse
-        | FaultKind::NetHttpError => return None,
+        | FaultKind::NetHttpError
+        | FaultKind::RegionPartition
+        | FaultKind::RegionBlackhole
+        | FaultKind::RegionLatency => return None,
     })
 }
 
@@ -222,7 +225,7 @@ mod tests {
             name: "worker/0".into(),
             addr,
             pid: None,
-            proxy: None,
+            proxies: Vec::new(),
         };
         let mut f = fault(FaultKind::GpuThrottle, 1, Some(2), None);
         f.factor = Some(3.0);

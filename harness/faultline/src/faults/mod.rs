@@ -93,6 +93,9 @@ pub fn injector(domain: FaultDomain) -> &'static dyn Injector {
         FaultDomain::Gpu => &gpu::GpuInjector,
         FaultDomain::Load => &load::LoadInjector,
         FaultDomain::Net => &net::NetInjector,
+        // Region faults have no targets; the timeline hands them to
+        // `net::RegionInjector` with the run's link proxies.
+        FaultDomain::Region => &net::NetInjector,
     }
 }
 
@@ -110,8 +113,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The running process, if one is running.
     pub pid: Option<u32>,
-    /// The fault proxy in front of it, when the scenario has `net.*` faults on it.
-    pub proxy: Option<net::ProxyRef>,
+    /// The fault proxies in front of it: its `net.*` proxy when the scenario has `net.*`
+    /// faults on it, and its link proxies from other regions.
+    pub proxies: Vec<net::ProxyRef>,
 }
 
 /// The replicas a fault `target` names, now; none without a target.
@@ -130,12 +134,17 @@ pub fn targets(
             name: r.spec().name.clone(),
             addr: r.spec().addr,
             pid: r.pid(),
-            proxy: net.and_then(|layer| {
-                Some(net::ProxyRef {
-                    name: layer.proxy_of(&r.spec().name)?.to_owned(),
-                    layer: layer.clone(),
+            proxies: net
+                .map(|layer| {
+                    layer
+                        .proxies_of(&r.spec().name)
+                        .map(|name| net::ProxyRef {
+                            name: name.to_owned(),
+                            layer: layer.clone(),
+                        })
+                        .collect()
                 })
-            }),
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -201,6 +210,7 @@ mod tests {
             limit_bytes: None,
             backoff: None,
             after_step: None,
+            regions: None,
             latency: None,
             jitter: None,
             rate_kbps: None,

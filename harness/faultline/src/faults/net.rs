@@ -20,61 +20,127 @@
 //! Each injection returns a guard that removes its toxics (or re-enables the proxy);
 //! dropping the layer closes every proxy, so nothing outlives the run.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use proxy::{Kind, ProxySpec, Registry, Stream, Toxic, ToxicGuard};
-use scenario::{Fault, FaultKind};
+use scenario::{Fault, FaultKind, Scenario};
+
+use crate::stack::PlannedProxy;
 
 use super::{Heal, HealGuard, Injection, Injector, Target};
 
-/// The proxies in front of the replicas `net.*` faults target.
+/// The proxies in front of replicas: for `net.*` faults, and on the links between regions.
 #[derive(Debug)]
 pub struct NetLayer {
     registry: Arc<Registry>,
-    /// Proxy name by replica name (`server/0` → `server.0`).
-    by_replica: BTreeMap<String, String>,
+    /// Every proxy: its name and plan.
+    proxies: Vec<(String, PlannedProxy)>,
+}
+
+/// A region's name by its index (`[[regions]]` order, 1-based); "default" without regions.
+pub fn region_name(scenario: &Scenario, index: u8) -> String {
+    usize::from(index)
+        .checked_sub(1)
+        .and_then(|i| scenario.regions.get(i))
+        .map_or_else(|| "default".to_owned(), |r| r.name.clone())
 }
 
 impl NetLayer {
-    /// Starts one proxy per `(replica name, public address, own address)`. Must be called
-    /// inside the runtime. Fails when a proxied address cannot be bound.
+    /// Starts every planned proxy (link proxies with their link's delay and rate, as
+    /// toxics that stay for the whole run). Must be called inside the runtime. Fails when
+    /// an address cannot be bound.
     pub fn start(
-        replicas: &[(String, SocketAddr, SocketAddr)],
+        scenario: &Scenario,
+        plan: &[PlannedProxy],
         seed: u64,
     ) -> Result<Arc<NetLayer>, String> {
         let registry = Registry::new(seed);
-        let mut by_replica = BTreeMap::new();
-        for (replica, public, own) in replicas {
-            let name = replica.replace('/', ".");
+        let mut proxies = Vec::new();
+        for p in plan {
+            let name = match p.link {
+                None => p.replica.replace('/', "."),
+                Some((from, _)) => format!(
+                    "{}.from-{}",
+                    p.replica.replace('/', "."),
+                    region_name(scenario, from)
+                ),
+            };
             registry
                 .create(ProxySpec {
                     name: name.clone(),
-                    listen: public.to_string(),
-                    upstream: own.to_string(),
+                    listen: p.listen.to_string(),
+                    upstream: p.upstream.to_string(),
                     enabled: true,
                     seed: None,
                 })
-                .map_err(|e| format!("cannot start the fault proxy in front of {replica}: {e}"))?;
-            by_replica.insert(replica.clone(), name);
+                .map_err(|e| format!("cannot start the fault proxy {name}: {e}"))?;
+            if let Some((from, to)) = p.link {
+                for t in link_toxics(scenario, from, to) {
+                    registry
+                        .add_toxic(&name, t)
+                        .map_err(|e| format!("cannot set up the link of proxy {name}: {e}"))?;
+                }
+            }
+            proxies.push((name, p.clone()));
         }
-        Ok(Arc::new(NetLayer {
-            registry,
-            by_replica,
-        }))
+        Ok(Arc::new(NetLayer { registry, proxies }))
     }
 
-    /// The proxy in front of `replica`, if it has one.
-    pub fn proxy_of(&self, replica: &str) -> Option<&str> {
-        self.by_replica.get(replica).map(String::as_str)
+    /// The proxies in front of `replica` (its `net.*` proxy and its link proxies).
+    pub fn proxies_of<'a>(&'a self, replica: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.proxies
+            .iter()
+            .filter(move |(_, p)| p.replica == replica)
+            .map(|(n, _)| n.as_str())
     }
 
-    /// Toxics on all proxies now (0 once every fault has healed).
+    /// Link proxies: (name, from region, to region).
+    fn links(&self) -> impl Iterator<Item = (&str, u8, u8)> + '_ {
+        self.proxies
+            .iter()
+            .filter_map(|(n, p)| p.link.map(|(f, t)| (n.as_str(), f, t)))
+    }
+
+    /// Toxics on all proxies now, the links' own included.
     pub fn toxic_count(&self) -> usize {
         self.registry.toxic_count()
     }
+}
+
+/// The permanent toxics of the link from region `from` to `to`: its `[[links]]` entry's
+/// delay (half the round trip each way) and rate; none for an unlisted pair.
+fn link_toxics(scenario: &Scenario, from: u8, to: u8) -> Vec<Toxic> {
+    let (a, b) = (region_name(scenario, from), region_name(scenario, to));
+    let Some(link) = scenario.links.iter().find(|l| {
+        (l.between[0] == a && l.between[1] == b) || (l.between[0] == b && l.between[1] == a)
+    }) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let half_ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() / 2) as u64);
+    for stream in [Stream::Upstream, Stream::Downstream] {
+        if link.rtt.is_some_and(|d| !d.is_zero()) {
+            out.push(Toxic {
+                name: format!("link-latency-{}", stream.as_str()),
+                kind: Kind::Latency {
+                    latency_ms: half_ms(link.rtt),
+                    jitter_ms: half_ms(link.jitter),
+                },
+                stream,
+                toxicity: 1.0,
+            });
+        }
+        if let Some(rate_kbps) = link.rate_kbps {
+            out.push(Toxic {
+                name: format!("link-bandwidth-{}", stream.as_str()),
+                kind: Kind::Bandwidth { rate_kbps },
+                stream,
+                toxicity: 1.0,
+            });
+        }
+    }
+    out
 }
 
 impl Drop for NetLayer {
@@ -113,14 +179,16 @@ pub fn toxics_for(fault: &Fault, id: &str) -> Vec<Toxic> {
     };
     let half_ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() / 2) as u64);
     match fault.kind {
-        FaultKind::NetLatency => both(Kind::Latency {
+        FaultKind::NetLatency | FaultKind::RegionLatency => both(Kind::Latency {
             latency_ms: half_ms(fault.latency),
             jitter_ms: half_ms(fault.jitter),
         }),
         FaultKind::NetBandwidth => both(Kind::Bandwidth {
             rate_kbps: fault.rate_kbps.unwrap_or(1),
         }),
-        FaultKind::NetBlackhole => both(Kind::Blackhole),
+        FaultKind::NetBlackhole | FaultKind::RegionPartition | FaultKind::RegionBlackhole => {
+            both(Kind::Blackhole)
+        }
         FaultKind::NetReset => vec![Toxic {
             name: id.to_owned(),
             kind: Kind::ResetPeer { timeout_ms: 0 },
@@ -188,38 +256,109 @@ impl Injector for NetInjector {
         };
         let mut done = Vec::new();
         for t in targets {
-            let Some(p) = &t.proxy else {
+            if t.proxies.is_empty() {
                 done.push(format!("{}: no fault proxy in front of it", t.name));
                 continue;
-            };
-            if fault.kind == FaultKind::NetRefuse {
-                match p
-                    .layer
-                    .registry
-                    .update(&p.name, &serde_json::json!({"enabled": false}))
-                {
-                    Ok(_) => {
-                        heal.refused.push(p.clone());
-                        done.push(format!("{}: refusing connections", t.name));
-                    }
-                    Err(e) => done.push(format!("{}: cannot disable its proxy: {e}", t.name)),
-                }
-                continue;
             }
-            let mut added = 0;
-            for toxic in toxics_for(fault, &id) {
-                match p.layer.registry.inject(&p.name, toxic) {
-                    Ok(g) => {
-                        heal.toxics.push(g);
-                        added += 1;
+            for p in &t.proxies {
+                if fault.kind == FaultKind::NetRefuse {
+                    match p
+                        .layer
+                        .registry
+                        .update(&p.name, &serde_json::json!({"enabled": false}))
+                    {
+                        Ok(_) => {
+                            heal.refused.push(p.clone());
+                            done.push(format!("{} ({}): refusing connections", t.name, p.name));
+                        }
+                        Err(e) => {
+                            done.push(format!("{} ({}): cannot disable it: {e}", t.name, p.name))
+                        }
                     }
-                    Err(e) => done.push(format!("{}: toxic refused: {e}", t.name)),
+                    continue;
                 }
+                let mut added = 0;
+                for toxic in toxics_for(fault, &id) {
+                    match p.layer.registry.inject(&p.name, toxic) {
+                        Ok(g) => {
+                            heal.toxics.push(g);
+                            added += 1;
+                        }
+                        Err(e) => done.push(format!("{}: toxic refused: {e}", t.name)),
+                    }
+                }
+                done.push(format!("{} ({}): {added} toxics", t.name, p.name));
             }
-            done.push(format!("{}: {added} toxics", t.name));
         }
         Injection {
             detail: format!("{} on {}", fault.kind.name(), done.join(", ")),
+            fields: serde_json::Map::new(),
+            guard: Some(HealGuard::new(heal)),
+        }
+    }
+}
+
+/// Injects `region.*` faults into the link proxies between regions.
+pub struct RegionInjector;
+
+/// Whether the link `from` → `to` is one a region fault on `set` acts on.
+fn link_hit(kind: FaultKind, set: &[u8], from: u8, to: u8) -> bool {
+    let (f, t) = (set.contains(&from), set.contains(&to));
+    match kind {
+        // Cut between the set and the rest, both ways.
+        FaultKind::RegionPartition => f != t,
+        // Unreachable from outside: links into the set.
+        FaultKind::RegionBlackhole => t && !f,
+        // Every link of the set.
+        FaultKind::RegionLatency => f || t,
+        _ => false,
+    }
+}
+
+impl RegionInjector {
+    /// Injects `fault` into the link proxies of `layer`.
+    pub fn inject_into(
+        &self,
+        fault: &Fault,
+        scenario_regions: &[String],
+        layer: Option<&Arc<NetLayer>>,
+    ) -> Injection {
+        let id = fault
+            .id
+            .clone()
+            .unwrap_or_else(|| fault.kind.name().replace('.', "_"));
+        let set: Vec<u8> = fault
+            .regions
+            .iter()
+            .flatten()
+            .filter_map(|r| scenario_regions.iter().position(|n| n == r))
+            .filter_map(|i| u8::try_from(i + 1).ok())
+            .collect();
+        let mut heal = NetHeal {
+            toxics: Vec::new(),
+            refused: Vec::new(),
+        };
+        let mut links = 0;
+        if let Some(layer) = layer {
+            for (name, from, to) in layer.links() {
+                if !link_hit(fault.kind, &set, from, to) {
+                    continue;
+                }
+                links += 1;
+                for toxic in toxics_for(fault, &id) {
+                    if let Ok(g) = layer.registry.inject(name, toxic) {
+                        heal.toxics.push(g);
+                    }
+                }
+            }
+        }
+        Injection {
+            detail: format!(
+                "{} on {} (regions {}): {links} link proxies",
+                fault.kind.name(),
+                id,
+                fault.regions.as_deref().unwrap_or_default().join(", ")
+            ),
             fields: serde_json::Map::new(),
             guard: Some(HealGuard::new(heal)),
         }
@@ -231,6 +370,8 @@ mod tests {
     use super::*;
     use crate::faults::tests::fault;
     use std::io::{Read, Write};
+
+    use std::net::SocketAddr;
 
     fn free_addr() -> SocketAddr {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -269,6 +410,21 @@ mod tests {
     }
 
     #[test]
+    fn region_faults_pick_their_links() {
+        use FaultKind::{RegionBlackhole, RegionLatency, RegionPartition};
+        // Regions 1, 2, 3; the fault names {2}.
+        let set = [2];
+        let hit = |k, f, t| link_hit(k, &set, f, t);
+        assert!(hit(RegionPartition, 1, 2) && hit(RegionPartition, 2, 3));
+        assert!(!hit(RegionPartition, 1, 3), "links not touching 2 are kept");
+        assert!(
+            hit(RegionBlackhole, 1, 2) && !hit(RegionBlackhole, 2, 1),
+            "into 2 only"
+        );
+        assert!(hit(RegionLatency, 2, 1) && hit(RegionLatency, 3, 2) && !hit(RegionLatency, 1, 3));
+    }
+
+    #[test]
     fn latency_is_split_over_both_directions_and_http_error_takes_status_and_ratio() {
         let mut f = fault(FaultKind::NetLatency, 1, Some(2), None);
         f.latency = Some(Duration::from_millis(200));
@@ -295,16 +451,29 @@ mod tests {
         let _in_runtime = rt.enter();
         let upstream = echo();
         let public = free_addr();
-        let layer =
-            NetLayer::start(&[("server/0".into(), public, upstream)], 1).expect("net layer");
+        let scenario = scenario::parse(
+            "description = \"x\"\n[[components]]\nname = \"server\"\nkind = \"server\"\n[workload]\ntarget = \"server\"\nrate_per_s = 1\nduration = \"1s\"\nrequests = [{ kind = \"infer\", model = \"mlp\" }]\n",
+            "t.toml",
+        )
+        .expect("scenario");
+        let plan = [PlannedProxy {
+            replica: "server/0".into(),
+            listen: public,
+            upstream,
+            link: None,
+        }];
+        let layer = NetLayer::start(&scenario, &plan, 1).expect("net layer");
         let target = Target {
             name: "server/0".into(),
             addr: upstream,
             pid: None,
-            proxy: Some(ProxyRef {
-                layer: layer.clone(),
-                name: layer.proxy_of("server/0").expect("a proxy").to_owned(),
-            }),
+            proxies: layer
+                .proxies_of("server/0")
+                .map(|name| ProxyRef {
+                    layer: layer.clone(),
+                    name: name.to_owned(),
+                })
+                .collect(),
         };
         assert!(roundtrip(public).expect("through the proxy") < Duration::from_millis(200));
 

@@ -166,7 +166,7 @@ mod tests {
             name: "x/0".into(),
             addr: "127.0.0.1:1".parse().expect("addr"),
             pid: Some(pid),
-            proxy: None,
+            proxies: Vec::new(),
         };
         let pause = super::super::tests::fault(FaultKind::ProcessPause, 1, Some(2), None);
         let inj = ProcessInjector.inject(&pause, std::slice::from_ref(&target));
