@@ -187,6 +187,7 @@ fn a_dropped_timeline_heals_the_faults_it_injected() {
             backoff: None,
             after_step: None,
             regions: None,
+            period: None,
             latency: None,
             jitter: None,
             rate_kbps: None,

@@ -123,6 +123,9 @@ pub const MAX_THROTTLE_FACTOR: f64 = 1000.0;
 /// limit would fail no allocation.
 pub const MAX_LIMIT_BYTES: u64 = 1 << 40;
 
+/// Shortest `region.flap` `period`: 10 ms (each half is a toxic change on every link).
+pub const MIN_FLAP_PERIOD: Duration = Duration::from_millis(10);
+
 /// Most `[[regions]]`: the address model's region segments (127.B.1.0 to 127.B.64.0).
 pub const MAX_REGIONS: usize = 64;
 

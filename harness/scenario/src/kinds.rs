@@ -52,9 +52,10 @@ impl FaultKind {
             | FaultKind::NetReset
             | FaultKind::NetRefuse
             | FaultKind::NetHttpError => FaultDomain::Net,
-            FaultKind::RegionPartition | FaultKind::RegionBlackhole | FaultKind::RegionLatency => {
-                FaultDomain::Region
-            }
+            FaultKind::RegionPartition
+            | FaultKind::RegionBlackhole
+            | FaultKind::RegionLatency
+            | FaultKind::RegionFlap => FaultDomain::Region,
         }
     }
 }

@@ -431,6 +431,11 @@ pub struct Fault {
     /// `region.partition` cuts every link between these and the other regions.
     #[serde(default)]
     pub regions: Option<Vec<String>>,
+    /// `region.flap`: one down-and-up cycle ("1s": down for half of it, up for the
+    /// other half; 10 ms to 1 hour).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub period: Option<Duration>,
     /// `net.latency`, `region.latency`: round-trip time added ("200ms"; half each
     /// way, at most 1 hour).
     #[serde(default, with = "humantime_serde")]
@@ -516,6 +521,10 @@ pub enum FaultKind {
     /// Every link of `regions` gains `latency` of round-trip time (± `jitter`).
     #[serde(rename = "region.latency")]
     RegionLatency,
+    /// The links between `regions` and the others go down and up again every `period`
+    /// (down for the first half, as a partition), from `at` until `until`.
+    #[serde(rename = "region.flap")]
+    RegionFlap,
 }
 
 /// Which slice of the run an SLO is evaluated on.
@@ -797,6 +806,7 @@ impl FaultKind {
             FaultKind::RegionPartition => "region.partition",
             FaultKind::RegionBlackhole => "region.blackhole",
             FaultKind::RegionLatency => "region.latency",
+            FaultKind::RegionFlap => "region.flap",
         }
     }
 

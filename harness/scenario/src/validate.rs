@@ -1126,6 +1126,27 @@ impl<'a> Validator<'a> {
     /// `net.*` and `region.*` parameters: each only on its kinds, in range (bounds in
     /// docs/scenarios.md).
     fn net_params(&mut self, path: &FieldPath, f: &Fault) {
+        let cycle = "one down-and-up cycle of region.flap (e.g. \"1s\")";
+        if let Some(p) = self.fault_param(
+            path,
+            f,
+            "period",
+            f.period,
+            FaultKind::RegionFlap,
+            Some(cycle),
+        ) {
+            if p < MIN_FLAP_PERIOD || p > MAX_NET_DELAY {
+                self.problem(
+                    path.key("period"),
+                    format!(
+                        "{} is out of range; expected from {} to {}",
+                        fmt_duration(p),
+                        fmt_duration(MIN_FLAP_PERIOD),
+                        fmt_duration(MAX_NET_DELAY)
+                    ),
+                );
+            }
+        }
         if f.regions.is_some() && f.kind.domain() != FaultDomain::Region {
             self.problem(
                 path.key("regions"),

@@ -46,7 +46,8 @@ pub fn fault_request(fault: &Fault) -> Option<FaultRequest> {
         | FaultKind::NetHttpError
         | FaultKind::RegionPartition
         | FaultKind::RegionBlackhole
-        | FaultKind::RegionLatency => return None,
+        | FaultKind::RegionLatency
+        | FaultKind::RegionFlap => return None,
     })
 }
 

@@ -211,6 +211,7 @@ mod tests {
             backoff: None,
             after_step: None,
             regions: None,
+            period: None,
             latency: None,
             jitter: None,
             rate_kbps: None,

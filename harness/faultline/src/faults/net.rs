@@ -305,8 +305,9 @@ pub struct RegionInjector;
 fn link_hit(kind: FaultKind, set: &[u8], from: u8, to: u8) -> bool {
     let (f, t) = (set.contains(&from), set.contains(&to));
     match kind {
-        // Cut between the set and the rest, both ways.
-        FaultKind::RegionPartition => f != t,
+        // Cut between the set and the rest, both ways (a flap cuts the same links, on and
+        // off).
+        FaultKind::RegionPartition | FaultKind::RegionFlap => f != t,
         // Unreachable from outside: links into the set.
         FaultKind::RegionBlackhole => t && !f,
         // Every link of the set.
@@ -334,6 +335,9 @@ impl RegionInjector {
             .filter_map(|r| scenario_regions.iter().position(|n| n == r))
             .filter_map(|i| u8::try_from(i + 1).ok())
             .collect();
+        if fault.kind == FaultKind::RegionFlap {
+            return flap(fault, &id, &set, layer);
+        }
         let mut heal = NetHeal {
             toxics: Vec::new(),
             refused: Vec::new(),
@@ -362,6 +366,99 @@ impl RegionInjector {
             fields: serde_json::Map::new(),
             guard: Some(HealGuard::new(heal)),
         }
+    }
+}
+
+/// `region.flap`: a thread cuts the chosen links (as a partition) for the first half of
+/// every `period` and restores them for the second, until healed; healing stops it and
+/// removes whatever cut is in place.
+fn flap(fault: &Fault, id: &str, set: &[u8], layer: Option<&Arc<NetLayer>>) -> Injection {
+    let period = fault.period.unwrap_or(Duration::from_secs(1));
+    let half = period / 2;
+    let links: Vec<String> = layer
+        .map(|l| {
+            l.links()
+                .filter(|(_, from, to)| link_hit(FaultKind::RegionFlap, set, *from, *to))
+                .map(|(n, _, _)| n.to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let count = links.len();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let cut = Toxic {
+        name: format!("{id}-down"),
+        kind: Kind::Blackhole,
+        stream: Stream::Downstream,
+        toxicity: 1.0,
+    };
+    let cut_up = Toxic {
+        name: format!("{id}-down-up"),
+        stream: Stream::Upstream,
+        ..cut.clone()
+    };
+    let layer = layer.cloned();
+    let worker = std::thread::Builder::new()
+        .name("region-flap".into())
+        .spawn(move || {
+            let Some(layer) = layer else { return 0u32 };
+            let mut cycles = 0u32;
+            loop {
+                let guards: Vec<ToxicGuard> = links
+                    .iter()
+                    .flat_map(|n| {
+                        [cut.clone(), cut_up.clone()].map(|t| layer.registry.inject(n, t))
+                    })
+                    .filter_map(Result::ok)
+                    .collect();
+                cycles += 1;
+                let healed = !matches!(
+                    stopped.recv_timeout(half),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                drop(guards);
+                if healed
+                    || !matches!(
+                        stopped.recv_timeout(period - half),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    )
+                {
+                    return cycles;
+                }
+            }
+        });
+    let detail = format!(
+        "region.flap on {id} (regions {}): {count} link proxies, down {} / up {} per cycle",
+        fault.regions.as_deref().unwrap_or_default().join(", "),
+        humantime::format_duration(half),
+        humantime::format_duration(period - half)
+    );
+    match worker {
+        Ok(handle) => Injection {
+            detail,
+            fields: serde_json::Map::new(),
+            guard: Some(HealGuard::new(FlapHeal {
+                stop: Some(stop),
+                handle: Some(handle),
+            })),
+        },
+        Err(e) => Injection {
+            detail: format!("{detail}; cannot start the flapping thread: {e}"),
+            fields: serde_json::Map::new(),
+            guard: None,
+        },
+    }
+}
+
+struct FlapHeal {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<u32>>,
+}
+
+impl Heal for FlapHeal {
+    fn heal(&mut self) -> String {
+        drop(self.stop.take());
+        let cycles = self.handle.take().and_then(|h| h.join().ok()).unwrap_or(0);
+        format!("stopped flapping after {cycles} down cycles; links up")
     }
 }
 
