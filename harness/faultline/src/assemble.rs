@@ -132,7 +132,7 @@ impl Cause {
 /// Whether a fault of `kind` explains an end `end` of a replica of `component_kind`.
 fn explains(kind: FaultKind, end: End, component_kind: ComponentKind) -> bool {
     match (kind, end) {
-        (FaultKind::ProcessKill, End::Signal(9)) => true,
+        (FaultKind::ProcessKill | FaultKind::RegionDown, End::Signal(9)) => true,
         (_, End::Code(code)) => component_kind
             .spec()
             .fault_exits
@@ -164,9 +164,9 @@ pub fn life_causes(replicas: &[ReplicaRecord], faults: &[FaultEvent]) -> Vec<Vec
                     let by = faults.iter().enumerate().find(|(i, f)| {
                         !used[*i]
                             && f.injected_s.is_some_and(|t| t <= ended)
-                            && f.target
-                                .as_deref()
-                                .is_some_and(|t| crate::faults::names(t, &rep.component, &rep.name))
+                            && (f.target.as_deref().is_some_and(|t| {
+                                crate::faults::names(t, &rep.component, &rep.name)
+                            }) || f.replicas.contains(&rep.name))
                             && explains(f.kind, end, rep.kind)
                     });
                     match by {
@@ -962,6 +962,7 @@ target = "worker/1"
             detail: "SIGKILL pids [1]".into(),
             planned_s: None,
             cut_short: false,
+            replicas: Vec::new(),
         }
     }
 
@@ -1118,6 +1119,7 @@ target = "worker/1"
             detail: String::new(),
             planned_s: None,
             cut_short: false,
+            replicas: Vec::new(),
         }
     }
 

@@ -199,6 +199,7 @@ mod tests {
             env: BTreeMap::new(),
             addr: "127.0.0.1:9".parse().expect("addr"),
             public: "127.0.0.1:9".parse().expect("addr"),
+            region: "default".into(),
             restart: scenario::Restart {
                 policy: scenario::RestartPolicy::Never,
                 max_restarts: 0,

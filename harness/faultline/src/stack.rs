@@ -296,6 +296,10 @@ pub fn specs(
                 env,
                 addr,
                 public: reached_at,
+                region: crate::faults::net::region_name(
+                    scenario,
+                    region_index(scenario, c.region.as_deref()),
+                ),
                 restart: c.restart.clone(),
                 probe: Probe::for_kind(c.kind, &c.readiness),
                 readiness: c.readiness.clone(),

@@ -44,6 +44,8 @@ pub struct ReplicaSpec {
     /// Where clients and peers reach it: `addr`, or the fault proxy's address in front of
     /// it when the scenario has `net.*` faults on its component.
     pub public: SocketAddr,
+    /// The name of its region (`[[regions]]`; "default" without regions).
+    pub region: String,
     pub restart: Restart,
     pub readiness: Readiness,
     /// How readiness is probed.
@@ -131,6 +133,10 @@ struct Shared {
     spec: ReplicaSpec,
     lives: Mutex<Vec<Life>>,
     health: watch::Sender<Health>,
+    /// Powered off by `region.down`: an exit is not restarted until power returns.
+    power_off: watch::Sender<bool>,
+    /// Restarts at power-on, which `max_restarts` does not count.
+    power_restarts: std::sync::atomic::AtomicU32,
 }
 
 /// A cheap handle to one replica's record.
@@ -160,8 +166,27 @@ impl Replica {
     }
 
     /// Restarts made so far.
+    /// Restarts charged to the restart policy (power-on restarts after `region.down`
+    /// are not).
     pub fn restarts(&self) -> u32 {
-        u32::try_from(self.lives().len().saturating_sub(1)).unwrap_or(u32::MAX)
+        u32::try_from(self.lives().len().saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .saturating_sub(
+                self.0
+                    .power_restarts
+                    .load(std::sync::atomic::Ordering::SeqCst),
+            )
+    }
+
+    /// Holds the replica down (a power loss): once its process exits, it is not restarted
+    /// until [`Replica::power_on`].
+    pub fn power_off(&self) {
+        self.0.power_off.send_replace(true);
+    }
+
+    /// Lets a powered-off replica start again (at once, outside `max_restarts`).
+    pub fn power_on(&self) {
+        self.0.power_off.send_replace(false);
     }
 
     fn update_life(&self, f: impl FnOnce(&mut Life)) {
@@ -217,6 +242,8 @@ impl Supervisor {
                     spec,
                     lives: Mutex::new(Vec::new()),
                     health,
+                    power_off: watch::channel(false).0,
+                    power_restarts: std::sync::atomic::AtomicU32::new(0),
                 }))
             })
             .collect();
@@ -471,6 +498,30 @@ async fn supervise(
             l.how = Some(how.clone());
             l.end = Some(End::of(&status));
         });
+        if *replica.0.power_off.borrow() {
+            // region.down: the replica stays down until power returns, then starts again
+            // whatever its restart policy, and it is not counted against max_restarts.
+            replica
+                .0
+                .health
+                .send_replace(Health::Down("powered off (region.down)".into()));
+            let mut power = replica.0.power_off.subscribe();
+            tokio::select! {
+                r = power.wait_for(|off| !*off) => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                () = stop.cancelled() => return,
+            }
+            replica
+                .0
+                .power_restarts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            replica.0.health.send_replace(Health::Starting);
+            events.emit("process.power_on", json!({"name": spec.name}));
+            continue;
+        }
         let restart = status.is_ok_and(|s| should_restart(spec.restart.policy, s))
             && replica.restarts() < spec.restart.max_restarts;
         if !restart {

@@ -35,6 +35,8 @@ pub struct FaultEvent {
     pub planned_s: Option<f64>,
     /// The run ended before the fault's `until`: it lasted less than planned.
     pub cut_short: bool,
+    /// Replicas a fault without a `target` acted on (`region.down`).
+    pub replicas: Vec<String>,
 }
 
 /// The fault timeline of one stack lifetime, from `t0` (scenario t = 0).
@@ -104,6 +106,7 @@ async fn play(
             detail: String::new(),
             planned_s: f.until.map(|u| u.saturating_sub(f.at).as_secs_f64()),
             cut_short: false,
+            replicas: Vec::new(),
         })
         .collect();
     let mut guards: BTreeMap<usize, HealGuard> = BTreeMap::new();
@@ -139,9 +142,10 @@ async fn play(
                 let f = fault.clone();
                 let layer = net.clone();
                 let names = regions.clone();
+                let all = replicas.clone();
                 let injection = match blocking(move || {
                     if f.kind.domain() == scenario::FaultDomain::Region {
-                        faults::net::RegionInjector.inject_into(&f, &names, layer.as_ref())
+                        faults::net::RegionInjector.inject_into(&f, &names, layer.as_ref(), &all)
                     } else {
                         injector.inject(&f, &targets)
                     }
@@ -155,6 +159,7 @@ async fn play(
                     }
                 };
                 rec.detail = injection.detail;
+                rec.replicas = injection.replicas;
                 rec.injected_s = Some(instant);
                 let mut event = json!({
                     "id": rec.id,

@@ -26,6 +26,7 @@ fn spec(dir: &std::path::Path, policy: RestartPolicy) -> ReplicaSpec {
         env: BTreeMap::new(),
         addr,
         public: addr,
+        region: "default".into(),
         restart: Restart {
             policy,
             max_restarts: 2,

@@ -55,7 +55,8 @@ impl FaultKind {
             FaultKind::RegionPartition
             | FaultKind::RegionBlackhole
             | FaultKind::RegionLatency
-            | FaultKind::RegionFlap => FaultDomain::Region,
+            | FaultKind::RegionFlap
+            | FaultKind::RegionDown => FaultDomain::Region,
         }
     }
 }

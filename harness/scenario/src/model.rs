@@ -521,6 +521,11 @@ pub enum FaultKind {
     /// Every link of `regions` gains `latency` of round-trip time (± `jitter`).
     #[serde(rename = "region.latency")]
     RegionLatency,
+    /// Power loss: every process of `regions` is killed (SIGKILL) and none restarts
+    /// until `until` (then all do, outside `max_restarts`); without `until` they stay
+    /// down to the end of the run.
+    #[serde(rename = "region.down")]
+    RegionDown,
     /// The links between `regions` and the others go down and up again every `period`
     /// (down for the first half, as a partition), from `at` until `until`.
     #[serde(rename = "region.flap")]
@@ -807,6 +812,7 @@ impl FaultKind {
             FaultKind::RegionBlackhole => "region.blackhole",
             FaultKind::RegionLatency => "region.latency",
             FaultKind::RegionFlap => "region.flap",
+            FaultKind::RegionDown => "region.down",
         }
     }
 

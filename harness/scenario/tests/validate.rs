@@ -1163,7 +1163,7 @@ fn a_command_component_runs_any_program_and_needs_its_command() {
     assert!(e.contains("only used by kind = \"command\""), "{e}");
 }
 
-const REGIONS: &str = "description = \"x\"\n[[regions]]\nname = \"us\"\n[[regions]]\nname = \"eu\"\n[[links]]\nbetween = [\"us\", \"eu\"]\nrtt = \"80ms\"\n[[components]]\nname = \"server\"\nkind = \"server\"\nregion = \"eu\"\n[workload]\ntarget = \"server\"\nregion = \"us\"\nrate_per_s = 10\nduration = \"5s\"\nrequests = [{ kind = \"infer\", model = \"mlp\" }]\n[[faults]]\nat = \"1s\"\nuntil = \"2s\"\nkind = \"region.partition\"\nregions = [\"eu\"]\n[[faults]]\nat = \"2s\"\nkind = \"region.latency\"\nregions = [\"us\"]\nlatency = \"100ms\"\n[[faults]]\nat = \"3s\"\nkind = \"region.blackhole\"\nregions = [\"eu\"]\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"region.flap\"\nregions = [\"eu\"]\nperiod = \"500ms\"\n";
+const REGIONS: &str = "description = \"x\"\n[[regions]]\nname = \"us\"\n[[regions]]\nname = \"eu\"\n[[links]]\nbetween = [\"us\", \"eu\"]\nrtt = \"80ms\"\n[[components]]\nname = \"server\"\nkind = \"server\"\nregion = \"eu\"\n[workload]\ntarget = \"server\"\nregion = \"us\"\nrate_per_s = 10\nduration = \"5s\"\nrequests = [{ kind = \"infer\", model = \"mlp\" }]\n[[faults]]\nat = \"1s\"\nuntil = \"2s\"\nkind = \"region.partition\"\nregions = [\"eu\"]\n[[faults]]\nat = \"2s\"\nkind = \"region.latency\"\nregions = [\"us\"]\nlatency = \"100ms\"\n[[faults]]\nat = \"3s\"\nkind = \"region.blackhole\"\nregions = [\"eu\"]\n[[faults]]\nat = \"3s\"\nuntil = \"4s\"\nkind = \"region.flap\"\nregions = [\"eu\"]\nperiod = \"500ms\"\n[[faults]]\nat = \"4s\"\nkind = \"region.down\"\nregions = [\"eu\", \"us\"]\n";
 
 #[test]
 fn regions_links_and_region_faults_are_valid() {

@@ -47,7 +47,8 @@ pub fn fault_request(fault: &Fault) -> Option<FaultRequest> {
         | FaultKind::RegionPartition
         | FaultKind::RegionBlackhole
         | FaultKind::RegionLatency
-        | FaultKind::RegionFlap => return None,
+        | FaultKind::RegionFlap
+        | FaultKind::RegionDown => return None,
     })
 }
 
@@ -144,6 +145,7 @@ impl Injector for GpuInjector {
                 kind: fault.kind,
                 addrs: targets.iter().map(|t| t.addr).collect(),
             })),
+            replicas: Vec::new(),
         }
     }
 }

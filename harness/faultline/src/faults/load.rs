@@ -19,6 +19,7 @@ impl Injector for LoadInjector {
             detail: format!("rate × {}", fault.multiplier.unwrap_or(1.0)),
             fields,
             guard: None,
+            replicas: Vec::new(),
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct Injection {
     pub fields: serde_json::Map<String, serde_json::Value>,
     /// Heals the fault; `None` when there is nothing to undo (a kill, a rate step).
     pub guard: Option<HealGuard>,
+    /// Replicas a fault without a `target` acted on (`region.down`), by name, so the
+    /// exits it caused are charged to it.
+    pub replicas: Vec<String>,
 }
 
 /// Injects the faults of one domain. Runs on a blocking thread.

@@ -294,6 +294,7 @@ impl Injector for NetInjector {
             detail: format!("{} on {}", fault.kind.name(), done.join(", ")),
             fields: serde_json::Map::new(),
             guard: Some(HealGuard::new(heal)),
+            replicas: Vec::new(),
         }
     }
 }
@@ -323,7 +324,11 @@ impl RegionInjector {
         fault: &Fault,
         scenario_regions: &[String],
         layer: Option<&Arc<NetLayer>>,
+        replicas: &[crate::supervisor::Replica],
     ) -> Injection {
+        if fault.kind == FaultKind::RegionDown {
+            return region_down(fault, replicas);
+        }
         let id = fault
             .id
             .clone()
@@ -365,7 +370,56 @@ impl RegionInjector {
             ),
             fields: serde_json::Map::new(),
             guard: Some(HealGuard::new(heal)),
+            replicas: Vec::new(),
         }
+    }
+}
+
+/// `region.down`: every replica of the regions is powered off (its supervisor will not
+/// restart it) and killed; healing powers them on again (each starts at once, outside
+/// `max_restarts`).
+fn region_down(fault: &Fault, replicas: &[crate::supervisor::Replica]) -> Injection {
+    let regions = fault.regions.as_deref().unwrap_or_default();
+    let down: Vec<crate::supervisor::Replica> = replicas
+        .iter()
+        .filter(|r| regions.contains(&r.spec().region))
+        .cloned()
+        .collect();
+    let mut killed = Vec::new();
+    for r in &down {
+        r.power_off();
+        match r.pid() {
+            Some(pid) => {
+                let _ = super::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                killed.push(format!("{} (pid {pid})", r.spec().name));
+            }
+            None => killed.push(format!("{} (not running)", r.spec().name)),
+        }
+    }
+    Injection {
+        detail: format!(
+            "region.down (regions {}): powered off and killed {}",
+            regions.join(", "),
+            if killed.is_empty() {
+                "nothing".to_owned()
+            } else {
+                killed.join(", ")
+            }
+        ),
+        fields: serde_json::Map::new(),
+        replicas: down.iter().map(|r| r.spec().name.clone()).collect(),
+        guard: Some(HealGuard::new(PowerOn(down))),
+    }
+}
+
+struct PowerOn(Vec<crate::supervisor::Replica>);
+
+impl Heal for PowerOn {
+    fn heal(&mut self) -> String {
+        for r in &self.0 {
+            r.power_on();
+        }
+        format!("powered on {} replicas", self.0.len())
     }
 }
 
@@ -440,11 +494,13 @@ fn flap(fault: &Fault, id: &str, set: &[u8], layer: Option<&Arc<NetLayer>>) -> I
                 stop: Some(stop),
                 handle: Some(handle),
             })),
+            replicas: Vec::new(),
         },
         Err(e) => Injection {
             detail: format!("{detail}; cannot start the flapping thread: {e}"),
             fields: serde_json::Map::new(),
             guard: None,
+            replicas: Vec::new(),
         },
     }
 }

@@ -87,11 +87,13 @@ impl Injector for ProcessInjector {
                     detail: format!("SIGSTOP pids {pids:?}"),
                     fields,
                     guard: Some(HealGuard::new(g)),
+                    replicas: Vec::new(),
                 },
                 Err(e) => Injection {
                     detail: format!("SIGSTOP failed: {e}"),
                     fields,
                     guard: None,
+                    replicas: Vec::new(),
                 },
             },
             _ => {
@@ -108,6 +110,7 @@ impl Injector for ProcessInjector {
                     detail,
                     fields,
                     guard: None,
+                    replicas: Vec::new(),
                 }
             }
         }
