@@ -96,6 +96,8 @@ pub struct StackResult {
     pub search: Option<SearchResult>,
     pub training: Option<report::TrainingResult>,
     pub replicas: Vec<ReplicaRecord>,
+    /// What each fault proxy (links between regions, `net.*` fronts) carried.
+    pub net_traffic: Vec<(crate::stack::PlannedProxy, proxy::ProxyStats)>,
     pub failures: Vec<String>,
     /// CPU, memory and host load while the stack ran ([`crate::sampler`]).
     pub samples: Vec<Sample>,
@@ -127,6 +129,82 @@ impl Cause {
             Cause::Unplanned => Some("UNPLANNED".into()),
         }
     }
+}
+
+/// The region map and the per-link table: `None` without regions and without fault
+/// proxies. Link traffic is summed over the link's proxies and over the variants.
+pub fn network(scenario: &Scenario, results: &[StackResult]) -> Option<report::Network> {
+    let proxies: Vec<&(crate::stack::PlannedProxy, proxy::ProxyStats)> =
+        results.iter().flat_map(|r| &r.net_traffic).collect();
+    if scenario.regions.is_empty() && proxies.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = if scenario.regions.is_empty() {
+        vec!["default".to_owned()]
+    } else {
+        scenario.regions.iter().map(|r| r.name.clone()).collect()
+    };
+    let region_of = |component: &str| {
+        scenario
+            .component(component)
+            .and_then(|c| c.region.clone())
+            .unwrap_or_else(|| names[0].clone())
+    };
+    let mut regions: Vec<report::RegionRow> = names
+        .iter()
+        .map(|n| report::RegionRow {
+            name: n.clone(),
+            replicas: Vec::new(),
+        })
+        .collect();
+    for r in results.iter().flat_map(|r| &r.replicas) {
+        let region = region_of(&r.component);
+        if let Some(row) = regions.iter_mut().find(|row| row.name == region) {
+            if !row.replicas.contains(&r.name) {
+                row.replicas.push(r.name.clone());
+            }
+        }
+    }
+    let mut links = Vec::new();
+    for (fi, from) in names.iter().enumerate() {
+        for (ti, to) in names.iter().enumerate() {
+            if fi == ti {
+                continue;
+            }
+            let (f, t) = (fi + 1, ti + 1);
+            let on_link: Vec<_> = proxies
+                .iter()
+                .filter(|(p, _)| {
+                    p.link
+                        .is_some_and(|(a, b)| usize::from(a) == f && usize::from(b) == t)
+                })
+                .collect();
+            let conf = scenario.links.iter().find(|l| {
+                (l.between[0] == *from && l.between[1] == *to)
+                    || (l.between[0] == *to && l.between[1] == *from)
+            });
+            let ms = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            links.push(report::LinkRow {
+                from: from.clone(),
+                to: to.clone(),
+                rtt_ms: ms(conf.and_then(|l| l.rtt)),
+                jitter_ms: ms(conf.and_then(|l| l.jitter)),
+                rate_kbps: conf.and_then(|l| l.rate_kbps),
+                proxies: u32::try_from(
+                    on_link
+                        .iter()
+                        .map(|(p, _)| p.replica.as_str())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
+                )
+                .unwrap_or(u32::MAX),
+                connections: on_link.iter().map(|(_, s)| s.connections).sum(),
+                bytes_from: on_link.iter().map(|(_, s)| s.bytes_upstream).sum(),
+                bytes_to: on_link.iter().map(|(_, s)| s.bytes_downstream).sum(),
+            });
+        }
+    }
+    Some(report::Network { regions, links })
 }
 
 /// Whether a fault of `kind` explains an end `end` of a replica of `component_kind`.
@@ -604,6 +682,7 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
         recoveries: Vec::new(),
         accounting: report::Accounting::default(),
         replicas: Vec::new(),
+        network: network(scenario, results),
         processes,
         searches,
         figures: Vec::new(),

@@ -304,6 +304,7 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
         }
     }
     out.samples = sampler.finish().await;
+    out.net_traffic = stack.net().map(|n| n.traffic()).unwrap_or_default();
     ctx.events.emit("stack.stop", json!({"variant": variant}));
     out.replicas = stack
         .shutdown()

@@ -25,5 +25,5 @@ pub mod registry;
 pub mod toxic;
 
 pub use api::{router, ApiConfig};
-pub use registry::{ProxySpec, Registry, ToxicGuard};
+pub use registry::{ProxySpec, ProxyStats, Registry, ToxicGuard};
 pub use toxic::{ApiError, Kind, Stream, Toxic};

@@ -543,6 +543,29 @@ impl Registry {
         Ok(())
     }
 
+    /// What a proxy has carried so far: connections accepted, and bytes read from the
+    /// clients (upstream) and from the server (downstream). `None` for an unknown proxy.
+    pub fn stats(&self, proxy: &str) -> Option<ProxyStats> {
+        if !self.lock().proxies.contains_key(proxy) {
+            return None;
+        }
+        let m = &self.metrics;
+        let dir = |d: &str| crate::metrics::DirectionLabels {
+            proxy: proxy.to_owned(),
+            direction: d.to_owned(),
+        };
+        Some(ProxyStats {
+            connections: m
+                .connections
+                .get_or_create(&ProxyLabels {
+                    proxy: proxy.to_owned(),
+                })
+                .get(),
+            bytes_upstream: m.received.get_or_create(&dir("upstream")).get(),
+            bytes_downstream: m.received.get_or_create(&dir("downstream")).get(),
+        })
+    }
+
     /// How many toxics all proxies hold (0 after a reset or shutdown).
     pub fn toxic_count(&self) -> usize {
         self.lock().proxies.values().map(|p| p.toxics.len()).sum()
@@ -573,6 +596,16 @@ impl Registry {
             names.remove(&e.id);
         }
     }
+}
+
+/// What one proxy has carried ([`Registry::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProxyStats {
+    pub connections: u64,
+    /// Bytes read from clients.
+    pub bytes_upstream: u64,
+    /// Bytes read from the server.
+    pub bytes_downstream: u64,
 }
 
 /// A toxic that is removed when this guard is dropped (see [`Registry::inject`]).

@@ -125,6 +125,9 @@ pub fn page(metrics: &RunMetrics, plots: &[Plot]) -> String {
     if metrics.replicas.len() > 1 {
         body.push_str(&section("Requests per replica", &replicas(metrics)));
     }
+    if let Some(n) = &metrics.network {
+        body.push_str(&section("Network", &network(n)));
+    }
     if !metrics.recoveries.is_empty() {
         body.push_str(&section("Recoveries", &recoveries(metrics)));
     }
@@ -339,6 +342,61 @@ fn summaries(summaries: &[PhaseSummary]) -> String {
 }
 
 /// Which replica took the failures: the load per replica of the workload's target.
+/// The region map and the per-link table.
+fn network(n: &crate::model::Network) -> String {
+    let regions = n
+        .regions
+        .iter()
+        .map(|r| {
+            vec![
+                t(r.name.clone()),
+                t(if r.replicas.is_empty() {
+                    "–".to_owned()
+                } else {
+                    r.replicas.join(", ")
+                }),
+            ]
+        })
+        .collect();
+    let links: Vec<Vec<Cell>> = n
+        .links
+        .iter()
+        .map(|l| {
+            vec![
+                t(format!("{} → {}", l.from, l.to)),
+                t(format::ms(Some(l.rtt_ms))),
+                t(format::ms(Some(l.jitter_ms))),
+                t(l.rate_kbps
+                    .map_or("unlimited".to_owned(), |r| format!("{r} KB/s"))),
+                t(l.proxies.to_string()),
+                t(l.connections.to_string()),
+                t(l.bytes_from.to_string()),
+                t(l.bytes_to.to_string()),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "<p>Each region's replicas. Traffic between regions crosses the fault proxy of its link (one per replica of the destination); inside a region it goes straight to the replica.</p>\n{}",
+        table(&["region", "replicas"], regions)
+    );
+    if !links.is_empty() {
+        out.push_str(&table(
+            &[
+                "link",
+                "rtt ms",
+                "jitter ms",
+                "rate",
+                "proxies",
+                "connections",
+                "bytes from → to",
+                "bytes to → from",
+            ],
+            links,
+        ));
+    }
+    out
+}
+
 fn replicas(metrics: &RunMetrics) -> String {
     let rows = metrics
         .replicas

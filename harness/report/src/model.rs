@@ -35,6 +35,10 @@ pub struct RunMetrics {
     /// and max-throughput runs (a search's trials each carry their own accounting).
     #[serde(default)]
     pub replicas: Vec<ReplicaLoad>,
+    /// Regions, their links and the fault proxies the run put on them; `None` when the
+    /// run had neither regions nor `net.*` faults.
+    #[serde(default)]
+    pub network: Option<Network>,
     /// Every process the runner started, and how each one ended.
     pub processes: Vec<ProcessRecord>,
     /// Max-throughput search results, one per variant (empty for other modes).
@@ -125,6 +129,41 @@ pub struct Accounting {
     pub dropped_by_generator: u64,
     /// `sent == ok + Σ errors + timeouts + dropped_by_generator`.
     pub balanced: bool,
+}
+
+/// The emulated network of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Network {
+    /// Each region and the replicas in it (the region map).
+    pub regions: Vec<RegionRow>,
+    /// Each directed link between regions with traffic or a configuration, and what
+    /// crossed it (summed over its proxies and over variants).
+    pub links: Vec<LinkRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RegionRow {
+    pub name: String,
+    /// `component/i` of every replica placed there.
+    pub replicas: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LinkRow {
+    /// Traffic from this region ...
+    pub from: String,
+    /// ... to replicas in this one.
+    pub to: String,
+    /// Configured round-trip time, jitter (ms) and rate (KB/s; `None`: unlimited).
+    pub rtt_ms: f64,
+    pub jitter_ms: f64,
+    pub rate_kbps: Option<u64>,
+    /// Fault proxies on the link (one per replica of `to`).
+    pub proxies: u32,
+    /// Connections that crossed it, and the bytes each way.
+    pub connections: u64,
+    pub bytes_from: u64,
+    pub bytes_to: u64,
 }
 
 /// One replica's share of a load (the generator's requests to that replica's address).

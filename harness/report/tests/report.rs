@@ -197,6 +197,11 @@ fn html_has_verdicts_accounting_tables_and_no_external_urls() {
         "Requests per replica",
         "<td>server/1</td><td>2200</td><td>2100</td><td><span class=\"bad\">100</span></td><td>connect_refused 92</td><td>8</td><td>0</td><td>100.0 %</td>",
         "<td>server/0</td><td>2200</td><td>2200</td><td>0</td><td>–</td><td>0</td><td>0</td><td>0.0 %</td>",
+        // The region map and the per-link table.
+        "<h2>Network</h2>",
+        "<td>eu</td><td>server/1</td>",
+        "<td>us → eu</td><td>80.0</td>",
+        "<td>12</td><td>48000</td><td>96000</td>",
     ] {
         assert!(html.contains(needle), "index.html lacks {needle:?}");
     }
@@ -315,6 +320,7 @@ fn empty_run_renders_without_panic() {
         !html.contains("Requests per replica"),
         "no rows, no section"
     );
+    assert!(!html.contains("<h2>Network</h2>"), "no network, no section");
     assert_well_formed("junit.xml", &report::junit_xml(&metrics));
     let text = report::text_summary(&metrics);
     assert!(text.starts_with("PASS crash-recovery"), "{text}");

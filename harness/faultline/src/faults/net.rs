@@ -102,6 +102,14 @@ impl NetLayer {
             .filter_map(|(n, p)| p.link.map(|(f, t)| (n.as_str(), f, t)))
     }
 
+    /// What each proxy has carried so far, with its plan.
+    pub fn traffic(&self) -> Vec<(PlannedProxy, proxy::ProxyStats)> {
+        self.proxies
+            .iter()
+            .map(|(name, p)| (p.clone(), self.registry.stats(name).unwrap_or_default()))
+            .collect()
+    }
+
     /// Toxics on all proxies now, the links' own included.
     pub fn toxic_count(&self) -> usize {
         self.registry.toxic_count()
