@@ -50,6 +50,9 @@ impl RunDirs {
 /// What the placeholders of one replica's arguments and environment stand for.
 struct Bindings<'a> {
     own: SocketAddr,
+    /// This replica's region, and every component's (for `{NAME.regions}`).
+    region: &'a str,
+    regions: &'a BTreeMap<String, String>,
     addrs: &'a BTreeMap<String, Vec<SocketAddr>>,
     run_dir: &'a Path,
     replica: u32,
@@ -68,10 +71,14 @@ impl Bindings<'_> {
             .replace("{run_dir}", &self.run_dir.display().to_string())
             .replace("{replicas}", &self.replicas.to_string())
             .replace("{replica}", &self.replica.to_string())
-            .replace("{seed}", &self.seed.to_string());
+            .replace("{seed}", &self.seed.to_string())
+            .replace("{region}", self.region);
         for (name, list) in self.addrs {
             let all: Vec<String> = list.iter().map(ToString::to_string).collect();
             out = out.replace(&format!("{{{name}.addrs}}"), &all.join(","));
+            let region = self.regions.get(name).map_or("default", String::as_str);
+            let placed: Vec<String> = all.iter().map(|a| format!("{region}={a}")).collect();
+            out = out.replace(&format!("{{{name}.regions}}"), &placed.join(","));
             if let Some(first) = list.first() {
                 out = out.replace(&format!("{{{name}.addr}}"), &first.to_string());
             }
@@ -237,6 +244,14 @@ pub fn specs(
     views: &BTreeMap<u8, BTreeMap<String, Vec<SocketAddr>>>,
 ) -> Vec<ReplicaSpec> {
     let load_region = region_index(scenario, scenario.workload.region.as_deref());
+    let regions: BTreeMap<String, String> = scenario
+        .components
+        .iter()
+        .map(|c| {
+            let r = region_index(scenario, c.region.as_deref());
+            (c.name.clone(), crate::faults::net::region_name(scenario, r))
+        })
+        .collect();
     let mut specs = Vec::new();
     for c in &scenario.components {
         let kind = c.kind.spec();
@@ -264,6 +279,8 @@ pub fn specs(
             let i = u32::try_from(i).unwrap_or(u32::MAX);
             let b = Bindings {
                 own: addr,
+                region: regions.get(&c.name).map_or("default", String::as_str),
+                regions: &regions,
                 addrs: own_view,
                 run_dir: &dirs.train,
                 replica: i,
@@ -344,7 +361,7 @@ duration = "10s"
     #[test]
     fn across_regions_replicas_are_reached_through_their_link_proxy() {
         let s = scenario::parse(
-            "description = \"x\"\n[[regions]]\nname = \"us\"\n[[regions]]\nname = \"eu\"\n[[components]]\nname = \"server\"\nkind = \"server\"\nregion = \"eu\"\nreplicas = 2\n[[components]]\nname = \"client\"\nkind = \"command\"\ncommand = \"true\"\nargs = [\"{server.addrs}\"]\n[workload]\ntarget = \"server\"\nregion = \"us\"\nrate_per_s = 1\nduration = \"1s\"\nrequests = [{ kind = \"infer\", model = \"mlp\" }]\n",
+            "description = \"x\"\n[[regions]]\nname = \"us\"\n[[regions]]\nname = \"eu\"\n[[components]]\nname = \"server\"\nkind = \"server\"\nregion = \"eu\"\nreplicas = 2\n[[components]]\nname = \"client\"\nkind = \"command\"\ncommand = \"true\"\nargs = [\"{server.addrs}\", \"{server.regions}\", \"{region}\"]\n[workload]\ntarget = \"server\"\nregion = \"us\"\nrate_per_s = 1\nduration = \"1s\"\nrequests = [{ kind = \"infer\", model = \"mlp\" }]\n",
             "r.toml",
         )
         .expect("scenario");
@@ -383,6 +400,13 @@ duration = "10s"
             .collect::<Vec<_>>()
             .join(",");
         assert!(client.args.contains(&expected), "{:?}", client.args);
+        let placed = from_us
+            .iter()
+            .map(|a| format!("eu={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(client.args.contains(&placed), "{:?}", client.args);
+        assert!(client.args.contains(&"us".to_owned()), "{:?}", client.args);
         // The load generator (in us) reaches server/0 across the link too.
         let server0 = specs
             .iter()

@@ -93,7 +93,9 @@ pub struct Component {
     /// Extra command-line arguments passed to every replica. Placeholders are replaced:
     /// `{addr}`, `{host}` and `{port}` by this replica's own address, IP and port,
     /// `{NAME.addr}` by the address of component NAME's replica 0, `{NAME.addrs}` by all
-    /// of its replicas' addresses joined with ',', `{run_dir}` by the run folder,
+    /// of its replicas' addresses joined with ',', `{NAME.regions}` by the same as
+    /// `REGION=ADDR` pairs (which backend is where), `{region}` by this replica's region,
+    /// `{run_dir}` by the run folder,
     /// `{replica}` by this replica's index, `{replicas}` by this component's replica
     /// count, `{seed}` by the run's seed. At most 1000 arguments of at most 64 KiB each;
     /// with `env` and a variant's `args`, at most 1 MiB in all.

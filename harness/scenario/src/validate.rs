@@ -32,6 +32,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "{port}",
     "{NAME.addr}",
     "{NAME.addrs}",
+    "{NAME.regions}",
+    "{region}",
     "{run_dir}",
     "{replica}",
     "{replicas}",
@@ -272,19 +274,21 @@ impl<'a> Validator<'a> {
         for inner in placeholders(text) {
             if matches!(
                 inner,
-                "addr" | "host" | "port" | "run_dir" | "replica" | "replicas" | "seed"
+                "addr" | "host" | "port" | "run_dir" | "replica" | "replicas" | "seed" | "region"
             ) {
                 continue;
             }
             match inner.rsplit_once('.') {
-                Some((name, "addr" | "addrs")) if self.scenario.component(name).is_none() => {
+                Some((name, "addr" | "addrs" | "regions"))
+                    if self.scenario.component(name).is_none() =>
+                {
                     let names = quoted_list(self.component_names());
                     self.problem(
                         path.clone(),
                         format!("unknown component \"{name}\" in placeholder {{{inner}}}; expected one of: {names}"),
                     );
                 }
-                Some((_, "addr" | "addrs")) => {}
+                Some((_, "addr" | "addrs" | "regions")) => {}
                 _ => self.problem(
                     path.clone(),
                     format!(
