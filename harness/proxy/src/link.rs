@@ -81,7 +81,7 @@ struct Shared {
     /// Sources that reached end of stream; at 2 nothing more can come from either peer.
     eofs: AtomicU8,
     both_eof: CancellationToken,
-    http: Option<Arc<HttpLayer>>,
+    http: HttpLayer,
 }
 
 impl Shared {
@@ -122,9 +122,7 @@ pub async fn run(client: TcpStream, upstream: String, seed: u64, ctx: LinkContex
         reset: AtomicBool::new(false),
         eofs: AtomicU8::new(0),
         both_eof: CancellationToken::new(),
-        http: Some(Arc::new(HttpLayer::new(StdRng::seed_from_u64(
-            seed ^ 0x4854_5450,
-        )))),
+        http: HttpLayer::new(StdRng::seed_from_u64(seed ^ 0x4854_5450)),
     });
     let up = direction(
         cr,
@@ -203,10 +201,8 @@ async fn direction(
     let mut pipe = Pipe::new(rng);
     let mut chain = ctx.chain.borrow_and_update().clone();
     pipe.set_toxics(Instant::now(), chain.stream(stream));
-    let http = shared.http.clone();
-    if let Some(h) = &http {
-        h.set_toxics(&chain.http, true);
-    }
+    let http = &shared.http;
+    http.set_toxics(&chain.http, true);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut eof = false;
     // The toxics' deadlines need microseconds (a latency toxic must land within ±1 ms;
@@ -250,9 +246,7 @@ async fn direction(
             }
         }
         record_fired(&ctx, pipe.take_fired());
-        if let Some(h) = &http {
-            record_fired(&ctx, h.take_fired());
-        }
+        record_fired(&ctx, http.take_fired());
         if eof && shared.both_eof.is_cancelled() && pipe.next_deadline().is_none() {
             // Both peers are done sending and a toxic swallowed this side's close:
             // nothing more can come, so the connection ends.
@@ -260,9 +254,10 @@ async fn direction(
         }
         let deadline = pipe.next_deadline();
         let answers = async {
-            match (&http, stream) {
-                (Some(h), Stream::Downstream) if h.may_answer() => h.answers_ready().await,
-                _ => std::future::pending().await,
+            if stream == Stream::Downstream && http.may_answer() {
+                http.answers_ready().await;
+            } else {
+                std::future::pending::<()>().await;
             }
         };
         // Reading comes first: while bytes keep coming, nothing else is polled (each poll of
@@ -280,20 +275,15 @@ async fn direction(
                         if shared.eofs.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
                             shared.both_eof.cancel();
                         }
-                        if let Some(h) = &http {
-                            let owed = h.incoming_eof(stream);
-                            if !deliver(&mut pipe, &mut dst, &sent, &shared, &owed, None).await {
-                                break;
-                            }
+                        let owed = http.incoming_eof(stream);
+                        if !deliver(&mut pipe, &mut dst, &sent, &shared, &owed, None).await {
+                            break;
                         }
                         pipe.on_eof(Instant::now());
                     }
                     Ok(n) => {
                         received.inc_by(n as u64);
-                        let (data, kill) = match &http {
-                            Some(h) => h.incoming(stream, &buf[..n]),
-                            None => (std::borrow::Cow::Borrowed(&buf[..n]), None),
-                        };
+                        let (data, kill) = http.incoming(stream, &buf[..n]);
                         if !deliver(&mut pipe, &mut dst, &sent, &shared, &data, kill).await {
                             break;
                         }
@@ -318,9 +308,7 @@ async fn direction(
                 chain = rx.borrow_and_update().clone();
                 changes = Box::pin(next_change(rx));
                 pipe.set_toxics(Instant::now(), chain.stream(stream));
-                if let Some(h) = &http {
-                    h.set_toxics(&chain.http, false);
-                }
+                http.set_toxics(&chain.http, false);
             }
             () = async {
                 match deadline {
@@ -330,11 +318,9 @@ async fn direction(
             } => {}
             () = answers => {
                 // Answers for requests the HTTP layer kept from the server, now their turn.
-                if let Some(h) = &http {
-                    let (data, kill) = h.incoming(stream, &[]);
-                    if !deliver(&mut pipe, &mut dst, &sent, &shared, &data, kill).await {
-                        break;
-                    }
+                let (data, kill) = http.incoming(stream, &[]);
+                if !deliver(&mut pipe, &mut dst, &sent, &shared, &data, kill).await {
+                    break;
                 }
             }
             () = shared.both_eof.cancelled(), if eof && !shared.both_eof.is_cancelled() => {}

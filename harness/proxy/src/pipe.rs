@@ -212,13 +212,11 @@ impl Pipe {
         if self.done {
             return None;
         }
-        if let Some((at, close, id)) = self
+        if let Some((_, (close, id))) = self
             .timers()
             .filter(|(at, _)| *at <= now)
             .min_by_key(|(at, _)| *at)
-            .map(|(at, (close, id))| (at, close, id))
         {
-            let _ = at;
             self.done = true;
             self.fired.push(id);
             return Some(Action::Kill(close));
@@ -272,15 +270,15 @@ impl Pipe {
             if !self.running[i].active || evs.is_empty() {
                 continue;
             }
-            let before = evs.clone();
             let had = evs.iter().filter(|e| !matches!(e, Ev::Kill(..))).count();
-            evs = apply(&mut self.running[i], evs, &mut self.rng);
+            let (out, acted) = apply(&mut self.running[i], evs, &mut self.rng);
+            evs = out;
             if matches!(self.running[i].kind, Kind::Timeout { .. } | Kind::Blackhole)
                 && evs.iter().filter(|e| !matches!(e, Ev::Kill(..))).count() < had
             {
                 self.swallowed = true;
             }
-            if evs != before {
+            if acted {
                 self.fired.push(self.running[i].id);
             }
         }
@@ -301,8 +299,28 @@ impl Pipe {
     }
 }
 
-/// One toxic's effect on a run of events (already in order).
-fn apply(t: &mut Running, evs: Vec<Ev>, rng: &mut StdRng) -> Vec<Ev> {
+/// One toxic's effect on a run of events, and whether it acted on them (for the fired
+/// metric; counted from the events, never by copying them).
+fn apply(t: &mut Running, evs: Vec<Ev>, rng: &mut StdRng) -> (Vec<Ev>, bool) {
+    let count = |evs: &[Ev], f: fn(&Ev) -> bool| evs.iter().filter(|e| f(e)).count();
+    let data = count(&evs, |e| matches!(e, Ev::Data(..)));
+    let closes = count(&evs, |e| matches!(e, Ev::Eof(_) | Ev::Kill(_, Close::Fin)));
+    let (n_in, kills_in) = (evs.len(), count(&evs, |e| matches!(e, Ev::Kill(..))));
+    let kind = t.kind.clone();
+    let out = transform(t, evs, rng);
+    let acted = match kind {
+        Kind::Latency { .. } | Kind::Bandwidth { .. } => n_in > 0,
+        Kind::Slicer { .. } => data > 0,
+        Kind::SlowClose { .. } => closes > 0,
+        Kind::Timeout { .. } | Kind::Blackhole => out.len() < n_in,
+        Kind::LimitData { .. } => count(&out, |e| matches!(e, Ev::Kill(..))) > kills_in,
+        // Its timer fires in `poll`; the HTTP toxics act in the HTTP layer.
+        Kind::ResetPeer { .. } | Kind::HttpError { .. } | Kind::HttpAbort { .. } => false,
+    };
+    (out, acted)
+}
+
+fn transform(t: &mut Running, evs: Vec<Ev>, rng: &mut StdRng) -> Vec<Ev> {
     match t.kind {
         Kind::Latency {
             latency_ms,
