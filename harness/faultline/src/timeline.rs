@@ -140,15 +140,17 @@ async fn play(
                 let targets = faults::targets(&replicas, fault.target.as_deref(), net.as_ref());
                 let injector = faults::injector(fault.kind.domain());
                 let f = fault.clone();
-                let layer = net.clone();
-                let names = regions.clone();
-                let all = replicas.clone();
+                let (all, layer, names) = (replicas.clone(), net.clone(), regions.clone());
                 let injection = match blocking(move || {
-                    if f.kind.domain() == scenario::FaultDomain::Region {
-                        faults::net::RegionInjector.inject_into(&f, &names, layer.as_ref(), &all)
-                    } else {
-                        injector.inject(&f, &targets)
-                    }
+                    injector.inject(
+                        &f,
+                        &faults::Scope {
+                            targets: &targets,
+                            replicas: &all,
+                            net: layer.as_ref(),
+                            regions: &names,
+                        },
+                    )
                 })
                 .await
                 {

@@ -15,7 +15,7 @@ use scenario::{Fault, FaultKind};
 use serde_json::json;
 use wire::trainer::FaultRequest;
 
-use super::{Heal, HealGuard, Injection, Injector, Target};
+use super::{Heal, HealGuard, Injection, Injector, Scope};
 
 /// Connect, read and write limit of one control request.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -116,7 +116,8 @@ impl Heal for GpuHeal {
 pub struct GpuInjector;
 
 impl Injector for GpuInjector {
-    fn inject(&self, fault: &Fault, targets: &[Target]) -> Injection {
+    fn inject(&self, fault: &Fault, scope: &Scope<'_>) -> Injection {
+        let targets = scope.targets;
         let Some(request) = fault_request(fault) else {
             return Injection {
                 detail: format!("{} is not a gpu fault", fault.kind.name()),
@@ -154,6 +155,7 @@ impl Injector for GpuInjector {
 mod tests {
     use super::*;
     use crate::faults::tests::fault;
+    use crate::faults::Target;
 
     #[test]
     fn gpu_fault_requests_follow_the_scenario_with_the_documented_defaults() {
@@ -232,7 +234,7 @@ mod tests {
         };
         let mut f = fault(FaultKind::GpuThrottle, 1, Some(2), None);
         f.factor = Some(3.0);
-        let inj = GpuInjector.inject(&f, &[target]);
+        let inj = GpuInjector.inject(&f, &Scope::of(&[target]));
         assert_eq!(inj.fields["results"], json!([format!("{addr}: injected")]));
         drop(inj.guard);
         let seen = server.join().expect("server thread");

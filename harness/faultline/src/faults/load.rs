@@ -6,13 +6,13 @@ use std::time::Duration;
 use scenario::{Fault, FaultKind, Stage};
 use serde_json::json;
 
-use super::{Injection, Injector, Target};
+use super::{Injection, Injector, Scope};
 
 /// Records a `load.spike` (the load generator applies it from [`rate_steps`]).
 pub struct LoadInjector;
 
 impl Injector for LoadInjector {
-    fn inject(&self, fault: &Fault, _targets: &[Target]) -> Injection {
+    fn inject(&self, fault: &Fault, _scope: &Scope<'_>) -> Injection {
         let mut fields = serde_json::Map::new();
         fields.insert("multiplier".into(), json!(fault.multiplier));
         Injection {

@@ -82,11 +82,34 @@ pub struct Injection {
     pub replicas: Vec<String>,
 }
 
+/// What an injection acts on.
+pub struct Scope<'a> {
+    /// The replicas the fault's `target` names ([`targets`]); empty without a target.
+    pub targets: &'a [Target],
+    /// Every replica of the stack (`region.*` faults pick theirs by region).
+    pub replicas: &'a [Replica],
+    /// The fault proxies in front of replicas and on links, if the run has any.
+    pub net: Option<&'a std::sync::Arc<net::NetLayer>>,
+    /// The scenario's region names, in `[[regions]]` order.
+    pub regions: &'a [String],
+}
+
+impl<'a> Scope<'a> {
+    /// A scope of just `targets` (no other replicas, no network).
+    pub fn of(targets: &'a [Target]) -> Self {
+        Scope {
+            targets,
+            replicas: &[],
+            net: None,
+            regions: &[],
+        }
+    }
+}
+
 /// Injects the faults of one domain. Runs on a blocking thread.
 pub trait Injector: Sync {
-    /// Injects `fault` into `targets` (the replicas its `target` names, see [`targets`];
-    /// empty for faults without a target).
-    fn inject(&self, fault: &Fault, targets: &[Target]) -> Injection;
+    /// Injects `fault` into what `scope` holds.
+    fn inject(&self, fault: &Fault, scope: &Scope<'_>) -> Injection;
 }
 
 /// The injector of a domain.
@@ -96,9 +119,7 @@ pub fn injector(domain: FaultDomain) -> &'static dyn Injector {
         FaultDomain::Gpu => &gpu::GpuInjector,
         FaultDomain::Load => &load::LoadInjector,
         FaultDomain::Net => &net::NetInjector,
-        // Region faults have no targets; the timeline hands them to
-        // `net::RegionInjector` with the run's link proxies.
-        FaultDomain::Region => &net::NetInjector,
+        FaultDomain::Region => &net::RegionInjector,
     }
 }
 

@@ -28,7 +28,7 @@ use scenario::{Fault, FaultKind, Scenario};
 
 use crate::stack::PlannedProxy;
 
-use super::{Heal, HealGuard, Injection, Injector, Target};
+use super::{Heal, HealGuard, Injection, Injector, Scope};
 
 /// The proxies in front of replicas: for `net.*` faults, and on the links between regions.
 #[derive(Debug)]
@@ -253,7 +253,8 @@ impl Heal for NetHeal {
 }
 
 impl Injector for NetInjector {
-    fn inject(&self, fault: &Fault, targets: &[Target]) -> Injection {
+    fn inject(&self, fault: &Fault, scope: &Scope<'_>) -> Injection {
+        let targets = scope.targets;
         let id = fault
             .id
             .clone()
@@ -325,15 +326,11 @@ fn link_hit(kind: FaultKind, set: &[u8], from: u8, to: u8) -> bool {
     }
 }
 
-impl RegionInjector {
-    /// Injects `fault` into the link proxies of `layer`.
-    pub fn inject_into(
-        &self,
-        fault: &Fault,
-        scenario_regions: &[String],
-        layer: Option<&Arc<NetLayer>>,
-        replicas: &[crate::supervisor::Replica],
-    ) -> Injection {
+impl Injector for RegionInjector {
+    /// Injects `fault` into the link proxies (or, for `region.down`, the replicas) of its
+    /// regions.
+    fn inject(&self, fault: &Fault, scope: &Scope<'_>) -> Injection {
+        let (scenario_regions, layer, replicas) = (scope.regions, scope.net, scope.replicas);
         if fault.kind == FaultKind::RegionDown {
             return region_down(fault, replicas);
         }
@@ -530,6 +527,7 @@ impl Heal for FlapHeal {
 mod tests {
     use super::*;
     use crate::faults::tests::fault;
+    use crate::faults::Target;
     use std::io::{Read, Write};
 
     use std::net::SocketAddr;
@@ -640,14 +638,14 @@ mod tests {
 
         let mut slow = fault(FaultKind::NetLatency, 1, Some(2), None);
         slow.latency = Some(Duration::from_millis(300));
-        let inj = NetInjector.inject(&slow, std::slice::from_ref(&target));
+        let inj = NetInjector.inject(&slow, &Scope::of(std::slice::from_ref(&target)));
         assert_eq!(layer.toxic_count(), 2, "{}", inj.detail);
         assert!(roundtrip(public).expect("slow") >= Duration::from_millis(300));
         drop(inj.guard);
         assert_eq!(layer.toxic_count(), 0, "healed on drop");
 
         let refuse = fault(FaultKind::NetRefuse, 1, Some(2), None);
-        let inj = NetInjector.inject(&refuse, std::slice::from_ref(&target));
+        let inj = NetInjector.inject(&refuse, &Scope::of(std::slice::from_ref(&target)));
         assert!(roundtrip(public).is_err(), "refused: {}", inj.detail);
         let healed = inj.guard.expect("a guard").heal();
         assert!(healed.contains("re-enabled"), "{healed}");

@@ -6,7 +6,7 @@ use nix::unistd::Pid;
 use scenario::{Fault, FaultKind};
 use serde_json::json;
 
-use super::{Heal, HealGuard, Injection, Injector, Target};
+use super::{Heal, HealGuard, Injection, Injector, Scope};
 
 /// Sends `sig` to `pid`; a process that is already gone is not an error. Pid 0 (which
 /// `kill(2)` reads as "my whole process group") and pids beyond `i32` are refused with
@@ -77,7 +77,8 @@ impl Heal for PauseGuard {
 pub struct ProcessInjector;
 
 impl Injector for ProcessInjector {
-    fn inject(&self, fault: &Fault, targets: &[Target]) -> Injection {
+    fn inject(&self, fault: &Fault, scope: &Scope<'_>) -> Injection {
+        let targets = scope.targets;
         let pids: Vec<u32> = targets.iter().filter_map(|t| t.pid).collect();
         let mut fields = serde_json::Map::new();
         fields.insert("pids".into(), json!(pids));
@@ -122,6 +123,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::faults::Target;
 
     fn state(pid: u32) -> Option<char> {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -172,7 +174,7 @@ mod tests {
             proxies: Vec::new(),
         };
         let pause = super::super::tests::fault(FaultKind::ProcessPause, 1, Some(2), None);
-        let inj = ProcessInjector.inject(&pause, std::slice::from_ref(&target));
+        let inj = ProcessInjector.inject(&pause, &Scope::of(std::slice::from_ref(&target)));
         assert_eq!(inj.fields["pids"], json!([pid]));
         assert!(crate::wait::poll_until(Duration::from_secs(5), || state(
             pid
@@ -185,7 +187,7 @@ mod tests {
         )
             != Some('T')));
         let kill = super::super::tests::fault(FaultKind::ProcessKill, 1, None, None);
-        let inj = ProcessInjector.inject(&kill, &[target]);
+        let inj = ProcessInjector.inject(&kill, &Scope::of(&[target]));
         assert!(inj.guard.is_none());
         assert_eq!(inj.detail, format!("SIGKILL pids [{pid}]"));
         let status = child.wait().expect("reaped");
