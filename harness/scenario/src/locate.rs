@@ -188,8 +188,10 @@ fn descend(item: &Item, offset: usize, path: &mut FieldPath) -> bool {
             }
             return true;
         }
-        // Implicit and dotted tables have no span of their own: look inside them.
-        if child_item.span().is_none() {
+        // Implicit and dotted tables have no span of their own, and a table's span does
+        // not hold its sub-tables written later (`[[workload.clients]]` after
+        // `[workload]`): look inside them.
+        if child_item.span().is_none() || child_item.is_table() {
             path.0.push(segment);
             if descend(child_item, offset, path) {
                 return true;
@@ -320,6 +322,19 @@ target = "sever"
     fn locate_falls_back_to_the_table_of_a_missing_field() {
         let path = FieldPath::parse("faults[0].target").expect("valid path");
         assert_eq!(locate(SRC, &path), Some(LineCol { line: 7, column: 1 }));
+    }
+
+    #[test]
+    fn path_at_finds_fields_of_sub_tables_written_after_their_table() {
+        let src = format!(
+            "{SRC}\n[[workload.clients]]\nregion = \"us\"\n\n[[workload.clients]]\nrate = 1\n"
+        );
+        let doc = ImDocument::parse(src.as_str()).expect("valid toml");
+        let offset = src.find("rate").expect("in source");
+        assert_eq!(
+            path_at(&doc, offset).to_string(),
+            "workload.clients[1].rate"
+        );
     }
 
     #[test]
