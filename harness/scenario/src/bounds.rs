@@ -148,6 +148,10 @@ pub const MAX_RATIO: f64 = 1_000_000.0;
 /// Most `[[variants]]`: each runs the whole scenario again.
 pub const MAX_VARIANTS: usize = 64;
 
+/// Most `[[workload.clients]]`: each is an open loop with its own load thread and its own
+/// `connections` per target replica, beside the stack on the same machine.
+pub const MAX_CLIENTS: usize = 16;
+
 /// Most `workload.stages`.
 pub const MAX_STAGES: usize = 100;
 

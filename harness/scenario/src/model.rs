@@ -201,14 +201,22 @@ pub struct Workload {
     /// Component that receives the load (all its replicas, round-robin).
     pub target: String,
     /// The region the load generator sends from (a `[[regions]]` name; default: the first
-    /// region): replicas in other regions are reached across their link.
+    /// region): replicas in other regions are reached across their link. Not with
+    /// `clients`, where each client names its own.
     #[serde(default)]
     pub region: Option<String>,
+    /// Open loop only: the load as several clients, each an open loop of its own sending
+    /// from its region at its rate (at most 16; instead of `rate_per_s` and `region`).
+    /// Every other workload field is shared; `connections` is per client; `stages` and
+    /// `load.spike` multiply every client's rate alike. The report adds per-client figures.
+    #[serde(default)]
+    pub clients: Vec<LoadClient>,
     /// `open-loop`, `closed-loop` or `max-throughput`.
     #[serde(default = "default_mode")]
     pub mode: LoadMode,
-    /// Base offered rate in requests per second, at most 1000000 (open loop; required there,
-    /// rejected with closed loop); `load.spike` multiplies it.
+    /// Base offered rate in requests per second, at most 1000000 (open loop; required there
+    /// unless `clients` gives each client its own, rejected with closed loop); `load.spike`
+    /// multiplies it.
     #[serde(default)]
     pub rate_per_s: Option<f64>,
     /// Inter-arrival times of the open-loop schedule.
@@ -229,7 +237,8 @@ pub struct Workload {
     #[schemars(with = "String")]
     pub timeout: Duration,
     /// HTTP/1.1 connections per target replica (1 to 10000, and at most 10000 over all the
-    /// target's replicas).
+    /// target's replicas); with `clients`, each client's own (at most 10000 over all
+    /// clients too).
     #[serde(default = "default_connections")]
     pub connections: u32,
     /// Weighted request mix (HTTP modes, at most 1000 entries; empty with
@@ -245,9 +254,46 @@ pub struct Workload {
     /// Open loop only: the offered rate ramps linearly from `rate_per_s` to each stage's
     /// `target` over its `duration`, one stage after another from t = 0 (k6's
     /// ramping-arrival-rate); after the last stage the rate holds its target. At most 100
-    /// stages, together no longer than `warmup + duration`.
+    /// stages, together no longer than `warmup + duration`. With `clients`, a `target` is
+    /// the rate of all clients together and every client's rate is scaled alike.
     #[serde(default)]
     pub stages: Vec<Stage>,
+}
+
+/// One load client of `[[workload.clients]]`: an open loop of its own, sending from its
+/// region at its rate, with its own seed (derived from the scenario's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadClient {
+    /// Its name in the report (`[a-z0-9-]+`, at most 128 bytes, unique among the clients);
+    /// default: its region.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The region it sends from (a `[[regions]]` name): the target's replicas in other
+    /// regions are reached across their link, as from a component there.
+    pub region: String,
+    /// Its offered rate in requests per second (> 0, at most 1000000, and at most 1000000
+    /// for all clients together); `stages` and `load.spike` multiply it.
+    pub rate_per_s: f64,
+}
+
+impl LoadClient {
+    /// Its name: `name`, else its region.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.region)
+    }
+}
+
+impl Workload {
+    /// The offered base rate of the whole load: `rate_per_s`, or with `clients` the sum
+    /// of theirs; `None` when neither is given (closed loop, training, search).
+    pub fn total_rate_per_s(&self) -> Option<f64> {
+        if self.clients.is_empty() {
+            self.rate_per_s
+        } else {
+            Some(self.clients.iter().map(|c| c.rate_per_s).sum())
+        }
+    }
 }
 
 /// One ramp of the open-loop rate.

@@ -352,6 +352,12 @@ impl<'a> Validator<'a> {
                 MAX_REQUESTS,
                 "requests",
             ),
+            (
+                root().key("workload").key("clients"),
+                s.workload.clients.len(),
+                MAX_CLIENTS,
+                "clients",
+            ),
             (root().key("faults"), s.faults.len(), MAX_FAULTS, "faults"),
             (root().key("slo"), s.slo.len(), MAX_SLOS, "SLOs"),
             (
@@ -557,7 +563,13 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let clients = !w.clients.is_empty();
         match (w.mode, w.rate_per_s) {
+            (LoadMode::OpenLoop, Some(_)) if clients => self.problem(
+                path.key("rate_per_s"),
+                "not used with [[workload.clients]] (each client offers its own rate_per_s); expected no workload.rate_per_s, or no clients",
+            ),
+            (LoadMode::OpenLoop, None) if clients => {}
             (LoadMode::OpenLoop, None) => self.problem(
                 path.key("rate_per_s"),
                 "missing offered rate; expected rate_per_s > 0 (requests per second) with mode = \"open-loop\"",
@@ -593,6 +605,7 @@ impl<'a> Validator<'a> {
         }
         self.nonzero_duration(path.key("timeout"), w.timeout);
         self.duration_at_most(path.key("timeout"), w.timeout, MAX_TIMEOUT);
+        self.clients(&path);
         self.connections(&path);
 
         if training && !w.requests.is_empty() {
@@ -641,6 +654,103 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// `[[workload.clients]]` (at most [`MAX_CLIENTS`], checked in [`Validator::lists`]):
+    /// an open loop only, without the workload's own `rate_per_s` and `region`; each in a
+    /// declared region, at a rate, under a unique name; their rates within
+    /// [`MAX_RATE_PER_S`] in all.
+    fn clients(&mut self, path: &FieldPath) {
+        let w = &self.scenario.workload;
+        if w.clients.is_empty() {
+            return;
+        }
+        let at = path.key("clients");
+        if w.mode != LoadMode::OpenLoop {
+            self.problem(
+                at.clone(),
+                format!(
+                    "clients are open loops, each at its own rate (mode is \"{}\"); expected mode = \"open-loop\", or no [[workload.clients]]",
+                    w.mode.name()
+                ),
+            );
+        }
+        if let Some(region) = &w.region {
+            self.problem(
+                path.key("region"),
+                format!("\"{region}\" is not used with [[workload.clients]] (each client sends from its own region); expected no workload.region, or no clients"),
+            );
+        }
+        let declared: Vec<&str> = self
+            .scenario
+            .regions
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, c) in w.clients.iter().enumerate() {
+            let here = at.index(i);
+            if declared.is_empty() {
+                self.problem(
+                    here.key("region"),
+                    format!("\"{}\" but no [[regions]] are declared; expected a [[regions]] table named \"{}\"", c.region, c.region),
+                );
+            } else if !declared.contains(&c.region.as_str()) {
+                self.problem(
+                    here.key("region"),
+                    format!(
+                        "\"{}\" is not a declared region; expected one of {}",
+                        c.region,
+                        quoted_list(declared.iter().copied())
+                    ),
+                );
+            }
+            self.rate(here.key("rate_per_s"), c.rate_per_s);
+            let name_ok = match &c.name {
+                Some(name) => {
+                    let fits = self.bytes_at_most(here.key("name"), name, MAX_NAME_BYTES);
+                    if fits && !is_simple_name(name) {
+                        self.problem(
+                            here.key("name"),
+                            format!("invalid name \"{name}\"; expected lowercase letters, digits and '-' ([a-z0-9-]+)"),
+                        );
+                    }
+                    fits
+                }
+                // A region name of any length is reported at its own region field.
+                None => c.region.len() <= MAX_NAME_BYTES,
+            };
+            if !name_ok {
+                continue;
+            }
+            let name = c.display_name();
+            if let Some(&first) = seen.get(name) {
+                let (key, how) = if c.name.is_some() {
+                    ("name", "")
+                } else {
+                    ("region", "; a client's name defaults to its region")
+                };
+                self.problem(
+                    here.key(key),
+                    format!("duplicate client name \"{name}\" (also workload.clients[{first}]{how}); expected unique names (set `name`)"),
+                );
+            } else {
+                seen.insert(name, i);
+            }
+        }
+        let total: f64 = w.clients.iter().map(|c| c.rate_per_s).sum();
+        let each_ok = w.clients.iter().all(|c| {
+            c.rate_per_s.is_finite() && c.rate_per_s > 0.0 && c.rate_per_s <= MAX_RATE_PER_S
+        });
+        if each_ok && total > MAX_RATE_PER_S {
+            self.problem(
+                at,
+                format!(
+                    "the clients offer {} requests per second in all; expected at most {MAX_RATE_PER_S} requests per second together",
+                    fmt_number(total)
+                ),
+            );
+        }
+    }
+
     /// A rate (requests per second): finite, > 0, at most [`MAX_RATE_PER_S`].
     fn rate(&mut self, path: FieldPath, rate: f64) {
         self.positive(path.clone(), rate, "a finite rate (requests per second)");
@@ -685,12 +795,23 @@ impl<'a> Validator<'a> {
                 .unwrap_or(target.replicas)
         };
         let total = per * u64::from(replicas);
+        // Each client holds its own connections; a list above its bound is reported alone.
+        let clients = w.clients.len().max(1) as u64;
         if replicas <= MAX_REPLICAS && total > max {
             self.problem(
                 path,
                 format!(
                     "{per} connections × {replicas} replicas of \"{}\" = {total} connections; expected at most {max} in all (the load generator holds each one open)",
                     target.name
+                ),
+            );
+        } else if replicas <= MAX_REPLICAS && total * clients > max {
+            self.problem(
+                path,
+                format!(
+                    "{per} connections × {replicas} replicas of \"{}\" × {clients} clients = {} connections; expected at most {max} in all (each client holds its own)",
+                    target.name,
+                    total * clients
                 ),
             );
         }
@@ -1229,9 +1350,15 @@ impl<'a> Validator<'a> {
     fn spiked_rate(&mut self, path: FieldPath, multiplier: f64) {
         let w = &self.scenario.workload;
         let (base, name) = match (w.mode, &w.search) {
-            (LoadMode::MaxThroughput, Some(s)) => (s.rate_per_s_max, "search.rate_per_s_max"),
+            (LoadMode::MaxThroughput, Some(s)) => {
+                (s.rate_per_s_max, "workload.search.rate_per_s_max")
+            }
+            (LoadMode::OpenLoop, _) if !w.clients.is_empty() => {
+                let total = w.total_rate_per_s().unwrap_or(0.0);
+                (total, "the rates of workload.clients together")
+            }
             (LoadMode::OpenLoop, _) => match w.rate_per_s {
-                Some(rate) => (rate, "rate_per_s"),
+                Some(rate) => (rate, "workload.rate_per_s"),
                 None => return,
             },
             _ => return,
@@ -1242,7 +1369,7 @@ impl<'a> Validator<'a> {
             self.problem(
                 path,
                 format!(
-                    "spikes workload.{name} = {} to {} requests per second; expected at most {MAX_RATE_PER_S} requests per second",
+                    "spikes {name} = {} to {} requests per second; expected at most {MAX_RATE_PER_S} requests per second",
                     fmt_number(base),
                     fmt_number(spiked)
                 ),
@@ -1402,11 +1529,14 @@ impl<'a> Validator<'a> {
                 &c.region,
             );
         }
-        region_ref(
-            self,
-            root().key("workload").key("region"),
-            &s.workload.region,
-        );
+        // With clients, a workload.region is refused as such (see `clients`).
+        if s.workload.clients.is_empty() {
+            region_ref(
+                self,
+                root().key("workload").key("region"),
+                &s.workload.region,
+            );
+        }
         let mut pairs = BTreeSet::new();
         for (i, l) in s.links.iter().enumerate() {
             let path = root().key("links").index(i);

@@ -1196,3 +1196,147 @@ fn bad_regions_links_and_region_faults_are_named() {
     let e = errors(&BASE.replace("replicas = 2", "replicas = 2\nregion = \"us\""));
     assert!(e.contains("no [[regions]] are declared"), "{e}");
 }
+
+/// Two regions and the load as two clients, one in each.
+const CLIENTS: &str = r#"description = "load from two regions"
+
+[[regions]]
+name = "us"
+
+[[regions]]
+name = "eu"
+
+[[links]]
+between = ["us", "eu"]
+rtt = "80ms"
+
+[[components]]
+name = "server"
+kind = "server"
+region = "us"
+
+[workload]
+target = "server"
+duration = "5s"
+requests = [{ kind = "infer", model = "mlp" }]
+
+[[workload.clients]]
+region = "us"
+rate_per_s = 40
+
+[[workload.clients]]
+name = "europe"
+region = "eu"
+rate_per_s = 10
+"#;
+
+#[test]
+fn clients_are_valid_named_after_their_region_and_their_rates_add_up() {
+    let s = parse(CLIENTS, "clients.toml").expect("valid clients");
+    let names: Vec<&str> = s
+        .workload
+        .clients
+        .iter()
+        .map(|c| c.display_name())
+        .collect();
+    assert_eq!(names, ["us", "europe"]);
+    assert_eq!(s.workload.rate_per_s, None);
+    assert_eq!(s.workload.total_rate_per_s(), Some(50.0));
+}
+
+#[test]
+fn clients_replace_the_workload_rate_and_region() {
+    insta::assert_snapshot!(errors(&CLIENTS.replace(
+        "duration = \"5s\"",
+        "duration = \"5s\"\nrate_per_s = 50\nregion = \"us\""
+    )));
+}
+
+#[test]
+fn clients_name_declared_regions_rates_and_unique_names() {
+    let more = r#"
+[[workload.clients]]
+region = "us"
+rate_per_s = 1
+
+[[workload.clients]]
+name = "second"
+region = "eu"
+rate_per_s = inf
+
+[[workload.clients]]
+name = "second"
+region = "eu"
+rate_per_s = 1
+"#;
+    let bad = CLIENTS
+        .replace(
+            "name = \"europe\"\nregion = \"eu\"\nrate_per_s = 10",
+            "name = \"Europe\"\nregion = \"mars\"\nrate_per_s = 0",
+        )
+        .to_owned()
+        + more;
+    insta::assert_snapshot!(errors(&bad));
+    // Clients in regions nobody declared.
+    let e = errors(&edit(
+        &[("rate_per_s = 100\n", "")],
+        "\n[[workload.clients]]\nregion = \"us\"\nrate_per_s = 5\n",
+    ));
+    assert!(
+        e.contains("workload.clients[0].region: \"us\" but no [[regions]] are declared"),
+        "{e}"
+    );
+}
+
+#[test]
+fn clients_are_bounded_in_number_rate_and_connections() {
+    let one = "\n[[workload.clients]]\nname = \"c{i}\"\nregion = \"us\"\nrate_per_s = 1\n";
+    let seventeen: String = (0..17)
+        .map(|i| one.replace("{i}", &i.to_string()))
+        .collect();
+    insta::assert_snapshot!(
+        "clients_are_bounded_in_number",
+        errors(&format!("{CLIENTS}{seventeen}"))
+    );
+    insta::assert_snapshot!(
+        "clients_are_bounded_in_rate_and_connections",
+        errors(
+            &CLIENTS
+                .replace("rate_per_s = 40", "rate_per_s = 900000")
+                .replace("rate_per_s = 10", "rate_per_s = 200000")
+                .replace("duration = \"5s\"", "duration = \"5s\"\nconnections = 6000")
+        )
+    );
+    // A spike multiplies every client's rate: their sum is what it may not push past the bound.
+    let spiked = CLIENTS.replace("rate_per_s = 40", "rate_per_s = 400000")
+        + "\n[[faults]]\nat = \"1s\"\nuntil = \"2s\"\nkind = \"load.spike\"\nmultiplier = 3\n";
+    let e = errors(&spiked);
+    assert!(
+        e.contains("faults[0].multiplier: spikes the rates of workload.clients together = 400010 to 1200030 requests per second; expected at most 1000000"),
+        "{e}"
+    );
+}
+
+#[test]
+fn clients_need_an_open_loop() {
+    for (mode, workload) in [
+        ("closed-loop", "duration = \"5s\"\nmode = \"closed-loop\""),
+        (
+            "max-throughput",
+            "mode = \"max-throughput\"\nsearch = { latency_ms_max = 100, rate_per_s_min = 10, rate_per_s_max = 100, trial = \"2s\" }",
+        ),
+        ("training", "duration = \"5s\"\nmode = \"training\""),
+    ] {
+        let e = errors(&CLIENTS.replace("duration = \"5s\"", workload));
+        assert!(
+            e.contains(&format!(
+                "workload.clients: clients are open loops, each at its own rate (mode is \"{mode}\"); expected mode = \"open-loop\", or no [[workload.clients]]"
+            )),
+            "{mode}: {e}"
+        );
+    }
+    insta::assert_snapshot!(errors(&CLIENTS.replace(
+        "duration = \"5s\"",
+        "duration = \"5s\"\nmode = \"closed-loop\""
+    )));
+}
