@@ -261,6 +261,67 @@ impl LoadReport {
     }
 }
 
+impl LoadReport {
+    /// Adds `other`, a load run beside this one (another client of the same workload),
+    /// into `self`: counts, histograms and totals of every window, fine window, phase and
+    /// target add up, so every request of both is counted once and the accounting of the
+    /// sum balances when both do. `started_at` becomes the earlier of the two; the
+    /// phases span both.
+    ///
+    /// Windows and targets merge by index: each report's offsets are from its own t = 0,
+    /// so a request of a load that started `d` later is filed `d` early on the earlier
+    /// one's clock. Loads started together (within a small part of a fine window) merge
+    /// as if they were one. Both reports must use the same window widths and phases (one
+    /// [`crate::LoadSpec`] apart from rate, seed and targets); targets at the same index
+    /// are taken to be the same replica reached from another place.
+    pub fn merge(&mut self, other: LoadReport) {
+        debug_assert!(
+            self.windows.first().map(|w| w.width) == other.windows.first().map(|w| w.width)
+                || self.windows.is_empty()
+                || other.windows.is_empty(),
+            "merged reports have the same window width"
+        );
+        self.started_at = self.started_at.min(other.started_at);
+        for (i, w) in other.windows.into_iter().enumerate() {
+            match self.windows.get_mut(i) {
+                Some(mine) => {
+                    mine.counts.merge(&w.counts);
+                    mine.completed += w.completed;
+                    mine.stats.merge(&w.stats);
+                }
+                None => self.windows.push(w),
+            }
+        }
+        for (i, f) in other.fine.iter().enumerate() {
+            match self.fine.get_mut(i) {
+                Some(mine) => add_fine(mine, f),
+                None => self.fine.push(*f),
+            }
+        }
+        merge_phase(&mut self.warmup, &other.warmup);
+        merge_phase(&mut self.measured, &other.measured);
+        self.accounting.merge(&other.accounting);
+        for (i, t) in other.targets.into_iter().enumerate() {
+            match self.targets.get_mut(i) {
+                Some(mine) => {
+                    mine.counts.merge(&t.counts);
+                    add(&mut mine.latency, &t.latency);
+                    add(&mut mine.latency_all, &t.latency_all);
+                }
+                None => self.targets.push(t),
+            }
+        }
+    }
+}
+
+fn merge_phase(into: &mut PhaseStats, from: &PhaseStats) {
+    into.start = into.start.min(from.start);
+    into.end = into.end.max(from.end);
+    into.counts.merge(&from.counts);
+    into.completed += from.completed;
+    into.stats.merge(&from.stats);
+}
+
 /// Streaming timings of one response, as offsets on the caller's clock.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamTimes {
@@ -936,6 +997,55 @@ mod tests {
             }
             for w in &report.windows {
                 prop_assert_eq!(w.stats.latency_all.len(), w.counts.sent);
+            }
+        }
+    }
+
+    proptest! {
+        /// Two loads recorded apart (two clients) and merged give the report of one load
+        /// that recorded every request: nothing lost, nothing counted twice.
+        #[test]
+        fn merged_reports_equal_one_report_of_every_request(
+            outcomes in proptest::collection::vec((outcome_strategy(4_000), 0usize..2, 0usize..3), 0..200),
+            longer in 0u64..2_000,
+        ) {
+            let new = |end: Duration| Recorder::new(ms(1_000), ms(100), ms(1_000), end, ms(2_000)).with_targets(3);
+            let (end_a, end_b) = (ms(4_000), ms(4_000 + longer));
+            let (mut a, mut b, mut one) = (new(end_a), new(end_b), new(end_b));
+            for (o, client, target) in &outcomes {
+                if *client == 0 { a.record_at(*target, o) } else { b.record_at(*target, o) }
+                one.record_at(*target, o);
+            }
+            let t0 = SystemTime::UNIX_EPOCH + ms(5_000);
+            let mut merged = a.finish(t0 + ms(3), 7, end_a);
+            merged.merge(b.finish(t0, 8, end_b));
+            let one = one.finish(t0, 7, end_b);
+
+            prop_assert!(merged.balanced());
+            prop_assert_eq!(merged.started_at, t0, "the earlier start");
+            prop_assert_eq!(merged.seed, 7, "the first report's seed");
+            prop_assert_eq!(&merged.accounting, &one.accounting);
+            prop_assert_eq!(merged.accounting.sent, outcomes.len() as u64);
+            prop_assert_eq!(&merged.fine, &one.fine);
+            prop_assert_eq!(merged.windows.len(), one.windows.len());
+            for (m, o) in merged.windows.iter().zip(&one.windows) {
+                prop_assert_eq!((m.start, m.width, &m.counts, m.completed), (o.start, o.width, &o.counts, o.completed));
+                prop_assert!(m.stats.latency == o.stats.latency && m.stats.latency_all == o.stats.latency_all);
+                prop_assert_eq!((m.stats.responses, m.stats.bytes_read), (o.stats.responses, o.stats.bytes_read));
+            }
+            for (m, o) in [(&merged.warmup, &one.warmup), (&merged.measured, &one.measured)] {
+                prop_assert_eq!((m.start, m.end, &m.counts), (o.start, o.end, &o.counts));
+                prop_assert!(m.stats.latency == o.stats.latency && m.stats.service == o.stats.service);
+                prop_assert!(m.stats.latency_all == o.stats.latency_all && m.stats.ttft == o.stats.ttft);
+                prop_assert!(m.stats.itl == o.stats.itl && m.stats.tpot == o.stats.tpot);
+                prop_assert_eq!(m.stats.output_tokens, o.stats.output_tokens);
+            }
+            // Completions are counted in a phase only inside its end: the same end on both.
+            prop_assert_eq!(merged.warmup.completed, one.warmup.completed);
+            prop_assert_eq!(merged.targets.len(), 3);
+            for (m, o) in merged.targets.iter().zip(&one.targets) {
+                prop_assert_eq!(&m.counts, &o.counts);
+                prop_assert!(m.latency == o.latency && m.latency_all == o.latency_all);
             }
         }
     }
