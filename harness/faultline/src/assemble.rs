@@ -682,6 +682,7 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
         recoveries: Vec::new(),
         accounting: report::Accounting::default(),
         replicas: Vec::new(),
+        clients: Vec::new(),
         network: network(scenario, results),
         processes,
         searches,

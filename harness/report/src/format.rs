@@ -61,6 +61,11 @@ pub fn error_total(counts: &Accounting) -> u64 {
     counts.errors.values().sum()
 }
 
+/// Requests that did not succeed: `Σ errors + timeouts + dropped`.
+pub fn failed(counts: &Accounting) -> u64 {
+    error_total(counts) + counts.timeouts + counts.dropped_by_generator
+}
+
 /// `ok + Σ errors + timeouts + dropped`: what `sent` must equal.
 pub fn accounted(counts: &Accounting) -> u64 {
     counts.ok + error_total(counts) + counts.timeouts + counts.dropped_by_generator

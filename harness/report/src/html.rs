@@ -122,6 +122,9 @@ pub fn page(metrics: &RunMetrics, plots: &[Plot]) -> String {
     if !metrics.summaries.is_empty() {
         body.push_str(&section("Summary by phase", &summaries(&metrics.summaries)));
     }
+    if !metrics.clients.is_empty() {
+        body.push_str(&section("Clients by region", &clients(metrics)));
+    }
     if metrics.replicas.len() > 1 {
         body.push_str(&section("Requests per replica", &replicas(metrics)));
     }
@@ -341,6 +344,81 @@ fn summaries(summaries: &[PhaseSummary]) -> String {
     )
 }
 
+/// Each load client of `[[workload.clients]]`: one row per client and phase (warm-up left
+/// out; it is in `metrics.json`).
+fn clients(metrics: &RunMetrics) -> String {
+    let streams = metrics
+        .clients
+        .iter()
+        .flat_map(|c| &c.summaries)
+        .any(|s| s.ttft.count > 0);
+    let mut rows = Vec::new();
+    for c in &metrics.clients {
+        for s in c.summaries.iter().filter(|s| s.phase != "warmup") {
+            let failed = format::failed(&s.counts);
+            let mut row = vec![
+                t(match &c.variant {
+                    Some(v) => format!("{} [{v}]", c.name),
+                    None => c.name.clone(),
+                }),
+                t(c.region.clone()),
+                t(num(c.rate_per_s)),
+                t(s.phase.clone()),
+                t(s.counts.sent.to_string()),
+                t(s.counts.ok.to_string()),
+                if failed > 0 {
+                    Cell::Html(format!("<span class=\"bad\">{failed}</span>"))
+                } else {
+                    t("0")
+                },
+                t(percent(s.availability)),
+                t(num(s.throughput_rps)),
+                t(ms(s.latency.p50_ms)),
+                t(ms(s.latency.p99_ms)),
+                t(ms(s.latency_all.p99_ms)),
+            ];
+            if streams {
+                row.push(t(ms(s.ttft.p50_ms)));
+                row.push(t(ms(s.itl.p50_ms)));
+            }
+            rows.push(row);
+        }
+    }
+    let mut headers = vec![
+        "client",
+        "region",
+        "offered/s",
+        "phase",
+        "sent",
+        "ok",
+        "failed",
+        "availability",
+        "completed/s",
+        "corrected p50 (ms)",
+        "corrected p99 (ms)",
+        "all requests p99 (ms)",
+    ];
+    if streams {
+        headers.extend(["TTFT p50 (ms)", "ITL p50 (ms)"]);
+    }
+    format!(
+        "<p>The load came from several clients, each an open loop of its own sending from its region at its own rate; its requests to replicas in other regions crossed the link. Every other figure on this page covers all clients together; each client's rows count only its own requests (its accounting: {}).</p>\n{}",
+        esc(&metrics
+            .clients
+            .iter()
+            .map(|c| format!(
+                "{} sent {} = ok {} + failed {}",
+                c.name,
+                c.accounting.sent,
+                c.accounting.ok,
+                format::failed(&c.accounting)
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")),
+        table(&headers, rows)
+    )
+}
+
 /// Which replica took the failures: the load per replica of the workload's target.
 /// The region map and the per-link table.
 fn network(n: &crate::model::Network) -> String {
@@ -404,7 +482,7 @@ fn replicas(metrics: &RunMetrics) -> String {
         .map(|r| {
             let a = &r.accounting;
             let errors: Vec<String> = a.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            let failed = format::error_total(a) + a.timeouts + a.dropped_by_generator;
+            let failed = format::failed(a);
             vec![
                 t(match &r.variant {
                     Some(v) => format!("{} [{v}]", r.replica),

@@ -35,6 +35,11 @@ pub struct RunMetrics {
     /// and max-throughput runs (a search's trials each carry their own accounting).
     #[serde(default)]
     pub replicas: Vec<ReplicaLoad>,
+    /// Each load client, for a load given as `[[workload.clients]]` (several clients in
+    /// several regions): its accounting and its own summaries per phase. Every other
+    /// figure covers all clients together. Absent for a load from one place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientLoad>,
     /// Regions, their links and the fault proxies the run put on them; `None` when the
     /// run had neither regions nor `net.*` faults.
     #[serde(default)]
@@ -92,6 +97,7 @@ pub struct WorkloadInfo {
     pub mode: String,
     /// `poisson` or `constant`.
     pub arrival: String,
+    /// The base offered rate; with `[[workload.clients]]`, theirs together.
     pub rate_per_s: Option<f64>,
     pub connections: u32,
     pub warmup_s: f64,
@@ -164,6 +170,30 @@ pub struct LinkRow {
     pub connections: u64,
     pub bytes_from: u64,
     pub bytes_to: u64,
+}
+
+/// One client of a load given as `[[workload.clients]]`: an open loop of its own, sending
+/// from its region at its rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientLoad {
+    /// The variant whose load this was; `None` without variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Its name (`name`, else its region).
+    pub name: String,
+    /// The region it sent from.
+    pub region: String,
+    /// Its configured offered rate, requests per second (before stages and spikes).
+    pub rate_per_s: f64,
+    /// Its t = 0 (first intended request) after the run's t = 0, seconds: the clients
+    /// start together, within milliseconds.
+    pub start_offset_s: f64,
+    /// Its whole run (warm-up included), counted like the run's; the clients' rows add up
+    /// to the run's accounting.
+    pub accounting: Accounting,
+    /// Its own summary of each phase (`warmup`, `measured`, `steady`, `faulted`,
+    /// `recovering`), as the run's `summaries`, on the scenario clock.
+    pub summaries: Vec<PhaseSummary>,
 }
 
 /// One replica's share of a load (the generator's requests to that replica's address).

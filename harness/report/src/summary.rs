@@ -62,7 +62,8 @@ fn percentiles_json(p: &Percentiles) -> Value {
 
 /// A compact summary for `faultline run --json`: scenario, run id, pass, failures, SLO
 /// verdicts, the measured phase's key figures (latencies in ms, rates per second), accounting
-/// and search results. The caller may add the report path.
+/// and search results, and for a load given as `[[workload.clients]]` each client's figures
+/// of the same phase (`clients`, absent otherwise). The caller may add the report path.
 pub fn summary_json(metrics: &RunMetrics) -> Value {
     let run = &metrics.run;
     let measured = headline_phase(metrics).map(|s| {
@@ -90,7 +91,29 @@ pub fn summary_json(metrics: &RunMetrics) -> Value {
         .into_iter()
         .collect();
     let a = &metrics.accounting;
-    json!({
+    let headline = headline_phase(metrics).map(|s| s.phase.as_str());
+    let clients: Vec<Value> = metrics
+        .clients
+        .iter()
+        .map(|c| {
+            let s = c
+                .summaries
+                .iter()
+                .find(|s| Some(s.phase.as_str()) == headline);
+            json!({
+                "name": c.name,
+                "variant": c.variant,
+                "region": c.region,
+                "rate_per_s": c.rate_per_s,
+                "phase": s.map(|s| &s.phase),
+                "sent": s.map(|s| s.counts.sent),
+                "availability": s.and_then(|s| s.availability),
+                "throughput_rps": s.map(|s| s.throughput_rps),
+                "latency_ms": s.map(|s| percentiles_json(&s.latency)),
+            })
+        })
+        .collect();
+    let mut out = json!({
         "scenario": run.scenario,
         "run_id": run.run_id,
         "pass": metrics.passed(),
@@ -126,7 +149,12 @@ pub fn summary_json(metrics: &RunMetrics) -> Value {
             "variant": s.variant,
             "best_rate_per_s": s.best_rate_per_s,
         })).collect::<Vec<_>>(),
-    })
+    });
+    // Only a load given as `[[workload.clients]]` has them.
+    if !clients.is_empty() {
+        out["clients"] = Value::Array(clients);
+    }
+    out
 }
 
 /// Left-aligned text columns separated by two spaces.
@@ -227,6 +255,36 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
         out.push_str(&check.line);
         out.push('\n');
     }
+    // Each client of `[[workload.clients]]`, in the headline phase.
+    let headline = headline_phase(metrics).map(|s| s.phase.as_str());
+    for c in &metrics.clients {
+        let name = match &c.variant {
+            Some(v) => format!("{} [{v}]", c.name),
+            None => c.name.clone(),
+        };
+        let phase = c
+            .summaries
+            .iter()
+            .find(|s| Some(s.phase.as_str()) == headline)
+            .or_else(|| c.summaries.first());
+        match phase {
+            Some(s) => out.push_str(&format!(
+                "client {name} (region {}, {}/s): {} {} sent, availability {}, corrected p50 {}  p99 {} ms\n",
+                c.region,
+                num(c.rate_per_s),
+                s.phase,
+                s.counts.sent,
+                percent(s.availability),
+                ms(s.latency.p50_ms),
+                ms(s.latency.p99_ms),
+            )),
+            None => out.push_str(&format!(
+                "client {name} (region {}, {}/s): no requests\n",
+                c.region,
+                num(c.rate_per_s)
+            )),
+        }
+    }
     if metrics.replicas.len() > 1 {
         // Which replica took the failures: failed requests per replica, whole run.
         let parts: Vec<String> = metrics
@@ -234,7 +292,7 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
             .iter()
             .map(|r| {
                 let a = &r.accounting;
-                let failed = format::error_total(a) + a.timeouts + a.dropped_by_generator;
+                let failed = format::failed(a);
                 let name = match &r.variant {
                     Some(v) => format!("{} [{v}]", r.replica),
                     None => r.replica.clone(),

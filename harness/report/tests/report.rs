@@ -491,3 +491,82 @@ fn a_headline_phase_with_over_1_percent_generator_drops_warns_in_text_and_json()
     assert!(json["measured"]["latency_all_ms"]["p99"].is_f64());
     assert_eq!(json["warnings"][0].as_str(), Some(warning.trim_start()));
 }
+
+/// The fixture's load as two clients in two regions: us with most of it, eu 80 ms away.
+fn with_two_clients(mut m: report::RunMetrics) -> report::RunMetrics {
+    let client = |name: &str, share: u64, p50_ms: f64| {
+        let mut summaries = m.summaries.clone();
+        for s in &mut summaries {
+            s.counts.sent = s.counts.sent * share / 4;
+            s.counts.ok = s.counts.ok * share / 4;
+            s.latency.p50_ms = Some(p50_ms);
+            s.latency.p99_ms = Some(p50_ms * 2.0);
+        }
+        report::ClientLoad {
+            variant: None,
+            name: name.into(),
+            region: name.into(),
+            rate_per_s: 50.0 * share as f64,
+            start_offset_s: 0.002,
+            accounting: report::Accounting {
+                sent: m.accounting.sent * share / 4,
+                ok: m.accounting.ok * share / 4,
+                balanced: true,
+                ..report::Accounting::default()
+            },
+            summaries,
+        }
+    };
+    m.clients = vec![client("us", 3, 6.5), client("eu", 1, 87.25)];
+    m
+}
+
+#[test]
+fn clients_get_a_table_by_region_a_summary_line_each_and_a_metrics_section() {
+    let metrics = with_two_clients(fixture::run_metrics());
+    let dir = tempfile::tempdir().expect("temp dir");
+    report::write_run(dir.path(), &metrics).expect("report written");
+    let html = read(dir.path(), "index.html");
+    for needle in [
+        "<h2>Clients by region</h2>",
+        "<th>client</th><th>region</th><th>offered/s</th><th>phase</th>",
+        "<td>us</td><td>us</td><td>150</td><td>measured</td><td>3000</td>",
+        "<td>eu</td><td>eu</td><td>50.0</td><td>measured</td><td>1000</td>",
+        "<td>87.2</td>",
+        "<th>TTFT p50 (ms)</th>",
+    ] {
+        assert!(html.contains(needle), "index.html lacks {needle:?}");
+    }
+    assert!(
+        !html.contains("<td>warmup</td>"),
+        "warm-up rows are in metrics.json only"
+    );
+    let back: serde_json::Value =
+        serde_json::from_str(&read(dir.path(), "metrics.json")).expect("metrics.json parses");
+    assert_eq!(back["clients"][1]["name"], "eu");
+    assert_eq!(back["clients"][1]["summaries"][1]["phase"], "measured");
+    let text = report::text_summary(&metrics);
+    assert!(
+        text.contains("client us (region us, 150/s): measured 3000 sent, availability"),
+        "{text}"
+    );
+    assert!(text.contains("client eu (region eu, 50.0/s)"), "{text}");
+    let json = report::summary_json(&metrics);
+    assert_eq!(json["clients"][0]["sent"], 3000);
+    assert_eq!(json["clients"][1]["latency_ms"]["p50"], 87.25);
+}
+
+#[test]
+fn a_load_from_one_place_has_no_clients_section_anywhere() {
+    let metrics = fixture::run_metrics();
+    let dir = tempfile::tempdir().expect("temp dir");
+    report::write_run(dir.path(), &metrics).expect("report written");
+    let json: serde_json::Value =
+        serde_json::from_str(&read(dir.path(), "metrics.json")).expect("metrics.json parses");
+    assert!(
+        json.get("clients").is_none(),
+        "no key: existing reports keep their shape"
+    );
+    assert!(!read(dir.path(), "index.html").contains("Clients by region"));
+    assert!(report::summary_json(&metrics).get("clients").is_none());
+}
