@@ -3,15 +3,15 @@
 # how often it catches a 10 % slowdown (the server's --fault-slowdown 0.1 fault hook: every
 # decode step takes 1.1 x its compute), with interleaved runs made by compare itself.
 # Usage: benches/scripts/compare-power.sh
-#   env: SCENARIO=benches/scenarios/compare-llm.toml RUNS=4 (per side) ROUNDS=3 SLOWDOWN=0.1
-#        FIGURE="steady latency p50_ms" (the figure the slowdown must move)
+#   env: SCENARIO=benches/scenarios/compare-llm-engine.toml RUNS=4 (per side) ROUNDS=3 SLOWDOWN=0.1
+#        FIGURE="steady itl p50_ms" (the figure the slowdown must move)
 #        AA=0 skips the A/A comparisons (half the time)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-SCENARIO="${SCENARIO:-benches/scenarios/compare-llm.toml}"
+SCENARIO="${SCENARIO:-benches/scenarios/compare-llm-engine.toml}"
 RUNS="${RUNS:-4}"; ROUNDS="${ROUNDS:-3}"; SLOWDOWN="${SLOWDOWN:-0.1}"
-FIGURE="${FIGURE:-steady latency p50_ms}"
+FIGURE="${FIGURE:-steady itl p50_ms}"
 cargo build -q --release --workspace
 BIN=target/release/faultline
 OUT="$(mktemp -d)"

@@ -8,7 +8,7 @@
 //! | `summaries[]` (not `warmup`) | `{phase} throughput_rps` | req/s | higher | windows' `throughput_rps` |
 //! | | `{phase} availability` | ratio | higher | – |
 //! | | `{phase} latency p50_ms`, `p99_ms`, `p999_ms` (corrected) | ms | lower | p99: windows' `latency.p99_ms` |
-//! | | `{phase} service p99_ms`, `{phase} ttft p99_ms` (when recorded) | ms | lower | – |
+//! | | `{phase} service p99_ms`, `{phase} ttft p50_ms`, `ttft p99_ms`, `itl p50_ms`, `itl p99_ms` (when recorded) | ms | lower | – |
 //! | `recoveries[]` | `recovery {fault} recovery_s`, `… latency_recovery_s` | s | lower | – |
 //! | `searches[]` | `search {variant} best_rate_per_s` | req/s | higher | – |
 //! | `training[]` | `training {variant} throughput_samples_per_s` | samples/s | higher | `throughput_curve` |
@@ -151,7 +151,13 @@ pub fn figures(m: &RunMetrics) -> Vec<RunFigure> {
                 Vec::new(),
             ),
             (lat("service p99_ms", &s.service, |p| p.p99_ms), Vec::new()),
+            (lat("ttft p50_ms", &s.ttft, |p| p.p50_ms), Vec::new()),
             (lat("ttft p99_ms", &s.ttft, |p| p.p99_ms), Vec::new()),
+            // The median gap between streamed tokens is one decode step as the client sees
+            // it: the figure a slower engine moves most directly (vLLM's benchmark reports
+            // it as median ITL), with thousands of samples per run.
+            (lat("itl p50_ms", &s.itl, |p| p.p50_ms), Vec::new()),
+            (lat("itl p99_ms", &s.itl, |p| p.p99_ms), Vec::new()),
         ]
         .map(|((n, v), s)| (n, v, s))
         {

@@ -164,6 +164,12 @@ pub struct Args {
     /// Most sequences decoded together by the LM, the continuous-batch width (1..=256).
     #[arg(long, env = "SERVER_LM_MAX_RUNNING", default_value_t = 16)]
     pub lm_max_running: usize,
+    /// GRU width of a seeded LM (one given without a weights file), 8..=4096: the model's
+    /// size. Compute per token grows with its square (512: about 1 M multiply-adds; 2048:
+    /// about 13 M), for benchmarks that need an engine-bound decode step. Weights files
+    /// carry their own sizes.
+    #[arg(long, env = "SERVER_LM_HIDDEN_DIM", default_value_t = 512)]
+    pub lm_hidden_dim: usize,
     /// Largest accepted `max_tokens` (1..=65536); larger requests get 400.
     #[arg(long, env = "SERVER_MAX_TOKENS_LIMIT", default_value_t = 512)]
     pub max_tokens_limit: u32,
@@ -269,6 +275,8 @@ pub struct ServerConfig {
     /// `None` when `--lm-max-queue-wait-ms 0`.
     pub lm_max_queue_wait: Option<Duration>,
     pub lm_max_running: usize,
+    /// Width of seeded LMs.
+    pub lm_hidden_dim: usize,
     pub max_tokens_limit: u32,
     pub max_prompt_bytes: usize,
     pub max_body_bytes: usize,
@@ -354,6 +362,7 @@ impl Args {
         within("max-batch-size", self.max_batch_size, 1, 1024, &mut p);
         within("max-queue", self.max_queue, 1, 65536, &mut p);
         within("lm-max-running", self.lm_max_running, 1, 256, &mut p);
+        within("lm-hidden-dim", self.lm_hidden_dim, 8, 4096, &mut p);
         within(
             "max-prompt-bytes",
             self.max_prompt_bytes,
@@ -457,6 +466,7 @@ impl Args {
             max_queue_wait,
             lm_max_queue_wait,
             lm_max_running: self.lm_max_running,
+            lm_hidden_dim: self.lm_hidden_dim,
             max_tokens_limit: self.max_tokens_limit,
             max_prompt_bytes: self.max_prompt_bytes,
             max_body_bytes: self.max_body_bytes,
@@ -606,6 +616,7 @@ mod tests {
             "--keep-alive-timeout-s=NaN",
             "--header-read-timeout-s=1e9",
             "--lm-max-running=100000",
+            "--lm-hidden-dim=4097",
             "--max-tokens-limit=1000000",
             "--drain-timeout-s=-1",
         ])
@@ -619,6 +630,7 @@ mod tests {
             "--keep-alive-timeout-s = NaN: expected",
             "--header-read-timeout-s = 1000000000: expected",
             "--lm-max-running = 100000: expected 1..=256",
+            "--lm-hidden-dim = 4097: expected 8..=4096",
             "--max-tokens-limit = 1000000: expected 1..=65536",
             "--drain-timeout-s = -1: expected",
         ] {

@@ -148,7 +148,13 @@ impl Loader {
             ModelKind::Lm => {
                 let model = match weights {
                     Some(p) => ByteLm::load(p),
-                    None => ByteLm::seeded(LmConfig::default(), config.seed),
+                    None => ByteLm::seeded(
+                        LmConfig {
+                            hidden_dim: config.lm_hidden_dim,
+                            ..LmConfig::default()
+                        },
+                        config.seed,
+                    ),
                 }
                 .and_then(|m| m.frozen())
                 .with_context(|| format!("loading model `{name}`"))?;
