@@ -90,6 +90,9 @@ pub struct StackResult {
     pub load: Option<LoadReport>,
     /// The replica behind each of the load's targets, in the load's target order.
     pub load_targets: Vec<String>,
+    /// Each client of `[[workload.clients]]` and its own report (their merge is `load`);
+    /// empty for a load from one place.
+    pub clients: Vec<crate::clients::ClientRun>,
     /// Scenario t = 0 of this lifetime, on the run clock.
     pub load_t0_s: Option<f64>,
     pub faults: Vec<FaultEvent>,
@@ -415,6 +418,7 @@ struct LoadSection {
     balanced: bool,
     unbalanced_windows: Vec<f64>,
     replicas: Vec<report::ReplicaLoad>,
+    clients: Vec<report::ClientLoad>,
 }
 
 /// Which replica took a load's failures: one row per target of `load`, named by
@@ -437,6 +441,65 @@ fn replica_loads(load: &LoadReport, names: &[String]) -> Vec<report::ReplicaLoad
             latency_all: report::Percentiles::from_histogram(&t.latency_all),
         })
         .collect()
+}
+
+/// Each client's own figures (`[[workload.clients]]`): its accounting and its phases, on
+/// the scenario clock. A client's windows are keyed by its own t = 0, `start_offset_s`
+/// after the load's, so the fault times are moved onto its clock to tell its phases apart
+/// and its phases moved back. Also the scenario-clock start of every window of a client
+/// that does not balance.
+fn client_loads(
+    clients: &[crate::clients::ClientRun],
+    load: &LoadReport,
+    times: &[analysis::FaultTimes],
+) -> (Vec<report::ClientLoad>, Vec<f64>) {
+    let mut unbalanced = Vec::new();
+    let rows = clients
+        .iter()
+        .map(|c| {
+            let offset = c
+                .report
+                .started_at
+                .duration_since(load.started_at)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let own: Vec<analysis::FaultTimes> = times
+                .iter()
+                .map(|t| analysis::FaultTimes {
+                    start_s: t.start_s - offset,
+                    heal_s: t.heal_s.map(|h| h - offset),
+                    ..*t
+                })
+                .collect();
+            unbalanced.extend(
+                c.report
+                    .windows
+                    .iter()
+                    .filter(|w| !w.counts.balanced())
+                    .map(|w| round_us(w.start.as_secs_f64() + offset)),
+            );
+            let summaries = analysis::phases(&c.report, &own)
+                .iter()
+                .map(|p| {
+                    let mut s = p.summary();
+                    if p.span_s() > 0.0 {
+                        s.start_s = round_us(s.start_s + offset);
+                        s.end_s = round_us(s.end_s + offset);
+                    }
+                    s
+                })
+                .collect();
+            report::ClientLoad {
+                variant: None,
+                name: c.name.clone(),
+                region: c.region.clone(),
+                rate_per_s: c.rate_per_s,
+                start_offset_s: round_us(offset),
+                accounting: analysis::accounting(&c.report.accounting),
+                summaries,
+            }
+        })
+        .collect();
+    (rows, unbalanced)
 }
 
 /// The load section of one lifetime: faults and their recoveries, phases, windows with
@@ -519,12 +582,15 @@ fn load_section(scenario: &Scenario, r: &StackResult, load: &LoadReport) -> Load
             m
         })
         .collect();
-    let unbalanced_windows: Vec<f64> = load
+    let mut unbalanced_windows: Vec<f64> = load
         .windows
         .iter()
         .filter(|w| !w.counts.balanced())
         .map(|w| w.start.as_secs_f64())
         .collect();
+    // Every client's requests balance on their own too, not only in the sum.
+    let (clients, clients_unbalanced) = client_loads(&r.clients, load, &times);
+    unbalanced_windows.extend(clients_unbalanced);
     LoadSection {
         spans: vec![
             Span {
@@ -547,9 +613,12 @@ fn load_section(scenario: &Scenario, r: &StackResult, load: &LoadReport) -> Load
             &load.measured.stats.service,
         ),
         accounting: analysis::accounting(&load.accounting),
-        balanced: unbalanced_windows.is_empty() && load.accounting.balanced(),
+        balanced: unbalanced_windows.is_empty()
+            && load.accounting.balanced()
+            && r.clients.iter().all(|c| c.report.balanced()),
         unbalanced_windows,
         replicas: replica_loads(load, &r.load_targets),
+        clients,
     }
 }
 
@@ -666,7 +735,7 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
             workload: WorkloadInfo {
                 mode: w.mode.name().to_owned(),
                 arrival: w.arrival.name().to_owned(),
-                rate_per_s: w.rate_per_s,
+                rate_per_s: w.total_rate_per_s(),
                 connections: w.connections,
                 warmup_s: w.warmup.as_secs_f64(),
                 duration_s: w.duration.as_secs_f64(),
@@ -737,6 +806,12 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
             metrics
                 .replicas
                 .extend(sec.replicas.iter().cloned().map(|mut row| {
+                    row.variant = several.then(|| r.variant.clone());
+                    row
+                }));
+            metrics
+                .clients
+                .extend(sec.clients.iter().cloned().map(|mut row| {
                     row.variant = several.then(|| r.variant.clone());
                     row
                 }));
@@ -1092,6 +1167,109 @@ target = "worker/1"
             m.accounting.sent
         );
         assert!(m.replicas.iter().all(|r| r.variant.is_none()));
+    }
+
+    /// Two clients (`[[workload.clients]]`), eu's t = 0 5 ms after us's, each the load of
+    /// [`load_report`]; their merge is the run's load.
+    fn two_clients(eu: LoadReport) -> StackResult {
+        let us = load_report();
+        let mut merged = us.clone();
+        merged.merge(eu.clone());
+        let client = |name: &str, rate_per_s: f64, report: LoadReport| crate::clients::ClientRun {
+            name: name.into(),
+            region: name.into(),
+            rate_per_s,
+            report,
+        };
+        StackResult {
+            load: Some(merged),
+            load_targets: vec!["server/0".into(), "server/1".into()],
+            load_t0_s: Some(10.0),
+            clients: vec![client("us", 10.0, us), client("eu", 10.0, eu)],
+            faults: vec![kill_at(12.0)],
+            replicas: vec![server(vec![life(1, 9.0, Some(12.0)), life(2, 12.2, None)])],
+            ..StackResult::default()
+        }
+    }
+
+    fn later(mut report: LoadReport, ms: u64) -> LoadReport {
+        report.started_at += Duration::from_millis(ms);
+        report
+    }
+
+    #[test]
+    fn clients_get_their_own_phases_on_the_scenario_clock_and_add_up_to_the_run() {
+        let scenario = scenario::parse(OPEN_LOOP, "t.toml").expect("valid");
+        let m = assemble(
+            &scenario,
+            &identity(),
+            &[two_clients(later(load_report(), 5))],
+        );
+        assert!(m.failures.is_empty(), "{:?}", m.failures);
+        assert_eq!(m.accounting.sent, 100, "every request of both clients");
+        let names: Vec<_> = m.clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["us", "eu"]);
+        assert_eq!(
+            m.clients.iter().map(|c| c.accounting.sent).sum::<u64>(),
+            m.accounting.sent
+        );
+        assert_eq!(m.clients[0].start_offset_s, 0.0);
+        assert_eq!(m.clients[1].start_offset_s, 0.005);
+        let phase = |c: usize, name: &str| {
+            m.clients[c]
+                .summaries
+                .iter()
+                .find(|s| s.phase == name)
+                .cloned()
+                .expect("a summary of every phase")
+        };
+        // us: the kill at 2 s fails 3 requests of window [2, 3).
+        let faulted = phase(0, "faulted");
+        assert_eq!((faulted.start_s, faulted.end_s), (2.0, 3.0));
+        assert_eq!((faulted.counts.sent, faulted.counts.ok), (10, 7));
+        // eu: on its clock the kill came at 1.995 s, so its window [1, 2) is faulted too;
+        // its phases are told on the scenario clock.
+        let faulted = phase(1, "faulted");
+        assert_eq!((faulted.start_s, faulted.end_s), (1.005, 3.005));
+        assert_eq!((faulted.counts.sent, faulted.counts.ok), (20, 17));
+        let measured = phase(1, "measured");
+        assert_eq!((measured.start_s, measured.counts.sent), (1.005, 40));
+        assert!(m.clients.iter().all(|c| c.variant.is_none()));
+        // The run's own figures are of both together.
+        let all = m
+            .summaries
+            .iter()
+            .find(|s| s.phase == "measured")
+            .expect("measured");
+        assert_eq!(all.counts.sent, 80);
+    }
+
+    #[test]
+    fn a_client_whose_requests_do_not_balance_fails_the_run_even_when_the_sum_does() {
+        let scenario = scenario::parse(OPEN_LOOP, "t.toml").expect("valid");
+        let mut r = two_clients(later(load_report(), 5));
+        // One request moved from the first client to the second: the sum still balances.
+        r.clients[0].report.windows[3].counts.sent -= 1;
+        r.clients[1].report.windows[3].counts.sent += 1;
+        let m = assemble(&scenario, &identity(), &[r]);
+        assert!(!m.passed());
+        assert_eq!(
+            m.failures,
+            ["request accounting does not balance (sent ≠ ok + errors + timeouts + dropped) in windows starting at [3.0, 3.005] s"]
+        );
+    }
+
+    #[test]
+    fn a_load_from_one_place_has_no_client_rows() {
+        let scenario = scenario::parse(OPEN_LOOP, "t.toml").expect("valid");
+        let result = StackResult {
+            load: Some(load_report()),
+            load_t0_s: Some(0.0),
+            ..StackResult::default()
+        };
+        assert!(assemble(&scenario, &identity(), &[result])
+            .clients
+            .is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! on a timeline, analyses the load generator's measurements and writes reports.
 //!
 //! Module map (docs/ARCHITECTURE.md has the details): [`cli`] (commands), [`runner`] (one
-//! scenario end to end), [`abort`] (k6-style early stop), [`stack`] (replica specs from the scenario and the kind table),
+//! scenario end to end), [`clients`] (a load as several clients in several regions), [`abort`] (k6-style early stop), [`stack`] (replica specs from the scenario and the kind table),
 //! [`addrs`] (a loopback address per replica), [`supervisor`] (processes, readiness,
 //! restarts), [`faults`] (injectors and healing guards), [`timeline`] (plays the faults),
 //! [`assemble`] (pure report assembly), [`drain`] (isolating search trials), [`analysis`] (phases, recovery, window figures),
@@ -16,6 +16,7 @@ pub mod analysis;
 pub mod assemble;
 pub mod binaries;
 pub mod cli;
+pub mod clients;
 pub mod compare_cmd;
 pub mod drain;
 pub mod events;

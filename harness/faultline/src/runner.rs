@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +24,7 @@ use crate::addrs::{AddrError, RunBlock};
 use crate::analysis;
 use crate::assemble::{assemble, ReplicaRecord, RunIdentity, StackResult};
 use crate::binaries::{self, MissingBinary};
+use crate::clients;
 use crate::drain;
 use crate::events::{round_us, EventLog, RunClock};
 use crate::faults;
@@ -298,7 +300,7 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
         Err(e) => out.failures.push(e.to_string()),
         Ok(()) => {
             ctx.events.emit("stack.ready", json!({"variant": variant}));
-            if let Err(e) = drive(ctx, v, &stack, &mut out).await {
+            if let Err(e) = drive(ctx, v, &stack, &reach.views, &mut out).await {
                 out.failures.push(e);
             }
         }
@@ -389,11 +391,14 @@ fn training_result(
     (result, broken)
 }
 
-/// Runs the workload against a ready stack.
+/// Runs the workload against a ready stack. `views` is what each region reaches the
+/// replicas at ([`stack::Reach::views`]): each client of `[[workload.clients]]` sends to
+/// its region's.
 async fn drive(
     ctx: &Ctx<'_>,
     v: &Variant,
     stack: &Supervisor,
+    views: &BTreeMap<u8, BTreeMap<String, Vec<SocketAddr>>>,
     out: &mut StackResult,
 ) -> Result<(), String> {
     let w = &ctx.scenario.workload;
@@ -444,12 +449,38 @@ async fn drive(
             .or(w.search.as_ref().map(|s| s.rate_per_s_min))
             .unwrap_or(1.0),
         arrival,
+        // With clients, stages target their rates together: the same multipliers for each.
         rate_steps: faults::rate_steps_with(
-            w.rate_per_s.unwrap_or(0.0),
+            w.total_rate_per_s().unwrap_or(0.0),
             &w.stages,
             &faults_to_inject,
         ),
     };
+    let clients = clients::plan(ctx.scenario, ctx.seed);
+    let client_specs = clients
+        .into_iter()
+        .map(|c| {
+            let reached = views
+                .get(&c.region)
+                .and_then(|v| v.get(&w.target))
+                .ok_or_else(|| {
+                    format!(
+                        "client {}: region {} has no view of workload.target {:?}",
+                        c.name, c.region_name, w.target
+                    )
+                })?;
+            let targets = reached
+                .iter()
+                .map(|a| format!("http://{a}").parse::<http::Uri>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("target address: {e}"))?;
+            let mut s = spec.clone();
+            s.load.targets = targets;
+            s.load.seed = c.seed;
+            s.rate_per_s = c.rate_per_s;
+            Ok((c, s))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let (tx, rx) = watch::channel(Progress::default());
     let shown = progress_task(rx, ctx.opts.progress, format!("[{}]", ctx.name));
     match w.mode {
@@ -552,10 +583,19 @@ async fn drive(
         }
         LoadMode::Training => unreachable!("handled by drive_training above"),
         LoadMode::OpenLoop | LoadMode::ClosedLoop => {
-            out.load_t0_s = Some(
-                ctx.events
-                    .emit("load.start", json!({"mode": w.mode.name()})),
-            );
+            let started = if client_specs.is_empty() {
+                json!({"mode": w.mode.name()})
+            } else {
+                let each: Vec<serde_json::Value> = client_specs
+                    .iter()
+                    .map(|(c, s)| {
+                        json!({"name": c.name, "region": c.region_name, "rate_per_s": c.rate_per_s,
+                               "seed": c.seed, "targets": s.load.targets.iter().map(ToString::to_string).collect::<Vec<_>>()})
+                    })
+                    .collect();
+                json!({"mode": w.mode.name(), "clients": each})
+            };
+            out.load_t0_s = Some(ctx.events.emit("load.start", started));
             let timeline = Timeline::start(faults_to_inject, stack, &ctx.events);
             // SLOs with abort_on_fail watch the live counts and stop the load (not the
             // run) once they cannot pass.
@@ -563,7 +603,7 @@ async fn drive(
             let guards = abort::guards(&ctx.scenario.slo);
             let watcher = (!guards.is_empty()).then(|| {
                 let planned = abort::planned_requests(
-                    spec.rate_per_s,
+                    w.total_rate_per_s().unwrap_or(spec.rate_per_s),
                     &spec.rate_steps,
                     w.warmup.as_secs_f64(),
                     (w.warmup + w.duration).as_secs_f64(),
@@ -576,7 +616,15 @@ async fn drive(
                     load_cancel.clone(),
                 ))
             });
-            let result = if w.mode == LoadMode::OpenLoop {
+            let result = if !client_specs.is_empty() {
+                // Several clients: their open loops at once, one report of them all.
+                clients::run(client_specs, load_cancel.clone(), Some(tx))
+                    .await
+                    .map(|(merged, each)| {
+                        out.clients = each;
+                        merged
+                    })
+            } else if w.mode == LoadMode::OpenLoop {
                 loadgen::run_open_loop(&spec, load_cancel.clone(), Some(tx)).await
             } else {
                 loadgen::run_closed_loop(&spec.load, load_cancel.clone(), Some(tx)).await
@@ -596,10 +644,18 @@ async fn drive(
             };
             let _ = shown.await;
             let report = result.map_err(|e| format!("load generator: {e}"))?;
-            ctx.events.emit(
-                "load.end",
-                json!({"sent": report.accounting.sent, "ok": report.accounting.ok}),
-            );
+            let mut ended = json!({"sent": report.accounting.sent, "ok": report.accounting.ok});
+            if !out.clients.is_empty() {
+                ended["clients"] = out
+                    .clients
+                    .iter()
+                    .map(|c| {
+                        json!({"name": c.name, "sent": c.report.accounting.sent, "ok": c.report.accounting.ok,
+                               "t0_s": ctx.events.clock().wall_to_s(c.report.started_at)})
+                    })
+                    .collect();
+            }
+            ctx.events.emit("load.end", ended);
             out.load_t0_s = Some(ctx.events.clock().wall_to_s(report.started_at));
             out.load = Some(report);
         }

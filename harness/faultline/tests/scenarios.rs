@@ -94,6 +94,78 @@ fn run_scenario(path: &str) {
             kept.display()
         );
     }
+    // What some scenarios show beyond their SLOs (no SLO names one client of several).
+    if path.ends_with("/regions-clients.toml") {
+        clients_by_region(path, &outcome);
+    }
+}
+
+/// `scenarios/regions-clients.toml`: two clients, us at 40/s beside the server and eu at
+/// 10/s across an 80 ms link, eu partitioned for 2 s. Each client's requests are all
+/// accounted for, eu's cross the link (its median is the link's round trip above us's),
+/// the partition fails eu's requests only, and `metrics.json` has the per-client section.
+fn clients_by_region(path: &str, outcome: &runner::RunOutcome) {
+    let m = &outcome.metrics;
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(outcome.dir.join("metrics.json")).expect("metrics.json"),
+    )
+    .expect("metrics.json parses");
+    let names: Vec<(&str, &str)> = json["clients"]
+        .as_array()
+        .expect("metrics.json has a clients section")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default(),
+                c["region"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("us", "us"), ("eu", "eu")], "{path}");
+    let (us, eu) = (&m.clients[0], &m.clients[1]);
+    // Every request of each client, once: constant arrivals over warmup + duration = 7 s.
+    for (c, planned) in [(us, 280), (eu, 70)] {
+        let a = &c.accounting;
+        let ended = a.ok + a.errors.values().sum::<u64>() + a.timeouts + a.dropped_by_generator;
+        assert!(
+            a.balanced && a.sent == ended,
+            "{path}: client {}: {a:?}",
+            c.name
+        );
+        assert!(
+            a.sent.abs_diff(planned) <= 1,
+            "{path}: client {} sent {} of its {planned} scheduled requests",
+            c.name,
+            a.sent
+        );
+    }
+    assert_eq!(us.accounting.sent + eu.accounting.sent, m.accounting.sent);
+    let phase = |c: &report::ClientLoad, name: &str| {
+        c.summaries
+            .iter()
+            .find(|s| s.phase == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path}: client {} has no {name} summary", c.name))
+    };
+    // Both clients' requests take the same server time; eu's also cross the link, whose
+    // round trip is far above that time's noise. The allowance is for the server's time
+    // in eu's 60 measured requests coming out a little below its time in us's 240 (the
+    // link adds the proxy's own fraction of a millisecond on top, seen 0.5 to 3.6 ms).
+    let (rtt_ms, allowance_ms) = (80.0, 4.0);
+    let p50 = |c: &report::ClientLoad| phase(c, "measured").latency.p50_ms.unwrap_or(f64::NAN);
+    assert!(
+        p50(eu) >= rtt_ms && p50(eu) - p50(us) >= rtt_ms - allowance_ms,
+        "{path}: eu's corrected p50 {} ms is not the link's {rtt_ms} ms above us's {} ms",
+        p50(eu),
+        p50(us)
+    );
+    // The partition cuts eu off; us sends beside the server and does not notice.
+    assert_eq!(phase(us, "faulted").availability, Some(1.0), "{path}");
+    assert!(
+        phase(eu, "faulted").availability.is_some_and(|a| a < 1.0),
+        "{path}: the partition failed none of eu's requests: {:?}",
+        phase(eu, "faulted")
+    );
 }
 
 include!(concat!(env!("OUT_DIR"), "/scenario_tests.rs"));

@@ -344,8 +344,8 @@ fn summaries(summaries: &[PhaseSummary]) -> String {
     )
 }
 
-/// Each load client of `[[workload.clients]]`: one row per client and phase (warm-up left
-/// out; it is in `metrics.json`).
+/// Each load client of `[[workload.clients]]`: one row per client and phase that had
+/// requests (warm-up left out; every phase is in `metrics.json`).
 fn clients(metrics: &RunMetrics) -> String {
     let streams = metrics
         .clients
@@ -354,7 +354,11 @@ fn clients(metrics: &RunMetrics) -> String {
         .any(|s| s.ttft.count > 0);
     let mut rows = Vec::new();
     for c in &metrics.clients {
-        for s in c.summaries.iter().filter(|s| s.phase != "warmup") {
+        for s in c
+            .summaries
+            .iter()
+            .filter(|s| s.phase != "warmup" && s.counts.sent > 0)
+        {
             let failed = format::failed(&s.counts);
             let mut row = vec![
                 t(match &c.variant {

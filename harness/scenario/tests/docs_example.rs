@@ -16,8 +16,8 @@ fn complete_examples_in_docs_are_valid() {
         .collect();
     assert_eq!(
         examples.len(),
-        2,
-        "expected two complete examples (serving, training) in {path}"
+        3,
+        "expected three complete examples (serving, training, load from two regions) in {path}"
     );
     let scenarios: Vec<scenario::Scenario> = examples
         .iter()
@@ -30,4 +30,6 @@ fn complete_examples_in_docs_are_valid() {
     assert_eq!(scenarios[0].faults[2].id_or_default(2), "load.spike-2");
     assert_eq!(scenarios[1].workload.mode, LoadMode::Training);
     assert!(scenarios[1].faults.iter().any(|f| f.kind.is_gpu()));
+    assert_eq!(scenarios[2].workload.clients.len(), 2);
+    assert_eq!(scenarios[2].workload.total_rate_per_s(), Some(50.0));
 }
