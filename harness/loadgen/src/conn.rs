@@ -118,6 +118,19 @@ pub(crate) fn prepare(
         .collect()
 }
 
+/// How far [`Conn::try_send`] got with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handover {
+    /// Nothing written: the request is executed from the start (connecting if needed).
+    NotSent,
+    /// Its first `written` bytes (possibly 0: a full socket buffer) were written at `at`,
+    /// the request's send instant.
+    Sent { at: Instant, written: usize },
+    /// The write failed at `at`: the request failed with `kind` and the connection is
+    /// dropped (the next request reconnects).
+    Failed { at: Instant, kind: ErrorKind },
+}
+
 /// A lazily (re)connecting keep-alive connection to one target.
 pub(crate) struct Conn {
     target: Arc<Target>,
@@ -158,7 +171,65 @@ impl Conn {
         intended: Option<Duration>,
         timeout: Duration,
     ) -> Outcome {
-        let start = Instant::now();
+        self.execute_sent(req, t0, intended, Handover::NotSent, timeout)
+            .await
+    }
+
+    /// Writes `req` at once if this connection can take it without waiting: it is open,
+    /// the server has not closed it or sent anything unasked, and the socket accepts
+    /// bytes now. The open loop sends this way at the due instant, on the thread that
+    /// releases the request, instead of handing it to the connection's task first.
+    /// [`execute_sent`](Conn::execute_sent) then finishes the write if it was partial
+    /// and reads the response. A connection that is not open (or was closed by the
+    /// server while idle) is [`Handover::NotSent`], and `execute_sent` connects first.
+    pub fn try_send(&mut self, req: &Prepared) -> Handover {
+        let Some(stream) = self.stream.as_ref() else {
+            return Handover::NotSent;
+        };
+        if !idle_and_open(stream, &mut self.buf) {
+            self.stream = None;
+            return Handover::NotSent;
+        }
+        let at = Instant::now();
+        match stream.try_write(&req.wire) {
+            Ok(written) => Handover::Sent { at, written },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Handover::Sent { at, written: 0 },
+            Err(e) => {
+                self.stream = None;
+                Handover::Failed {
+                    at,
+                    kind: io_kind(&e, ErrorKind::Other),
+                }
+            }
+        }
+    }
+
+    /// [`execute`](Conn::execute) for a request that [`try_send`](Conn::try_send) may
+    /// have started: the send instant is the handover's, and its unwritten bytes are
+    /// written first.
+    pub async fn execute_sent(
+        &mut self,
+        req: &Prepared,
+        t0: Instant,
+        intended: Option<Duration>,
+        handover: Handover,
+        timeout: Duration,
+    ) -> Outcome {
+        let (start, written) = match handover {
+            Handover::NotSent => (Instant::now(), None),
+            Handover::Sent { at, written } => (at, Some(written)),
+            Handover::Failed { at, kind } => {
+                let actual = at.saturating_duration_since(t0);
+                return Outcome {
+                    intended: intended.unwrap_or(actual),
+                    actual: Some(actual),
+                    done: Instant::now().saturating_duration_since(t0),
+                    result: Completion::Error(kind),
+                    stream: None,
+                    bytes_read: 0,
+                };
+            }
+        };
         let actual = start.saturating_duration_since(t0);
         let intended = intended.unwrap_or(actual);
         let deadline = tokio::time::Instant::from_std(start + timeout);
@@ -172,6 +243,7 @@ impl Conn {
             &mut self.buf,
             &self.target,
             req,
+            written,
             t0,
             &mut bytes_read,
         );
@@ -223,15 +295,23 @@ async fn attempt(
     buf: &mut Vec<u8>,
     target: &Target,
     req: &Prepared,
+    written: Option<usize>,
     t0: Instant,
     bytes_read: &mut u64,
 ) -> Result<Option<StreamTimes>, ErrorKind> {
-    if !stream.as_ref().is_some_and(|s| idle_and_open(s, buf)) {
-        *stream = None;
-        *stream = Some(connect(target.addr).await?);
-    }
+    // A request handed over part-written goes on the connection that took its first bytes.
+    let written = match (written, stream.is_some()) {
+        (Some(w), true) => w,
+        _ => {
+            if !stream.as_ref().is_some_and(|s| idle_and_open(s, buf)) {
+                *stream = None;
+                *stream = Some(connect(target.addr).await?);
+            }
+            0
+        }
+    };
     let live = stream.as_mut().expect("set just above");
-    let (result, keep) = exchange(live, buf, req, t0, bytes_read).await;
+    let (result, keep) = exchange(live, buf, req, written, t0, bytes_read).await;
     if !keep {
         *stream = None;
     }
@@ -252,10 +332,12 @@ async fn exchange(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     req: &Prepared,
+    written: usize,
     t0: Instant,
     bytes_read: &mut u64,
 ) -> (Result<Option<StreamTimes>, ErrorKind>, bool) {
-    if let Err(e) = stream.write_all(&req.wire).await {
+    let rest = req.wire.get(written..).unwrap_or_default();
+    if let Err(e) = stream.write_all(rest).await {
         return (Err(io_kind(&e, ErrorKind::Other)), false);
     }
     let mut reader = ResponseReader::new(req.head);
@@ -445,6 +527,50 @@ mod tests {
             assert_eq!(run(&mut conn, &get(false)).await, Completion::Ok);
         }
         assert_eq!(accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_at_handover_is_finished_on_the_same_connection() {
+        let (target, accepts, mut closed) = canned(vec![vec![OK]; 3]).await;
+        let mut conn = Conn::new(target);
+        let req = get(false);
+        let t0 = Instant::now();
+        let long = Duration::from_secs(30);
+        // Not connected yet: nothing is written, and the worker connects.
+        assert_eq!(conn.try_send(&req), Handover::NotSent);
+        let first = conn
+            .execute_sent(&req, t0, None, Handover::NotSent, long)
+            .await;
+        assert_eq!(first.result, Completion::Ok);
+        // Open and idle: the whole request goes out at once, and its send instant is the
+        // handover's.
+        let sent = conn.try_send(&req);
+        let Handover::Sent { at, written } = sent else {
+            panic!("an idle open connection takes the request: {sent:?}");
+        };
+        assert_eq!(written, req.wire.len());
+        let second = conn.execute_sent(&req, t0, None, sent, long).await;
+        assert_eq!(second.result, Completion::Ok);
+        assert_eq!(second.actual, Some(at.saturating_duration_since(t0)));
+        // Handed over with nothing written yet (a full socket buffer): the worker writes
+        // it all, on the same connection.
+        let third = conn
+            .execute_sent(
+                &req,
+                t0,
+                None,
+                Handover::Sent {
+                    at: Instant::now(),
+                    written: 0,
+                },
+                long,
+            )
+            .await;
+        assert_eq!(third.result, Completion::Ok);
+        assert_eq!(accepts.load(Ordering::SeqCst), 1);
+        // The server closed it after three answers: the next handover writes nothing.
+        closed.recv().await.expect("server closed the connection");
+        assert_eq!(conn.try_send(&req), Handover::NotSent);
     }
 
     #[tokio::test]

@@ -2,29 +2,34 @@
 //!
 //! Open loop: OS threads (half the cores by default; wrk2's `-t`), each with a
 //! single-threaded event loop that owns an equal share of the connections and releases its
-//! own share of the [`Schedule`] with its own timer: a `timerfd` (tokio's timer rounds to
-//! milliseconds) until 150 µs before the due instant, then a yielding spin (a wake-up from
-//! sleep takes tens of µs here). A released request goes to its target's FIFO on the same
-//! thread, which that thread's connection workers pull from when free, so a request waits
-//! for a free connection (send lag grows, honestly) but never for an earlier response, and
-//! no request crosses a thread (the old single scheduler thread's cross-thread hand-off
-//! capped the open loop near 30k req/s here). A worker that takes a request which has
-//! already waited longer than the timeout since its intended send, or takes it after
+//! own share of the [`Schedule`]. No request crosses a thread (the old single scheduler
+//! thread's cross-thread hand-off capped the open loop near 30k req/s here). On a thread,
+//! a request is released when it comes due by whichever runs first: the release task,
+//! which sleeps on a `timerfd` (tokio's timer rounds to milliseconds) until 150 µs before
+//! the due instant and then spins yielding (a wake-up from sleep takes tens of µs here),
+//! or a connection worker that has just finished a response and checks the clock. The
+//! releaser writes the request at once on an idle connection to its target and hands
+//! that connection's worker the response to read ([`Dispatch`]); with no idle
+//! connection the request joins its target's backlog, which workers take from when free.
+//! So a request waits for a free connection (send lag grows, honestly) but neither for an
+//! earlier response nor for a task switch. A worker that takes a request from the backlog
+//! after it has waited longer than the timeout since its intended send, or after
 //! cancellation, counts it as `dropped_by_generator` instead of sending it (README: "When
 //! the generator drops a request"). Workers record outcomes into per-thread [`Recorder`]
 //! shards that are merged at the end.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use std::collections::VecDeque;
-
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{prepare, resolve, Conn, Prepared};
+use crate::conn::{prepare, resolve, Conn, Handover, Prepared};
 use crate::counts::Completion;
 use crate::record::{LoadReport, Outcome, Recorder};
 use crate::schedule::{Mix, RateCurve, Schedule, Scheduled};
@@ -469,55 +474,36 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
             return Err(e);
         }
     };
-    rt.block_on(async move {
+    // Local tasks: the dispatcher is shared by this thread's tasks without locks.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
         let mut conns = Vec::with_capacity(mine.len());
         for (_, ti) in mine {
             conns.push((ti, Conn::new(ctx.targets[ti].clone())));
         }
         futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(ctx.timeout))).await;
         let t0 = ctx.start.go();
-        let queues: Arc<[JobQueue]> = ctx.targets.iter().map(|_| JobQueue::default()).collect();
-        let shard = ctx.thread;
+        let owners = ctx.owners.clone();
+        let me = ctx.thread;
+        let jobs = ctx.schedule.clone().filter(move |job| owners.of(job) == me);
+        let dispatch = Rc::new(Dispatch::new(
+            Box::new(jobs),
+            conns,
+            ctx.targets.len(),
+            ctx.prepared.clone(),
+            ctx.shared.clone(),
+            me,
+            t0,
+        ));
         let mut workers = JoinSet::new();
-        for (ti, mut conn) in conns {
-            let queues = queues.clone();
-            let prepared = ctx.prepared.clone();
-            let shared = ctx.shared.clone();
-            let cancel = ctx.cancel.clone();
-            let timeout = ctx.timeout;
-            workers.spawn(async move {
-                while let Some(job) = queues[ti].pop().await {
-                    let waited = Instant::now().saturating_duration_since(t0 + job.intended);
-                    let outcome = if cancel.is_cancelled() || waited > timeout {
-                        Outcome {
-                            intended: job.intended,
-                            actual: None,
-                            done: t0.elapsed(),
-                            result: Completion::Dropped,
-                            stream: None,
-                            bytes_read: 0,
-                        }
-                    } else {
-                        let req = &prepared[job.target][job.template];
-                        conn.execute(req, t0, Some(job.intended), timeout).await
-                    };
-                    shared.record(shard, ti, &outcome);
-                }
-            });
+        for w in 0..dispatch.slots.len() {
+            let d = dispatch.clone();
+            let (cancel, timeout) = (ctx.cancel.clone(), ctx.timeout);
+            workers.spawn_local(async move { d.work(w, &cancel, timeout).await });
         }
         let stopped = {
-            let _close = CloseOnDrop(&queues);
-            release(
-                ctx.schedule.filter(|job| ctx.owners.of(job) == ctx.thread),
-                t0,
-                ctx.end,
-                &queues,
-                &ctx.shared,
-                shard,
-                &ctx.cancel,
-                &mut timer,
-            )
-            .await?
+            let _close = CloseOnDrop(&dispatch);
+            release(&dispatch, t0, ctx.end, &ctx.cancel, &mut timer).await?
         };
         while let Some(r) = workers.join_next().await {
             r.map_err(|e| LoadError::Internal(format!("worker task: {e}")))?;
@@ -526,31 +512,32 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
     })
 }
 
-/// Releases this thread's scheduled requests at their intended instants onto its
-/// targets' queues; returns the offset at which it stopped (`end`, or the cancellation
-/// time).
-#[allow(clippy::too_many_arguments)]
+/// Releases this thread's scheduled requests at their intended instants; returns the
+/// offset at which it stopped (`end`, or the cancellation time). Workers also release
+/// what has come due each time they finish a response (see [`Dispatch::release_due`]),
+/// so this timer matters when the thread is otherwise idle.
 async fn release(
-    jobs: impl Iterator<Item = Scheduled>,
+    dispatch: &Dispatch,
     t0: Instant,
     end: Duration,
-    queues: &[JobQueue],
-    shared: &Shared,
-    shard: usize,
     cancel: &CancellationToken,
     timer: &mut Timer,
 ) -> Result<Duration, LoadError> {
-    let mut released_without_wait = 0u32;
-    for job in jobs {
-        let due = t0 + job.intended;
+    let mut behind = 0u32;
+    loop {
         if cancel.is_cancelled() {
             return Ok(t0.elapsed().min(end));
         }
+        let Some(next) = dispatch.next_due() else {
+            return Ok(end);
+        };
+        let due = t0 + next;
         if Instant::now() < due {
-            released_without_wait = 0;
+            behind = 0;
             // Sleep on the timer until shortly before the due instant, then spin: a
             // wake-up from sleep takes tens of microseconds here (more in a VM), a
-            // yielding spin lets this thread's workers and its IO run meanwhile.
+            // yielding spin lets this thread's workers and its IO run meanwhile (and
+            // they may release the request themselves).
             if let Some(wake) = due.checked_sub(SPIN_BEFORE_DUE) {
                 tokio::select! {
                     biased;
@@ -566,15 +553,13 @@ async fn release(
             }
         } else {
             // Behind schedule: release what is due, but let the workers run now and then.
-            released_without_wait += 1;
-            if released_without_wait % 64 == 0 {
+            behind += 1;
+            if behind % 64 == 0 {
                 tokio::task::yield_now().await;
             }
         }
-        shared.sent(shard);
-        queues[job.target].push(job);
+        dispatch.release_due(Instant::now());
     }
-    Ok(end)
 }
 
 /// The load threads' microsecond timer (the `timerfd` crate: tokio's wheel rounds to
@@ -598,63 +583,181 @@ impl Timer {
     }
 }
 
-/// A FIFO of released requests shared by one target's connection workers. Each push
-/// wakes exactly one idle worker (a semaphore permit per queued job).
-struct JobQueue {
-    jobs: Mutex<VecDeque<Scheduled>>,
-    ready: Semaphore,
+/// One load thread's share of the schedule and its connections, shared by the thread's
+/// tasks (all on one thread: `Rc`, `RefCell`, no locks).
+///
+/// A request comes due and is released by whichever runs first: the release task's
+/// timer, or a worker that has just finished a response (it checks the clock then). If
+/// one of its target's connections is idle, the releaser writes the request on it at
+/// once ([`Conn::try_send`]: the send instant is the due instant plus the time to get
+/// there) and wakes that connection's worker to read the response; otherwise it joins
+/// the target's backlog, which workers take from as they come free. So a request never
+/// waits for a task switch or for a batch of other tasks' responses to be processed
+/// before it is sent, only for a free connection (send lag grows, honestly).
+struct Dispatch {
+    /// The rest of this thread's schedule; `None` once closed (ended or cancelled).
+    jobs: RefCell<Option<std::iter::Peekable<Box<dyn Iterator<Item = Scheduled>>>>>,
+    slots: Vec<Slot>,
+    /// Per target: idle workers (LIFO: the warmest connection first).
+    idle: Vec<RefCell<Vec<usize>>>,
+    /// Per target: released requests waiting for a free connection.
+    backlog: Vec<RefCell<VecDeque<Scheduled>>>,
+    prepared: Arc<Vec<Vec<Prepared>>>,
+    shared: Arc<Shared>,
+    shard: usize,
+    t0: Instant,
 }
 
-impl Default for JobQueue {
-    fn default() -> Self {
-        JobQueue {
-            jobs: Mutex::new(VecDeque::new()),
-            ready: Semaphore::new(0),
+/// One connection and its worker's mailbox.
+struct Slot {
+    target: usize,
+    /// The connection; taken out by the worker while it executes a request.
+    conn: RefCell<Option<Conn>>,
+    /// A request handed to this (idle) worker, and how far its send got.
+    assigned: Cell<Option<(Scheduled, Handover)>>,
+    wake: Notify,
+}
+
+impl Dispatch {
+    fn new(
+        jobs: Box<dyn Iterator<Item = Scheduled>>,
+        conns: Vec<(usize, Conn)>,
+        targets: usize,
+        prepared: Arc<Vec<Vec<Prepared>>>,
+        shared: Arc<Shared>,
+        shard: usize,
+        t0: Instant,
+    ) -> Self {
+        Dispatch {
+            jobs: RefCell::new(Some(jobs.peekable())),
+            slots: conns
+                .into_iter()
+                .map(|(target, conn)| Slot {
+                    target,
+                    conn: RefCell::new(Some(conn)),
+                    assigned: Cell::new(None),
+                    wake: Notify::new(),
+                })
+                .collect(),
+            idle: (0..targets).map(|_| RefCell::new(Vec::new())).collect(),
+            backlog: (0..targets)
+                .map(|_| RefCell::new(VecDeque::new()))
+                .collect(),
+            prepared,
+            shared,
+            shard,
+            t0,
         }
     }
-}
 
-impl JobQueue {
-    fn push(&self, job: Scheduled) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(job);
-        self.ready.add_permits(1);
+    /// The intended offset of the next request not yet released; `None` when closed or
+    /// the schedule is done.
+    fn next_due(&self) -> Option<Duration> {
+        self.jobs.borrow_mut().as_mut()?.peek().map(|j| j.intended)
     }
 
-    fn take(&self) -> Option<Scheduled> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
-    }
-
-    /// The next job; `None` once the queue is closed and empty.
-    async fn pop(&self) -> Option<Scheduled> {
+    /// Releases every request due by `now` (none once closed).
+    fn release_due(&self, now: Instant) {
         loop {
-            match self.ready.acquire().await {
-                Ok(permit) => {
-                    permit.forget();
-                    if let Some(job) = self.take() {
-                        return Some(job);
-                    }
-                    // Taken by a worker draining after close; wait for close too.
+            let job = {
+                let mut jobs = self.jobs.borrow_mut();
+                let Some(jobs) = jobs.as_mut() else { return };
+                match jobs.peek() {
+                    Some(j) if self.t0 + j.intended <= now => jobs.next(),
+                    _ => return,
                 }
-                Err(_closed) => return self.take(),
+            };
+            let Some(job) = job else { return };
+            self.shared.sent(self.shard);
+            let free = self.idle[job.target].borrow_mut().pop();
+            match free {
+                Some(w) => {
+                    let slot = &self.slots[w];
+                    let req = &self.prepared[job.target][job.template];
+                    // An idle worker's connection is in its slot.
+                    let handover = match slot.conn.borrow_mut().as_mut() {
+                        Some(conn) => conn.try_send(req),
+                        None => Handover::NotSent,
+                    };
+                    slot.assigned.set(Some((job, handover)));
+                    slot.wake.notify_one();
+                }
+                None => self.backlog[job.target].borrow_mut().push_back(job),
             }
         }
     }
+
+    /// Stops releasing and wakes every idle worker so it can drain its backlog and end.
+    fn close(&self) {
+        *self.jobs.borrow_mut() = None;
+        for idle in &self.idle {
+            for w in idle.borrow_mut().drain(..) {
+                self.slots[w].wake.notify_one();
+            }
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.jobs.borrow().is_none()
+    }
+
+    /// Worker `w`: executes what it is handed or takes from its target's backlog,
+    /// releasing what has come due after each response, until the dispatcher is closed
+    /// and the backlog empty. A request taken from the backlog after cancellation, or
+    /// after waiting longer than the timeout since its intended send, is counted as
+    /// `dropped_by_generator` instead of sent (README: "When the generator drops a
+    /// request").
+    async fn work(&self, w: usize, cancel: &CancellationToken, timeout: Duration) {
+        let slot = &self.slots[w];
+        let t0 = self.t0;
+        loop {
+            let next = slot.assigned.take().or_else(|| {
+                let job = self.backlog[slot.target].borrow_mut().pop_front();
+                job.map(|j| (j, Handover::NotSent))
+            });
+            let Some((job, handover)) = next else {
+                if self.closed() {
+                    return;
+                }
+                self.idle[slot.target].borrow_mut().push(w);
+                slot.wake.notified().await;
+                continue;
+            };
+            let waited = Instant::now().saturating_duration_since(t0 + job.intended);
+            let unsent = handover == Handover::NotSent;
+            let outcome = if unsent && (cancel.is_cancelled() || waited > timeout) {
+                Outcome {
+                    intended: job.intended,
+                    actual: None,
+                    done: t0.elapsed(),
+                    result: Completion::Dropped,
+                    stream: None,
+                    bytes_read: 0,
+                }
+            } else {
+                let req = &self.prepared[job.target][job.template];
+                let mut conn = slot
+                    .conn
+                    .take()
+                    .expect("only this worker takes its connection");
+                let outcome = conn
+                    .execute_sent(req, t0, Some(job.intended), handover, timeout)
+                    .await;
+                *slot.conn.borrow_mut() = Some(conn);
+                outcome
+            };
+            self.shared.record(self.shard, slot.target, &outcome);
+            self.release_due(Instant::now());
+        }
+    }
 }
 
-/// Closes the queues when the scheduler ends, however it ends, so workers drain and exit.
-struct CloseOnDrop<'a>(&'a [JobQueue]);
+/// Closes the dispatcher when the release ends, however it ends, so workers drain and exit.
+struct CloseOnDrop<'a>(&'a Dispatch);
 
 impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
-        for q in self.0 {
-            q.ready.close();
-        }
+        self.0.close();
     }
 }
 
