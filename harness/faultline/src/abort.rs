@@ -138,6 +138,7 @@ mod tests {
             failed,
             in_flight: 0,
             rate_per_s: 100.0,
+            t0: None,
         };
         // 1000 planned: at most 1000 + 3 × 31.6 + 1 ≈ 1096; 10 % of that ≈ 110.
         assert_eq!(doomed(g, start, &now(110), 1000.0), None);

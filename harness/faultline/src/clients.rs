@@ -64,7 +64,7 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<Client> {
 }
 
 /// The live view of all clients together: counts and rates add up; `elapsed` is the
-/// furthest along (they started together).
+/// furthest along and `t0` the earliest (they started together).
 pub fn total(each: &[Progress]) -> Progress {
     each.iter().fold(Progress::default(), |sum, p| Progress {
         elapsed: sum.elapsed.max(p.elapsed),
@@ -73,6 +73,10 @@ pub fn total(each: &[Progress]) -> Progress {
         failed: sum.failed + p.failed,
         in_flight: sum.in_flight + p.in_flight,
         rate_per_s: sum.rate_per_s + p.rate_per_s,
+        t0: match (sum.t0, p.t0) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
     })
 }
 
@@ -238,7 +242,8 @@ rate_per_s = 40
     }
 
     #[test]
-    fn progress_adds_up_and_takes_the_furthest_clock() {
+    fn progress_adds_up_and_takes_the_furthest_clock_and_the_earliest_start() {
+        let start = std::time::Instant::now();
         let p = |ms: u64, sent: u64, ok: u64, failed: u64, rate: f64| Progress {
             elapsed: Duration::from_millis(ms),
             sent,
@@ -246,9 +251,15 @@ rate_per_s = 40
             failed,
             in_flight: sent - ok - failed,
             rate_per_s: rate,
+            t0: Some(start + Duration::from_millis(1_200 - ms)),
         };
         let sum = total(&[p(1_200, 48, 40, 2, 40.0), p(1_198, 12, 9, 0, 10.0)]);
         assert_eq!(sum, p(1_200, 60, 49, 2, 50.0));
+        let unstarted = Progress::default();
+        assert_eq!(
+            total(&[unstarted, p(1_198, 0, 0, 0, 0.0)]).t0,
+            p(1_198, 0, 0, 0, 0.0).t0
+        );
         assert_eq!(total(&[]), Progress::default());
     }
 

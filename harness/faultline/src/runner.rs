@@ -596,7 +596,10 @@ async fn drive(
                 json!({"mode": w.mode.name(), "clients": each})
             };
             out.load_t0_s = Some(ctx.events.emit("load.start", started));
-            let timeline = Timeline::start(faults_to_inject, stack, &ctx.events);
+            // The timeline starts when the load's t0 is known (from its first progress
+            // report), and counts from it: fault times and the load's windows share one
+            // clock, so a fault at 3 s never overlaps the window before 3 s.
+            let mut started_rx = tx.subscribe();
             // SLOs with abort_on_fail watch the live counts and stop the load (not the
             // run) once they cannot pass.
             let load_cancel = ctx.cancel.child_token();
@@ -616,19 +619,34 @@ async fn drive(
                     load_cancel.clone(),
                 ))
             });
-            let result = if !client_specs.is_empty() {
-                // Several clients: their open loops at once, one report of them all.
-                clients::run(client_specs, load_cancel.clone(), Some(tx))
-                    .await
-                    .map(|(merged, each)| {
-                        out.clients = each;
-                        merged
-                    })
-            } else if w.mode == LoadMode::OpenLoop {
-                loadgen::run_open_loop(&spec, load_cancel.clone(), Some(tx)).await
-            } else {
-                loadgen::run_closed_loop(&spec.load, load_cancel.clone(), Some(tx)).await
+            let load = async {
+                if !client_specs.is_empty() {
+                    // Several clients: their open loops at once, one report of them all.
+                    clients::run(client_specs, load_cancel.clone(), Some(tx)).await
+                } else if w.mode == LoadMode::OpenLoop {
+                    loadgen::run_open_loop(&spec, load_cancel.clone(), Some(tx))
+                        .await
+                        .map(|r| (r, Vec::new()))
+                } else {
+                    loadgen::run_closed_loop(&spec.load, load_cancel.clone(), Some(tx))
+                        .await
+                        .map(|r| (r, Vec::new()))
+                }
             };
+            tokio::pin!(load);
+            let (timeline, result) = tokio::select! {
+                t0 = load_t0(&mut started_rx) => {
+                    let t0 = t0.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
+                    (Timeline::start_at(faults_to_inject, stack, &ctx.events, t0), load.await)
+                }
+                // Ended before it started (it could not resolve or connect): no timeline to
+                // play, but one to finish.
+                r = &mut load => (Timeline::start(Vec::new(), stack, &ctx.events), r),
+            };
+            let result = result.map(|(merged, each)| {
+                out.clients = each;
+                merged
+            });
             if let Some(w) = watcher {
                 if let Ok(Some(why)) = w.await {
                     ctx.events.emit("load.aborted", json!({"reason": why}));
@@ -661,6 +679,18 @@ async fn drive(
         }
     }
     Ok(())
+}
+
+/// The load's t0 from its progress reports; `None` if it ended without one.
+async fn load_t0(rx: &mut watch::Receiver<Progress>) -> Option<std::time::Instant> {
+    loop {
+        if let Some(t0) = rx.borrow_and_update().t0 {
+            return Some(t0);
+        }
+        if rx.changed().await.is_err() {
+            return None;
+        }
+    }
 }
 
 /// Watches the load's progress for SLOs that can no longer pass ([`abort`]); cancels the

@@ -49,7 +49,17 @@ pub struct Timeline {
 impl Timeline {
     /// Starts playing `faults` against the stack's replicas from now.
     pub fn start(faults: Vec<Fault>, stack: &Supervisor, events: &EventLog) -> Self {
-        let t0 = tokio::time::Instant::now();
+        Self::start_at(faults, stack, events, tokio::time::Instant::now())
+    }
+
+    /// Starts playing `faults` with scenario t = 0 at `t0` (the load's t0, so a fault at
+    /// 3 s lands at the load's 3 s; a fault whose time has passed is injected at once).
+    pub fn start_at(
+        faults: Vec<Fault>,
+        stack: &Supervisor,
+        events: &EventLog,
+        t0: tokio::time::Instant,
+    ) -> Self {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(play(
             faults,

@@ -59,6 +59,24 @@ fn run_scenario(path: &str) {
             job.variant
         );
     }
+    // Faults land on the load's clock: none before its scheduled time (the timeline
+    // once counted from its own start, a few ms before the load's, so a fault at 3 s
+    // overlapped the window before it and diluted the faulted phase).
+    let planned = scenario::load(Path::new(path)).expect("the scenario parses");
+    for f in &m.faults {
+        let at = planned
+            .faults
+            .iter()
+            .find(|p| p.id.as_deref() == Some(f.id.as_str()));
+        if let Some(at) = at.map(|p| p.at) {
+            assert!(
+                f.start_s >= at.as_secs_f64() - 1e-6,
+                "{path}: fault {} injected at {} s of the load's clock, before its time {at:?}",
+                f.id,
+                f.start_s
+            );
+        }
+    }
     // Fault proxies in front of replicas (`net.*` faults) are closed with the stack.
     let events = std::fs::read_to_string(outcome.dir.join("events.jsonl")).unwrap_or_default();
     for line in events.lines().filter(|l| l.contains("\"net.start\"")) {

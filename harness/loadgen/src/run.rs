@@ -49,6 +49,10 @@ pub struct Progress {
     pub in_flight: u64,
     /// Requests released per second over the last progress interval.
     pub rate_per_s: f64,
+    /// The run's t = 0, the intended send time of its first request (known from the
+    /// first report on, which comes just before it): what a fault timeline starts from, so
+    /// faults and the load's windows share one clock.
+    pub t0: Option<Instant>,
 }
 
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -153,6 +157,7 @@ fn spawn_progress(
                 } else {
                     0.0
                 },
+                t0: Some(t0),
             });
             last_sent = sent;
             last_at = now;
