@@ -5,9 +5,14 @@
 //! - windows are keyed by *intended* send time, so a stall shows where it was caused;
 //! - recovery time follows metrics.md's failover rule on 100 ms windows: fault instant →
 //!   start of the first window after which every window of the next 1 s has ≥ 99 % success;
-//! - windows are `[t, t + width)`; a window belongs to a span `[a, b)` when they overlap;
-//! - `faulted`: measured windows overlapping a fault while it acts, `[at, until)` (the heal),
-//!   or `[at, recovered)` by the success rule for an instant fault such as a kill;
+//! - windows are `[t, t + width)`; a window belongs to a span `[a, b)` when they overlap by
+//!   at least [`OVERLAP_MIN_S`] (or the span lies inside the window), so the few
+//!   milliseconds a heal takes to land do not pull the next whole window in;
+//! - `faulted`: measured windows overlapping a fault while it acts, `[at − reach, until)`
+//!   (the heal), or `[at − reach, recovered)` by the success rule for an instant fault such
+//!   as a kill. `reach` is the pre-fault p99 corrected latency: requests sent that long
+//!   before the fault were still in flight when it struck, and fail or slow down because of
+//!   it, though windows key them by their send time;
 //!   `recovering`: measured windows after that until the fault has recovered by success
 //!   rate and by latency, whichever is later (not faulted); `steady`: the rest;
 //! - latency recovery: the first window, from the one holding the heal (or the fault
@@ -31,11 +36,16 @@ pub const LATENCY_RECOVERED_WINDOWS: usize = 2;
 /// The pre-fault p99 counts as at least this (ms), so microsecond noise does not keep a
 /// fast service "unrecovered".
 pub const LATENCY_BASELINE_FLOOR_MS: f64 = 1.0;
+/// Least overlap of a window with a phase's span for the window to belong to it, seconds.
+pub const OVERLAP_MIN_S: f64 = 0.05;
 
 /// One injected fault on the scenario clock, with its recoveries (seconds after `start_s`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaultTimes {
     pub start_s: f64,
+    /// How long before `start_s` a request may have been sent and still be in flight when
+    /// the fault struck (the pre-fault p99 corrected latency; 0 without one), seconds.
+    pub reach_s: f64,
     pub heal_s: Option<f64>,
     /// By success rate ([`recovery_s`]); None: not recovered.
     pub recovery_s: Option<f64>,
@@ -44,13 +54,14 @@ pub struct FaultTimes {
 }
 
 impl FaultTimes {
-    /// `[start, end)` while the fault acts: to its heal, or for an instant fault to its
-    /// success recovery (the end of the measured phase if it never recovered).
+    /// `[start − reach, end)` while the fault acts on requests: from the earliest send
+    /// still in flight when it struck to its heal, or for an instant fault to its success
+    /// recovery (the end of the measured phase if it never recovered).
     pub fn faulted(&self, measured_end_s: f64) -> (f64, f64) {
         let end = self
             .heal_s
             .unwrap_or_else(|| self.recovery_s.map_or(measured_end_s, |r| self.start_s + r));
-        (self.start_s, end.max(self.start_s))
+        (self.start_s - self.reach_s.max(0.0), end.max(self.start_s))
     }
 
     /// `[end of faulted, recovered)`: recovered by success and by latency; a recovery that
@@ -69,6 +80,10 @@ pub struct PhaseData {
     pub name: String,
     pub start_s: f64,
     pub end_s: f64,
+    /// Seconds the phase covers: its windows' widths added up. Less than `end_s -
+    /// start_s` for a phase with a gap (`steady` before and after a fault); rates are
+    /// per covered second.
+    pub covered_s: f64,
     pub counts: Counts,
     pub completed: u64,
     pub stats: LatencyStats,
@@ -80,6 +95,7 @@ impl PhaseData {
             name: name.to_owned(),
             start_s,
             end_s,
+            covered_s: 0.0,
             counts: Counts::default(),
             completed: 0,
             stats: LatencyStats::default(),
@@ -94,6 +110,7 @@ impl PhaseData {
             .map_or(0.0, |w| (w.start + w.width).as_secs_f64());
         let mut data = PhaseData::empty(name, start_s, end_s);
         for w in windows {
+            data.covered_s += w.width.as_secs_f64();
             data.counts.merge(&w.counts);
             data.completed += w.completed;
             data.stats.merge(&w.stats);
@@ -110,17 +127,18 @@ impl PhaseData {
         (self.counts.sent > 0).then(|| self.counts.ok as f64 / self.counts.sent as f64)
     }
 
+    /// Completions per covered second (not per second from the phase's first window to
+    /// its last: `steady` around a fault would count the fault's seconds too).
     pub fn throughput_rps(&self) -> f64 {
-        let span = self.span_s();
-        if span > 0.0 {
-            self.completed as f64 / span
+        if self.covered_s > 0.0 {
+            self.completed as f64 / self.covered_s
         } else {
             0.0
         }
     }
 
     pub fn summary(&self) -> PhaseSummary {
-        let span = self.span_s();
+        let span = self.covered_s;
         PhaseSummary {
             phase: self.name.clone(),
             start_s: self.start_s,
@@ -258,7 +276,14 @@ pub fn window_phase(report: &LoadReport, s: f64, e: f64, faults: &[FaultTimes]) 
     if s >= m_end - 1e-9 {
         return "after";
     }
-    let overlaps = |(a, b): (f64, f64)| s < b - 1e-9 && e > a + 1e-9;
+    let overlaps = |(a, b): (f64, f64)| {
+        if b - a <= 1e-9 {
+            // An instant with nothing in flight: the window holding it.
+            return s < a - 1e-9 && e > a + 1e-9;
+        }
+        let overlap = e.min(b) - s.max(a);
+        overlap > 1e-9 && overlap >= OVERLAP_MIN_S.min(b - a) - 1e-9
+    };
     if faults.iter().any(|f| overlaps(f.faulted(m_end))) {
         "faulted"
     } else if faults.iter().any(|f| overlaps(f.recovering(m_end))) {
@@ -275,6 +300,7 @@ pub fn phases(report: &LoadReport, faults: &[FaultTimes]) -> Vec<PhaseData> {
         name: name.to_owned(),
         start_s: p.start.as_secs_f64(),
         end_s: p.end.as_secs_f64(),
+        covered_s: p.end.saturating_sub(p.start).as_secs_f64(),
         counts: p.counts.clone(),
         completed: p.completed,
         stats: p.stats.clone(),
@@ -423,6 +449,7 @@ mod tests {
         );
         let pause = FaultTimes {
             start_s: 5.0,
+            reach_s: 0.0,
             heal_s: Some(9.0),
             recovery_s: Some(0.0),
             latency_recovery_s: lat,
@@ -441,6 +468,68 @@ mod tests {
         assert_eq!(data["recovering"], (9.0, 11.0));
     }
 
+    #[test]
+    fn a_phase_with_a_gap_counts_its_rate_over_the_seconds_it_covers() {
+        // 10 completions in every 1 s window; windows 5-8 are the fault's, so steady is
+        // 1-4 and 11-14 (recovering 9-10 by latency): 8 windows, not the 14 s from its
+        // first window to its last.
+        let mut ms = vec![2.0; 15];
+        for w in &mut ms[5..9] {
+            *w = 2000.0;
+        }
+        let r = report(&ms);
+        let pause = FaultTimes {
+            start_s: 5.0,
+            reach_s: 0.0,
+            heal_s: Some(9.0),
+            recovery_s: Some(4.0),
+            latency_recovery_s: Some(6.0),
+        };
+        let all = phases(&r, &[pause]);
+        let steady = all.iter().find(|p| p.name == "steady").expect("steady");
+        assert_eq!(
+            (steady.start_s, steady.end_s, steady.covered_s),
+            (1.0, 15.0, 8.0)
+        );
+        assert_eq!(steady.throughput_rps(), 10.0);
+        assert_eq!(steady.summary().throughput_rps, 10.0);
+        let faulted = all.iter().find(|p| p.name == "faulted").expect("faulted");
+        assert_eq!(faulted.throughput_rps(), 10.0);
+    }
+
+    #[test]
+    fn requests_in_flight_when_a_fault_struck_are_its_own_and_a_late_heal_is_not() {
+        let r = report(&[2.0; 10]);
+        // Struck at 5 s with 80 ms in flight (the pre-fault p99), healed at 7.003 s.
+        let cut = FaultTimes {
+            start_s: 5.0,
+            reach_s: 0.08,
+            heal_s: Some(7.003),
+            recovery_s: Some(2.1),
+            latency_recovery_s: Some(2.1),
+        };
+        assert_eq!(window_phase(&r, 4.0, 5.0, &[cut]), "faulted");
+        assert_eq!(window_phase(&r, 6.0, 7.0, &[cut]), "faulted");
+        // 3 ms of the heal in the next window do not make it faulted (it is recovering).
+        assert_eq!(window_phase(&r, 7.0, 8.0, &[cut]), "recovering");
+        // A fast service (14 ms in flight) keeps the window before the fault steady.
+        let fast = FaultTimes {
+            reach_s: 0.014,
+            ..cut
+        };
+        assert_eq!(window_phase(&r, 4.0, 5.0, &[fast]), "steady");
+        // A short fault inside one window still marks it.
+        let blip = FaultTimes {
+            start_s: 5.4,
+            reach_s: 0.0,
+            heal_s: Some(5.42),
+            recovery_s: Some(0.0),
+            latency_recovery_s: Some(0.0),
+        };
+        assert_eq!(window_phase(&r, 5.0, 6.0, &[blip]), "faulted");
+        assert_eq!(window_phase(&r, 4.0, 5.0, &[blip]), "steady");
+    }
+
     fn phases_of(
         r: &LoadReport,
         faults: &[FaultTimes],
@@ -456,6 +545,7 @@ mod tests {
         let r = report(&[2.0; 10]);
         let kill = FaultTimes {
             start_s: 3.0,
+            reach_s: 0.0,
             heal_s: None,
             recovery_s: Some(1.4),
             latency_recovery_s: Some(0.0),

@@ -527,6 +527,7 @@ fn load_section(scenario: &Scenario, r: &StackResult, load: &LoadReport) -> Load
             baseline.and_then(|b| analysis::latency_recovery_s(load, start_s, healed, b));
         let t = analysis::FaultTimes {
             start_s,
+            reach_s: baseline.map_or(0.0, |ms| ms / 1000.0),
             heal_s: healed,
             recovery_s: recovery,
             latency_recovery_s: latency_recovery,
@@ -1227,11 +1228,12 @@ target = "worker/1"
         let faulted = phase(0, "faulted");
         assert_eq!((faulted.start_s, faulted.end_s), (2.0, 3.0));
         assert_eq!((faulted.counts.sent, faulted.counts.ok), (10, 7));
-        // eu: on its clock the kill came at 1.995 s, so its window [1, 2) is faulted too;
-        // its phases are told on the scenario clock.
+        // eu: on its clock the kill came at 1.995 s; 5 ms (plus its few ms in flight) of
+        // its window [1, 2) is less than the 50 ms a window needs to join a phase, so its
+        // faulted window is [2, 3), told on the scenario clock.
         let faulted = phase(1, "faulted");
-        assert_eq!((faulted.start_s, faulted.end_s), (1.005, 3.005));
-        assert_eq!((faulted.counts.sent, faulted.counts.ok), (20, 17));
+        assert_eq!((faulted.start_s, faulted.end_s), (2.005, 3.005));
+        assert_eq!((faulted.counts.sent, faulted.counts.ok), (10, 7));
         let measured = phase(1, "measured");
         assert_eq!((measured.start_s, measured.counts.sent), (1.005, 40));
         assert!(m.clients.iter().all(|c| c.variant.is_none()));

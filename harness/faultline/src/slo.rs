@@ -419,6 +419,7 @@ mod tests {
             name: name.to_owned(),
             start_s: 0.0,
             end_s: 10.0,
+            covered_s: 10.0,
             counts: Counts {
                 sent,
                 ok,
