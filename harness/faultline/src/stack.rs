@@ -62,28 +62,72 @@ struct Bindings<'a> {
 
 impl Bindings<'_> {
     /// Replaces the `{…}` placeholders (validated by the scenario crate, see
-    /// `scenario::validate::PLACEHOLDERS`).
+    /// `scenario::validate::PLACEHOLDERS`) in one pass, so a value is never read as a
+    /// placeholder itself; `{{` and `}}` are a literal `{` and `}` (for a program's own
+    /// braces, e.g. an nginx configuration passed on the command line). An unclosed `{`
+    /// is left as it is.
     fn substitute(&self, text: &str) -> String {
-        let mut out = text
-            .replace("{addr}", &self.own.to_string())
-            .replace("{host}", &self.own.ip().to_string())
-            .replace("{port}", &self.own.port().to_string())
-            .replace("{run_dir}", &self.run_dir.display().to_string())
-            .replace("{replicas}", &self.replicas.to_string())
-            .replace("{replica}", &self.replica.to_string())
-            .replace("{seed}", &self.seed.to_string())
-            .replace("{region}", self.region);
-        for (name, list) in self.addrs {
-            let all: Vec<String> = list.iter().map(ToString::to_string).collect();
-            out = out.replace(&format!("{{{name}.addrs}}"), &all.join(","));
-            let region = self.regions.get(name).map_or("default", String::as_str);
-            let placed: Vec<String> = all.iter().map(|a| format!("{region}={a}")).collect();
-            out = out.replace(&format!("{{{name}.regions}}"), &placed.join(","));
-            if let Some(first) = list.first() {
-                out = out.replace(&format!("{{{name}.addr}}"), &first.to_string());
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find(['{', '}']) {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                out.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
             }
+            let closed = tail.strip_prefix('{').and_then(|after| {
+                after
+                    .find(['{', '}'])
+                    .filter(|&e| after[e..].starts_with('}'))
+            });
+            if let Some(end) = closed {
+                if let Some(value) = self.value(&tail[1..1 + end]) {
+                    out.push_str(&value);
+                    rest = &tail[end + 2..];
+                    continue;
+                }
+            }
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
         }
+        out.push_str(rest);
         out
+    }
+
+    /// The value of one placeholder (without its braces); `None` for an unknown one.
+    fn value(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "addr" => self.own.to_string(),
+            "host" => self.own.ip().to_string(),
+            "port" => self.own.port().to_string(),
+            "run_dir" => self.run_dir.display().to_string(),
+            "replicas" => self.replicas.to_string(),
+            "replica" => self.replica.to_string(),
+            "seed" => self.seed.to_string(),
+            "region" => self.region.to_owned(),
+            _ => {
+                let (component, what) = name.rsplit_once('.')?;
+                let list = self.addrs.get(component)?;
+                let all = || list.iter().map(ToString::to_string);
+                match what {
+                    "addr" => list.first()?.to_string(),
+                    "addrs" => all().collect::<Vec<_>>().join(","),
+                    "regions" => {
+                        let region = self
+                            .regions
+                            .get(component)
+                            .map_or("default", String::as_str);
+                        all()
+                            .map(|a| format!("{region}={a}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }
+                    _ => return None,
+                }
+            }
+        })
     }
 }
 
@@ -413,6 +457,41 @@ duration = "10s"
             .find(|x| x.name == "server/0")
             .expect("server/0");
         assert_eq!(server0.public, from_us[0]);
+    }
+
+    #[test]
+    fn placeholders_are_replaced_in_one_pass_and_doubled_braces_are_literal() {
+        let own: SocketAddr = "127.3.1.2:7100".parse().expect("addr");
+        let web: SocketAddr = "127.3.1.3:7100".parse().expect("addr");
+        let addrs = BTreeMap::from([("web".to_owned(), vec![own, web])]);
+        let regions = BTreeMap::from([("web".to_owned(), "eu".to_owned())]);
+        let b = Bindings {
+            own,
+            region: "eu",
+            regions: &regions,
+            addrs: &addrs,
+            // A value that looks like a placeholder stays as it is.
+            run_dir: Path::new("/runs/{port}"),
+            replica: 1,
+            replicas: 2,
+            seed: 7,
+        };
+        assert_eq!(
+            b.substitute("listen {host}:{port}; {run_dir} {replica}/{replicas} {seed} {region}"),
+            "listen 127.3.1.2:7100; /runs/{port} 1/2 7 eu"
+        );
+        assert_eq!(
+            b.substitute("{web.addr} {web.addrs} {web.regions}"),
+            "127.3.1.2:7100 127.3.1.2:7100,127.3.1.3:7100 eu=127.3.1.2:7100,eu=127.3.1.3:7100"
+        );
+        assert_eq!(
+            b.substitute("events {{}} http {{ server {{ listen {addr}; }} }}"),
+            "events {} http { server { listen 127.3.1.2:7100; } }"
+        );
+        assert_eq!(
+            b.substitute("{{port}} {unclosed a}b} {"),
+            "{port} {unclosed a}b} {"
+        );
     }
 
     #[test]

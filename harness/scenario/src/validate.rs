@@ -97,8 +97,17 @@ fn is_simple_name(name: &str) -> bool {
 fn placeholders(arg: &str) -> Vec<&str> {
     let mut found = Vec::new();
     let mut rest = arg;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
+    while let Some(i) = rest.find(['{', '}']) {
+        let tail = &rest[i..];
+        // `{{` and `}}` are literal braces; a lone `}` is just a character.
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            rest = &tail[2..];
+            continue;
+        }
+        let Some(after) = tail.strip_prefix('{') else {
+            rest = &tail[1..];
+            continue;
+        };
         match after.find(['{', '}']) {
             Some(end) if after[end..].starts_with('}') => {
                 found.push(&after[..end]);

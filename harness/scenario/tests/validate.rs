@@ -660,6 +660,18 @@ fn placeholders_in_args_are_known() {
 }
 
 #[test]
+fn doubled_braces_are_literal_and_not_placeholders() {
+    let src = edit(
+        &[("replicas = 2", "replicas = 2\nargs = [\"events {{}} http {{ server {{ listen {addr}; }} }}\", \"{{port}}\", \"{{x}} {y}\"]")],
+        "",
+    );
+    let e = parse(&src, "b.toml").expect_err("{y} is unknown");
+    let text = e.to_string();
+    assert!(text.contains("unknown placeholder {y}"), "{text}");
+    assert_eq!(text.matches("unknown placeholder").count(), 1, "{text}");
+}
+
+#[test]
 fn replica_counts_are_bounded_by_the_loopback_block() {
     let src = edit(
         &[("replicas = 2", "replicas = 255\n\n[[components]]\nname = \"b\"\nkind = \"server\"\nreplicas = 200\n\n[[components]]\nname = \"c\"\nkind = \"server\"\nreplicas = 100")],
