@@ -20,6 +20,9 @@
 //! is a span in `phases[]` (`measured`), those lying inside the span. With variants the
 //! phases are `"{variant}: {phase}"` and `recoveries[]` carry the variant; `windows[]`
 //! hold only the first variant's load, so variant phases get no window samples.
+//! A percentile figure needs enough samples in the phase to be one: p99 figures at least
+//! 100, p99.9 at least 1000 (below that they are the sample's maximum, the noisiest
+//! figure of a run); with fewer the run lacks the figure.
 //! `figures[]` named `host_*` (the host's load) are not judged: [`host_load`] lists them
 //! per run. The training recovery parts that `report::training` also copies into
 //! `figures[]` are taken from `training[]` only. A figure whose value is missing (a p99
@@ -110,6 +113,34 @@ pub fn host_load(m: &RunMetrics) -> (Option<f64>, Option<f64>) {
     (crate::stats::mean(&busy), crate::stats::mean(&load))
 }
 
+/// A percentile a figure reads, and how many samples it needs to be judged.
+#[derive(Debug, Clone, Copy)]
+enum Quantile {
+    P50,
+    P99,
+    P999,
+}
+
+impl Quantile {
+    /// Samples below which the percentile is the sample's maximum (p99, p99.9) and not
+    /// judged: 100 for p99, 1000 for p99.9, 1 for the median.
+    fn min_samples(self) -> u64 {
+        match self {
+            Quantile::P50 => 1,
+            Quantile::P99 => 100,
+            Quantile::P999 => 1000,
+        }
+    }
+
+    fn of(self, p: &Percentiles) -> Option<f64> {
+        match self {
+            Quantile::P50 => p.p50_ms,
+            Quantile::P99 => p.p99_ms,
+            Quantile::P999 => p.p999_ms,
+        }
+    }
+}
+
 /// Every figure of a run (see the module docs for names and rules).
 pub fn figures(m: &RunMetrics) -> Vec<RunFigure> {
     let mut out = Figures(Vec::new());
@@ -137,27 +168,31 @@ pub fn figures(m: &RunMetrics) -> Vec<RunFigure> {
             s.availability,
             Vec::new(),
         );
-        let lat = |name: &str, pc: &Percentiles, f: fn(&Percentiles) -> Option<f64>| {
-            (name.to_owned(), (pc.count > 0).then(|| f(pc)).flatten())
+        // A percentile is judged only from enough samples to be one: the p99 of fewer
+        // than 100 requests is their maximum, the noisiest figure a run has (A/A
+        // comparisons of 18 completions per run flagged it in 2 of 4).
+        let lat = |name: &str, pc: &Percentiles, q: Quantile| {
+            let enough = pc.count >= q.min_samples();
+            (name.to_owned(), enough.then(|| q.of(pc)).flatten())
         };
         for (name, value, samples) in [
-            (lat("latency p50_ms", &s.latency, |p| p.p50_ms), Vec::new()),
+            (lat("latency p50_ms", &s.latency, Quantile::P50), Vec::new()),
             (
-                lat("latency p99_ms", &s.latency, |p| p.p99_ms),
+                lat("latency p99_ms", &s.latency, Quantile::P99),
                 w(&|w| w.latency.p99_ms),
             ),
             (
-                lat("latency p999_ms", &s.latency, |p| p.p999_ms),
+                lat("latency p999_ms", &s.latency, Quantile::P999),
                 Vec::new(),
             ),
-            (lat("service p99_ms", &s.service, |p| p.p99_ms), Vec::new()),
-            (lat("ttft p50_ms", &s.ttft, |p| p.p50_ms), Vec::new()),
-            (lat("ttft p99_ms", &s.ttft, |p| p.p99_ms), Vec::new()),
+            (lat("service p99_ms", &s.service, Quantile::P99), Vec::new()),
+            (lat("ttft p50_ms", &s.ttft, Quantile::P50), Vec::new()),
+            (lat("ttft p99_ms", &s.ttft, Quantile::P99), Vec::new()),
             // The median gap between streamed tokens is one decode step as the client sees
             // it: the figure a slower engine moves most directly (vLLM's benchmark reports
             // it as median ITL), with thousands of samples per run.
-            (lat("itl p50_ms", &s.itl, |p| p.p50_ms), Vec::new()),
-            (lat("itl p99_ms", &s.itl, |p| p.p99_ms), Vec::new()),
+            (lat("itl p50_ms", &s.itl, Quantile::P50), Vec::new()),
+            (lat("itl p99_ms", &s.itl, Quantile::P99), Vec::new()),
         ]
         .map(|((n, v), s)| (n, v, s))
         {

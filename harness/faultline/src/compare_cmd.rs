@@ -33,13 +33,20 @@ pub struct CompareArgs {
     #[arg(long, value_name = "DIR")]
     pub history: Option<PathBuf>,
     /// Make the runs: SCENARIO (file, or name in scenarios/) --runs times as the baseline
-    /// and --runs times as the candidate, interleaved (B C B C ...), then compare them.
+    /// and --runs times as the candidate, interleaved in balanced order (B C C B B C ...,
+    /// so a drift of the machine over the runs falls on both sides alike), after
+    /// --warmup-runs discarded runs of each side, then compare them.
     #[arg(long, value_name = "SCENARIO", conflicts_with_all = ["baseline", "history", "candidate"])]
     pub run: Option<String>,
     /// Runs per side with --run (1..=50). A figure judged from per-run values needs at
     /// least 4 per side at --alpha 0.05 (docs/compare.md).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RUNS)))]
     pub runs: u32,
+    /// Runs of each side made first and not compared (0..=10), as hyperfine's --warmup:
+    /// the first runs after a build or on a cold machine are slower (measured: a first
+    /// run's inter-token gap 1.6x the next ones'), which would fall on one side only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub warmup_runs: u32,
     /// Stack binaries of the baseline runs (default: next to this executable).
     #[arg(long, value_name = "DIR")]
     pub baseline_bin_dir: Option<PathBuf>,
@@ -229,7 +236,8 @@ enum Made {
     Interrupted,
 }
 
-/// `--run`: the scenario `--runs` times per side, interleaved, baseline first.
+/// `--run`: `--warmup-runs` discarded runs of each side, then the scenario `--runs` times
+/// per side, interleaved in balanced order ([`side_order`]).
 async fn make_runs(
     args: &CompareArgs,
     scenario: &str,
@@ -268,12 +276,25 @@ async fn make_runs(
     ];
     let mut runs: [Vec<compare::Run>; 2] = [Vec::new(), Vec::new()];
     let mut first_dir: Option<PathBuf> = None;
-    for i in 0..args.runs {
-        for (s, (label, opts)) in sides.iter().enumerate() {
+    let warmups = args.warmup_runs;
+    for i in 0..warmups + args.runs {
+        for s in side_order(i.saturating_sub(warmups), i < warmups) {
+            let (label, opts) = &sides[s];
             if cancel.is_cancelled() {
                 return Ok(Made::Interrupted);
             }
-            eprintln!("faultline compare: {label} run {} of {}", i + 1, args.runs);
+            if i < warmups {
+                eprintln!(
+                    "faultline compare: {label} warm-up run {} of {warmups} (not compared)",
+                    i + 1
+                );
+            } else {
+                eprintln!(
+                    "faultline compare: {label} run {} of {}",
+                    i - warmups + 1,
+                    args.runs
+                );
+            }
             let outcome = runner::run_file(&path, opts, cancel.clone())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -286,6 +307,9 @@ async fn make_runs(
                     outcome.metrics.run.run_id,
                     outcome.dir.join("index.html").display()
                 );
+            }
+            if i < warmups {
+                continue;
             }
             first_dir.get_or_insert_with(|| outcome.dir.clone());
             runs[s].push(compare::Run::from_metrics(&outcome.dir, outcome.metrics));
@@ -304,6 +328,17 @@ async fn make_runs(
     Ok(Made::Done(b, c, dir))
 }
 
+/// The sides (0 baseline, 1 candidate) of the `pair`-th pair of runs, in order: B C, C B,
+/// B C, ... (ABBA), so a machine that slows down or speeds up steadily over the runs
+/// shifts both sides' medians alike; warm-up pairs are B C.
+fn side_order(pair: u32, warmup: bool) -> [usize; 2] {
+    if warmup || pair % 2 == 0 {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
 /// `DIR/index.html` and `DIR/comparison.json`.
 fn write_page(
     dir: &Path,
@@ -318,4 +353,23 @@ fn write_page(
     let text =
         serde_json::to_string_pretty(c).map_err(|e| format!("serialising the comparison: {e}"))?;
     std::fs::write(&json, text + "\n").map_err(|e| format!("writing {}: {e}", json.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_alternate_in_balanced_order_after_warm_ups() {
+        let order: Vec<usize> = (0..4).flat_map(|p| side_order(p, false)).collect();
+        assert_eq!(order, [0, 1, 1, 0, 0, 1, 1, 0]);
+        // Over every two pairs, each side's mean position is the same: a linear drift
+        // adds the same to both medians.
+        let mean = |side: usize| {
+            let at: Vec<usize> = (0..order.len()).filter(|&i| order[i] == side).collect();
+            at.iter().sum::<usize>() as f64 / at.len() as f64
+        };
+        assert_eq!(mean(0), mean(1));
+        assert_eq!(side_order(1, true), [0, 1]);
+    }
 }

@@ -128,12 +128,19 @@ fn run_makes_interleaved_runs_and_marks_the_candidate_arguments() {
         .args(["compare", "--quiet", "--json", "--runs", "1", "--run"])
         .arg(&scenario)
         .args(["--candidate-arg", "server=--fault-slowdown=0.5"])
+        .args(["--warmup-runs", "1"])
         .output()
         .expect("compare --run");
     assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // The warm-up run of each side is made and not compared.
     assert_eq!(json["baseline"].as_array().map(Vec::len), Some(1));
     assert_eq!(json["candidate"].as_array().map(Vec::len), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("candidate warm-up run 1 of 1 (not compared)"),
+        "{stderr}"
+    );
     // The candidate run's own report says it is not the scenario as written.
     let mut marked = 0;
     for run in std::fs::read_dir(reports.join("short"))
@@ -153,7 +160,10 @@ fn run_makes_interleaved_runs_and_marks_the_candidate_arguments() {
             marked += 1;
         }
     }
-    assert_eq!(marked, 1, "exactly the candidate run carries the argument");
+    assert_eq!(
+        marked, 2,
+        "exactly the candidate runs (warm-up and measured) carry it"
+    );
     let compare_pages: Vec<_> = std::fs::read_dir(reports.join("short"))
         .expect("runs")
         .flatten()
