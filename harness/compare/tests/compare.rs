@@ -149,7 +149,7 @@ fn figures_are_extracted_from_a_real_run() {
     assert!(run.figure("steady availability").is_some());
     // Under 1000 requests the p99.9 is their maximum: not judged.
     let steady_count = m_steady_count(dir.path());
-    assert!(steady_count >= 100 && steady_count < 1000, "{steady_count}");
+    assert!((100..1000).contains(&steady_count), "{steady_count}");
     assert!(run.figure("steady latency p999_ms").is_none());
     assert!(run.figure("steady service p99_ms").is_some());
     assert!(
