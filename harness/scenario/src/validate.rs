@@ -234,6 +234,15 @@ impl<'a> Validator<'a> {
         d <= max
     }
 
+    /// The names of `[[regions]]`, in order.
+    fn region_names(&self) -> Vec<&'a str> {
+        self.scenario
+            .regions
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
     fn component_names(&self) -> Vec<&str> {
         self.scenario
             .components
@@ -688,12 +697,7 @@ impl<'a> Validator<'a> {
                 format!("\"{region}\" is not used with [[workload.clients]] (each client sends from its own region); expected no workload.region, or no clients"),
             );
         }
-        let declared: Vec<&str> = self
-            .scenario
-            .regions
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let declared = self.region_names();
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, c) in w.clients.iter().enumerate() {
             let here = at.index(i);
@@ -1421,12 +1425,7 @@ impl<'a> Validator<'a> {
     /// `region.*` faults: no target; `regions` naming declared regions, and (for a
     /// partition) not all of them.
     fn region_fault(&mut self, path: &FieldPath, f: &Fault) {
-        let declared: Vec<&str> = self
-            .scenario
-            .regions
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let declared = self.region_names();
         if f.target.is_some() {
             self.problem(
                 path.key("target"),
