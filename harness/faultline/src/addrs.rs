@@ -16,11 +16,24 @@
 //! | 1..=64 | `127.B.S.1` ..= `127.B.S.254` | replicas of region S (region 1 is the only one today) |
 //! | 129..=192 | `127.B.(128+S).H` | proxied addresses in front of region S's replicas: port `PORT` for `net.*` faults, `PORT + A` for the link from region A |
 //!
+//! With `[network] mode = "netns"` ([`crate::netns`]) each region is a network namespace
+//! of its own, which the runner's loopback cannot reach, so replicas and proxies take
+//! addresses from RFC 2544's benchmark range 198.18.0.0/15 instead, still keyed by the
+//! block B the run claimed on loopback:
+//!
+//! | addresses | what |
+//! |---|---|
+//! | `198.18.B.(16(S-1)+H)`, H in 1..=15 | replica H of region S, on the region's end of its veth pair |
+//! | `198.19.B.(16(S-1)+H)` | the proxied addresses in front of it, on the runner's end |
+//!
 //! Every replica listens on the same fixed [`PORT`]: its own IP keeps it apart. A
 //! restarted replica binds the same address again (servers set `SO_REUSEADDR`, as Rust's
 //! std and tokio listeners do), so clients and peers never need to learn a new one.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+
+use scenario::bounds::{MAX_NETNS_REGIONS, MAX_NETNS_REPLICAS_PER_REGION};
+use scenario::NetworkMode;
 
 /// The port every replica (and the run's claim) listens on, on its own loopback IP.
 /// `FAULTLINE_PORT` overrides it, for a machine where a process listens on `0.0.0.0:7100`.
@@ -48,10 +61,10 @@ pub enum AddrError {
     #[error("FAULTLINE_PORT = {0:?}: expected a port number from 1024 to 65535")]
     BadPort(String),
     #[error(
-        "replica {index} of region {region}: a region holds at most {REPLICAS_PER_REGION} replicas"
+        "replica {index} of region {region}: a region holds at most {REPLICAS_PER_REGION} replicas ({MAX_NETNS_REPLICAS_PER_REGION} with mode = \"netns\")"
     )]
     TooManyReplicas { region: u8, index: u32 },
-    #[error("region {0}: expected 1 to {MAX_REGIONS}")]
+    #[error("region {0}: expected 1 to {MAX_REGIONS} ({MAX_NETNS_REGIONS} with mode = \"netns\")")]
     BadRegion(u8),
 }
 
@@ -73,12 +86,25 @@ pub fn port() -> Result<u16, AddrError> {
 pub struct RunBlock {
     block: u8,
     port: u16,
+    mode: NetworkMode,
     _claim: TcpListener,
 }
 
 impl RunBlock {
+    /// Claims the first free block for a run in `mode` (see the module's tables).
+    pub fn claim_for(mode: NetworkMode) -> Result<RunBlock, AddrError> {
+        let mut block = RunBlock::claim()?;
+        block.mode = mode;
+        Ok(block)
+    }
+
+    /// The addressing mode.
+    pub fn mode(&self) -> NetworkMode {
+        self.mode
+    }
+
     /// Claims the first free block, starting from one derived from this process and the
-    /// clock (so concurrent runs rarely probe the same blocks first).
+    /// clock (so concurrent runs rarely probe the same blocks first), for a loopback run.
     pub fn claim() -> Result<RunBlock, AddrError> {
         let port = port()?;
         let span = u32::from(LAST_BLOCK - FIRST_BLOCK) + 1;
@@ -95,6 +121,7 @@ impl RunBlock {
                     return Ok(RunBlock {
                         block,
                         port,
+                        mode: NetworkMode::Loopback,
                         _claim: listener,
                     })
                 }
@@ -136,7 +163,37 @@ impl RunBlock {
         Ok(a)
     }
 
+    /// The port replicas listen on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// With `mode = "netns"`: the /28 holding region `region`'s replica addresses (what the
+    /// runner routes into the region's namespace), and the address of host `host` (1..=15)
+    /// in it, on `198.18` (replicas) or `198.19` (proxied).
+    pub fn netns_ip(&self, proxied: bool, region: u8, host: u8) -> Ipv4Addr {
+        let second = if proxied { 19 } else { 18 };
+        let base = 16 * u16::from(region.saturating_sub(1)) + u16::from(host);
+        Ipv4Addr::new(
+            198,
+            second,
+            self.block,
+            u8::try_from(base).unwrap_or(u8::MAX),
+        )
+    }
+
     fn in_segment(&self, region: u8, segment: u8, index: u32) -> Result<SocketAddr, AddrError> {
+        if self.mode == NetworkMode::Netns {
+            if region == 0 || usize::from(region) > MAX_NETNS_REGIONS {
+                return Err(AddrError::BadRegion(region));
+            }
+            let host = u8::try_from(index + 1)
+                .ok()
+                .filter(|h| u32::from(*h) <= MAX_NETNS_REPLICAS_PER_REGION)
+                .ok_or(AddrError::TooManyReplicas { region, index })?;
+            let ip = self.netns_ip(segment != region, region, host);
+            return Ok(SocketAddr::new(IpAddr::V4(ip), self.port));
+        }
         if region == 0 || region > MAX_REGIONS {
             return Err(AddrError::BadRegion(region));
         }
@@ -186,6 +243,26 @@ mod tests {
             run.replica(MAX_REGIONS + 1, 0),
             Err(AddrError::BadRegion(_))
         ));
+        // With mode = "netns": 198.18 (replicas) and 198.19 (proxied), 15 per region.
+        let ns = RunBlock::claim_for(NetworkMode::Netns).expect("a netns block");
+        let b = ns.block();
+        assert_eq!(
+            ns.replica(2, 0).expect("eu/0"),
+            SocketAddr::from(([198, 18, b, 17], ns.port()))
+        );
+        assert_eq!(
+            ns.linked(2, 14, 1).expect("link"),
+            SocketAddr::from(([198, 19, b, 31], ns.port() + 1))
+        );
+        assert!(matches!(
+            ns.replica(1, 15),
+            Err(AddrError::TooManyReplicas { .. })
+        ));
+        assert!(matches!(ns.replica(17, 0), Err(AddrError::BadRegion(17))));
+        assert_eq!(
+            ns.replica(16, 14).expect("last").ip(),
+            IpAddr::V4(Ipv4Addr::new(198, 18, b, 255))
+        );
         // A replica's address is bindable and distinct from every other run's.
         let l = TcpListener::bind(r0).expect("replica address binds");
         assert_eq!(l.local_addr().expect("bound"), r0);

@@ -139,7 +139,8 @@ impl Cause {
 pub fn network(scenario: &Scenario, results: &[StackResult]) -> Option<report::Network> {
     let proxies: Vec<&(crate::stack::PlannedProxy, proxy::ProxyStats)> =
         results.iter().flat_map(|r| &r.net_traffic).collect();
-    if scenario.regions.is_empty() && proxies.is_empty() {
+    let netns = scenario.network.mode == scenario::NetworkMode::Netns;
+    if scenario.regions.is_empty() && proxies.is_empty() && !netns {
         return None;
     }
     let names: Vec<String> = if scenario.regions.is_empty() {
@@ -207,7 +208,11 @@ pub fn network(scenario: &Scenario, results: &[StackResult]) -> Option<report::N
             });
         }
     }
-    Some(report::Network { regions, links })
+    Some(report::Network {
+        mode: scenario.network.mode.as_str().to_owned(),
+        regions,
+        links,
+    })
 }
 
 /// Whether a fault of `kind` explains an end `end` of a replica of `component_kind`.

@@ -3,7 +3,7 @@
 //!
 //! Module map (docs/ARCHITECTURE.md has the details): [`cli`] (commands), [`runner`] (one
 //! scenario end to end), [`clients`] (a load as several clients in several regions), [`abort`] (k6-style early stop), [`stack`] (replica specs from the scenario and the kind table),
-//! [`addrs`] (a loopback address per replica), [`supervisor`] (processes, readiness,
+//! [`addrs`] (a loopback address per replica), [`netns`] (regions as network namespaces), [`supervisor`] (processes, readiness,
 //! restarts), [`faults`] (injectors and healing guards), [`timeline`] (plays the faults),
 //! [`assemble`] (pure report assembly), [`drain`] (isolating search trials), [`analysis`] (phases, recovery, window figures),
 //! [`slo`] (verdicts), [`events`] (run clock and `events.jsonl`), [`requests`] (request
@@ -21,6 +21,7 @@ pub mod compare_cmd;
 pub mod drain;
 pub mod events;
 pub mod faults;
+pub mod netns;
 mod pdeathsig;
 pub mod repeat;
 pub mod requests;

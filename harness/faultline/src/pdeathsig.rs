@@ -1,7 +1,8 @@
 //! `PR_SET_PDEATHSIG` for spawned children: if the runner is killed outright (SIGKILL,
 //! OOM), the kernel kills its children, so no stack process outlives a dead harness.
 //!
-//! This is the one place in faultline with `unsafe`: `pre_exec` is unsafe because its
+//! This is one of the two places in faultline with `unsafe` (`netns::enter_on` is the
+//! other, under the same invariant): `pre_exec` is unsafe because its
 //! closure runs in the child between `fork` and `exec`. The runner is multithreaded, so at
 //! that point another thread may have held the allocator's lock (or any other lock) at the
 //! instant of the fork, and the child has only the forking thread to release it. The

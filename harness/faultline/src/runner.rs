@@ -96,6 +96,11 @@ pub enum RunError {
     #[error(transparent)]
     Addr(#[from] AddrError),
     #[error("{path}: {source}")]
+    Netns {
+        path: PathBuf,
+        source: crate::netns::NetnsError,
+    },
+    #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -215,6 +220,8 @@ struct Ctx<'a> {
     cancel: &'a CancellationToken,
     /// This run's loopback addresses (see [`crate::addrs`]).
     block: &'a RunBlock,
+    /// The regions' network namespaces, with `[network] mode = "netns"`.
+    nets: Option<&'a crate::netns::RegionNets>,
 }
 
 /// Starts the stack, runs the workload (load or search) and stops the stack again.
@@ -243,7 +250,7 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
             return out;
         }
     };
-    let specs = stack::specs(
+    let mut specs = stack::specs(
         ctx.scenario,
         v,
         ctx.programs,
@@ -252,6 +259,11 @@ async fn stack_lifetime(ctx: &Ctx<'_>, v: &Variant) -> StackResult {
         &addrs,
         &reach.views,
     );
+    if let Some(nets) = ctx.nets {
+        for spec in &mut specs {
+            spec.netns = nets.get(&spec.region).cloned();
+        }
+    }
     let net = if reach.proxies.is_empty() {
         None
     } else {
@@ -796,7 +808,23 @@ pub async fn run_file(
             binaries::locate(c.kind, opts.bin_dir.as_deref())?,
         );
     }
-    let block = RunBlock::claim()?;
+    let block = RunBlock::claim_for(scenario.network.mode)?;
+    // Every region's namespace, for the whole run (all variants), before anything starts.
+    let nets = match scenario.network.mode {
+        scenario::NetworkMode::Loopback => None,
+        scenario::NetworkMode::Netns => {
+            let names: Vec<String> = (1..=scenario.regions.len().max(1))
+                .map(|i| crate::faults::net::region_name(&scenario, u8::try_from(i).unwrap_or(0)))
+                .collect();
+            let nets = crate::netns::RegionNets::create(&block, &names).map_err(|source| {
+                RunError::Netns {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            Some(nets)
+        }
+    };
 
     let started = SystemTime::now();
     let id = run_id(started, seed);
@@ -811,6 +839,13 @@ pub async fn run_file(
         "run.start",
         json!({"scenario": name, "file": path.display().to_string(), "seed": seed, "git_commit": commit, "run_id": id}),
     );
+    if let Some(nets) = &nets {
+        let list: Vec<serde_json::Value> = nets
+            .iter()
+            .map(|n| json!({"region": n.region, "host_if": n.host_if}))
+            .collect();
+        events.emit("net.namespaces", json!({"namespaces": list}));
+    }
 
     let variants: Vec<Variant> = if scenario.variants.is_empty() {
         vec![Variant {
@@ -833,6 +868,7 @@ pub async fn run_file(
         opts,
         cancel: &cancel,
         block: &block,
+        nets: nets.as_ref(),
     };
     let mut results = Vec::new();
     for v in &variants {

@@ -208,6 +208,7 @@ mod tests {
             readiness: scenario::Readiness::default(),
             probe: crate::supervisor::Probe::Tcp,
             log_path: dir.path().join("spin.log"),
+            netns: None,
         };
         let sup = crate::supervisor::Supervisor::start(vec![spec], &events, Duration::from_secs(1));
         let r = sup.replicas()[0].clone();

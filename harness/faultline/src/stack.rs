@@ -365,6 +365,7 @@ pub fn specs(
                 probe: Probe::for_kind(c.kind, &c.readiness),
                 readiness: c.readiness.clone(),
                 log_path: dirs.logs.join(format!("{}{}-{i}.log", dirs.prefix, c.name)),
+                netns: None,
             });
         }
     }

@@ -52,6 +52,8 @@ pub struct ReplicaSpec {
     pub probe: Probe,
     /// Combined stdout/stderr, appended across restarts.
     pub log_path: PathBuf,
+    /// The region's network namespace, with `[network] mode = "netns"`.
+    pub netns: Option<crate::netns::RegionNet>,
 }
 
 /// How a replica's readiness is probed.
@@ -376,6 +378,9 @@ pub fn spawn(spec: &ReplicaSpec) -> std::io::Result<Child> {
         // the stack in order (drain first) instead of every process dying at once.
         .process_group(0);
     crate::pdeathsig::set_on(&mut cmd);
+    if let Some(ns) = &spec.netns {
+        crate::netns::enter_on(&mut cmd, ns.fd());
+    }
     cmd.spawn()
 }
 

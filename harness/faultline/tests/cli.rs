@@ -260,6 +260,56 @@ fn a_killed_runner_leaves_no_orphan_process() {
 }
 
 #[test]
+fn a_killed_runner_leaves_no_namespace_link_or_process_behind() {
+    if let Some(why) = common::netns_unavailable() {
+        eprintln!("skipped: network namespaces need root and iproute2 ({why})");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "{}\n[network]\nmode = \"netns\"\n[[regions]]\nname = \"us\"\n[[regions]]\nname = \"eu\"\n",
+        LONG_PAUSE
+            .replace(
+                "kind = \"server\"\n",
+                "kind = \"server\"\nregion = \"eu\"\n"
+            )
+            .replace(
+                "target = \"server\"\nrate_per_s",
+                "target = \"server\"\nregion = \"us\"\nrate_per_s"
+            )
+    );
+    let scenario = write(dir.path(), "netns-pause.toml", &text);
+    let reports = dir.path().join("reports");
+    let mut run = start_run(&scenario, &reports);
+    assert!(
+        common::eventually(Duration::from_secs(60), || has_event(
+            &reports,
+            "fault.inject"
+        )),
+        "the netns run got to its fault\n{}",
+        run.output()
+    );
+    let links: Vec<String> = events(&reports)
+        .iter()
+        .filter(|e| e["event"] == "net.namespaces")
+        .flat_map(|e| e["namespaces"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n["host_if"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(links.len(), 2, "one namespace per region\n{}", run.output());
+    assert!(links.iter().all(|l| common::link_exists(l)));
+    let pids = started_pids(&reports);
+    signal(&run.child, Signal::SIGKILL);
+    let _ = run.child.wait();
+    assert_all_gone(&pids, "the SIGKILLed netns runner");
+    for link in &links {
+        assert!(
+            common::eventually(Duration::from_secs(5), || !common::link_exists(link)),
+            "{link} outlived the SIGKILLed runner"
+        );
+    }
+}
+
+#[test]
 fn runs_n_repeats_the_scenario_over_seeds_and_reports_each_figure_s_spread() {
     let dir = tempfile::tempdir().expect("temp dir");
     let scenario = write(

@@ -15,6 +15,13 @@ use tokio_util::sync::CancellationToken;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn run_scenario(path: &str) {
+    let planned = scenario::load(Path::new(path)).expect("the scenario parses");
+    if planned.network.mode == scenario::NetworkMode::Netns {
+        if let Some(why) = common::netns_unavailable() {
+            eprintln!("skipped {path}: [network] mode = \"netns\" needs root and iproute2 ({why})");
+            return;
+        }
+    }
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let reports = tempfile::tempdir().expect("temp dir");
     let opts = RunOptions {
@@ -62,7 +69,6 @@ fn run_scenario(path: &str) {
     // Faults land on the load's clock: none before its scheduled time (the timeline
     // once counted from its own start, a few ms before the load's, so a fault at 3 s
     // overlapped the window before it and diluted the faulted phase).
-    let planned = scenario::load(Path::new(path)).expect("the scenario parses");
     for f in &m.faults {
         let at = planned
             .faults
@@ -86,9 +92,25 @@ fn run_scenario(path: &str) {
                 .as_str()
                 .and_then(|a| a.parse().ok())
                 .expect("a proxy address");
+            if !addr.ip().is_loopback() {
+                // mode = "netns": the address went with its veth pair (checked below); a
+                // connection to it now would leave by the default route.
+                continue;
+            }
             assert!(
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
                 "{path}: the fault proxy at {addr} outlived the run"
+            );
+        }
+    }
+    // With mode = "netns", each region's veth pair is deleted with the run.
+    for line in events.lines().filter(|l| l.contains("\"net.namespaces\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("an event");
+        for n in v["namespaces"].as_array().into_iter().flatten() {
+            let link = n["host_if"].as_str().expect("a link name");
+            assert!(
+                common::eventually(Duration::from_secs(5), || !common::link_exists(link)),
+                "{path}: the veth pair {link} outlived the run"
             );
         }
     }

@@ -35,6 +35,7 @@ fn spec(dir: &std::path::Path, policy: RestartPolicy) -> ReplicaSpec {
         readiness: Readiness::default(),
         probe: faultline::supervisor::Probe::Http("/readyz".into()),
         log_path: dir.join("server-0.log"),
+        netns: None,
     }
 }
 

@@ -457,8 +457,13 @@ fn network(n: &crate::model::Network) -> String {
             ]
         })
         .collect();
+    let isolation = if n.mode == "netns" {
+        "Each region ran in a network namespace of its own (mode netns): the links were the only way between regions."
+    } else {
+        "Regions were address blocks on one loopback (mode loopback): a program that ignored the placeholders could reach any region directly."
+    };
     let mut out = format!(
-        "<p>Each region's replicas. Traffic between regions crosses the fault proxy of its link (one per replica of the destination); inside a region it goes straight to the replica.</p>\n{}",
+        "<p>Each region's replicas. Traffic between regions crosses the fault proxy of its link (one per replica of the destination); inside a region it goes straight to the replica. {isolation}</p>\n{}",
         table(&["region", "replicas"], regions)
     );
     if !links.is_empty() {

@@ -140,6 +140,10 @@ pub struct Accounting {
 /// The emulated network of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Network {
+    /// `"loopback"` (regions are address blocks on one loopback) or `"netns"` (each region
+    /// a network namespace of its own).
+    #[serde(default)]
+    pub mode: String,
     /// Each region and the replicas in it (the region map).
     pub regions: Vec<RegionRow>,
     /// Each directed link between regions with traffic or a configuration, and what

@@ -129,6 +129,14 @@ pub const MIN_FLAP_PERIOD: Duration = Duration::from_millis(10);
 /// Most `[[regions]]`: the address model's region segments (127.B.1.0 to 127.B.64.0).
 pub const MAX_REGIONS: usize = 64;
 
+/// Most regions with `[network] mode = "netns"`: a run's netns addresses are two /24s of
+/// 198.18.0.0/15 (RFC 2544's benchmark range), 16 addresses per region.
+pub const MAX_NETNS_REGIONS: usize = 16;
+
+/// Most replicas in one region with `[network] mode = "netns"` (host addresses 1 to 15
+/// of the region's 16).
+pub const MAX_NETNS_REPLICAS_PER_REGION: u32 = 15;
+
 /// Longest `command` of a `kind = "command"` component, bytes (PATH_MAX on Linux).
 pub const MAX_PROGRAM_BYTES: usize = 4096;
 

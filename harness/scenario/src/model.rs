@@ -49,6 +49,42 @@ pub struct Scenario {
     /// `[[links]]` entry is joined by a link that adds nothing (but can still be faulted).
     #[serde(default)]
     pub links: Vec<Link>,
+    /// How regions are kept apart (`[network]`; default: `mode = "loopback"`).
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// How the run builds its regions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// `"loopback"` (default: no privileges; traffic that does not use placeholders
+    /// bypasses the links) or `"netns"` (each region in a network namespace of its own,
+    /// so the links are the only way between regions; needs root and iproute2's `ip`;
+    /// at most 16 regions and 15 replicas per region).
+    #[serde(default)]
+    pub mode: NetworkMode,
+}
+
+/// See [`Network::mode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    /// Every region a block of loopback addresses in the machine's one network namespace.
+    #[default]
+    Loopback,
+    /// Every region a network namespace of its own, joined to the runner by a veth pair.
+    Netns,
+}
+
+impl NetworkMode {
+    /// The name scenario files and reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Loopback => "loopback",
+            NetworkMode::Netns => "netns",
+        }
+    }
 }
 
 /// An emulated region: a block of loopback addresses of its own.

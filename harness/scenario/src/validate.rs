@@ -347,6 +347,7 @@ impl<'a> Validator<'a> {
         }
         self.components();
         self.regions();
+        self.network();
         self.workload();
         self.faults();
         self.slos();
@@ -1484,6 +1485,57 @@ impl<'a> Validator<'a> {
                 path.key("regions"),
                 "every region is listed; expected a set of regions to cut off from the others",
             );
+        }
+    }
+
+    /// `[network] mode = "netns"`: the namespaces' address plan bounds regions and the
+    /// replicas in each (under every variant).
+    fn network(&mut self) {
+        let s = self.scenario;
+        if s.network.mode != NetworkMode::Netns {
+            return;
+        }
+        if s.regions.len() > MAX_NETNS_REGIONS {
+            self.problem(
+                root().key("regions"),
+                format!(
+                    "{} regions with [network] mode = \"netns\"; expected at most {MAX_NETNS_REGIONS} (or mode = \"loopback\", which takes {MAX_REGIONS})",
+                    s.regions.len()
+                ),
+            );
+            return;
+        }
+        let default = Variant {
+            name: "default".to_owned(),
+            args: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            inject_faults: true,
+        };
+        let mut reported = BTreeSet::new();
+        for variant in std::iter::once(&default).chain(&s.variants) {
+            let mut per_region: BTreeMap<&str, u64> = BTreeMap::new();
+            for c in &s.components {
+                let region = c
+                    .region
+                    .as_deref()
+                    .or_else(|| s.regions.first().map(|r| r.name.as_str()))
+                    .unwrap_or("default");
+                let n = variant.replicas.get(&c.name).unwrap_or(&c.replicas);
+                *per_region.entry(region).or_insert(0) += u64::from(*n);
+            }
+            for (region, n) in per_region {
+                if n > u64::from(MAX_NETNS_REPLICAS_PER_REGION) && reported.insert(region) {
+                    let under = if std::ptr::eq(variant, &default) {
+                        String::new()
+                    } else {
+                        format!(" under variant \"{}\"", variant.name)
+                    };
+                    self.problem(
+                        root().key("network").key("mode"),
+                        format!("region \"{region}\" holds {n} replicas{under}; with mode = \"netns\" a region holds at most {MAX_NETNS_REPLICAS_PER_REGION} (or use mode = \"loopback\")"),
+                    );
+                }
+            }
         }
     }
 

@@ -1352,3 +1352,41 @@ fn clients_need_an_open_loop() {
         "duration = \"5s\"\nmode = \"closed-loop\""
     )));
 }
+
+#[test]
+fn netns_mode_parses_and_its_bounds_are_named() {
+    let s = parse(
+        &format!("{REGIONS}[network]\nmode = \"netns\"\n"),
+        "netns.toml",
+    )
+    .expect("netns mode is valid");
+    assert_eq!(s.network.mode, scenario::NetworkMode::Netns);
+    assert_eq!(
+        parse(REGIONS, "regions.toml").expect("valid").network.mode,
+        scenario::NetworkMode::Loopback,
+        "loopback is the default"
+    );
+    // 16 replicas in one region, and 16 again under a variant.
+    let crowded = REGIONS.replace(
+        "kind = \"server\"\nregion = \"eu\"\n",
+        "kind = \"server\"\nregion = \"eu\"\nreplicas = 16\n",
+    );
+    let varied = format!(
+        "{REGIONS}[[variants]]\nname = \"big\"\nreplicas = {{ server = 16 }}\n[network]\nmode = \"netns\"\n"
+    );
+    let many: String = (0..17)
+        .map(|i| format!("[[regions]]\nname = \"r{i}\"\n"))
+        .collect();
+    let too_many = format!(
+        "description = \"x\"\n{many}[[components]]\nname = \"server\"\nkind = \"server\"\n[workload]\ntarget = \"server\"\nrate_per_s = 10\nduration = \"5s\"\nrequests = [{{ kind = \"infer\", model = \"mlp\" }}]\n[network]\nmode = \"netns\"\n"
+    );
+    let bad = [
+        errors(&format!("{crowded}[network]\nmode = \"netns\"\n")),
+        errors(&varied),
+        errors(&too_many),
+        errors(&format!("{REGIONS}[network]\nmode = \"bridge\"\n")),
+    ];
+    // The same crowding is fine in loopback mode.
+    parse(&crowded, "crowded.toml").expect("16 replicas in a loopback region");
+    insta::assert_snapshot!(bad.join("\n---\n"));
+}

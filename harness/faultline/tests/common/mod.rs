@@ -139,3 +139,29 @@ impl Captured {
         }
     }
 }
+
+/// Why `[network] mode = "netns"` cannot run here, if it cannot (it needs root and
+/// iproute2's `ip`; CI runs as root).
+#[allow(dead_code)]
+pub fn netns_unavailable() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root");
+    }
+    if std::process::Command::new("ip")
+        .arg("-V")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        return Some("iproute2's `ip` is not installed");
+    }
+    None
+}
+
+/// Whether the network interface `name` exists in this namespace.
+#[allow(dead_code)]
+pub fn link_exists(name: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
