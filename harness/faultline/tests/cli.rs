@@ -127,6 +127,20 @@ fn start_run(scenario: &Path, reports: &Path) -> Run {
     }
 }
 
+/// Writes `text` as `name` in `dir`, starts `faultline run` on it and waits (up to 60 s)
+/// for the event `kind`, failing with `what` and the run's output if it does not come.
+fn run_until(dir: &Path, name: &str, text: &str, kind: &str, what: &str) -> (PathBuf, Run) {
+    let scenario = write(dir, name, text);
+    let reports = dir.join("reports");
+    let mut run = start_run(&scenario, &reports);
+    assert!(
+        common::eventually(Duration::from_secs(60), || has_event(&reports, kind)),
+        "{what}\n{}",
+        run.output()
+    );
+    (reports, run)
+}
+
 fn assert_all_gone(pids: &[u32], after: &str) {
     for &pid in pids {
         assert!(
@@ -197,16 +211,12 @@ fn run_of_a_missing_scenario_is_a_usage_error() {
 #[test]
 fn ctrl_c_heals_the_fault_stops_the_stack_and_still_writes_the_report() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let scenario = write(dir.path(), "long-pause.toml", LONG_PAUSE);
-    let reports = dir.path().join("reports");
-    let mut run = start_run(&scenario, &reports);
-    assert!(
-        common::eventually(Duration::from_secs(60), || has_event(
-            &reports,
-            "fault.inject"
-        )),
-        "the pause was injected\n{}",
-        run.output()
+    let (reports, mut run) = run_until(
+        dir.path(),
+        "long-pause.toml",
+        LONG_PAUSE,
+        "fault.inject",
+        "the pause was injected",
     );
     signal(&run.child, Signal::SIGINT);
     let status = run.child.wait().expect("wait faultline");
@@ -241,16 +251,12 @@ fn ctrl_c_heals_the_fault_stops_the_stack_and_still_writes_the_report() {
 #[test]
 fn a_killed_runner_leaves_no_orphan_process() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let scenario = write(dir.path(), "long-pause.toml", LONG_PAUSE);
-    let reports = dir.path().join("reports");
-    let mut run = start_run(&scenario, &reports);
-    assert!(
-        common::eventually(Duration::from_secs(60), || has_event(
-            &reports,
-            "process.ready"
-        )),
-        "the server came up\n{}",
-        run.output()
+    let (reports, mut run) = run_until(
+        dir.path(),
+        "long-pause.toml",
+        LONG_PAUSE,
+        "process.ready",
+        "the server came up",
     );
     let pids = started_pids(&reports);
     assert!(!pids.is_empty());
@@ -278,16 +284,12 @@ fn a_killed_runner_leaves_no_namespace_link_or_process_behind() {
                 "target = \"server\"\nregion = \"us\"\nrate_per_s"
             )
     );
-    let scenario = write(dir.path(), "netns-pause.toml", &text);
-    let reports = dir.path().join("reports");
-    let mut run = start_run(&scenario, &reports);
-    assert!(
-        common::eventually(Duration::from_secs(60), || has_event(
-            &reports,
-            "fault.inject"
-        )),
-        "the netns run got to its fault\n{}",
-        run.output()
+    let (reports, mut run) = run_until(
+        dir.path(),
+        "netns-pause.toml",
+        &text,
+        "fault.inject",
+        "the netns run got to its fault",
     );
     let links: Vec<String> = events(&reports)
         .iter()
