@@ -554,15 +554,23 @@ impl Registry {
             proxy: proxy.to_owned(),
             direction: d.to_owned(),
         };
+        // One statement per read: `Family::get` returns a guard on the family's lock,
+        // which lives to the end of its statement; holding one while another lookup
+        // needed the lock for writing (`get_or_create` of a series not yet created, as
+        // for a proxy that never carried bytes one way) deadlocked this thread. `get`
+        // only reads, and a series never created is 0.
+        let connections = m
+            .connections
+            .get(&ProxyLabels {
+                proxy: proxy.to_owned(),
+            })
+            .map_or(0, |c| c.get());
+        let bytes_upstream = m.received.get(&dir("upstream")).map_or(0, |c| c.get());
+        let bytes_downstream = m.received.get(&dir("downstream")).map_or(0, |c| c.get());
         Some(ProxyStats {
-            connections: m
-                .connections
-                .get_or_create(&ProxyLabels {
-                    proxy: proxy.to_owned(),
-                })
-                .get(),
-            bytes_upstream: m.received.get_or_create(&dir("upstream")).get(),
-            bytes_downstream: m.received.get_or_create(&dir("downstream")).get(),
+            connections,
+            bytes_upstream,
+            bytes_downstream,
         })
     }
 
