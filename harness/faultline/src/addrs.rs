@@ -98,11 +98,6 @@ impl RunBlock {
         Ok(block)
     }
 
-    /// The addressing mode.
-    pub fn mode(&self) -> NetworkMode {
-        self.mode
-    }
-
     /// Claims the first free block, starting from one derived from this process and the
     /// clock (so concurrent runs rarely probe the same blocks first), for a loopback run.
     pub fn claim() -> Result<RunBlock, AddrError> {
@@ -143,13 +138,13 @@ impl RunBlock {
     /// The address of replica `index` (0-based, counted over all components of the stack)
     /// in `region` (1-based).
     pub fn replica(&self, region: u8, index: u32) -> Result<SocketAddr, AddrError> {
-        self.in_segment(region, region, index)
+        self.in_segment(region, false, index)
     }
 
     /// The proxied address in front of replica `index` of `region` (reserved for the fault
     /// proxy between regions).
     pub fn proxied(&self, region: u8, index: u32) -> Result<SocketAddr, AddrError> {
-        self.in_segment(region, PROXY_SEGMENT + region, index)
+        self.in_segment(region, true, index)
     }
 
     /// The link address in front of replica `index` of `region` for traffic from region
@@ -168,9 +163,9 @@ impl RunBlock {
         self.port
     }
 
-    /// With `mode = "netns"`: the /28 holding region `region`'s replica addresses (what the
-    /// runner routes into the region's namespace), and the address of host `host` (1..=15)
-    /// in it, on `198.18` (replicas) or `198.19` (proxied).
+    /// With `mode = "netns"`: host `host` (1..=15) of region `region`, on `198.18`
+    /// (replicas) or `198.19` (proxied); host 0 is the region's /28, which the runner
+    /// routes into the region's namespace.
     pub fn netns_ip(&self, proxied: bool, region: u8, host: u8) -> Ipv4Addr {
         let second = if proxied { 19 } else { 18 };
         let base = 16 * u16::from(region.saturating_sub(1)) + u16::from(host);
@@ -182,7 +177,8 @@ impl RunBlock {
         )
     }
 
-    fn in_segment(&self, region: u8, segment: u8, index: u32) -> Result<SocketAddr, AddrError> {
+    /// Replica `index` of `region`'s own address, or (`proxied`) the one in front of it.
+    fn in_segment(&self, region: u8, proxied: bool, index: u32) -> Result<SocketAddr, AddrError> {
         if self.mode == NetworkMode::Netns {
             if region == 0 || usize::from(region) > MAX_NETNS_REGIONS {
                 return Err(AddrError::BadRegion(region));
@@ -191,7 +187,7 @@ impl RunBlock {
                 .ok()
                 .filter(|h| u32::from(*h) <= MAX_NETNS_REPLICAS_PER_REGION)
                 .ok_or(AddrError::TooManyReplicas { region, index })?;
-            let ip = self.netns_ip(segment != region, region, host);
+            let ip = self.netns_ip(proxied, region, host);
             return Ok(SocketAddr::new(IpAddr::V4(ip), self.port));
         }
         if region == 0 || region > MAX_REGIONS {
@@ -201,6 +197,11 @@ impl RunBlock {
             .ok()
             .filter(|h| u16::from(*h) <= REPLICAS_PER_REGION)
             .ok_or(AddrError::TooManyReplicas { region, index })?;
+        let segment = if proxied {
+            PROXY_SEGMENT + region
+        } else {
+            region
+        };
         Ok(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, self.block, segment, host)),
             self.port,

@@ -115,13 +115,7 @@ impl RegionNets {
 impl Drop for RegionNets {
     fn drop(&mut self) {
         for net in &self.nets {
-            // Deleting one end deletes the pair, its addresses and its routes. A namespace
-            // that still has processes keeps only its loopback until they exit.
-            let _ = Command::new("ip")
-                .args(["link", "del", "dev", &net.host_if])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            delete_link(&net.host_if);
         }
     }
 }
@@ -204,12 +198,18 @@ struct DeleteOnError<'a>(&'a str);
 
 impl Drop for DeleteOnError<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", "dev", self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        delete_link(self.0);
     }
+}
+
+/// Deletes the runner's end of a pair, which deletes the pair, its addresses and its
+/// routes (a namespace that still has processes keeps only its loopback until they exit).
+fn delete_link(name: &str) {
+    let _ = Command::new("ip")
+        .args(["link", "del", "dev", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A new network namespace, made by a short-lived thread (unsharing moves only the calling

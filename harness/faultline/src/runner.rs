@@ -848,12 +848,7 @@ pub async fn run_file(
     }
 
     let variants: Vec<Variant> = if scenario.variants.is_empty() {
-        vec![Variant {
-            name: "default".to_owned(),
-            args: BTreeMap::new(),
-            replicas: BTreeMap::new(),
-            inject_faults: true,
-        }]
+        vec![Variant::unvaried()]
     } else {
         scenario.variants.clone()
     };

@@ -781,6 +781,18 @@ pub struct Variant {
     pub inject_faults: bool,
 }
 
+impl Variant {
+    /// The one run of a scenario without `[[variants]]`: named "default", nothing changed.
+    pub fn unvaried() -> Variant {
+        Variant {
+            name: "default".to_owned(),
+            args: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            inject_faults: true,
+        }
+    }
+}
+
 fn default_inject_faults() -> bool {
     true
 }

@@ -1505,12 +1505,7 @@ impl<'a> Validator<'a> {
             );
             return;
         }
-        let default = Variant {
-            name: "default".to_owned(),
-            args: BTreeMap::new(),
-            replicas: BTreeMap::new(),
-            inject_faults: true,
-        };
+        let default = Variant::unvaried();
         let mut reported = BTreeSet::new();
         for variant in std::iter::once(&default).chain(&s.variants) {
             let mut per_region: BTreeMap<&str, u64> = BTreeMap::new();
