@@ -174,10 +174,13 @@ async fn run(args: RunArgs) -> ExitCode {
                 serde_json::Value::String(index.display().to_string()),
             );
         }
-        println!("{summary:#}");
+        out(&format!("{summary:#}\n"));
     } else {
-        println!("{}", report::text_summary(&outcome.metrics));
-        println!("report: {}", index.display());
+        out(&format!(
+            "{}\nreport: {}\n",
+            report::text_summary(&outcome.metrics),
+            index.display()
+        ));
     }
     if outcome.interrupted {
         ExitCode::from(130)
@@ -298,4 +301,14 @@ pub async fn main(cli: Cli) -> ExitCode {
         }
         Command::List { dir } => list(&dir),
     }
+}
+
+/// Prints to stdout; a closed stdout (`faultline run … | head -1`) is not an error, as
+/// the report is already written and the exit code still carries the verdict.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
