@@ -426,6 +426,7 @@ mod tests {
             measured: phase(1, p99_ms.len() as u64),
             accounting: Counts::default(),
             targets: Vec::new(),
+            connections: loadgen::ConnectionUse::default(),
         }
     }
 

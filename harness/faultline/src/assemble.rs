@@ -743,6 +743,14 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
                 arrival: w.arrival.name().to_owned(),
                 rate_per_s: w.total_rate_per_s(),
                 connections: w.connections,
+                max_connections: w.max_connections,
+                connections_added: w.max_connections.map(|_| {
+                    results
+                        .iter()
+                        .filter_map(|r| r.load.as_ref())
+                        .map(|l| l.connections.added)
+                        .sum()
+                }),
                 warmup_s: w.warmup.as_secs_f64(),
                 duration_s: w.duration.as_secs_f64(),
                 timeout_s: w.timeout.as_secs_f64(),
@@ -1088,6 +1096,7 @@ target = "worker/1"
                     latency_all: loadgen::new_histogram(),
                 })
                 .collect(),
+            connections: loadgen::ConnectionUse::default(),
         }
     }
 

@@ -467,6 +467,7 @@ async fn drive(
             &w.stages,
             &faults_to_inject,
         ),
+        max_connections: w.max_connections.map(|m| m as usize),
     };
     let clients = clients::plan(ctx.scenario, ctx.seed);
     let client_specs = clients

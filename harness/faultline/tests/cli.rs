@@ -383,3 +383,68 @@ ratio_min = 0.5
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--runs"));
 }
+
+#[test]
+fn a_paused_server_grows_the_load_generators_pool_to_max_connections_and_the_report_says_so() {
+    // 100 requests/s over 2 connections while the server is stopped for 1.5 s: every
+    // request due meanwhile finds both connections busy and opens another, until
+    // max_connections; the kernel completes the connects of a stopped server.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = write(
+        dir.path(),
+        "grow.toml",
+        r#"
+[[components]]
+name = "server"
+kind = "server"
+[workload]
+target = "server"
+rate_per_s = 100
+connections = 2
+max_connections = 20
+warmup = "200ms"
+duration = "3s"
+timeout = "5s"
+[[workload.requests]]
+kind = "infer"
+model = "mlp"
+[[faults]]
+id = "stall"
+at = "500ms"
+until = "2s"
+kind = "process.pause"
+target = "server"
+"#,
+    );
+    let reports = dir.path().join("reports");
+    let out = faultline()
+        .args(["run", "--quiet", "--reports"])
+        .arg(&reports)
+        .arg("--bin-dir")
+        .arg(common::bin_dir())
+        .arg(&scenario)
+        .output()
+        .expect("faultline runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = std::fs::read_dir(reports.join("grow"))
+        .expect("scenario folder")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("metrics.json").is_file())
+        .unwrap_or_else(|| panic!("metrics.json written\n{stdout}"));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).expect("read"))
+            .expect("json");
+    let w = &m["run"]["workload"];
+    assert_eq!(
+        (w["connections"].as_u64(), w["max_connections"].as_u64()),
+        (Some(2), Some(20))
+    );
+    assert_eq!(w["connections_added"].as_u64(), Some(18), "{w}\n{stdout}");
+    assert_eq!(m["accounting"]["dropped_by_generator"].as_u64(), Some(0));
+    let html = std::fs::read_to_string(run.join("index.html")).expect("index.html");
+    assert!(
+        html.contains("growing to at most 20 when every one is busy (18 added)"),
+        "the report's workload line names the pool"
+    );
+}

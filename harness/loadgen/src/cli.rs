@@ -55,6 +55,12 @@ pub struct LoadArgs {
     /// Keep-alive connections per target.
     #[arg(short = 'c', long, default_value = "10", value_parser = parse_connections, allow_negative_numbers = true)]
     pub connections: usize,
+    /// Open loop: when a request comes due and every connection to its target is busy,
+    /// open another for it, up to this many per target (k6's maxVUs); the extra ones stay
+    /// open until the run ends. Default: no more than --connections (such a request waits
+    /// for a free connection; its wait is send lag). At least --connections.
+    #[arg(long, value_name = "N", value_parser = parse_connections, allow_negative_numbers = true, conflicts_with = "closed_loop")]
+    pub max_connections: Option<usize>,
     /// Per-request timeout, from the actual send. Open loop: also the longest a request
     /// may wait for a free connection; one that waited longer is dropped unsent
     /// (`dropped by generator`).
@@ -248,6 +254,12 @@ impl LoadArgs {
     }
 
     fn open_loop_spec(&self, rate: f64) -> anyhow::Result<OpenLoopSpec> {
+        if let Some(max) = self.max_connections.filter(|m| *m < self.connections) {
+            bail!(
+                "--max-connections {max}: expected at least --connections ({}): the pool starts at --connections and only grows",
+                self.connections
+            );
+        }
         let arrival = match self.arrival {
             ArrivalArg::Constant => Arrival::Constant,
             ArrivalArg::Poisson => Arrival::Poisson,
@@ -257,6 +269,7 @@ impl LoadArgs {
             rate_per_s: rate,
             arrival,
             rate_steps: Vec::new(),
+            max_connections: self.max_connections,
         })
     }
 }
@@ -577,6 +590,14 @@ pub fn render_report(
             if let Some(warning) = drop_warning(&m.counts, timeout) {
                 let _ = writeln!(out, "  {warning}");
             }
+            let pool = &s.connections;
+            if pool.limit > pool.initial {
+                let _ = writeln!(
+                    out,
+                    "  Connections: {} at the start, {} added when every connection to a target was busy (at most {} in all)",
+                    pool.initial, pool.added, pool.limit
+                );
+            }
         }
         Mode::ClosedLoop => {
             let _ = writeln!(
@@ -852,6 +873,25 @@ mod tests {
             .await
             .expect_err("no slo");
         assert!(err.to_string().contains("--slo-p99-ms"));
+    }
+
+    #[test]
+    fn max_connections_is_an_open_loop_bound_of_at_least_the_connections() {
+        let a = parse(&["http://h:1", "-c", "4", "--max-connections", "64"]).expect("parses");
+        let spec = a.open_loop_spec(10.0).expect("spec");
+        assert_eq!(spec.max_connections, Some(64));
+        assert_eq!(spec.connection_limit(), 64);
+        let a = parse(&["http://h:1", "-c", "4", "--max-connections", "2"]).expect("parses");
+        let err = a.open_loop_spec(10.0).expect_err("below -c").to_string();
+        assert!(
+            err.contains("--max-connections 2: expected at least --connections (4)"),
+            "{err}"
+        );
+        let err = parse(&["http://h:1", "--closed-loop", "--max-connections", "8"])
+            .expect_err("closed loop");
+        assert!(err.contains("--max-connections"), "{err}");
+        let err = parse(&["http://h:1", "--max-connections", "0"]).expect_err("zero");
+        assert!(err.contains(">= 1"), "{err}");
     }
 
     const TIMEOUT: Duration = Duration::from_millis(300);

@@ -44,8 +44,9 @@ pub mod sse;
 
 pub use counts::{Counts, ErrorKind, UnknownErrorKind, DROP_SHARE_WARN_ABOVE};
 pub use record::{
-    new_histogram, FineWindow, HistogramSummary, LatencyStats, LoadReport, PhaseStats,
-    PhaseSummary, ReportSummary, TargetStats, TargetSummary, WindowStats, WindowSummary,
+    new_histogram, ConnectionUse, FineWindow, HistogramSummary, LatencyStats, LoadReport,
+    PhaseStats, PhaseSummary, ReportSummary, TargetStats, TargetSummary, WindowStats,
+    WindowSummary,
 };
 pub use run::{
     default_open_loop_threads, run_closed_loop, run_closed_loop_on, run_open_loop,

@@ -197,6 +197,30 @@ pub struct LoadReport {
     /// The whole run (warm-up included) per target, in the order of the spec's targets:
     /// which target took the failures. Their counts add up to `accounting`.
     pub targets: Vec<TargetStats>,
+    /// How many connections the run opened, and how many it could have.
+    pub connections: ConnectionUse,
+}
+
+/// The connections a run held, over all its targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionUse {
+    /// Opened before t = 0: `connections` per target.
+    pub initial: u64,
+    /// Opened during an open-loop run because a request came due while every connection
+    /// to its target was busy ([`crate::OpenLoopSpec::max_connections`]); 0 in a closed
+    /// loop and when the pool may not grow.
+    pub added: u64,
+    /// The most the run could hold: `max_connections` per target (`initial` when the pool
+    /// may not grow).
+    pub limit: u64,
+}
+
+impl ConnectionUse {
+    fn merge(&mut self, other: &ConnectionUse) {
+        self.initial += other.initial;
+        self.added += other.added;
+        self.limit += other.limit;
+    }
 }
 
 /// One target's requests over the whole run, by intended send time: what says which
@@ -301,6 +325,7 @@ impl LoadReport {
         merge_phase(&mut self.warmup, &other.warmup);
         merge_phase(&mut self.measured, &other.measured);
         self.accounting.merge(&other.accounting);
+        self.connections.merge(&other.connections);
         for (i, t) in other.targets.into_iter().enumerate() {
             match self.targets.get_mut(i) {
                 Some(mine) => {
@@ -661,6 +686,7 @@ impl Recorder {
             measured: phase(m, self.warmup, measured_end.max(self.warmup)),
             accounting,
             targets,
+            connections: ConnectionUse::default(),
         }
     }
 }
@@ -814,6 +840,9 @@ pub struct ReportSummary {
     /// The whole run per target, in the order given ([`LoadReport::targets`]).
     #[serde(default)]
     pub targets: Vec<TargetSummary>,
+    /// [`LoadReport::connections`].
+    #[serde(default)]
+    pub connections: ConnectionUse,
 }
 
 /// Serialisable digest of one target's requests over the whole run.
@@ -867,6 +896,7 @@ impl LoadReport {
                 .collect(),
             fine: self.fine.clone(),
             targets: self.targets.iter().map(TargetSummary::of).collect(),
+            connections: self.connections,
         }
     }
 }

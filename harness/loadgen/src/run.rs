@@ -20,7 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::{prepare, resolve, Conn, Handover, Prepared};
 use crate::counts::Completion;
-use crate::record::{LoadReport, Outcome, Recorder};
+use crate::record::{ConnectionUse, LoadReport, Outcome, Recorder};
 use crate::schedule::{Mix, RateCurve, Schedule, Scheduled};
 use crate::spec::{LoadError, LoadSpec, OpenLoopSpec};
 
@@ -71,6 +71,8 @@ struct Counters {
 struct Shared {
     counters: Vec<Counters>,
     shards: Vec<Mutex<Recorder>>,
+    /// Connections opened during the run because every one to a target was busy.
+    added: AtomicU64,
 }
 
 impl Shared {
@@ -79,6 +81,7 @@ impl Shared {
         Shared {
             counters: (0..n).map(|_| Counters::default()).collect(),
             shards: (0..n).map(|_| Mutex::new(rec.clone())).collect(),
+            added: AtomicU64::new(0),
         }
     }
 
@@ -268,6 +271,7 @@ pub async fn run_open_loop_on(
         shared,
     } = Setup::new(load).await?;
     let total = targets.len() * load.connections;
+    let limit = targets.len() * spec.connection_limit();
     let threads = threads.clamp(1, total);
     let owners = Arc::new(Owners::new(targets.len(), total, threads));
     let schedule = Schedule::new(
@@ -283,6 +287,9 @@ pub async fn run_open_loop_on(
     let mut handles = Vec::with_capacity(threads);
     for (th, start) in starts.into_iter().enumerate() {
         let mine = connections_of(th, threads, total, targets.len());
+        let spare = (0..targets.len())
+            .map(|t| owners.spare(th, t, spec.connection_limit() - load.connections))
+            .collect();
         let ctx = OpenCtx {
             targets: targets.clone(),
             prepared: prepared.clone(),
@@ -294,6 +301,7 @@ pub async fn run_open_loop_on(
             thread: th,
             timeout: load.timeout,
             end,
+            spare,
         };
         let handle = std::thread::Builder::new()
             .name(format!("loadgen-open-{th}"))
@@ -301,7 +309,7 @@ pub async fn run_open_loop_on(
             .map_err(|e| LoadError::Internal(format!("cannot start thread: {e}")))?;
         handles.push(handle);
     }
-    finish_threads(handles, t0_rx, shared, progress, load.seed).await
+    finish_threads(handles, t0_rx, shared, progress, load.seed, (total, limit)).await
 }
 
 /// How the load threads start together: each opens its connections, waits for the
@@ -370,6 +378,7 @@ async fn finish_threads(
     shared: Arc<Shared>,
     progress: Option<watch::Sender<Progress>>,
     seed: u64,
+    pool: (usize, usize),
 ) -> Result<LoadReport, LoadError> {
     let t0 = t0_rx
         .await
@@ -382,9 +391,16 @@ async fn finish_threads(
     join_all(&mut aux).await?;
     let shared = Arc::try_unwrap(shared)
         .map_err(|_| LoadError::Internal("recorder still shared after all tasks ended".into()))?;
-    Ok(shared
+    let added = shared.added.load(Ordering::Relaxed);
+    let mut report = shared
         .into_recorder()
-        .finish(wall_clock_of(t0), seed, stopped))
+        .finish(wall_clock_of(t0), seed, stopped);
+    report.connections = ConnectionUse {
+        initial: pool.0 as u64,
+        added,
+        limit: pool.1 as u64,
+    };
+    Ok(report)
 }
 
 /// Joins the load threads; the latest stop offset, or the first error.
@@ -441,6 +457,17 @@ impl Owners {
         let turn = job.seq / self.targets as u64;
         owners[(turn % owners.len() as u64) as usize]
     }
+
+    /// How many of target `t`'s `extra` connections (those the pool may add beyond its
+    /// initial ones) thread `th` may open: shared evenly among the threads that hold the
+    /// target's connections (the first ones take the remainder), 0 for the others.
+    fn spare(&self, th: usize, t: usize, extra: usize) -> usize {
+        let owners = &self.by_target[t];
+        match owners.iter().position(|&o| o == th) {
+            Some(k) => extra / owners.len() + usize::from(k < extra % owners.len()),
+            None => 0,
+        }
+    }
 }
 
 struct OpenCtx {
@@ -455,6 +482,8 @@ struct OpenCtx {
     thread: usize,
     timeout: Duration,
     end: Duration,
+    /// Per target: connections this thread may add ([`Owners::spare`]).
+    spare: Vec<usize>,
 }
 
 /// One open-loop event-loop thread: its connections' workers and the release of its
@@ -491,25 +520,28 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
         let owners = ctx.owners.clone();
         let me = ctx.thread;
         let jobs = ctx.schedule.clone().filter(move |job| owners.of(job) == me);
-        let dispatch = Rc::new(Dispatch::new(
+        let dispatch = Dispatch::new(
             Box::new(jobs),
             conns,
-            ctx.targets.len(),
+            Pool {
+                targets: ctx.targets.clone(),
+                spare: ctx.spare.into_iter().map(Cell::new).collect(),
+            },
             ctx.prepared.clone(),
             ctx.shared.clone(),
             me,
             t0,
-        ));
-        let mut workers = JoinSet::new();
-        for w in 0..dispatch.slots.len() {
-            let d = dispatch.clone();
-            let (cancel, timeout) = (ctx.cancel.clone(), ctx.timeout);
-            workers.spawn_local(async move { d.work(w, &cancel, timeout).await });
+            (ctx.cancel.clone(), ctx.timeout),
+        );
+        for w in 0..dispatch.slots.borrow().len() {
+            dispatch.start_worker(w);
         }
         let stopped = {
             let _close = CloseOnDrop(&dispatch);
             release(&dispatch, t0, ctx.end, &ctx.cancel, &mut timer).await?
         };
+        // Closed: no worker is added any more (only a release adds one).
+        let mut workers = std::mem::take(&mut *dispatch.workers.borrow_mut());
         while let Some(r) = workers.join_next().await {
             r.map_err(|e| LoadError::Internal(format!("worker task: {e}")))?;
         }
@@ -595,22 +627,39 @@ impl Timer {
 /// timer, or a worker that has just finished a response (it checks the clock then). If
 /// one of its target's connections is idle, the releaser writes the request on it at
 /// once ([`Conn::try_send`]: the send instant is the due instant plus the time to get
-/// there) and wakes that connection's worker to read the response; otherwise it joins
-/// the target's backlog, which workers take from as they come free. So a request never
-/// waits for a task switch or for a batch of other tasks' responses to be processed
-/// before it is sent, only for a free connection (send lag grows, honestly).
+/// there) and wakes that connection's worker to read the response. If none is idle and
+/// the pool may still grow ([`OpenLoopSpec::max_connections`]), the releaser adds a
+/// connection with its own worker, which connects and sends the request; otherwise the
+/// request joins the target's backlog, which workers take from as they come free. So a
+/// request never waits for a task switch or for a batch of other tasks' responses to be
+/// processed before it is sent, only for a free connection (send lag grows, honestly).
 struct Dispatch {
     /// The rest of this thread's schedule; `None` once closed (ended or cancelled).
     jobs: RefCell<Option<std::iter::Peekable<Box<dyn Iterator<Item = Scheduled>>>>>,
-    slots: Vec<Slot>,
+    /// Connection `w` is worker `w`'s; grows while the run goes on, never shrinks.
+    slots: RefCell<Vec<Rc<Slot>>>,
     /// Per target: idle workers (LIFO: the warmest connection first).
     idle: Vec<RefCell<Vec<usize>>>,
     /// Per target: released requests waiting for a free connection.
     backlog: Vec<RefCell<VecDeque<Scheduled>>>,
+    pool: Pool,
+    /// The workers' tasks, those added during the run too.
+    workers: RefCell<JoinSet<()>>,
     prepared: Arc<Vec<Vec<Prepared>>>,
     shared: Arc<Shared>,
     shard: usize,
     t0: Instant,
+    cancel: CancellationToken,
+    timeout: Duration,
+    /// Itself, for the workers it starts.
+    me: Weak<Dispatch>,
+}
+
+/// What a load thread needs to add connections: the targets, and per target how many
+/// more it may open ([`Owners::spare`]; counted down as it opens them).
+struct Pool {
+    targets: Vec<Arc<crate::conn::Target>>,
+    spare: Vec<Cell<usize>>,
 }
 
 /// One connection and its worker's mailbox.
@@ -623,36 +672,60 @@ struct Slot {
     wake: Notify,
 }
 
+impl Slot {
+    fn new(target: usize, conn: Conn, assigned: Option<(Scheduled, Handover)>) -> Rc<Self> {
+        Rc::new(Slot {
+            target,
+            conn: RefCell::new(Some(conn)),
+            assigned: Cell::new(assigned),
+            wake: Notify::new(),
+        })
+    }
+}
+
 impl Dispatch {
+    #[allow(clippy::too_many_arguments)] // one constructor, called once per thread
     fn new(
         jobs: Box<dyn Iterator<Item = Scheduled>>,
         conns: Vec<(usize, Conn)>,
-        targets: usize,
+        pool: Pool,
         prepared: Arc<Vec<Vec<Prepared>>>,
         shared: Arc<Shared>,
         shard: usize,
         t0: Instant,
-    ) -> Self {
-        Dispatch {
+        (cancel, timeout): (CancellationToken, Duration),
+    ) -> Rc<Self> {
+        let targets = pool.targets.len();
+        Rc::new_cyclic(|me| Dispatch {
             jobs: RefCell::new(Some(jobs.peekable())),
-            slots: conns
-                .into_iter()
-                .map(|(target, conn)| Slot {
-                    target,
-                    conn: RefCell::new(Some(conn)),
-                    assigned: Cell::new(None),
-                    wake: Notify::new(),
-                })
-                .collect(),
+            slots: RefCell::new(
+                conns
+                    .into_iter()
+                    .map(|(target, conn)| Slot::new(target, conn, None))
+                    .collect(),
+            ),
             idle: (0..targets).map(|_| RefCell::new(Vec::new())).collect(),
             backlog: (0..targets)
                 .map(|_| RefCell::new(VecDeque::new()))
                 .collect(),
+            pool,
+            workers: RefCell::new(JoinSet::new()),
             prepared,
             shared,
             shard,
             t0,
-        }
+            cancel,
+            timeout,
+            me: me.clone(),
+        })
+    }
+
+    /// Starts worker `w` on this thread (needs the thread's `LocalSet`).
+    fn start_worker(&self, w: usize) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.workers
+            .borrow_mut()
+            .spawn_local(async move { me.work(w).await });
     }
 
     /// The intended offset of the next request not yet released; `None` when closed or
@@ -677,7 +750,7 @@ impl Dispatch {
             let free = self.idle[job.target].borrow_mut().pop();
             match free {
                 Some(w) => {
-                    let slot = &self.slots[w];
+                    let slot = self.slots.borrow()[w].clone();
                     let req = &self.prepared[job.target][job.template];
                     // An idle worker's connection is in its slot.
                     let handover = match slot.conn.borrow_mut().as_mut() {
@@ -687,9 +760,26 @@ impl Dispatch {
                     slot.assigned.set(Some((job, handover)));
                     slot.wake.notify_one();
                 }
+                None if self.pool.spare[job.target].get() > 0 => self.add_connection(job),
                 None => self.backlog[job.target].borrow_mut().push_back(job),
             }
         }
+    }
+
+    /// Opens one more connection to `job`'s target, with a worker that connects and
+    /// sends `job` on it.
+    fn add_connection(&self, job: Scheduled) {
+        let target = job.target;
+        let spare = &self.pool.spare[target];
+        spare.set(spare.get().saturating_sub(1));
+        let conn = Conn::new(self.pool.targets[target].clone());
+        let w = {
+            let mut slots = self.slots.borrow_mut();
+            slots.push(Slot::new(target, conn, Some((job, Handover::NotSent))));
+            slots.len() - 1
+        };
+        self.shared.added.fetch_add(1, Ordering::Relaxed);
+        self.start_worker(w);
     }
 
     /// Stops releasing and wakes every idle worker so it can drain its backlog and end.
@@ -697,7 +787,7 @@ impl Dispatch {
         *self.jobs.borrow_mut() = None;
         for idle in &self.idle {
             for w in idle.borrow_mut().drain(..) {
-                self.slots[w].wake.notify_one();
+                self.slots.borrow()[w].wake.notify_one();
             }
         }
     }
@@ -712,9 +802,9 @@ impl Dispatch {
     /// after waiting longer than the timeout since its intended send, is counted as
     /// `dropped_by_generator` instead of sent (README: "When the generator drops a
     /// request").
-    async fn work(&self, w: usize, cancel: &CancellationToken, timeout: Duration) {
-        let slot = &self.slots[w];
-        let t0 = self.t0;
+    async fn work(&self, w: usize) {
+        let slot = self.slots.borrow()[w].clone();
+        let (t0, cancel, timeout) = (self.t0, &self.cancel, self.timeout);
         loop {
             let next = slot.assigned.take().or_else(|| {
                 let job = self.backlog[slot.target].borrow_mut().pop_front();
@@ -822,7 +912,7 @@ pub async fn run_closed_loop_on(
             .map_err(|e| LoadError::Internal(format!("cannot start thread: {e}")))?;
         handles.push(handle);
     }
-    finish_threads(handles, t0_rx, shared, progress, load.seed).await
+    finish_threads(handles, t0_rx, shared, progress, load.seed, (total, total)).await
 }
 
 struct ClosedCtx {
@@ -923,6 +1013,30 @@ mod tests {
                     for (th, n) in per_thread.iter().enumerate() {
                         let holds = (0..total).any(|i| i % threads == th);
                         assert_eq!(*n > 0, holds, "thread {th} of {threads}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_targets_extra_connections_go_to_the_threads_holding_it_and_add_up() {
+        for targets in 1..5 {
+            for conns in 1..5 {
+                let total = targets * conns;
+                for threads in 1..=total {
+                    let owners = Owners::new(targets, total, threads);
+                    for extra in [0, 1, 3, 7] {
+                        for t in 0..targets {
+                            let shares: Vec<usize> =
+                                (0..threads).map(|th| owners.spare(th, t, extra)).collect();
+                            assert_eq!(shares.iter().sum::<usize>(), extra, "{shares:?}");
+                            for (th, n) in shares.iter().enumerate() {
+                                if *n > 0 {
+                                    assert!(owners.by_target[t].contains(&th));
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -433,6 +433,7 @@ mod tests {
             measured: phase(completed),
             accounting: counts.clone(),
             targets: Vec::new(),
+            connections: crate::record::ConnectionUse::default(),
         }
     }
 

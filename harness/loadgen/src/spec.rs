@@ -179,6 +179,14 @@ pub struct OpenLoopSpec {
     pub arrival: Arrival,
     /// Rate multipliers over time (load spikes); sorted by `at`.
     pub rate_steps: Vec<RateStep>,
+    /// Most connections per target the run may hold (k6's `maxVUs`, vegeta's
+    /// `-max-connections`): when a request comes due and every connection to its target
+    /// is busy, the load thread opens another for it instead of making it wait, up to
+    /// this many (at least `load.connections`). The extra connections stay open for the
+    /// rest of the run and are counted in [`crate::LoadReport::connections`]. `None`: the
+    /// pool stays at `load.connections` and such a request waits for one to come free
+    /// (its wait is send lag).
+    pub max_connections: Option<usize>,
 }
 
 impl OpenLoopSpec {
@@ -189,7 +197,15 @@ impl OpenLoopSpec {
             rate_per_s,
             arrival: Arrival::Constant,
             rate_steps: Vec::new(),
+            max_connections: None,
         }
+    }
+
+    /// The pool's bound per target: `max_connections`, or `load.connections` without one.
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections
+            .unwrap_or(self.load.connections)
+            .max(self.load.connections)
     }
 
     /// Checks every field, the shared ones first, and reports every problem at once.
@@ -216,6 +232,15 @@ impl OpenLoopSpec {
                 );
             }
             last = s.at;
+        }
+        if let Some(max) = self.max_connections {
+            if max < self.load.connections {
+                p.push(
+                    "max_connections",
+                    max,
+                    "at least `connections` (the pool starts at `connections` and only grows)",
+                );
+            }
         }
         p.into_result()
     }

@@ -396,3 +396,133 @@ async fn per_target_counts_show_which_target_took_the_failures() {
     assert_eq!(summary.targets[1].counts, *b);
     assert_eq!(summary.targets[1].latency.p99_us, None);
 }
+
+/// A server that holds every response until `open` is sent, counting the requests it
+/// holds at once (each on a connection of its own: one request in flight per connection).
+async fn gated_server(
+    open: tokio::sync::watch::Receiver<bool>,
+) -> (TestServer, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let (held, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (h2, m2) = (held.clone(), most.clone());
+    let server = serve(move |_req| {
+        let (held, most, mut open) = (h2.clone(), m2.clone(), open.clone());
+        async move {
+            let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            let _ = open.wait_for(|o| *o).await;
+            held.fetch_sub(1, Ordering::SeqCst);
+            full(StatusCode::OK, "ok")
+        }
+    })
+    .await;
+    (server, held, most)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_due_with_every_connection_busy_gets_a_new_one_up_to_max_connections() {
+    // 20 requests over 1 s against a server that answers none until all 20 are held:
+    // with room to grow, each request due while the 2 initial connections are busy opens
+    // its own, and none waits for another's response.
+    let (open, rx) = tokio::sync::watch::channel(false);
+    let (server, held, most) = gated_server(rx).await;
+    let mut s = spec(server.uri(), 20.0, ms(1_000));
+    s.load.connections = 2;
+    s.load.timeout = ms(10_000);
+    s.max_connections = Some(30);
+    let release = tokio::spawn(async move {
+        let deadline = Instant::now() + ms(8_000);
+        while held.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+            tokio::time::sleep(ms(10)).await;
+        }
+        let _ = open.send(true);
+    });
+    let r = run(&s).await;
+    release.await.expect("release task");
+    assert_eq!(r.accounting.ok, 20, "{:?}", r.accounting);
+    assert_eq!(most.load(Ordering::SeqCst), 20, "requests held at once");
+    assert_eq!(
+        (
+            r.connections.initial,
+            r.connections.added,
+            r.connections.limit
+        ),
+        (2, 18, 30)
+    );
+    assert_eq!(r.summary().connections, r.connections);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_stops_growing_at_max_connections_and_the_rest_wait_for_a_free_one() {
+    let (open, rx) = tokio::sync::watch::channel(false);
+    let (server, _held, most) = gated_server(rx).await;
+    let mut s = spec(server.uri(), 20.0, ms(1_000));
+    s.load.connections = 2;
+    s.load.timeout = ms(10_000);
+    s.max_connections = Some(4);
+    // Opened after the whole schedule has come due (1 s): 16 requests wait until then.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(ms(1_500)).await;
+        let _ = open.send(true);
+    });
+    let r = run(&s).await;
+    release.await.expect("release task");
+    assert_eq!(r.accounting.ok, 20, "{:?}", r.accounting);
+    assert_eq!(most.load(Ordering::SeqCst), 4, "requests held at once");
+    assert_eq!((r.connections.added, r.connections.limit), (2, 4));
+    // The last request was due at 0.95 s and could not be sent before the gate opened.
+    assert!(
+        r.measured.stats.send_lag.max() >= 400_000,
+        "send lag max {} us",
+        r.measured.stats.send_lag.max()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_grows_on_every_load_thread_to_its_limit_per_target() {
+    // Two targets, two load threads: each target's 3 extra connections are shared by the
+    // threads holding its connections, and the limit holds per target.
+    let (open, rx) = tokio::sync::watch::channel(false);
+    let (a, _, most_a) = gated_server(rx.clone()).await;
+    let (b, _, most_b) = gated_server(rx).await;
+    let mut s = spec(a.uri(), 40.0, ms(1_000));
+    s.load.targets.push(b.uri());
+    s.load.connections = 2;
+    s.load.timeout = ms(10_000);
+    s.max_connections = Some(5);
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(ms(1_500)).await;
+        let _ = open.send(true);
+    });
+    let r = loadgen::run_open_loop_on(&s, 2, CancellationToken::new(), None)
+        .await
+        .expect("run starts");
+    release.await.expect("release task");
+    assert!(r.balanced());
+    assert_eq!(r.accounting.ok, 40, "{:?}", r.accounting);
+    assert_eq!(
+        (most_a.load(Ordering::SeqCst), most_b.load(Ordering::SeqCst)),
+        (5, 5)
+    );
+    assert_eq!(
+        (
+            r.connections.initial,
+            r.connections.added,
+            r.connections.limit
+        ),
+        (4, 6, 10)
+    );
+}
+
+#[tokio::test]
+async fn max_connections_below_connections_is_rejected_naming_the_field() {
+    let mut s = spec(Uri::from_static("http://127.0.0.1:1"), 10.0, ms(100));
+    s.max_connections = Some(2);
+    let err = run_open_loop(&s, CancellationToken::new(), None)
+        .await
+        .expect_err("invalid");
+    assert!(
+        err.to_string()
+            .contains("max_connections = 2: expected at least `connections`"),
+        "{err}"
+    );
+}

@@ -237,8 +237,18 @@ fn facts(metrics: &RunMetrics) -> String {
             (
                 "workload",
                 format!(
-                    "{} ({} arrivals{rate}) → {}, {} connections",
-                    w.mode, w.arrival, w.target, w.connections
+                    "{} ({} arrivals{rate}) → {}, {} connections{}",
+                    w.mode,
+                    w.arrival,
+                    w.target,
+                    w.connections,
+                    match (w.max_connections, w.connections_added) {
+                        (Some(max), added) => format!(
+                            " per replica, growing to at most {max} when every one is busy ({} added)",
+                            added.unwrap_or(0)
+                        ),
+                        (None, _) => String::new(),
+                    }
                 ),
             ),
             (

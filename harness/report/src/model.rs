@@ -100,6 +100,15 @@ pub struct WorkloadInfo {
     /// The base offered rate; with `[[workload.clients]]`, theirs together.
     pub rate_per_s: Option<f64>,
     pub connections: u32,
+    /// `workload.max_connections`: the most connections per target replica the open loop
+    /// may grow to when every one is busy; `None` when the pool may not grow.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Connections the load generator added during the run (every variant's or trial's
+    /// load together) because a request came due with every connection to its replica
+    /// busy; `None` when the pool may not grow.
+    #[serde(default)]
+    pub connections_added: Option<u64>,
     pub warmup_s: f64,
     pub duration_s: f64,
     pub timeout_s: f64,

@@ -277,6 +277,12 @@ pub struct Workload {
     /// clients too).
     #[serde(default = "default_connections")]
     pub connections: u32,
+    /// Open loop: when a request comes due and every connection to its target replica is
+    /// busy, the load generator opens another, up to this many per target replica (k6's
+    /// `maxVUs`); at least `connections`, at most 10000 (over all replicas and clients too).
+    /// Unset: the pool stays at `connections` and such a request waits for a free one.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
     /// Weighted request mix (HTTP modes, at most 1000 entries; empty with
     /// `mode = "training"`).
     #[serde(default)]

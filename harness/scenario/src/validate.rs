@@ -776,7 +776,8 @@ impl<'a> Validator<'a> {
     fn connections(&mut self, path: &FieldPath) {
         let s = self.scenario;
         let w = &s.workload;
-        let path = path.key("connections");
+        let workload = path;
+        let path = workload.key("connections");
         let max = u64::from(MAX_CONNECTIONS);
         let per = u64::from(w.connections);
         if w.connections == 0 {
@@ -786,6 +787,38 @@ impl<'a> Validator<'a> {
         if !self.at_most(path.clone(), per, max, "connections", " per target replica") {
             return;
         }
+        // The pool may grow to max_connections: the totals below bound what it may reach.
+        let (path, per) = match w.max_connections {
+            None => (path, per),
+            Some(_) if !matches!(w.mode, LoadMode::OpenLoop | LoadMode::MaxThroughput) => {
+                self.problem(
+                    workload.key("max_connections"),
+                    format!(
+                        "not used with mode = \"{}\" (only an open loop has requests waiting for a connection); expected no max_connections",
+                        w.mode.name()
+                    ),
+                );
+                return;
+            }
+            Some(m) if m < w.connections => {
+                self.problem(
+                    workload.key("max_connections"),
+                    format!(
+                        "{m}; expected at least connections ({}): the pool starts at connections and only grows",
+                        w.connections
+                    ),
+                );
+                return;
+            }
+            Some(m) => {
+                let path = workload.key("max_connections");
+                let m = u64::from(m);
+                if !self.at_most(path.clone(), m, max, "connections", " per target replica") {
+                    return;
+                }
+                (path, m)
+            }
+        };
         // Unused in training mode; an unknown target is reported at workload.target, and
         // too many replicas at the component or variant.
         if w.mode == LoadMode::Training {

@@ -951,6 +951,37 @@ fn connections_are_bounded_over_the_target_replicas() {
 }
 
 #[test]
+fn max_connections_is_at_least_connections_and_bounded_over_the_target_replicas() {
+    insta::assert_snapshot!(errors(&edit(
+        &[(
+            "rate_per_s = 100",
+            "rate_per_s = 100\nconnections = 8\nmax_connections = 4"
+        )],
+        ""
+    )));
+    insta::assert_snapshot!(
+        "max_connections_over_the_replicas",
+        errors(&edit(
+            &[(
+                "rate_per_s = 100",
+                "rate_per_s = 100\nmax_connections = 6000"
+            )],
+            ""
+        ))
+    );
+    insta::assert_snapshot!(
+        "max_connections_in_a_closed_loop",
+        errors(&edit(
+            &[(
+                "rate_per_s = 100",
+                "mode = \"closed-loop\"\nmax_connections = 64"
+            )],
+            ""
+        ))
+    );
+}
+
+#[test]
 fn request_mix_entries_are_bounded() {
     let requests = format!(
         "requests = [\n  {{ kind = \"infer\", model = {}, weight = 1e7 }},\n  {{ kind = \"completion\", model = \"tiny-lm\", prompt = {}, max_tokens = 4294967295 }},\n  {{ kind = \"http\", method = {}, path = {}, body = {} }},\n]",
