@@ -10,7 +10,9 @@
 //! or a connection worker that has just finished a response and checks the clock. The
 //! releaser writes the request at once on an idle connection to its target and hands
 //! that connection's worker the response to read ([`Dispatch`]); with no idle
-//! connection the request joins its target's backlog, which workers take from when free.
+//! connection it opens another while the pool is under `max_connections` (its new worker
+//! connects and sends), else the request joins its target's backlog, which workers take
+//! from when free.
 //! So a request waits for a free connection (send lag grows, honestly) but neither for an
 //! earlier response nor for a task switch. A worker that takes a request from the backlog
 //! after it has waited longer than the timeout since its intended send, or after
