@@ -194,19 +194,26 @@ pub fn window_metrics(w: &WindowStats, goodput_bound_us: Option<u64>) -> WindowM
 }
 
 /// Recovery time after a fault at `fault_s` (scenario seconds), per the module rule.
-/// None when success never held for [`RECOVERED_HOLD_S`] before the data ends.
-pub fn recovery_s(fine: &[FineWindow], width: Duration, fault_s: f64) -> Option<f64> {
+/// None when success never held for [`RECOVERED_HOLD_S`] before the load stopped at
+/// `end_s`: windows from then on (a run cut short by Ctrl-C or a failure) hold no
+/// requests because none was sent, not because the target recovered, so they never
+/// count as successful.
+pub fn recovery_s(fine: &[FineWindow], width: Duration, fault_s: f64, end_s: f64) -> Option<f64> {
     let width_s = width.as_secs_f64();
     if width_s <= 0.0 {
         return None;
     }
     let hold = (RECOVERED_HOLD_S / width_s).round().max(1.0) as usize;
     let ok = |w: &FineWindow| w.sent == 0 || w.ok as f64 / w.sent as f64 >= RECOVERED_SUCCESS_MIN;
+    let covered = fine
+        .iter()
+        .take_while(|w| w.start.as_secs_f64() < end_s - 1e-9)
+        .count();
     let first = fine
         .iter()
         .position(|w| w.start.as_secs_f64() + width_s > fault_s)?;
-    (first..fine.len())
-        .find(|&i| i + hold <= fine.len() && fine[i..i + hold].iter().all(ok))
+    (first..covered)
+        .find(|&i| i + hold <= covered && fine[i..i + hold].iter().all(ok))
         .map(|i| (fine[i].start.as_secs_f64() - fault_s).max(0.0))
 }
 
@@ -354,7 +361,7 @@ mod tests {
         p.extend([(10, 10), (10, 10), (10, 9)]);
         p.extend(vec![(10, 10); 12]);
         let w = fine(&p);
-        let r = recovery_s(&w, Duration::from_millis(100), 0.45).expect("recovers");
+        let r = recovery_s(&w, Duration::from_millis(100), 0.45, f64::INFINITY).expect("recovers");
         assert!((r - (1.3 - 0.45)).abs() < 1e-9, "recovery {r}");
         assert_eq!(
             failed_between(&w, Duration::from_millis(100), 0.45, 0.45 + r),
@@ -366,20 +373,41 @@ mod tests {
     fn no_recovery_when_success_never_holds_long_enough() {
         let mut p = vec![(10, 0); 5];
         p.extend(vec![(10, 10); 9]);
-        assert_eq!(recovery_s(&fine(&p), Duration::from_millis(100), 0.0), None);
+        assert_eq!(
+            recovery_s(&fine(&p), Duration::from_millis(100), 0.0, f64::INFINITY),
+            None
+        );
     }
 
     #[test]
     fn a_fault_that_hurts_nothing_recovers_at_once() {
         let w = fine(&[(10, 10); 20]);
-        assert_eq!(recovery_s(&w, Duration::from_millis(100), 0.5), Some(0.0));
+        assert_eq!(
+            recovery_s(&w, Duration::from_millis(100), 0.5, f64::INFINITY),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn windows_after_the_load_stopped_are_no_recovery() {
+        // Failing from the fault at 0.0 until the load was interrupted at 0.5 s; the
+        // windows after hold nothing because nothing was sent.
+        let mut p = vec![(10, 0); 5];
+        p.extend(vec![(0, 0); 25]);
+        let w = fine(&p);
+        assert_eq!(recovery_s(&w, Duration::from_millis(100), 0.0, 0.5), None);
+        // The same windows from a load that ran on (a gap in a low-rate schedule) recover.
+        assert_eq!(
+            recovery_s(&w, Duration::from_millis(100), 0.0, 3.0),
+            Some(0.5)
+        );
     }
 
     #[test]
     fn empty_windows_do_not_block_recovery() {
         let mut p = vec![(10, 0); 3];
         p.extend(vec![(0, 0); 10]);
-        let r = recovery_s(&fine(&p), Duration::from_millis(100), 0.0);
+        let r = recovery_s(&fine(&p), Duration::from_millis(100), 0.0, f64::INFINITY);
         assert_eq!(r, Some(0.3));
     }
 

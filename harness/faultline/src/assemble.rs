@@ -501,10 +501,20 @@ fn client_loads(
                 start_offset_s: round_us(offset),
                 accounting: analysis::accounting(&c.report.accounting),
                 summaries,
+                connections_added: c.report.connections.added,
             }
         })
         .collect();
     (rows, unbalanced)
+}
+
+/// Connections the load generator's pools added in one variant's run: its load (its
+/// clients' merged) or its search's trials.
+fn added_by(r: &StackResult) -> u64 {
+    r.load.as_ref().map_or(0, |l| l.connections.added)
+        + r.search
+            .as_ref()
+            .map_or(0, |s| s.trials.iter().map(|t| t.connections_added).sum())
 }
 
 /// The load section of one lifetime: faults and their recoveries, phases, windows with
@@ -526,7 +536,7 @@ fn load_section(scenario: &Scenario, r: &StackResult, load: &LoadReport) -> Load
         let Some(inj) = f.injected_s else { continue };
         let start_s = to_scn(inj);
         let healed = f.healed_s.map(to_scn);
-        let recovery = analysis::recovery_s(&load.fine, fine_width, start_s);
+        let recovery = analysis::recovery_s(&load.fine, fine_width, start_s, measured_end);
         let baseline = analysis::baseline_p99_ms(load, start_s);
         let latency_recovery =
             baseline.and_then(|b| analysis::latency_recovery_s(load, start_s, healed, b));
@@ -744,13 +754,19 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
                 rate_per_s: w.total_rate_per_s(),
                 connections: w.connections,
                 max_connections: w.max_connections,
-                connections_added: w.max_connections.map(|_| {
-                    results
+                connections_added: w
+                    .max_connections
+                    .map(|_| results.iter().map(added_by).sum()),
+                connections_added_by_variant: match (w.max_connections, results) {
+                    (Some(_), [_, _, ..]) => results
                         .iter()
-                        .filter_map(|r| r.load.as_ref())
-                        .map(|l| l.connections.added)
-                        .sum()
-                }),
+                        .map(|r| report::VariantCount {
+                            variant: r.variant.clone(),
+                            count: added_by(r),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                },
                 warmup_s: w.warmup.as_secs_f64(),
                 duration_s: w.duration.as_secs_f64(),
                 timeout_s: w.timeout.as_secs_f64(),
@@ -860,6 +876,16 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
     } else if !balanced {
         failures.push(format!(
             "request accounting does not balance (sent ≠ ok + errors + timeouts + dropped) in windows starting at {unbalanced_windows:?} s"
+        ));
+    }
+    if let Some(n) = metrics
+        .accounting
+        .errors
+        .get("generator_resources")
+        .filter(|n| **n > 0)
+    {
+        failures.push(format!(
+            "the load generator failed {n} request(s) itself (generator_resources): it ran out of file descriptors or local ports opening connections, so those failures are not the target's; raise the open-file limit (ulimit -n) or lower workload.connections / max_connections"
         ));
     }
     if per_variant.len() > 1 {

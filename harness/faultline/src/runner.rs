@@ -590,6 +590,7 @@ async fn drive(
                         error_ratio: t.error_ratio,
                         passed: t.passed,
                         accounting: analysis::accounting(&t.report.accounting),
+                        connections_added: t.report.connections.added,
                     })
                     .collect(),
             });

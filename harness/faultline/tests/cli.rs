@@ -448,3 +448,37 @@ target = "server"
         "the report's workload line names the pool"
     );
 }
+
+#[test]
+fn faultline_load_says_what_ctrl_c_waits_for_and_a_second_ctrl_c_quits_at_once() {
+    use std::io::{BufRead, BufReader};
+    // A target that accepts and never answers: the requests in flight would hold the exit
+    // for the whole timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let mut child = faultline()
+        .args(["load", &url, "--rate", "50", "-c", "2", "--duration", "60s"])
+        .args(["--timeout", "60s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("faultline load starts");
+    // Its connections are open once the load has started, its Ctrl-C handler before that.
+    let held: Vec<_> = (0..2)
+        .map(|_| listener.accept().expect("the generator connects").0)
+        .collect();
+    signal(&child, Signal::SIGINT);
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("stderr");
+    assert!(
+        line.contains("interrupted") && line.contains("Ctrl-C again"),
+        "{line}"
+    );
+    signal(&child, Signal::SIGINT);
+    let out = child.wait_with_output().expect("faultline load ends");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(out.stdout.is_empty(), "no report after the second Ctrl-C");
+    drop(held);
+}

@@ -17,7 +17,7 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::counts::{Counts, DROP_SHARE_WARN_ABOVE};
+use crate::counts::{Counts, ErrorKind, DROP_SHARE_WARN_ABOVE};
 use crate::record::{HistogramSummary, LoadReport, ReportSummary};
 use crate::search::{SearchCriteria, SearchReport};
 use crate::{
@@ -35,8 +35,8 @@ pub enum ArrivalArg {
 /// Arguments of `faultline load`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// Target URL: http://host:port/path?query. Repeat for several targets (round-robin,
-    /// each with its own path).
+    /// Target URL: http://host:port/path?query. Repeat for several targets (round-robin);
+    /// every target takes the same path and query.
     #[arg(value_name = "URL", required = true, value_parser = parse_url)]
     pub urls: Vec<Uri>,
     /// Offered rate, requests per second (open loop; required unless --closed-loop or
@@ -155,10 +155,17 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Most `--connections` and `--max-connections` per target: each is a socket and a
+/// 16 KiB read buffer here (and a socket in the target); a million is far past any
+/// machine's open-file limit.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
 fn parse_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err("expected a whole number of connections >= 1".into()),
+        Ok(v) if (1..=MAX_CONNECTIONS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a whole number of connections >= 1 and <= {MAX_CONNECTIONS}"
+        )),
     }
 }
 
@@ -328,6 +335,10 @@ pub struct Output {
     pub verdict: Verdict,
 }
 
+/// Exit status after a second Ctrl-C, which quits without waiting for the requests in
+/// flight or printing the report (128 + SIGINT, as shells report it).
+pub const INTERRUPTED_TWICE_EXIT: i32 = 130;
+
 /// Runs the load the arguments describe and prints its report to stdout; the caller
 /// exits with the verdict's [`Verdict::exit_code`]. Ctrl-C stops the load early and still
 /// prints what was measured. Errors are usage or startup errors (bad flags, unreadable
@@ -339,9 +350,17 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Verdict> {
     // report rather than kill the process.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("listening for Ctrl-C")?;
+    let timeout = humantime::format_duration(args.timeout).to_string();
     let signal = tokio::spawn(async move {
         if interrupt.recv().await.is_some() {
             on_signal.cancel();
+            eprintln!(
+                "interrupted: the load stops; requests in flight get up to their timeout ({timeout}) to finish, then the report is printed. Ctrl-C again to quit at once without it."
+            );
+            if interrupt.recv().await.is_some() {
+                eprintln!("interrupted again: quitting without the report");
+                std::process::exit(INTERRUPTED_TWICE_EXIT);
+            }
         }
     });
     let out = execute(&args, cancel).await;
@@ -380,6 +399,18 @@ pub fn drop_warning(counts: &Counts, timeout: Duration) -> Option<String> {
         counts.sent,
         DROP_SHARE_WARN_ABOVE * 100.0,
         humantime::format_duration(timeout),
+    ))
+}
+
+/// The warning when the generator itself failed requests for want of file descriptors or
+/// local ports ([`ErrorKind::GeneratorResources`]); `None` when it never did.
+pub fn resource_warning(counts: &Counts) -> Option<String> {
+    let n = *counts.errors.get(&ErrorKind::GeneratorResources)?;
+    Some(format!(
+        "WARNING: {n} request(s) failed in the generator itself (generator_resources): it ran \
+         out of file descriptors or local ports opening connections. These failures are not \
+         the target's; raise the open-file limit (ulimit -n) or lower --connections / \
+         --max-connections."
     ))
 }
 
@@ -460,6 +491,7 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
             verdict,
             warnings: drop_warning(&report.measured.counts, args.timeout)
                 .into_iter()
+                .chain(resource_warning(&report.accounting))
                 .collect(),
             summary: report.summary(),
         };
@@ -590,6 +622,9 @@ pub fn render_report(
             if let Some(warning) = drop_warning(&m.counts, timeout) {
                 let _ = writeln!(out, "  {warning}");
             }
+            if let Some(warning) = resource_warning(&report.accounting) {
+                let _ = writeln!(out, "  {warning}");
+            }
             let pool = &s.connections;
             if pool.limit > pool.initial {
                 let _ = writeln!(
@@ -698,7 +733,7 @@ fn render_search(criteria: &SearchCriteria, r: &SearchReport, verdict: Verdict) 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "max throughput search: p{} <= {:?}, error ratio <= {}, achieved >= {} x offered",
+        "max throughput search: p{} <= {:?}, error ratio <= {}, completions >= {} x offered less those still in flight at the trial's end (rate x its p99)",
         criteria.percentile,
         criteria.latency_max,
         criteria.error_ratio_max,

@@ -153,12 +153,24 @@ impl Conn {
         }
     }
 
-    /// Opens the connection now (before the schedule starts); failures are ignored here
-    /// and surface on the first request.
-    pub async fn warm(&mut self, timeout: Duration) {
-        if let Ok(Ok(stream)) = tokio::time::timeout(timeout, connect(self.target.addr)).await {
-            self.stream = Some(stream);
+    /// Opens the connection now, before it carries a request. A failure leaves it closed
+    /// (the first request connects again and fails visibly); it is returned so that the
+    /// generator's own failures ([`ErrorKind::GeneratorResources`]) can stop a run or the
+    /// pool's growth. A connect that takes longer than `timeout` is `Connect`.
+    pub async fn warm(&mut self, timeout: Duration) -> Result<(), ErrorKind> {
+        match tokio::time::timeout(timeout, connect(self.target.addr)).await {
+            Ok(Ok(stream)) => {
+                self.stream = Some(stream);
+                Ok(())
+            }
+            Ok(Err(kind)) => Err(kind),
+            Err(_) => Err(ErrorKind::Connect),
         }
+    }
+
+    /// Whether the connection is open (it may still have been closed by the peer).
+    pub fn is_open(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// Sends one request and reads the whole response, within `timeout` of the actual
@@ -438,14 +450,35 @@ fn finish(
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, ErrorKind> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
-        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
-        io::ErrorKind::ConnectionReset => ErrorKind::ConnectionReset,
-        _ => ErrorKind::Connect,
-    })?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| connect_kind(&e))?;
     // Small requests: do not wait for Nagle.
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Maps a failed connect: the target refused or reset it, or the generator lacked the
+/// descriptors, ports or buffers to make it (its own failure), or anything else.
+fn connect_kind(e: &io::Error) -> ErrorKind {
+    use nix::errno::Errno;
+    let local = [
+        Errno::EMFILE,
+        Errno::ENFILE,
+        Errno::EADDRNOTAVAIL,
+        Errno::ENOBUFS,
+    ];
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+        io::ErrorKind::ConnectionReset => ErrorKind::ConnectionReset,
+        _ if e
+            .raw_os_error()
+            .is_some_and(|n| local.contains(&Errno::from_raw(n))) =>
+        {
+            ErrorKind::GeneratorResources
+        }
+        _ => ErrorKind::Connect,
+    }
 }
 
 /// Maps an I/O error on an open connection: resets and early closes are

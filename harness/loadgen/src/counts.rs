@@ -20,6 +20,12 @@ pub enum ErrorKind {
     ConnectionReset,
     /// Any other connect failure (unreachable, handshake error, …).
     Connect,
+    /// The load generator itself ran out of a local resource before the request reached
+    /// the target: file descriptors (`EMFILE`, `ENFILE`: raise `ulimit -n` or lower the
+    /// connections) or local ports and buffers (`EADDRNOTAVAIL`, `ENOBUFS`). The
+    /// generator's failure, not the target's: `faultline run` fails the run on it and
+    /// `faultline load` warns.
+    GeneratorResources,
     /// The response status was not 2xx.
     HttpStatus(u16),
     /// Reading the response body failed.
@@ -37,6 +43,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::ConnectRefused => f.write_str("connect_refused"),
             ErrorKind::ConnectionReset => f.write_str("connection_reset"),
             ErrorKind::Connect => f.write_str("connect"),
+            ErrorKind::GeneratorResources => f.write_str("generator_resources"),
             ErrorKind::HttpStatus(code) => write!(f, "http_{code}"),
             ErrorKind::Body => f.write_str("body"),
             ErrorKind::Decode => f.write_str("decode"),
@@ -47,7 +54,7 @@ impl fmt::Display for ErrorKind {
 
 /// The label was not one of the [`ErrorKind`] labels.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown error kind {0:?}: expected connect_refused, connection_reset, connect, http_<code>, body, decode or other")]
+#[error("unknown error kind {0:?}: expected connect_refused, connection_reset, connect, generator_resources, http_<code>, body, decode or other")]
 pub struct UnknownErrorKind(pub String);
 
 impl FromStr for ErrorKind {
@@ -57,6 +64,7 @@ impl FromStr for ErrorKind {
             "connect_refused" => ErrorKind::ConnectRefused,
             "connection_reset" => ErrorKind::ConnectionReset,
             "connect" => ErrorKind::Connect,
+            "generator_resources" => ErrorKind::GeneratorResources,
             "body" => ErrorKind::Body,
             "decode" => ErrorKind::Decode,
             "other" => ErrorKind::Other,
@@ -175,6 +183,7 @@ mod tests {
             ErrorKind::ConnectRefused,
             ErrorKind::ConnectionReset,
             ErrorKind::Connect,
+            ErrorKind::GeneratorResources,
             ErrorKind::HttpStatus(429),
             ErrorKind::Body,
             ErrorKind::Decode,

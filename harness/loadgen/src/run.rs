@@ -10,9 +10,9 @@
 //! or a connection worker that has just finished a response and checks the clock. The
 //! releaser writes the request at once on an idle connection to its target and hands
 //! that connection's worker the response to read ([`Dispatch`]); with no idle
-//! connection it opens another while the pool is under `max_connections` (its new worker
-//! connects and sends), else the request joins its target's backlog, which workers take
-//! from when free.
+//! connection the request joins its target's backlog, which workers take from when free,
+//! and while the pool is under `max_connections` another connection is opened for it (at
+//! most [`MAX_CONNECTING`] connects under way per thread).
 //! So a request waits for a free connection (send lag grows, honestly) but neither for an
 //! earlier response nor for a task switch. A worker that takes a request from the backlog
 //! after it has waited longer than the timeout since its intended send, or after
@@ -58,6 +58,8 @@ pub struct Progress {
 }
 
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// Most connects a load thread has under way for connections it adds to its pool.
+const MAX_CONNECTING: usize = 4;
 /// How long before a request's due instant its load thread stops sleeping and spins.
 const SPIN_BEFORE_DUE: Duration = Duration::from_micros(150);
 
@@ -273,7 +275,7 @@ pub async fn run_open_loop_on(
         shared,
     } = Setup::new(load).await?;
     let total = targets.len() * load.connections;
-    let limit = targets.len() * spec.connection_limit();
+    let limit = targets.len().saturating_mul(spec.connection_limit());
     let threads = threads.clamp(1, total);
     let owners = Arc::new(Owners::new(targets.len(), total, threads));
     let schedule = Schedule::new(
@@ -318,6 +320,8 @@ pub async fn run_open_loop_on(
 /// others, and all take the same t0 (set by the first one through, `lead` ahead).
 struct StartLine {
     barrier: Arc<std::sync::Barrier>,
+    /// Set by a thread that could not open its connections: then none starts.
+    failed: Arc<std::sync::atomic::AtomicBool>,
     t0: Arc<std::sync::OnceLock<Instant>>,
     lead: Duration,
     /// Thread 0's line tells the caller t0.
@@ -331,12 +335,14 @@ impl StartLine {
         lead: Duration,
     ) -> (Vec<StartLine>, tokio::sync::oneshot::Receiver<Instant>) {
         let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let t0 = Arc::new(std::sync::OnceLock::new());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut tx = Some(tx);
         let lines = (0..threads)
             .map(|_| StartLine {
                 barrier: barrier.clone(),
+                failed: failed.clone(),
                 t0: t0.clone(),
                 lead,
                 report: tx.take(),
@@ -345,20 +351,25 @@ impl StartLine {
         (lines, rx)
     }
 
-    /// Waits for every thread; the common t0.
-    fn go(self) -> Instant {
+    /// Waits for every thread; the common t0, or `None` when a thread could not start
+    /// (then no thread starts).
+    fn go(self) -> Option<Instant> {
         self.barrier.wait();
+        if self.failed.load(Ordering::SeqCst) {
+            return None;
+        }
         let lead = self.lead;
         let t0 = *self.t0.get_or_init(|| Instant::now() + lead);
         if let Some(tx) = self.report {
             let _ = tx.send(t0);
         }
-        t0
+        Some(t0)
     }
 
-    /// For a thread that failed before starting: keeps the others from waiting for it
+    /// For a thread that failed before starting: no thread starts, and none waits for it
     /// forever.
     fn abandon(self) {
+        self.failed.store(true, Ordering::SeqCst);
         self.barrier.wait();
     }
 }
@@ -372,6 +383,22 @@ fn connections_of(th: usize, threads: usize, total: usize, targets: usize) -> Ve
         .collect()
 }
 
+/// The error that stops a load before it starts when the generator could not open all
+/// its connections for want of its own resources (file descriptors, local ports); a
+/// target that refuses them is not such an error (the requests will fail visibly).
+fn out_of_resources(warmed: &[Result<(), crate::counts::ErrorKind>]) -> Option<LoadError> {
+    let short = warmed
+        .iter()
+        .filter(|r| matches!(r, Err(crate::counts::ErrorKind::GeneratorResources)))
+        .count();
+    (short > 0).then(|| {
+        LoadError::Resources(format!(
+            "{short} of a load thread's {} connections could not be opened: the generator ran out of file descriptors or local ports (raise the open-file limit, ulimit -n, or lower the connections)",
+            warmed.len()
+        ))
+    })
+}
+
 /// Waits for the threads' t0, publishes progress until they end, joins them and builds
 /// the report.
 async fn finish_threads(
@@ -382,9 +409,13 @@ async fn finish_threads(
     seed: u64,
     pool: (usize, usize),
 ) -> Result<LoadReport, LoadError> {
-    let t0 = t0_rx
-        .await
-        .map_err(|_| LoadError::Internal("load threads ended before starting".into()))?;
+    let Ok(t0) = t0_rx.await else {
+        // No thread started: the first error says why.
+        return Err(join_threads(handles)
+            .await
+            .err()
+            .unwrap_or_else(|| LoadError::Internal("load threads ended before starting".into())));
+    };
     let mut aux = JoinSet::new();
     let done = CancellationToken::new();
     spawn_progress(&mut aux, progress, shared.clone(), t0, done.clone());
@@ -517,8 +548,16 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
         for (_, ti) in mine {
             conns.push((ti, Conn::new(ctx.targets[ti].clone())));
         }
-        futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(ctx.timeout))).await;
-        let t0 = ctx.start.go();
+        let warmed =
+            futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(ctx.timeout)))
+                .await;
+        if let Some(e) = out_of_resources(&warmed) {
+            ctx.start.abandon();
+            return Err(e);
+        }
+        let Some(t0) = ctx.start.go() else {
+            return Ok(Duration::ZERO);
+        };
         let owners = ctx.owners.clone();
         let me = ctx.thread;
         let jobs = ctx.schedule.clone().filter(move |job| owners.of(job) == me);
@@ -528,6 +567,7 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
             Pool {
                 targets: ctx.targets.clone(),
                 spare: ctx.spare.into_iter().map(Cell::new).collect(),
+                connecting: Cell::new(0),
             },
             ctx.prepared.clone(),
             ctx.shared.clone(),
@@ -536,7 +576,7 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
             (ctx.cancel.clone(), ctx.timeout),
         );
         for w in 0..dispatch.slots.borrow().len() {
-            dispatch.start_worker(w);
+            dispatch.start_worker(w, false);
         }
         let stopped = {
             let _close = CloseOnDrop(&dispatch);
@@ -629,10 +669,10 @@ impl Timer {
 /// timer, or a worker that has just finished a response (it checks the clock then). If
 /// one of its target's connections is idle, the releaser writes the request on it at
 /// once ([`Conn::try_send`]: the send instant is the due instant plus the time to get
-/// there) and wakes that connection's worker to read the response. If none is idle and
-/// the pool may still grow ([`OpenLoopSpec::max_connections`]), the releaser adds a
-/// connection with its own worker, which connects and sends the request; otherwise the
-/// request joins the target's backlog, which workers take from as they come free. So a
+/// there) and wakes that connection's worker to read the response. If none is idle the
+/// request joins the target's backlog, which workers take from as they come free, and
+/// while the pool may still grow ([`OpenLoopSpec::max_connections`]) the releaser adds a
+/// connection whose worker connects and then takes from it ([`Dispatch::grow`]). So a
 /// request never waits for a task switch or for a batch of other tasks' responses to be
 /// processed before it is sent, only for a free connection (send lag grows, honestly).
 struct Dispatch {
@@ -662,6 +702,8 @@ struct Dispatch {
 struct Pool {
     targets: Vec<Arc<crate::conn::Target>>,
     spare: Vec<Cell<usize>>,
+    /// Connects under way for added connections (at most [`MAX_CONNECTING`]).
+    connecting: Cell<usize>,
 }
 
 /// One connection and its worker's mailbox.
@@ -722,12 +764,16 @@ impl Dispatch {
         })
     }
 
-    /// Starts worker `w` on this thread (needs the thread's `LocalSet`).
-    fn start_worker(&self, w: usize) {
+    /// Starts worker `w` on this thread (needs the thread's `LocalSet`); `added`: its
+    /// connection is new ([`Dispatch::grow`]) and must connect first.
+    fn start_worker(&self, w: usize, added: bool) {
         let Some(me) = self.me.upgrade() else { return };
-        self.workers
-            .borrow_mut()
-            .spawn_local(async move { me.work(w).await });
+        self.workers.borrow_mut().spawn_local(async move {
+            let slot = me.slots.borrow()[w].clone();
+            if !added || me.open_added(&slot).await {
+                me.work(w).await;
+            }
+        });
     }
 
     /// The intended offset of the next request not yet released; `None` when closed or
@@ -762,26 +808,61 @@ impl Dispatch {
                     slot.assigned.set(Some((job, handover)));
                     slot.wake.notify_one();
                 }
-                None if self.pool.spare[job.target].get() > 0 => self.add_connection(job),
-                None => self.backlog[job.target].borrow_mut().push_back(job),
+                None => {
+                    let target = job.target;
+                    self.backlog[target].borrow_mut().push_back(job);
+                    self.grow(target);
+                }
             }
         }
     }
 
-    /// Opens one more connection to `job`'s target, with a worker that connects and
-    /// sends `job` on it.
-    fn add_connection(&self, job: Scheduled) {
-        let target = job.target;
-        let spare = &self.pool.spare[target];
-        spare.set(spare.get().saturating_sub(1));
-        let conn = Conn::new(self.pool.targets[target].clone());
+    /// Opens one more connection to target `t` for its backlog, if the pool may still
+    /// grow there and fewer than [`MAX_CONNECTING`] of this thread's connects are under
+    /// way. Its worker connects, then takes from the backlog like any other: requests
+    /// keep their order, and a connection that comes free meanwhile serves the backlog
+    /// first. Bounding the connects under way keeps the growth to what the backlog needs:
+    /// each connect costs the thread time, and opening one per waiting request at a stall
+    /// would make the stall longer and open still more.
+    fn grow(&self, t: usize) {
+        let spare = &self.pool.spare[t];
+        let connecting = &self.pool.connecting;
+        if spare.get() == 0 || connecting.get() >= MAX_CONNECTING || self.closed() {
+            return;
+        }
+        spare.set(spare.get() - 1);
+        connecting.set(connecting.get() + 1);
+        let conn = Conn::new(self.pool.targets[t].clone());
         let w = {
             let mut slots = self.slots.borrow_mut();
-            slots.push(Slot::new(target, conn, Some((job, Handover::NotSent))));
+            slots.push(Slot::new(t, conn, None));
             slots.len() - 1
         };
         self.shared.added.fetch_add(1, Ordering::Relaxed);
-        self.start_worker(w);
+        self.start_worker(w, true);
+    }
+
+    /// A new connection of [`Dispatch::grow`]: connects, and joins the pool unless the
+    /// generator ran out of descriptors or ports (then the target's pool stops growing:
+    /// each further connect would fail the same way). Returns whether it joined.
+    async fn open_added(&self, slot: &Slot) -> bool {
+        let mut conn = slot
+            .conn
+            .take()
+            .expect("a new worker's connection is in its slot");
+        let opened = conn.warm(self.timeout).await;
+        *slot.conn.borrow_mut() = Some(conn);
+        let connecting = &self.pool.connecting;
+        connecting.set(connecting.get().saturating_sub(1));
+        if opened == Err(crate::counts::ErrorKind::GeneratorResources) {
+            self.pool.spare[slot.target].set(0);
+            return false;
+        }
+        // More waiting than this connection takes: the backlog still needs another.
+        if self.backlog[slot.target].borrow().len() > 1 {
+            self.grow(slot.target);
+        }
+        true
     }
 
     /// Stops releasing and wakes every idle worker so it can drain its backlog and end.
@@ -816,7 +897,17 @@ impl Dispatch {
                 if self.closed() {
                     return;
                 }
-                self.idle[slot.target].borrow_mut().push(w);
+                // Open connections first (the top is taken first): one whose connect
+                // failed would otherwise take every request and fail it at once.
+                let open = slot.conn.borrow().as_ref().is_some_and(Conn::is_open);
+                {
+                    let mut idle = self.idle[slot.target].borrow_mut();
+                    if open {
+                        idle.push(w);
+                    } else {
+                        idle.insert(0, w);
+                    }
+                }
                 slot.wake.notified().await;
                 continue;
             };
@@ -948,8 +1039,16 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
         for (i, ti) in mine {
             conns.push((i, ti, Conn::new(ctx.targets[ti].clone())));
         }
-        futures_util::future::join_all(conns.iter_mut().map(|(_, _, c)| c.warm(ctx.timeout))).await;
-        let t0 = ctx.start.go();
+        let warmed =
+            futures_util::future::join_all(conns.iter_mut().map(|(_, _, c)| c.warm(ctx.timeout)))
+                .await;
+        if let Some(e) = out_of_resources(&warmed) {
+            ctx.start.abandon();
+            return Err(e);
+        }
+        let Some(t0) = ctx.start.go() else {
+            return Ok(Duration::ZERO);
+        };
         let mut workers = JoinSet::new();
         for (i, ti, mut conn) in conns {
             let prepared = ctx.prepared.clone();

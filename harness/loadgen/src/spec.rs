@@ -306,6 +306,8 @@ pub enum LoadError {
         target: String,
         reason: String,
     },
+    #[error("the load generator cannot open its connections: {0}")]
+    Resources(String),
     #[error("load generator task failed: {0}")]
     Internal(String),
 }
@@ -317,6 +319,7 @@ impl LoadError {
             LoadError::InvalidSpec(_) => "invalid_spec",
             LoadError::Resolve { .. } => "resolve",
             LoadError::BadRequest { .. } => "bad_request",
+            LoadError::Resources(_) => "resources",
             LoadError::Internal(_) => "internal",
         }
     }

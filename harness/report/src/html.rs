@@ -4,6 +4,7 @@
 use crate::format::{self, html as esc, ms, num, percent};
 use crate::model::{PhaseSummary, RunMetrics};
 use crate::plots::Plot;
+use std::fmt::Write as _;
 
 /// A table cell: plain text (escaped here) or trusted markup built in this module.
 enum Cell {
@@ -188,6 +189,63 @@ fn inline_svg(svg: &str) -> String {
     svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
 }
 
+/// The workload's connections: per replica (and per client), and with
+/// `max_connections` how far the pools could grow and how many connections they added,
+/// in all and per variant, client or search trial.
+fn connections_text(metrics: &RunMetrics) -> String {
+    let w = &metrics.run.workload;
+    let plural = |n: u64, one: &str, many: &str| {
+        if n == 1 {
+            format!("{n} {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    let each = if metrics.clients.is_empty() {
+        " per replica"
+    } else {
+        " per replica and client"
+    };
+    let mut text = format!(
+        "{}{each}",
+        plural(u64::from(w.connections), "connection", "connections")
+    );
+    let Some(max) = w.max_connections else {
+        return text;
+    };
+    let added = w.connections_added.unwrap_or(0);
+    let _ = write!(
+        text,
+        ", growing to at most {max} when every one is busy ({added} added"
+    );
+    let mut parts: Vec<String> = Vec::new();
+    if !w.connections_added_by_variant.is_empty() {
+        parts = w
+            .connections_added_by_variant
+            .iter()
+            .map(|v| format!("{} {}", v.variant, v.count))
+            .collect();
+    } else if metrics.clients.len() > 1 {
+        parts = metrics
+            .clients
+            .iter()
+            .map(|c| format!("client {} {}", c.name, c.connections_added))
+            .collect();
+    } else if let [search] = metrics.searches.as_slice() {
+        parts = search
+            .trials
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("trial {} {}", i + 1, t.connections_added))
+            .collect();
+    }
+    if parts.len() > 1 {
+        let _ = write!(text, " in all: {}", parts.join(", "));
+    }
+    text.push(')');
+    text
+}
+
 fn facts(metrics: &RunMetrics) -> String {
     let run = &metrics.run;
     let w = &run.workload;
@@ -237,18 +295,11 @@ fn facts(metrics: &RunMetrics) -> String {
             (
                 "workload",
                 format!(
-                    "{} ({} arrivals{rate}) → {}, {} connections{}",
+                    "{} ({} arrivals{rate}) → {}, {}",
                     w.mode,
                     w.arrival,
                     w.target,
-                    w.connections,
-                    match (w.max_connections, w.connections_added) {
-                        (Some(max), added) => format!(
-                            " per replica, growing to at most {max} when every one is busy ({} added)",
-                            added.unwrap_or(0)
-                        ),
-                        (None, _) => String::new(),
-                    }
+                    connections_text(metrics)
                 ),
             ),
             (

@@ -104,15 +104,27 @@ pub struct WorkloadInfo {
     /// may grow to when every one is busy; `None` when the pool may not grow.
     #[serde(default)]
     pub max_connections: Option<u32>,
-    /// Connections the load generator added during the run (every variant's or trial's
-    /// load together) because a request came due with every connection to its replica
-    /// busy; `None` when the pool may not grow.
+    /// Connections the load generator added during the run because a request came due
+    /// with every connection to its replica busy, over all the run's loads together (each
+    /// variant's, each client's, each search trial's pools are their own; see
+    /// `connections_added_by_variant`, `clients[].connections_added` and
+    /// `searches[].trials[].connections_added`); `None` when the pool may not grow.
     #[serde(default)]
     pub connections_added: Option<u64>,
+    /// With several variants: `connections_added` of each variant's load, in variant order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections_added_by_variant: Vec<VariantCount>,
     pub warmup_s: f64,
     pub duration_s: f64,
     pub timeout_s: f64,
     pub target: String,
+}
+
+/// A count for one variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariantCount {
+    pub variant: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,6 +219,9 @@ pub struct ClientLoad {
     /// Its own summary of each phase (`warmup`, `measured`, `steady`, `faulted`,
     /// `recovering`), as the run's `summaries`, on the scenario clock.
     pub summaries: Vec<PhaseSummary>,
+    /// Connections its own pool added (`workload.max_connections` is per client).
+    #[serde(default)]
+    pub connections_added: u64,
 }
 
 /// One replica's share of a load (the generator's requests to that replica's address).
@@ -370,6 +385,9 @@ pub struct TrialResult {
     pub error_ratio: f64,
     pub passed: bool,
     pub accounting: Accounting,
+    /// Connections the trial's pool added (each trial starts with `connections`).
+    #[serde(default)]
+    pub connections_added: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -515,6 +515,7 @@ fn with_two_clients(mut m: report::RunMetrics) -> report::RunMetrics {
                 ..report::Accounting::default()
             },
             summaries,
+            connections_added: share * 2,
         }
     };
     m.clients = vec![client("us", 3, 6.5), client("eu", 1, 87.25)];
@@ -569,4 +570,40 @@ fn a_load_from_one_place_has_no_clients_section_anywhere() {
     );
     assert!(!read(dir.path(), "index.html").contains("Clients by region"));
     assert!(report::summary_json(&metrics).get("clients").is_none());
+}
+
+#[test]
+fn the_workload_line_says_how_far_the_pool_could_grow_and_what_each_load_added() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut m = fixture::run_metrics();
+    m.run.workload.connections = 1;
+    let html = |m: &report::RunMetrics| {
+        report::write_run(dir.path(), m).expect("writes");
+        read(dir.path(), "index.html")
+    };
+    assert!(html(&m).contains("1 connection per replica</dd>"));
+    m.run.workload.max_connections = Some(40);
+    m.run.workload.connections_added = Some(83);
+    m.run.workload.connections_added_by_variant = [("one", 38), ("three", 39), ("calm", 6)]
+        .into_iter()
+        .map(|(v, n)| report::VariantCount {
+            variant: v.into(),
+            count: n,
+        })
+        .collect();
+    assert!(
+        html(&m).contains(
+            "1 connection per replica, growing to at most 40 when every one is busy (83 added in all: one 38, three 39, calm 6)"
+        ),
+        "per variant"
+    );
+    let mut m = with_two_clients(m);
+    m.run.workload.connections_added = Some(8);
+    m.run.workload.connections_added_by_variant.clear();
+    assert!(
+        html(&m).contains(
+            "1 connection per replica and client, growing to at most 40 when every one is busy (8 added in all: client us 6, client eu 2)"
+        ),
+        "per client"
+    );
 }

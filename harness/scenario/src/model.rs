@@ -276,12 +276,14 @@ pub struct Workload {
     /// target's replicas); with `clients`, each client's own (at most 10000 over all
     /// clients too).
     #[serde(default = "default_connections")]
+    #[schemars(range(min = 1, max = 10000))]
     pub connections: u32,
-    /// Open loop: when a request comes due and every connection to its target replica is
-    /// busy, the load generator opens another, up to this many per target replica (k6's
+    /// Open loop and `max-throughput`: when a request comes due and every connection to
+    /// its target replica is busy, the load generator opens another, up to this many per target replica (k6's
     /// `maxVUs`); at least `connections`, at most 10000 (over all replicas and clients too).
     /// Unset: the pool stays at `connections` and such a request waits for a free one.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 10000))]
     pub max_connections: Option<u32>,
     /// Weighted request mix (HTTP modes, at most 1000 entries; empty with
     /// `mode = "training"`).
