@@ -59,7 +59,7 @@ pub struct Progress {
 
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// Most connects a load thread has under way for connections it adds to its pool.
-const MAX_CONNECTING: usize = 4;
+const MAX_CONNECTING: usize = 16;
 /// How long before a request's due instant its load thread stops sleeping and spins.
 const SPIN_BEFORE_DUE: Duration = Duration::from_micros(150);
 
