@@ -414,6 +414,25 @@ pub fn resource_warning(counts: &Counts) -> Option<String> {
     ))
 }
 
+/// Send lag p99 of the measured phase above which an open loop warns that it did not
+/// hold its schedule (a held schedule keeps it in the tens of microseconds here).
+pub const SEND_LAG_WARN_ABOVE_US: u64 = 1_000;
+
+/// The warning when an open loop's measured send lag p99 is above
+/// [`SEND_LAG_WARN_ABOVE_US`]: requests went out late, waiting for a free connection or
+/// for the generator itself; `None` at or below it.
+pub fn schedule_warning(send_lag: &HistogramSummary) -> Option<String> {
+    let p99 = send_lag.p99_us.filter(|us| *us > SEND_LAG_WARN_ABOVE_US)?;
+    Some(format!(
+        "WARNING: the generator did not hold its schedule: send lag p99 {} (above {}): \
+         requests waited for a free connection or for the generator itself before they \
+         went out. Corrected latency counts the wait; raise -c or --max-connections, or \
+         lower --rate, to measure the target rather than the generator's queue.",
+        fmt_us(p99),
+        fmt_us(SEND_LAG_WARN_ABOVE_US)
+    ))
+}
+
 /// Runs the load and returns what `run` prints, with the verdict.
 pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Result<Output> {
     if args.search {
@@ -485,15 +504,22 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
     };
     let verdict = Verdict::of([&report]);
     if args.json {
+        let summary = report.summary();
+        let late = if mode == Mode::OpenLoop {
+            schedule_warning(&summary.measured.send_lag)
+        } else {
+            None
+        };
         let json = JsonReport {
             mode,
             latency_corrected: mode == Mode::OpenLoop,
             verdict,
             warnings: drop_warning(&report.measured.counts, args.timeout)
                 .into_iter()
+                .chain(late)
                 .chain(resource_warning(&report.accounting))
                 .collect(),
-            summary: report.summary(),
+            summary,
         };
         let text = serde_json::to_string_pretty(&json)? + "\n";
         return Ok(Output { text, verdict });
@@ -620,6 +646,9 @@ pub fn render_report(
                     .map_or_else(|| "n/a".to_owned(), |s| format!("{:.2} %", s * 100.0))
             );
             if let Some(warning) = drop_warning(&m.counts, timeout) {
+                let _ = writeln!(out, "  {warning}");
+            }
+            if let Some(warning) = schedule_warning(&m.send_lag) {
                 let _ = writeln!(out, "  {warning}");
             }
             if let Some(warning) = resource_warning(&report.accounting) {
@@ -1153,6 +1182,22 @@ mod tests {
         let t = report_of(&[crate::counts::Completion::Timeout]);
         let all = row(&open(&t), "all").map(str::to_owned).expect("all row");
         assert!(all.contains(" 300.") && all.ends_with(" 1"), "{all}");
+    }
+
+    #[test]
+    fn schedule_warning_is_for_send_lag_p99_above_a_millisecond() {
+        let lag = |p99| HistogramSummary {
+            count: 10,
+            p99_us: Some(p99),
+            ..HistogramSummary::default()
+        };
+        assert!(schedule_warning(&lag(SEND_LAG_WARN_ABOVE_US)).is_none());
+        assert!(schedule_warning(&HistogramSummary::default()).is_none());
+        let w = schedule_warning(&lag(2_500)).expect("late");
+        assert!(
+            w.contains("did not hold its schedule") && w.contains("2.50ms"),
+            "{w}"
+        );
     }
 
     #[test]

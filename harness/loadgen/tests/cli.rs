@@ -193,13 +193,16 @@ async fn an_overloaded_target_shows_drops_and_latency_over_all_requests_at_least
     let all = &m["latency_all"];
     assert_eq!(all["count"].as_u64(), Some(sent), "{all}");
     assert!(all["p50_us"].as_u64().expect("p50") >= 300_000, "{all}");
+    // The drops, and the sends that waited (for a connection) far past the schedule.
     let warnings = v["warnings"].as_array().expect("warnings");
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
     let warning = warnings[0].as_str().expect("text");
     assert!(
         warning.starts_with("WARNING: ") && warning.contains("dropped by the generator"),
         "{warning}"
     );
+    let late = warnings[1].as_str().expect("text");
+    assert!(late.contains("did not hold its schedule"), "{late}");
 
     let text = load(run).await.text;
     let rows: Vec<&str> = text.lines().map(str::trim_start).collect();
