@@ -106,13 +106,21 @@ impl Run {
     }
 }
 
-fn start_run(scenario: &Path, reports: &Path) -> Run {
-    let mut child = faultline()
-        .args(["run", "--quiet", "--reports"])
+/// `faultline run --quiet` of `scenario` with the test's binaries, reports in `reports`,
+/// and `extra` flags before the scenario.
+fn run_command(scenario: &Path, reports: &Path, extra: &[&str]) -> Command {
+    let mut cmd = faultline();
+    cmd.args(["run", "--quiet", "--reports"])
         .arg(reports)
         .arg("--bin-dir")
         .arg(common::bin_dir())
-        .arg(scenario)
+        .args(extra)
+        .arg(scenario);
+    cmd
+}
+
+fn start_run(scenario: &Path, reports: &Path) -> Run {
+    let mut child = run_command(scenario, reports, &[])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -336,12 +344,7 @@ ratio_min = 0.5
 "#,
     );
     let reports = dir.path().join("reports");
-    let out = faultline()
-        .args(["run", "--quiet", "--runs", "2", "--reports"])
-        .arg(&reports)
-        .arg("--bin-dir")
-        .arg(common::bin_dir())
-        .arg(&scenario)
+    let out = run_command(&scenario, &reports, &["--runs", "2"])
         .output()
         .expect("faultline runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -417,12 +420,7 @@ target = "server"
 "#,
     );
     let reports = dir.path().join("reports");
-    let out = faultline()
-        .args(["run", "--quiet", "--reports"])
-        .arg(&reports)
-        .arg("--bin-dir")
-        .arg(common::bin_dir())
-        .arg(&scenario)
+    let out = run_command(&scenario, &reports, &[])
         .output()
         .expect("faultline runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -383,6 +383,22 @@ fn connections_of(th: usize, threads: usize, total: usize, targets: usize) -> Ve
         .collect()
 }
 
+/// Opens a load thread's connections, then waits at the start line with the others:
+/// t0; `None` when another thread could not start (then none does); the error when this
+/// one could not open its connections for want of the generator's own resources.
+async fn open_and_start<'a>(
+    conns: impl Iterator<Item = &'a mut Conn>,
+    timeout: Duration,
+    start: StartLine,
+) -> Result<Option<Instant>, LoadError> {
+    let warmed = futures_util::future::join_all(conns.map(|c| c.warm(timeout))).await;
+    if let Some(e) = out_of_resources(&warmed) {
+        start.abandon();
+        return Err(e);
+    }
+    Ok(start.go())
+}
+
 /// The error that stops a load before it starts when the generator could not open all
 /// its connections for want of its own resources (file descriptors, local ports); a
 /// target that refuses them is not such an error (the requests will fail visibly).
@@ -548,14 +564,8 @@ fn open_thread(ctx: OpenCtx, mine: Vec<(usize, usize)>) -> Result<Duration, Load
         for (_, ti) in mine {
             conns.push((ti, Conn::new(ctx.targets[ti].clone())));
         }
-        let warmed =
-            futures_util::future::join_all(conns.iter_mut().map(|(_, c)| c.warm(ctx.timeout)))
-                .await;
-        if let Some(e) = out_of_resources(&warmed) {
-            ctx.start.abandon();
-            return Err(e);
-        }
-        let Some(t0) = ctx.start.go() else {
+        let opened = conns.iter_mut().map(|(_, c)| c);
+        let Some(t0) = open_and_start(opened, ctx.timeout, ctx.start).await? else {
             return Ok(Duration::ZERO);
         };
         let owners = ctx.owners.clone();
@@ -1039,14 +1049,8 @@ fn closed_thread(ctx: ClosedCtx, mine: Vec<(usize, usize)>) -> Result<Duration, 
         for (i, ti) in mine {
             conns.push((i, ti, Conn::new(ctx.targets[ti].clone())));
         }
-        let warmed =
-            futures_util::future::join_all(conns.iter_mut().map(|(_, _, c)| c.warm(ctx.timeout)))
-                .await;
-        if let Some(e) = out_of_resources(&warmed) {
-            ctx.start.abandon();
-            return Err(e);
-        }
-        let Some(t0) = ctx.start.go() else {
+        let opened = conns.iter_mut().map(|(_, _, c)| c);
+        let Some(t0) = open_and_start(opened, ctx.timeout, ctx.start).await? else {
             return Ok(Duration::ZERO);
         };
         let mut workers = JoinSet::new();
