@@ -504,7 +504,10 @@ pub async fn execute(args: &LoadArgs, cancel: CancellationToken) -> anyhow::Resu
     };
     let verdict = Verdict::of([&report]);
     if args.json {
-        let summary = report.summary();
+        let mut summary = report.summary();
+        for (t, url) in summary.targets.iter_mut().zip(&args.urls) {
+            t.url = Some(url.to_string());
+        }
         let late = if mode == Mode::OpenLoop {
             schedule_warning(&summary.measured.send_lag)
         } else {

@@ -126,11 +126,29 @@ pub struct WindowStats {
 /// Request counts by intended send time over a narrow window (failover analysis).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FineWindow {
+    /// JSON: `start_s`, seconds (as the 1 s windows' `start_s`).
+    #[serde(rename = "start_s", with = "secs_f64")]
     pub start: Duration,
     pub sent: u64,
     pub ok: u64,
     /// errors + timeouts + generator drops.
     pub failed: u64,
+}
+
+/// A [`Duration`] as seconds in JSON (`serde(with)`).
+mod secs_f64 {
+    use std::time::Duration;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(D::Error::custom)
+    }
 }
 
 /// Statistics of a phase (warm-up or measured), by intended send time.
@@ -848,6 +866,9 @@ pub struct ReportSummary {
 /// Serialisable digest of one target's requests over the whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetSummary {
+    /// The target's URL, where the caller knows it (`faultline load --json` fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub counts: Counts,
     /// Successful requests only.
     pub latency: HistogramSummary,
@@ -858,6 +879,7 @@ pub struct TargetSummary {
 impl TargetSummary {
     pub fn of(t: &TargetStats) -> Self {
         TargetSummary {
+            url: None,
             counts: t.counts.clone(),
             latency: HistogramSummary::of(&t.latency),
             latency_all: HistogramSummary::of(&t.latency_all),

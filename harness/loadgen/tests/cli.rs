@@ -143,7 +143,16 @@ async fn error_responses_count_in_requests_per_second_but_not_in_successes() {
         Verdict::NoRequestSucceeded,
         "a 503 is no success"
     );
-    let m = &json(&out)["measured"];
+    let v = json(&out);
+    // Fine windows start in seconds, like the 1 s windows; each target names its URL.
+    assert_eq!(
+        v["fine"][1]["start_s"].as_f64(),
+        Some(0.1),
+        "{}",
+        v["fine"][1]
+    );
+    assert_eq!(v["targets"][0]["url"].as_str(), Some(url.as_str()));
+    let m = &v["measured"];
     assert_eq!(m["counts"]["errors"]["http_503"], 20);
     assert!(m["responses"].as_u64().expect("responses") > 0, "{m}");
     assert!(
