@@ -753,6 +753,14 @@ pub fn assemble(scenario: &Scenario, id: &RunIdentity, results: &[StackResult]) 
                 arrival: w.arrival.name().to_owned(),
                 rate_per_s: w.total_rate_per_s(),
                 connections: w.connections,
+                stages: w
+                    .stages
+                    .iter()
+                    .map(|st| report::StageInfo {
+                        duration_s: st.duration.as_secs_f64(),
+                        target_per_s: st.target,
+                    })
+                    .collect(),
                 max_connections: w.max_connections,
                 connections_added: w
                     .max_connections

@@ -249,9 +249,17 @@ fn connections_text(metrics: &RunMetrics) -> String {
 fn facts(metrics: &RunMetrics) -> String {
     let run = &metrics.run;
     let w = &run.workload;
-    let rate = w
+    let mut rate = w
         .rate_per_s
         .map_or_else(String::new, |r| format!(", {} requests/s", num(r)));
+    for st in &w.stages {
+        let _ = write!(
+            rate,
+            ", then to {} over {} s",
+            num(st.target_per_s),
+            format::short(st.duration_s)
+        );
+    }
     let mut rows = vec![
         ("run id", run.run_id.clone()),
         ("scenario file", run.scenario_file.clone()),

@@ -111,6 +111,10 @@ pub struct WorkloadInfo {
     /// `searches[].trials[].connections_added`); `None` when the pool may not grow.
     #[serde(default)]
     pub connections_added: Option<u64>,
+    /// `workload.stages`: the open-loop rate ramps from `rate_per_s` to each stage's
+    /// target over its duration, one after another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageInfo>,
     /// With several variants: `connections_added` of each variant's load, in variant order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections_added_by_variant: Vec<VariantCount>,
@@ -118,6 +122,13 @@ pub struct WorkloadInfo {
     pub duration_s: f64,
     pub timeout_s: f64,
     pub target: String,
+}
+
+/// One stage of a ramping open-loop rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageInfo {
+    pub duration_s: f64,
+    pub target_per_s: f64,
 }
 
 /// A count for one variant.

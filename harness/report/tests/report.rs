@@ -607,3 +607,25 @@ fn the_workload_line_says_how_far_the_pool_could_grow_and_what_each_load_added()
         "per client"
     );
 }
+
+#[test]
+fn a_staged_rate_shows_every_stage_on_the_workload_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut m = fixture::run_metrics();
+    m.run.workload.stages = vec![
+        report::StageInfo {
+            duration_s: 10.0,
+            target_per_s: 600.0,
+        },
+        report::StageInfo {
+            duration_s: 5.0,
+            target_per_s: 0.0,
+        },
+    ];
+    report::write_run(dir.path(), &m).expect("writes");
+    let html = read(dir.path(), "index.html");
+    assert!(
+        html.contains("200 requests/s, then to 600 over 10 s, then to 0 over 5 s)"),
+        "the stages are on the workload line"
+    );
+}

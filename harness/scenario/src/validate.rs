@@ -780,16 +780,16 @@ impl<'a> Validator<'a> {
         let path = workload.key("connections");
         let max = u64::from(MAX_CONNECTIONS);
         let per = u64::from(w.connections);
-        if w.connections == 0 {
-            self.problem(path, "0 connections; expected at least 1");
-            return;
-        }
-        if !self.at_most(path.clone(), per, max, "connections", " per target replica") {
-            return;
-        }
+        let connections_ok = if w.connections == 0 {
+            self.problem(path.clone(), "0 connections; expected at least 1");
+            false
+        } else {
+            self.at_most(path.clone(), per, max, "connections", " per target replica")
+        };
         // The pool may grow to max_connections: the totals below bound what it may reach.
-        let (path, per) = match w.max_connections {
-            None => (path, per),
+        // Its own rules are checked whatever `connections` is.
+        let grown = match w.max_connections {
+            None => Some((path, per)),
             Some(_) if !matches!(w.mode, LoadMode::OpenLoop | LoadMode::MaxThroughput) => {
                 self.problem(
                     workload.key("max_connections"),
@@ -798,9 +798,16 @@ impl<'a> Validator<'a> {
                         w.mode.name()
                     ),
                 );
-                return;
+                None
             }
-            Some(m) if m < w.connections => {
+            Some(0) => {
+                self.problem(
+                    workload.key("max_connections"),
+                    "0 connections; expected at least connections (and at least 1)",
+                );
+                None
+            }
+            Some(m) if connections_ok && m < w.connections => {
                 self.problem(
                     workload.key("max_connections"),
                     format!(
@@ -808,16 +815,17 @@ impl<'a> Validator<'a> {
                         w.connections
                     ),
                 );
-                return;
+                None
             }
             Some(m) => {
                 let path = workload.key("max_connections");
                 let m = u64::from(m);
-                if !self.at_most(path.clone(), m, max, "connections", " per target replica") {
-                    return;
-                }
-                (path, m)
+                self.at_most(path.clone(), m, max, "connections", " per target replica")
+                    .then_some((path, m))
             }
+        };
+        let Some((path, per)) = grown.filter(|_| connections_ok) else {
+            return;
         };
         // Unused in training mode; an unknown target is reported at workload.target, and
         // too many replicas at the component or variant.

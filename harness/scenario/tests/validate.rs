@@ -970,6 +970,26 @@ fn max_connections_is_at_least_connections_and_bounded_over_the_target_replicas(
         ))
     );
     insta::assert_snapshot!(
+        "max_connections_and_connections_both_wrong",
+        errors(&edit(
+            &[(
+                "rate_per_s = 100",
+                "rate_per_s = 100\nconnections = 0\nmax_connections = 0"
+            )],
+            ""
+        ))
+    );
+    insta::assert_snapshot!(
+        "max_connections_over_its_bound_with_connections_over_theirs",
+        errors(&edit(
+            &[(
+                "rate_per_s = 100",
+                "rate_per_s = 100\nconnections = 20000\nmax_connections = 20001"
+            )],
+            ""
+        ))
+    );
+    insta::assert_snapshot!(
         "max_connections_in_a_closed_loop",
         errors(&edit(
             &[(
