@@ -439,6 +439,12 @@ target = "server"
         (Some(2), Some(20))
     );
     assert_eq!(w["connections_added"].as_u64(), Some(18), "{w}\n{stdout}");
+    assert!(
+        stdout.contains(
+            "connections: 2 per replica at the start, 18 added when all were busy (at most 20 per replica)"
+        ),
+        "{stdout}"
+    );
     assert_eq!(m["accounting"]["dropped_by_generator"].as_u64(), Some(0));
     let html = std::fs::read_to_string(run.join("index.html")).expect("index.html");
     assert!(

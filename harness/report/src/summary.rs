@@ -150,6 +150,14 @@ pub fn summary_json(metrics: &RunMetrics) -> Value {
             "best_rate_per_s": s.best_rate_per_s,
         })).collect::<Vec<_>>(),
     });
+    let w = &run.workload;
+    if let Some(max) = w.max_connections {
+        out["connections"] = json!({
+            "per_replica": w.connections,
+            "max_per_replica": max,
+            "added": w.connections_added.unwrap_or(0),
+        });
+    }
     // Only a load given as `[[workload.clients]]` has them.
     if !clients.is_empty() {
         out["clients"] = Value::Array(clients);
@@ -246,6 +254,14 @@ pub fn text_summary(metrics: &RunMetrics) -> String {
         }
         if let Some(warning) = drop_warning(s) {
             out.push_str(&format!("  {warning}\n"));
+        }
+        let w = &metrics.run.workload;
+        if let Some(max) = w.max_connections {
+            out.push_str(&format!(
+                "  connections: {} per replica at the start, {} added when all were busy (at most {max} per replica)\n",
+                w.connections,
+                w.connections_added.unwrap_or(0)
+            ));
         }
     }
     for check in format::accounting_checks(metrics) {

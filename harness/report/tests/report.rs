@@ -582,6 +582,7 @@ fn the_workload_line_says_how_far_the_pool_could_grow_and_what_each_load_added()
         read(dir.path(), "index.html")
     };
     assert!(html(&m).contains("1 connection per replica</dd>"));
+    assert!(report::summary_json(&m).get("connections").is_none());
     m.run.workload.max_connections = Some(40);
     m.run.workload.connections_added = Some(83);
     m.run.workload.connections_added_by_variant = [("one", 38), ("three", 39), ("calm", 6)]
@@ -597,6 +598,11 @@ fn the_workload_line_says_how_far_the_pool_could_grow_and_what_each_load_added()
         ),
         "per variant"
     );
+    let json = report::summary_json(&m);
+    assert_eq!(json["connections"]["added"], 83);
+    assert_eq!(json["connections"]["max_per_replica"], 40);
+    assert!(report::text_summary(&m)
+        .contains("connections: 1 per replica at the start, 83 added when all were busy (at most 40 per replica)"));
     let mut m = with_two_clients(m);
     m.run.workload.connections_added = Some(8);
     m.run.workload.connections_added_by_variant.clear();
