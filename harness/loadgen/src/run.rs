@@ -727,11 +727,12 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(target: usize, conn: Conn, assigned: Option<(Scheduled, Handover)>) -> Rc<Self> {
+    /// An idle connection's slot, nothing assigned.
+    fn new(target: usize, conn: Conn) -> Rc<Self> {
         Rc::new(Slot {
             target,
             conn: RefCell::new(Some(conn)),
-            assigned: Cell::new(assigned),
+            assigned: Cell::new(None),
             wake: Notify::new(),
         })
     }
@@ -755,7 +756,7 @@ impl Dispatch {
             slots: RefCell::new(
                 conns
                     .into_iter()
-                    .map(|(target, conn)| Slot::new(target, conn, None))
+                    .map(|(target, conn)| Slot::new(target, conn))
                     .collect(),
             ),
             idle: (0..targets).map(|_| RefCell::new(Vec::new())).collect(),
@@ -808,7 +809,8 @@ impl Dispatch {
             let free = self.idle[job.target].borrow_mut().pop();
             match free {
                 Some(w) => {
-                    let slot = self.slots.borrow()[w].clone();
+                    let slots = self.slots.borrow();
+                    let slot = &slots[w];
                     let req = &self.prepared[job.target][job.template];
                     // An idle worker's connection is in its slot.
                     let handover = match slot.conn.borrow_mut().as_mut() {
@@ -845,10 +847,9 @@ impl Dispatch {
         let conn = Conn::new(self.pool.targets[t].clone());
         let w = {
             let mut slots = self.slots.borrow_mut();
-            slots.push(Slot::new(t, conn, None));
+            slots.push(Slot::new(t, conn));
             slots.len() - 1
         };
-        self.shared.added.fetch_add(1, Ordering::Relaxed);
         self.start_worker(w, true);
     }
 
@@ -868,6 +869,9 @@ impl Dispatch {
             self.pool.spare[slot.target].set(0);
             return false;
         }
+        // Counted once it is in the pool: a connect that failed for want of descriptors
+        // added nothing.
+        self.shared.added.fetch_add(1, Ordering::Relaxed);
         // More waiting than this connection takes: the backlog still needs another.
         if self.backlog[slot.target].borrow().len() > 1 {
             self.grow(slot.target);

@@ -194,13 +194,6 @@ fn inline_svg(svg: &str) -> String {
 /// in all and per variant, client or search trial.
 fn connections_text(metrics: &RunMetrics) -> String {
     let w = &metrics.run.workload;
-    let plural = |n: u64, one: &str, many: &str| {
-        if n == 1 {
-            format!("{n} {one}")
-        } else {
-            format!("{n} {many}")
-        }
-    };
     let each = if metrics.clients.is_empty() {
         " per replica"
     } else {
@@ -208,7 +201,11 @@ fn connections_text(metrics: &RunMetrics) -> String {
     };
     let mut text = format!(
         "{}{each}",
-        plural(u64::from(w.connections), "connection", "connections")
+        if w.connections == 1 {
+            "1 connection".to_owned()
+        } else {
+            format!("{} connections", w.connections)
+        }
     );
     let Some(max) = w.max_connections else {
         return text;
